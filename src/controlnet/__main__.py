@@ -1,0 +1,5 @@
+import sys
+
+from controlnet.cli import main
+
+sys.exit(main())
