@@ -1,5 +1,6 @@
 """controlnet-pytorch: ControlNet (Zhang, Rao, Agrawala; arXiv 2302.05543) for real use."""
 
+from controlnet.checkpoints import load_controlnet, save_controlnet
 from controlnet.errors import CheckpointError, ControlNetError, InputError, MissingFileError
 from controlnet.nn import ControlNet, ControlResiduals, controlled_unet
 
@@ -13,4 +14,6 @@ __all__ = [
     "InputError",
     "MissingFileError",
     "controlled_unet",
+    "load_controlnet",
+    "save_controlnet",
 ]

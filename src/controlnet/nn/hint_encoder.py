@@ -53,10 +53,10 @@ class HintEncoder(nn.Module):
         self.kind = kind
         self.activation = F.silu if kind == "code" else F.relu
         k = 3 if kind == "code" else 4
-        self.conv_in = nn.Conv2d(in_channels, widths[0], k, padding="same")
+        self.conv_in = nn.Conv2d(in_channels, widths[0], k, padding=1 if k == 3 else "same")
         self.blocks = nn.ModuleList()
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            self.blocks.append(nn.Conv2d(w_in, w_in, k, padding="same"))
+            self.blocks.append(nn.Conv2d(w_in, w_in, k, padding=1 if k == 3 else "same"))
             # stride 2: padding 1 halves the size exactly for k=3 and k=4 alike
             self.blocks.append(nn.Conv2d(w_in, w_out, k, stride=2, padding=1))
         self.conv_out = zero_conv(widths[-1], out_channels, kernel_size=3)

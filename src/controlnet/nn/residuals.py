@@ -8,12 +8,12 @@ pair and one per downsampler, `mid` to the middle block's output. The original c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import torch
 
 # A per-connection scale: a number, or a tensor that broadcasts against that residual (a mask).
-Scale = Union[float, torch.Tensor]
+Scale = float | torch.Tensor
 
 
 class ControlResiduals(NamedTuple):
