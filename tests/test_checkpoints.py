@@ -60,6 +60,11 @@ def test_diffusers_folder_written_by_diffusers_loads(family, tmp_path):
     cn.to_diffusers().save_pretrained(tmp_path / "cn")
     loaded = load_controlnet(tmp_path / "cn")
     assert loaded.loaded_from["layout"] == "diffusers-folder" and same_weights(loaded, cn)
+    sample, t, ehs, hint, added = unet_inputs(unet)
+    down, mid = ControlNetModel.from_pretrained(tmp_path / "cn")(sample, t, ehs, hint, added_cond_kwargs=added, return_dict=False)
+    ours = loaded(sample, t, ehs, hint, added_cond_kwargs=added)
+    for a, b in zip((*ours.down, ours.mid), (*down, mid)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     # and diffusers reads what we write
     save_controlnet(cn, tmp_path / "ours")
     assert json.loads((tmp_path / "ours" / "config.json").read_text())["_class_name"] == "ControlNetModel"
