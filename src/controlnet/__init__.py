@@ -1,5 +1,6 @@
 """controlnet-pytorch: ControlNet (Zhang, Rao, Agrawala; arXiv 2302.05543) for real use."""
 
+from controlnet.annotators import annotate
 from controlnet.checkpoints import load_controlnet, save_controlnet
 from controlnet.errors import CheckpointError, ControlNetError, InputError, MissingFileError
 from controlnet.nn import ControlNet, ControlResiduals, controlled_unet
@@ -7,6 +8,7 @@ from controlnet.nn import ControlNet, ControlResiduals, controlled_unet
 __version__ = "0.1.0"
 
 __all__ = [
+    "annotate",
     "CheckpointError",
     "ControlNet",
     "ControlNetError",

@@ -1,0 +1,44 @@
+"""Annotators: from a photo to the condition map each published ControlNet expects.
+
+    from controlnet.annotators import annotate, list_annotators
+    edges = annotate("canny", photo, resolution=512, low_threshold=100, high_threshold=200)
+
+Classical annotators are exact re-implementations of the reference formulas; learned ones run from
+local files only (transformers folders, published .pth files) or from mediapipe's bundled models.
+"""
+
+# importing the modules registers their annotators
+from . import (  # noqa: F401
+    depth,
+    edges,
+    hed,
+    image_hints,
+    inpaint,
+    lineart,
+    lines,
+    mediapipe_face,
+    normal,
+    pose,
+    segmentation,
+    shuffle,
+    threshold,
+)
+from .api import annotate
+from .image import fit_map, load_image, pixel_perfect_resolution, resize_short_side, to_rgb
+from .inpaint import map_to_hint
+from .registry import REGISTRY, Annotator, Param, get_annotator, list_annotators
+
+__all__ = [
+    "REGISTRY",
+    "Annotator",
+    "Param",
+    "annotate",
+    "fit_map",
+    "get_annotator",
+    "list_annotators",
+    "load_image",
+    "map_to_hint",
+    "pixel_perfect_resolution",
+    "resize_short_side",
+    "to_rgb",
+]

@@ -1,0 +1,125 @@
+"""`controlnet annotate NAME IMAGE -o OUT` and `controlnet annotators` (the list, with parameters)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from controlnet.errors import InputError
+
+RESIZE_MODES = ("just_resize", "crop_and_resize", "resize_and_fill")
+
+
+def register(subparsers) -> None:
+    run = subparsers.add_parser(
+        "annotate",
+        help="turn a photo into a condition map (canny, depth, pose, ...)",
+        description="Run an annotator on IMAGE and write the condition map to OUT (PNG keeps it exact). "
+        "`controlnet annotators` lists the names and their parameters.",
+    )
+    run.add_argument("name", metavar="NAME", help="annotator name, e.g. canny, mlsd, depth, pose")
+    run.add_argument("image", metavar="IMAGE", help="input image file")
+    run.add_argument("-o", "--output", required=True, metavar="OUT", help="output image file (.png recommended)")
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="annotator parameter, repeatable (e.g. --param low_threshold=50 --param model=./dpt-hybrid-midas)",
+    )
+    run.add_argument("--resolution", type=int, default=512, help="detect resolution: short side seen by the detector (512)")
+    run.add_argument("--width", type=int, help="output width (default: the input's, or from --height keeping aspect)")
+    run.add_argument("--height", type=int, help="output height")
+    run.add_argument("--pixel-perfect", action="store_true", help="pick the detect resolution from the output size (A1111)")
+    run.add_argument("--resize-mode", choices=RESIZE_MODES, default="just_resize", help="fit to the output size")
+    run.set_defaults(func=annotate_command)
+
+    listing = subparsers.add_parser(
+        "annotators",
+        help="list annotators, their parameters and the checkpoints they feed",
+        description="List every annotator with its parameters, defaults and the checkpoint family it feeds.",
+    )
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=list_command)
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    """['k=v', ...] -> {'k': 'v'}; values stay strings, each annotator parameter converts its own."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param expects KEY=VALUE, got {pair!r}")
+        params[key.strip()] = value
+    return params
+
+
+def annotate_command(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from controlnet.annotators import annotate
+
+    detected = annotate(
+        args.name,
+        args.image,
+        resolution=args.resolution,
+        width=args.width,
+        height=args.height,
+        pixel_perfect=args.pixel_perfect,
+        resize_mode=args.resize_mode,
+        **parse_params(args.param),
+    )
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Image.fromarray(detected).save(out)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot write {out}: {exc}; use a .png file name (lossless, keeps alpha)") from exc
+    print(f"wrote {out} ({detected.shape[1]}x{detected.shape[0]}, {args.name})")
+    return 0
+
+
+def describe(spec) -> dict:
+    """A JSON-friendly description of one annotator."""
+    return {
+        "name": spec.name,
+        "feeds": spec.feeds,
+        "summary": spec.summary,
+        "map": spec.kind,
+        "learned": spec.learned,
+        "needs": spec.needs,
+        "aliases": list(spec.aliases),
+        "uses_resolution": spec.uses_resolution,
+        "params": [
+            {
+                "name": p.name,
+                "default": p.default,
+                "type": p.kind if isinstance(p.kind, str) else p.kind.__name__,
+                "required": p.required,
+                "help": p.help,
+            }
+            for p in spec.params
+        ],
+    }
+
+
+def list_command(args: argparse.Namespace) -> int:
+    from controlnet.annotators import list_annotators
+
+    specs = [describe(s) for s in list_annotators()]
+    if args.json:
+        print(json.dumps(specs, indent=2, default=str))
+        return 0
+    for s in specs:
+        tag = "learned" if s["learned"] else "classical"
+        aliases = f" (alias {', '.join(s['aliases'])})" if s["aliases"] else ""
+        print(f"{s['name']}{aliases}  [{tag}, {s['map']} map]")
+        print(f"    {s['summary']}")
+        print(f"    feeds: {s['feeds']}")
+        if s["needs"]:
+            print(f"    needs: {s['needs']}")
+        for p in s["params"]:
+            default = "REQUIRED" if p["required"] else repr(p["default"])
+            print(f"    --param {p['name']}={default}  ({p['type']}) {p['help']}")
+    return 0
