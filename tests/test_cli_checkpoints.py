@@ -63,3 +63,16 @@ def test_transfer_command(tmp_path, capsys):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "controlnet", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "inspect" in result.stdout and "convert" in result.stdout
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from controlnet.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_example_families_match_the_tiny_models():
+    from controlnet.cli.example import FAMILIES
+    from controlnet.tiny import FAMILIES as TINY
+
+    assert FAMILIES == TINY

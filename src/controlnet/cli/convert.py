@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controlnet.checkpoints import load_controlnet, save_controlnet
 from controlnet.errors import InputError
 
 
 def run(args) -> int:
+    from controlnet.checkpoints import load_controlnet, save_controlnet
+
     src, dst = Path(args.src), Path(args.dst)
     if dst.exists() and not args.overwrite:
         raise InputError(f"{dst} exists; pass --overwrite to replace it")

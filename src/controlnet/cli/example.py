@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controlnet.checkpoints import save_controlnet
 from controlnet.errors import InputError
-from controlnet.nn import ControlNet
-from controlnet.tiny import FAMILIES, tiny_unet
+
+FAMILIES = ("sd1", "sd2", "sdxl")  # controlnet.tiny.FAMILIES, without importing diffusers for --help
 
 
 def run(args) -> int:
+    from controlnet.checkpoints import save_controlnet
+    from controlnet.nn import ControlNet
+    from controlnet.tiny import tiny_unet
+
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")

@@ -6,11 +6,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from controlnet.checkpoints import infer_config, read_controlnet_state
-from controlnet.nn.controlnet import family_of
-
 
 def describe(path: str | Path) -> dict:
+    from controlnet.checkpoints import infer_config, read_controlnet_state
+    from controlnet.nn.controlnet import family_of
+
     state, stored, layout = read_controlnet_state(path)
     config = stored if stored is not None else infer_config(state, str(path), Path(path).name)
     dtypes = Counter(str(v.dtype).removeprefix("torch.") for v in state.values())

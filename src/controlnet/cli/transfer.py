@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controlnet.checkpoints import load_controlnet, read_unet_encoder, save_controlnet, transfer_control
 from controlnet.errors import InputError
 
 
 def run(args) -> int:
+    from controlnet.checkpoints import load_controlnet, read_unet_encoder, save_controlnet, transfer_control
+
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
