@@ -14,6 +14,8 @@ _LAZY = {
     "annotate": "controlnet.annotators",
     "load_controlnet": "controlnet.checkpoints",
     "save_controlnet": "controlnet.checkpoints",
+    "ControlPipeline": "controlnet.pipeline",
+    "ControlUnit": "controlnet.pipeline",
     "ControlNet": "controlnet.nn",
     "ControlResiduals": "controlnet.nn",
     "controlled_unet": "controlnet.nn",

@@ -19,6 +19,7 @@ COMMANDS = [
     "convert",
     "transfer",
     "example",
+    "generate",
     "annotate",
 ]
 

@@ -1,0 +1,264 @@
+"""`controlnet generate`: base model + ControlNet/condition-image pairs + prompt -> PNGs and a grid.
+
+Units are given as repeated groups: `--controlnet FILE --image IMG [--weight W --start S --end E
+--mode M --preprocess NAME --mask IMG]`; the per-unit options after a `--controlnet` belong to it.
+Every PNG carries its full parameters as JSON in the `controlnet` text chunk (and an A1111-style
+`parameters` line), and `--from PNG` samples that exact image again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from controlnet.errors import InputError, MissingFileError
+
+UNIT_KEYS = ("image", "weight", "start", "end", "mode", "preprocess", "mask")
+UNIT_DEFAULTS = {"image": None, "weight": 1.0, "start": 0.0, "end": 1.0, "mode": "balanced", "preprocess": None, "mask": None}
+CHUNK = "controlnet"
+
+
+class UnitOption(argparse.Action):
+    """`--controlnet` opens a unit; the per-unit options that follow fill in its fields."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        units = getattr(namespace, "units", None) or []
+        if self.dest == "controlnet":
+            units.append({"controlnet": value, **UNIT_DEFAULTS})
+        elif not units:
+            raise argparse.ArgumentError(self, f"give --controlnet FILE before {option_string}")
+        elif units[-1].get(f"_{self.dest}_set"):
+            raise argparse.ArgumentError(self, f"{option_string} given twice for unit {len(units)}; give --controlnet first")
+        else:
+            units[-1][self.dest] = value
+            units[-1][f"_{self.dest}_set"] = True
+        namespace.units = units
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="sample images from a base model with one or more ControlNets",
+        description="Sample images with ControlNet. Per-unit options follow their --controlnet: "
+        "--controlnet canny.safetensors --image edges.png --weight 0.8 --controlnet depth.pth --image d.png --end 0.5",
+    )
+    p.add_argument("--model", help="base model: a diffusers folder (model_index.json) or a single .safetensors/.ckpt file")
+    p.add_argument("--config", help="for a single-file --model: a local diffusers-layout folder with its configs and tokenizers")
+    unit = p.add_argument_group("control units (repeat --controlnet ... per unit)")
+    unit.add_argument("--controlnet", action=UnitOption, metavar="FILE", help="a ControlNet checkpoint (any layout)")
+    unit.add_argument("--image", action=UnitOption, metavar="IMG", help="its condition image (or the photo, with --preprocess)")
+    unit.add_argument("--weight", action=UnitOption, type=float, metavar="W", help="control weight (default 1.0)")
+    unit.add_argument("--start", action=UnitOption, type=float, metavar="F", help="fraction of steps where it starts (0)")
+    unit.add_argument("--end", action=UnitOption, type=float, metavar="F", help="fraction of steps where it ends (1; 0 = off)")
+    unit.add_argument("--mode", action=UnitOption, metavar="MODE", help="balanced | prompt | control (guess mode) | cfg_rw")
+    unit.add_argument("--preprocess", action=UnitOption, metavar="NAME", help="run this annotator on --image first (e.g. canny)")
+    unit.add_argument("--mask", action=UnitOption, metavar="IMG", help="restrict the unit to the white area of this image")
+    p.add_argument("--prompt", default="", help="the prompt")
+    p.add_argument("--negative-prompt", default="", help="the negative prompt")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    p.add_argument("--cfg", type=float, default=9.0, help="classifier-free guidance scale (default 9.0; <= 1 turns CFG off)")
+    p.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, heun, lms, pndm, default")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first image; image k uses seed+k (default random)")
+    p.add_argument("--num-images", type=int, default=1, help="how many images (default 1)")
+    p.add_argument("--width", type=int, help="output width, a multiple of 8 (default: from the first condition image)")
+    p.add_argument("--height", type=int, help="output height, a multiple of 8")
+    p.add_argument("--resize", default="crop_and_resize", help="fit condition images: crop_and_resize, just_resize, resize_and_fill, none")
+    p.add_argument("--init-image", help="img2img: start from this image")
+    p.add_argument("--strength", type=float, default=0.75, help="img2img: how much of the schedule to run (default 0.75)")
+    p.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16 (default fp32)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--from", dest="from_png", metavar="PNG", help="re-create an image from the parameters stored in its PNG")
+    p.add_argument("-o", "--outdir", default="outputs", help="output folder (default ./outputs)")
+    p.add_argument("--no-grid", action="store_true", help="do not write the grid image")
+    p.set_defaults(func=run, units=[])
+
+
+# ---------------------------------------------------------------------------------------- parameters
+
+
+def parameters(args) -> dict:
+    """Everything needed to sample again, with absolute paths."""
+    def path(v):
+        return str(Path(v).resolve()) if v else None
+
+    units = [{"controlnet": path(u["controlnet"]), **{k: (path(u[k]) if k in ("image", "mask") else u[k]) for k in UNIT_KEYS}}
+             for u in args.units]
+    return {
+        "model": path(args.model), "config": path(args.config), "prompt": args.prompt, "negative_prompt": args.negative_prompt,
+        "steps": args.steps, "cfg": args.cfg, "scheduler": args.scheduler, "eta": args.eta, "seed": args.seed,
+        "num_images": args.num_images, "width": args.width, "height": args.height, "resize": args.resize,
+        "init_image": path(args.init_image), "strength": args.strength, "dtype": args.dtype, "units": units,
+    }
+
+
+def read_parameters(png: str) -> dict:
+    """The parameters stored in a PNG written by `controlnet generate`."""
+    from PIL import Image
+
+    if not Path(png).is_file():
+        raise MissingFileError(f"--from: {png} not found")
+    with Image.open(png) as im:
+        text = getattr(im, "text", {}) or im.info
+        if CHUNK not in text:
+            raise InputError(f"--from: {png} has no '{CHUNK}' text chunk; it was not written by controlnet generate")
+        return json.loads(text[CHUNK])
+
+
+def apply_parameters(args, stored: dict) -> None:
+    for key, value in stored.items():
+        if key == "units":
+            args.units = [{**UNIT_DEFAULTS, **u} for u in value]
+        elif key != "version":
+            setattr(args, key, value)
+
+
+def a1111_line(params: dict) -> str:
+    """The human-readable summary A1111 users know, for image viewers."""
+    head = [params["prompt"]]
+    if params["negative_prompt"]:
+        head.append(f"Negative prompt: {params['negative_prompt']}")
+    fields = [f"Steps: {params['steps']}", f"Sampler: {params['scheduler']}", f"CFG scale: {params['cfg']}",
+              f"Seed: {params['seed']}", f"Size: {params['width']}x{params['height']}", f"Model: {Path(params['model']).name}"]
+    for i, u in enumerate(params["units"]):
+        fields.append(f"ControlNet {i}: \"model: {Path(u['controlnet']).name}, module: {u['preprocess'] or 'none'}, "
+                      f"weight: {u['weight']}, guidance_start: {u['start']}, guidance_end: {u['end']}, "
+                      f"control_mode: {u['mode']}, resize_mode: {params['resize']}\"")
+    return "\n".join(head) + "\n" + ", ".join(fields)
+
+
+# ---------------------------------------------------------------------------------------- running
+
+
+def _load_controlnet(path: str, dtype, device):
+    if not Path(path).exists():
+        raise MissingFileError(f"ControlNet not found: {path}")
+    try:
+        from controlnet.checkpoints import load_controlnet
+    except ImportError:  # the checkpoint formats module is optional at this stage
+        from controlnet.nn import ControlNet
+
+        return ControlNet.from_pretrained(path).to(device=device, dtype=dtype).eval()
+    return load_controlnet(path, dtype=dtype, device=device)
+
+
+def _condition_image(unit: dict, width, height, resize: str):
+    from controlnet.pipeline.images import load_image
+
+    if not unit["image"]:
+        raise InputError(f"the unit of --controlnet {unit['controlnet']} has no --image")
+    image = load_image(unit["image"])
+    if not unit["preprocess"]:
+        return image
+    try:
+        from controlnet.annotators import annotate
+    except ImportError:
+        raise InputError("--preprocess needs the annotators (controlnet.annotators), which are not available in this install") from None
+    mode = resize if resize in ("just_resize", "crop_and_resize", "resize_and_fill") else "crop_and_resize"
+    if width and height:
+        return annotate(unit["preprocess"], image, width=width, height=height, pixel_perfect=True, resize_mode=mode)
+    return annotate(unit["preprocess"], image)
+
+
+def _next_index(outdir: Path) -> int:
+    taken = [int(p.name.split("-")[0]) for p in outdir.glob("*.png") if p.name.split("-")[0].isdigit()]
+    return max(taken, default=-1) + 1
+
+
+def make_grid(hints: list, samples: list):
+    """One row: condition maps first, then the samples, all scaled to the samples' height."""
+    from PIL import Image
+
+    height = samples[0].height
+    tiles = [h.resize((max(1, round(h.width * height / h.height)), height)) for h in hints] + list(samples)
+    grid = Image.new("RGB", (sum(t.width for t in tiles), height), "white")
+    x = 0
+    for t in tiles:
+        grid.paste(t.convert("RGB"), (x, 0))
+        x += t.width
+    return grid
+
+
+def _quiet() -> None:
+    """Library warnings and load bars are noise on a command line; errors still show."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def run(args) -> int:
+    import torch
+    from PIL import PngImagePlugin
+
+    import controlnet
+    from controlnet.pipeline import ControlPipeline, ControlUnit
+    from controlnet.pipeline.images import resize_mode
+    from controlnet.pipeline.loading import _dtype
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _quiet()
+    outdir = args.outdir
+    if args.from_png:
+        apply_parameters(args, read_parameters(args.from_png))
+    if not args.model:
+        raise InputError("give the base model with --model (a diffusers folder or a single-file checkpoint)")
+    for name, value, low in (("--steps", args.steps, 1), ("--num-images", args.num_images, 1)):
+        if value < low:
+            raise InputError(f"{name} must be at least {low}, got {value}")
+    resize = resize_mode(args.resize)
+    dtype = _dtype(args.dtype)
+    device = torch.device(args.device)
+
+    pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=dtype, device=device)
+    f = pipe.vae_scale_factor
+    for name, v in (("--width", args.width), ("--height", args.height)):
+        if v is not None and (v <= 0 or v % f):
+            raise InputError(f"{name} must be a positive multiple of {f}, got {v}")
+    nets: dict[str, object] = {}
+    units = []
+    for i, u in enumerate(args.units):
+        key = str(Path(u["controlnet"]).resolve())
+        if key not in nets:
+            nets[key] = _load_controlnet(u["controlnet"], dtype, device)
+        mask = None
+        if u["mask"]:
+            from controlnet.pipeline.images import load_image
+
+            mask = load_image(u["mask"])
+        units.append(ControlUnit(nets[key], _condition_image(u, args.width, args.height, resize or "crop_and_resize"),
+                                 weight=u["weight"], start=u["start"], end=u["end"], mode=u["mode"], mask=mask,
+                                 resize=resize, name=f"unit {i + 1} ({Path(u['controlnet']).name})"))
+    init = None
+    if args.init_image:
+        from controlnet.pipeline.images import load_image
+
+        init = load_image(args.init_image)
+
+    out = pipe(args.prompt, units, negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.cfg,
+               scheduler=args.scheduler, eta=args.eta, seed=args.seed, num_images=args.num_images, height=args.height,
+               width=args.width, init_image=init, strength=args.strength)
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    index = _next_index(outdir)
+    base = parameters(args)
+    base.update(width=out.images[0].width, height=out.images[0].height, num_images=1, version=controlnet.__version__)
+    for k, (image, seed) in enumerate(zip(out.images, out.seeds)):
+        params = {**base, "seed": seed}
+        info = PngImagePlugin.PngInfo()
+        info.add_text(CHUNK, json.dumps(params))
+        info.add_text("parameters", a1111_line(params))
+        path = outdir / f"{index + k:05d}-{seed}.png"
+        image.save(path, pnginfo=info)
+        print(path)
+    if not args.no_grid and (out.hints or len(out.images) > 1):
+        hints = [h for per_unit in out.hints for h in per_unit]
+        path = outdir / f"grid-{index:05d}.png"
+        make_grid(hints, out.images).save(path)
+        print(path)
+    return 0

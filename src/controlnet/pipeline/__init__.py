@@ -1,0 +1,21 @@
+"""Controlled generation: base model + ControlNet units + prompt -> images (`ControlPipeline`)."""
+
+from controlnet.pipeline.images import hint_tensor, resize_mode, to_rgb
+from controlnet.pipeline.modes import MODES, mode_scales
+from controlnet.pipeline.sampling import ControlPipeline, ControlPipelineOutput, check_compatible
+from controlnet.pipeline.schedulers import make_scheduler, scheduler_names
+from controlnet.pipeline.units import ControlUnit
+
+__all__ = [
+    "MODES",
+    "ControlPipeline",
+    "ControlPipelineOutput",
+    "ControlUnit",
+    "check_compatible",
+    "hint_tensor",
+    "make_scheduler",
+    "mode_scales",
+    "resize_mode",
+    "scheduler_names",
+    "to_rgb",
+]

@@ -1,0 +1,175 @@
+"""Loading a base model (SD 1.x, 2.x, XL) fully offline.
+
+Two sources:
+- a diffusers-layout folder (`model_index.json` + one subfolder per component);
+- a single-file checkpoint (`.safetensors` / `.ckpt`, original LDM keys) plus a *local* config: a
+  diffusers-layout folder holding at least the component configs and tokenizer files (weights not
+  needed). diffusers would fetch that config from the Hub; we never download, so it must be given.
+
+Every missing piece gets an error naming the file to provide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from controlnet.errors import CheckpointError, InputError, MissingFileError
+
+WEIGHT_NAMES = ("diffusion_pytorch_model", "model", "pytorch_model")
+WEIGHT_EXTS = (".safetensors", ".bin")
+NEEDED = {
+    "sd": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
+    "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+}
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def _dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
+    return DTYPES[dtype]
+
+
+def read_model_index(folder: Path) -> dict:
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise MissingFileError(
+            f"{folder} is not a diffusers base model folder: it has no model_index.json "
+            "(give the folder that holds model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/; "
+            "for a single .safetensors/.ckpt file pass it with config=<such a folder>)"
+        )
+    try:
+        return json.loads(index.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{index} is not valid JSON ({exc})") from None
+
+
+def base_kind(index: dict) -> str:
+    """"sd" (1.x/2.x) or "sdxl", from the pipeline class and the components present."""
+    name = str(index.get("_class_name", ""))
+    if "text_encoder_2" in index or "XL" in name:
+        if not index.get("text_encoder") or index.get("text_encoder") == [None, None]:
+            raise InputError(f"{name or 'this model'} has no first text encoder (an SDXL refiner?): only SDXL base models are supported")
+        return "sdxl"
+    return "sd"
+
+
+def _check_component(folder: Path, name: str, index: dict) -> None:
+    entry = index.get(name)
+    if not entry or entry == [None, None]:
+        raise MissingFileError(f"{folder}/model_index.json lists no {name}; this pipeline needs one")
+    sub = folder / name
+    if not sub.is_dir():
+        raise MissingFileError(f"{sub} is missing: the base model needs its {name} folder")
+    if name.startswith("tokenizer"):
+        if not ((sub / "vocab.json").is_file() and (sub / "merges.txt").is_file()) and not (sub / "tokenizer.json").is_file():
+            raise MissingFileError(f"{sub} needs vocab.json and merges.txt (or tokenizer.json) of the CLIP tokenizer")
+        return
+    cfg = sub / ("scheduler_config.json" if name == "scheduler" else "config.json")
+    if not cfg.is_file():
+        raise MissingFileError(f"{cfg} is missing: copy the {name} config of the base model there")
+    if name != "scheduler":
+        files = [p.name for p in sub.iterdir()]
+        if not any(f.startswith(WEIGHT_NAMES) and f.endswith(WEIGHT_EXTS) for f in files):
+            raise MissingFileError(
+                f"{sub} has no weights (expected e.g. {name}/diffusion_pytorch_model.safetensors or model.safetensors); "
+                "nothing is downloaded, so the weights must be in the folder"
+            )
+
+
+def _class(entry, name: str):
+    library, cls_name = entry
+    if library == "transformers":
+        import transformers
+
+        return getattr(transformers, cls_name)
+    import diffusers
+
+    if not hasattr(diffusers, cls_name):
+        raise CheckpointError(f"model_index.json names {library}.{cls_name} for {name}, which this diffusers lacks")
+    return getattr(diffusers, cls_name)
+
+
+def load_folder(path: str | os.PathLike, *, dtype=None, device="cpu", variant: str | None = None) -> dict:
+    """The components of a diffusers-layout base model folder, as a dict ready for `ControlPipeline`."""
+    folder = Path(path)
+    if not folder.exists():
+        raise MissingFileError(f"base model not found: {folder}")
+    index = read_model_index(folder)
+    kind = base_kind(index)
+    for name in NEEDED[kind]:
+        _check_component(folder, name, index)
+    dtype = _dtype(dtype)
+    parts: dict = {"kind": kind, "force_zeros_for_empty_prompt": bool(index.get("force_zeros_for_empty_prompt", kind == "sdxl"))}
+    for name in NEEDED[kind]:
+        cls = _class(index[name], name)
+        kwargs: dict = {"subfolder": name, "local_files_only": True}
+        try:
+            if name.startswith("tokenizer"):
+                parts[name] = cls.from_pretrained(folder, **kwargs)
+            elif name == "scheduler":
+                parts[name] = cls.from_pretrained(folder, **kwargs)
+            else:
+                if variant:
+                    kwargs["variant"] = variant
+                if dtype is not None:  # load in the dtype (casting afterwards makes diffusers warn)
+                    kwargs["dtype" if index[name][0] == "transformers" else "torch_dtype"] = dtype
+                parts[name] = cls.from_pretrained(folder, **kwargs).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot load {folder / name}: {str(exc).splitlines()[0]}") from None
+    return parts
+
+
+def single_file_kind(path: Path) -> str:
+    """"sdxl" when the checkpoint has SDXL's second text encoder, else "sd"."""
+    from safetensors import safe_open
+
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), "pt") as f:
+            keys = list(f.keys())
+    else:
+        state = torch.load(path, map_location="meta", weights_only=True)
+        keys = list(state.get("state_dict", state))
+    return "sdxl" if any(k.startswith("conditioner.embedders.1") for k in keys) else "sd"
+
+
+def load_single_file(path: str | os.PathLike, *, config: str | os.PathLike | None, dtype=None, device="cpu") -> dict:
+    """Components of a single-file SD/SDXL checkpoint, configured by a local diffusers-layout folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"checkpoint not found: {path}")
+    if config is None:
+        raise MissingFileError(
+            f"{path.name} is a single-file checkpoint: pass config=<a local diffusers-layout folder of the same "
+            "base model> (model_index.json, component configs and tokenizer files; weights not needed), since "
+            "nothing is downloaded"
+        )
+    cfg = Path(config)
+    index = read_model_index(cfg)
+    kind = single_file_kind(path)
+    if kind != base_kind(index):
+        raise InputError(f"{path.name} is an {kind} checkpoint but the config folder {cfg} describes an {base_kind(index)} model")
+    import diffusers
+
+    cls = diffusers.StableDiffusionXLPipeline if kind == "sdxl" else diffusers.StableDiffusionPipeline
+    extra = {} if kind == "sdxl" else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    try:
+        pipe = cls.from_single_file(str(path), config=str(cfg), local_files_only=True, torch_dtype=_dtype(dtype), **extra)
+    except (OSError, ValueError, KeyError, TypeError, SingleFileComponentError) as exc:
+        raise CheckpointError(f"cannot load {path} with the config in {cfg}: {str(exc).splitlines()[0]}") from None
+    parts = {name: getattr(pipe, name) for name in NEEDED[kind]}
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if name in parts:
+            parts[name] = parts[name].to(device)
+    parts["kind"] = kind
+    parts["force_zeros_for_empty_prompt"] = bool(index.get("force_zeros_for_empty_prompt", kind == "sdxl"))
+    return parts

@@ -1,0 +1,137 @@
+"""Tiny, random, fully offline Stable Diffusion pipelines shaped like SD 1.x, SD 2.x (v-prediction,
+linear projections, per-level heads) and SDXL (two text encoders, text-time embedding), and
+ControlNets for them. Import as `from tiny_models import ...` (pytest puts tests/ on sys.path,
+since tests/ is not a package).
+
+The tokenizer is a byte-level CLIP BPE with no merges: every string tokenizes, nothing is
+downloaded (reference/diffusers_controlnet.md §8.2). The VAE has 4 levels, so the VAE scale factor
+is 8 as in the real models and hints are 8x the latent size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from controlnet.nn import ControlNet
+from controlnet.tiny import randomize_connections, tiny_unet_config
+
+FAMILIES = ("sd1", "sd2", "sdxl")
+TEXT_WIDTH = {"sd1": 32, "sd2": 48}
+
+
+def tiny_tokenizer(max_len: int = 77) -> CLIPTokenizer:
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alpha = sorted(ByteLevel.alphabet())
+    tokens = ["<|startoftext|>", "<|endoftext|>"] + alpha + [a + "</w>" for a in alpha]
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "vocab.json"), "w") as f:
+            json.dump({t: i for i, t in enumerate(tokens)}, f)
+        with open(os.path.join(d, "merges.txt"), "w") as f:
+            f.write("#version: 0.2\n")
+        with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+            json.dump({"model_max_length": max_len}, f)
+        return CLIPTokenizer.from_pretrained(d)
+
+
+def tiny_text_config(width: int, **extra) -> CLIPTextConfig:
+    return CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=width, intermediate_size=37,
+                          num_attention_heads=4, num_hidden_layers=3, vocab_size=514, max_position_embeddings=77, **extra)
+
+
+def tiny_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        block_out_channels=(8, 8, 16, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1,
+    )
+
+
+def tiny_scheduler(family: str):
+    common = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+    if family == "sdxl":
+        return EulerDiscreteScheduler(**common, timestep_spacing="leading")
+    prediction = "v_prediction" if family == "sd2" else "epsilon"
+    return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False, prediction_type=prediction)
+
+
+def tiny_pipeline(family: str = "sd1", seed: int = 0, unet_config: dict | None = None):
+    """A diffusers StableDiffusion(XL)Pipeline of random tiny models (eval mode, CPU)."""
+    torch.manual_seed(seed)
+    config = tiny_unet_config(family)
+    config.update(sample_size=8, **(unet_config or {}))
+    unet = UNet2DConditionModel(**config)
+    vae = tiny_vae()
+    tok = tiny_tokenizer()
+    if family == "sdxl":
+        te = CLIPTextModel(tiny_text_config(32))
+        te2 = CLIPTextModelWithProjection(tiny_text_config(32, projection_dim=32, hidden_act="gelu"))
+        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tiny_tokenizer(),
+                                         unet=unet, scheduler=tiny_scheduler(family))
+    else:
+        te = CLIPTextModel(tiny_text_config(TEXT_WIDTH[family]))
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=tiny_scheduler(family),
+                                       safety_checker=None, feature_extractor=None, image_encoder=None,
+                                       requires_safety_checker=False)
+    for m in (unet, vae, te, getattr(pipe, "text_encoder_2", None)):
+        if m is not None:
+            m.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_controlnet(pipe, seed: int = 1, std: float = 0.05, **kwargs) -> ControlNet:
+    """A ControlNet copied from the pipeline's U-Net with random zero convs (so its effect shows)."""
+    torch.manual_seed(seed)
+    cn = ControlNet.from_unet(pipe.unet, vae_scale_factor=8, **kwargs).eval()
+    randomize_connections(cn, seed=seed, std=std)
+    return cn
+
+
+def controlnet_pipeline(pipe, controlnets):
+    """diffusers' StableDiffusion(XL)ControlNetPipeline sharing `pipe`'s components; `controlnets`
+    are ours, converted to diffusers' ControlNetModel (one, or a list for MultiControlNetModel)."""
+    from diffusers import StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline
+
+    many = isinstance(controlnets, (list, tuple))
+    nets = [c.to_diffusers().eval() for c in (controlnets if many else [controlnets])]
+    net = nets if many else nets[0]
+    if isinstance(pipe, StableDiffusionXLPipeline):
+        out = StableDiffusionXLControlNetPipeline(
+            vae=pipe.vae, text_encoder=pipe.text_encoder, text_encoder_2=pipe.text_encoder_2, tokenizer=pipe.tokenizer,
+            tokenizer_2=pipe.tokenizer_2, unet=pipe.unet, controlnet=net, scheduler=pipe.scheduler,
+        )
+    else:
+        out = StableDiffusionControlNetPipeline(
+            vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet, controlnet=net,
+            scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None, image_encoder=None,
+            requires_safety_checker=False,
+        )
+    out.set_progress_bar_config(disable=True)
+    return out
+
+
+def random_hint(width: int, height: int, seed: int = 0):
+    """A random RGB condition image (PIL) of the given size."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def start_latents(pipe, width: int, height: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, pipe.unet.config.in_channels, height // 8, width // 8, generator=g)
