@@ -4,8 +4,7 @@ Names are imported on first use (PEP 562), so `import controlnet` and `controlne
 pay for torch and diffusers until something needs them.
 """
 
-from importlib import import_module
-
+from controlnet._lazy import lazy_exports
 from controlnet.errors import CheckpointError, ControlNetError, InputError, MissingFileError
 
 __version__ = "0.1.0"
@@ -24,13 +23,4 @@ _LAZY = {
 __all__ = ["CheckpointError", "ControlNetError", "InputError", "MissingFileError", *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'controlnet' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)

@@ -21,6 +21,7 @@ COMMANDS = [
     "example",
     "generate",
     "annotate",
+    "train",
 ]
 
 

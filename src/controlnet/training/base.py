@@ -1,0 +1,199 @@
+"""The locked base model: tokenizer, text encoder, VAE, U-Net and noise scheduler of a local diffusers folder.
+
+Only local folders are read (we never download). Besides loading, this module builds random base
+models offline, tiny for tests and SD1.5-shaped for benchmarks, with a byte-level CLIP tokenizer
+that needs no vocabulary download (reference/diffusers_controlnet.md §8.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from controlnet.errors import InputError, MissingFileError
+
+
+@dataclass
+class Base:
+    tokenizer: object
+    text_encoder: torch.nn.Module
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    scheduler: object  # a diffusers noise scheduler (DDPM for training)
+    path: str = ""
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    def lock(self) -> Base:
+        """requires_grad_(False) and eval() on every part: the paper's locked model."""
+        for m in (self.text_encoder, self.vae, self.unet):
+            m.requires_grad_(False)
+            m.eval()
+        return self
+
+    def to(self, device, dtype: torch.dtype | None = None) -> Base:
+        for m in (self.text_encoder, self.vae, self.unet):
+            m.to(device=device, dtype=dtype)
+        return self
+
+
+def load_base(path: str | Path) -> Base:
+    """Read a diffusers Stable Diffusion folder (model_index.json + tokenizer/, text_encoder/, vae/, unet/, scheduler/)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    root = Path(path)
+    if not (root / "model_index.json").is_file():
+        raise MissingFileError(
+            f"{root} is not a diffusers model folder (no model_index.json): pass a local folder saved with "
+            "`pipeline.save_pretrained(...)`; models are never downloaded"
+        )
+    for sub in ("tokenizer", "text_encoder", "vae", "unet", "scheduler"):
+        if not (root / sub).is_dir():
+            raise MissingFileError(f"{root} has no {sub}/ folder: the base model must be a full Stable Diffusion folder")
+    index = json.loads((root / "model_index.json").read_text())
+    text_cls = CLIPTextModel
+    if index.get("text_encoder", [None, None])[1] not in (None, "CLIPTextModel"):
+        import transformers
+
+        text_cls = getattr(transformers, index["text_encoder"][1])
+    return Base(
+        tokenizer=AutoTokenizer.from_pretrained(root / "tokenizer", local_files_only=True),
+        text_encoder=text_cls.from_pretrained(root / "text_encoder", local_files_only=True),
+        vae=AutoencoderKL.from_pretrained(root / "vae", local_files_only=True),
+        unet=UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True),
+        scheduler=DDPMScheduler.from_pretrained(root / "scheduler", local_files_only=True),
+        path=str(root),
+    )
+
+
+def model_hash(*modules: torch.nn.Module) -> str:
+    """A content hash of weights (names, dtypes, values): a changed model invalidates cached features."""
+    h = hashlib.blake2b(digest_size=16)
+    for m in modules:
+        for name, t in sorted(m.state_dict().items()):
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- random base models, offline
+
+
+def byte_clip_tokenizer(directory: str | Path, max_length: int = 77):
+    """A CLIP BPE tokenizer with no merges: 514 tokens, every string tokenizes, nothing downloaded."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    alpha = sorted(ByteLevel.alphabet())
+    tokens = ["<|startoftext|>", "<|endoftext|>"] + alpha + [a + "</w>" for a in alpha]
+    (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    (d / "tokenizer_config.json").write_text(json.dumps({"model_max_length": max_length}))
+    return CLIPTokenizer.from_pretrained(d)
+
+
+SHAPES = {
+    # widths (32, 64) U-Net, 2x VAE: a 32x32 image is a 16x16 latent; trains hundreds of steps in seconds
+    "tiny": dict(
+        unet=dict(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, cross_attention_dim=32,
+                  attention_head_dim=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), sample_size=16),
+        vae=dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+                 down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                 sample_size=32),
+        text=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2),
+        max_length=16,
+    ),
+    # SD-like proportions at CPU size (factor-8 VAE, three U-Net levels): the CPU benchmark's default
+    "small": dict(
+        unet=dict(block_out_channels=(32, 64, 128), layers_per_block=2, norm_num_groups=16, cross_attention_dim=64,
+                  attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), sample_size=16),
+        vae=dict(block_out_channels=(32, 64, 128, 128), layers_per_block=2, norm_num_groups=16, latent_channels=4,
+                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                 sample_size=128),
+        text=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4),
+        max_length=77,
+    ),
+    # Stable Diffusion 1.5's shapes with random weights (benchmarks)
+    "sd15": dict(
+        unet=dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
+                  attention_head_dim=8, sample_size=64),
+        vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                 sample_size=512, scaling_factor=0.18215),
+        text=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12),
+        max_length=77,
+    ),
+}
+
+
+def build_base(shape: str = "tiny", seed: int = 0, tokenizer_dir: str | Path | None = None,
+               prediction_type: str = "epsilon") -> Base:
+    """A base model with random weights in the shape of `SHAPES[shape]` (in memory)."""
+    import tempfile
+
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if shape not in SHAPES:
+        raise InputError(f"unknown base shape {shape!r}; choose one of {', '.join(SHAPES)}")
+    spec = SHAPES[shape]
+    torch.manual_seed(seed)
+    tokenizer = byte_clip_tokenizer(tokenizer_dir or tempfile.mkdtemp(prefix="tok-"), spec["max_length"])
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=514, max_position_embeddings=spec["max_length"],
+        **spec["text"],
+    ))
+    return Base(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=AutoencoderKL(**spec["vae"]),
+        unet=UNet2DConditionModel(**spec["unet"]),
+        scheduler=DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                num_train_timesteps=1000, prediction_type=prediction_type, clip_sample=False),
+    )
+
+
+def save_base(base: Base, path: str | Path) -> Path:
+    """Write a base model as a diffusers folder that `load_base` (and diffusers) read."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer", "text_encoder", "vae", "unet", "scheduler"):
+        getattr(base, name).save_pretrained(root / name)
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "scheduler": ["diffusers", "DDPMScheduler"],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+    }
+    (root / "model_index.json").write_text(json.dumps(index, indent=2))
+    return root
+
+
+def make_tiny_base(path: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """A tiny random Stable Diffusion folder for tests (well under a megabyte of weights)."""
+    root = Path(path)
+    base = build_base("tiny", seed=seed, tokenizer_dir=root / "tokenizer", prediction_type=prediction_type)
+    return save_base(base, root)
