@@ -23,7 +23,12 @@ from controlnet.checkpoints import (
 from controlnet.nn import controlled_unet
 from controlnet.tiny import FAMILIES, randomize_connections, tiny_unet, unet_inputs
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference tests: no autograd (per test, not process-wide, so training tests keep theirs)."""
+    with torch.no_grad():
+        yield
 
 
 def make(family="sd1", exact=False, seed=0):

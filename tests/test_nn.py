@@ -7,7 +7,12 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from controlnet.nn import ControlNet, HintEncoder, controlled_unet, count_parameters, soft_scales, zero_conv
 from controlnet.tiny import FAMILIES, randomize_connections, tiny_unet, unet_inputs
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference tests: no autograd (per test, not process-wide, so training tests keep theirs)."""
+    with torch.no_grad():
+        yield
 
 
 def run_both(cn, unet, family):

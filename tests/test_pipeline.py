@@ -14,7 +14,12 @@ from tiny_models import (
     tiny_pipeline,
 )
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference tests: no autograd (per test, not process-wide, so training tests keep theirs)."""
+    with torch.no_grad():
+        yield
 W, H = 64, 48  # latent 8x6: the tiny U-Net's two levels give 8x6 and 4x3
 SCHEDULER = {"sd1": "ddim", "sd2": "ddim", "sdxl": "euler"}  # by name: the named scheduler must equal diffusers'
 TOL = dict(atol=1e-4, rtol=0)

@@ -13,7 +13,12 @@ from controlnet.pipeline import ControlPipeline, ControlUnit
 from controlnet.pipeline.images import fit, hint_tensor, load_image, resize_mode, to_rgb
 from tiny_models import random_hint, tiny_controlnet, tiny_pipeline
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference tests: no autograd (per test, not process-wide, so training tests keep theirs)."""
+    with torch.no_grad():
+        yield
 W, H = 64, 48
 
 

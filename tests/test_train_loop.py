@@ -237,3 +237,11 @@ def test_bf16_accumulation_checkpointing_and_bad_samples(world, tmp_path):
     w = weights(result.output_dir)
     assert all(v.dtype == torch.float32 for v in w.values())  # master weights stay fp32
     assert "1 unusable samples skipped" in (result.output_dir / "README.md").read_text()
+
+
+def test_training_works_inside_a_callers_no_grad(world):
+    """A library call must not depend on the caller's autograd mode (e.g. a notebook under no_grad)."""
+    with torch.no_grad():
+        result = train(config(world, "nograd", max_steps=2))
+    assert [r["step"] for r in result.log] == [1, 2]
+    assert max_diff(weights(result.output_dir), initial_weights(config(world, "nograd2", max_steps=2))) > 0

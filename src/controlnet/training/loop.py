@@ -111,6 +111,11 @@ def _build_controlnet(config: TrainConfig, base: Base):
 
 def train(config: TrainConfig, base: Base | None = None) -> TrainResult:
     """Train a ControlNet as `config` says; returns when `max_steps` is reached or a signal arrives."""
+    with torch.enable_grad():  # whatever the caller's autograd mode (e.g. inside torch.no_grad())
+        return _train(config, base)
+
+
+def _train(config: TrainConfig, base: Base | None) -> TrainResult:
     from accelerate import Accelerator
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
