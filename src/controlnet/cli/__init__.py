@@ -15,6 +15,7 @@ from controlnet.errors import ControlNetError
 
 # module names under controlnet.cli, in the order `controlnet --help` lists them
 COMMANDS = [
+    "demo",
     "inspect",
     "convert",
     "transfer",

@@ -44,10 +44,10 @@ def register(sub) -> None:
         description="Sample images with ControlNet. Per-unit options follow their --controlnet: "
         "--controlnet canny.safetensors --image edges.png --weight 0.8 --controlnet depth.pth --image d.png --end 0.5",
     )
-    p.add_argument("--model", help="base model: a diffusers folder (model_index.json) or a single .safetensors/.ckpt file")
+    p.add_argument("--model", help="base model: a diffusers folder (model_index.json), a single .safetensors/.ckpt file, or mini (built in)")
     p.add_argument("--config", help="for a single-file --model: a local diffusers-layout folder with its configs and tokenizers")
     unit = p.add_argument_group("control units (repeat --controlnet ... per unit)")
-    unit.add_argument("--controlnet", action=UnitOption, metavar="FILE", help="a ControlNet checkpoint (any layout)")
+    unit.add_argument("--controlnet", action=UnitOption, metavar="FILE", help="a ControlNet checkpoint (any layout), or mini:edges / mini:seg / mini:depth (built in)")
     unit.add_argument("--image", action=UnitOption, metavar="IMG", help="its condition image (or the photo, with --preprocess)")
     unit.add_argument("--weight", action=UnitOption, type=float, metavar="W", help="control weight (default 1.0)")
     unit.add_argument("--start", action=UnitOption, type=float, metavar="F", help="fraction of steps where it starts (0)")
@@ -133,14 +133,10 @@ def a1111_line(params: dict) -> str:
 
 
 def _load_controlnet(path: str, dtype, device):
+    from controlnet.checkpoints import load_controlnet
+
     if not Path(path).exists():
         raise MissingFileError(f"ControlNet not found: {path}")
-    try:
-        from controlnet.checkpoints import load_controlnet
-    except ImportError:  # the checkpoint formats module is optional at this stage
-        from controlnet.nn import ControlNet
-
-        return ControlNet.from_pretrained(path).to(device=device, dtype=dtype).eval()
     return load_controlnet(path, dtype=dtype, device=device)
 
 
@@ -196,6 +192,7 @@ def run(args) -> int:
     from PIL import PngImagePlugin
 
     import controlnet
+    from controlnet.assets import resolve_controlnet, resolve_model
     from controlnet.pipeline import ControlPipeline, ControlUnit
     from controlnet.pipeline.images import resize_mode
     from controlnet.pipeline.loading import _dtype
@@ -206,7 +203,10 @@ def run(args) -> int:
     if args.from_png:
         apply_parameters(args, read_parameters(args.from_png))
     if not args.model:
-        raise InputError("give the base model with --model (a diffusers folder or a single-file checkpoint)")
+        raise InputError("give the base model with --model (a diffusers folder, a single-file checkpoint, or 'mini')")
+    args.model = str(resolve_model(args.model))  # 'mini' / 'mini:edges' name the built-in models
+    for u in args.units:
+        u["controlnet"] = str(resolve_controlnet(u["controlnet"]))
     for name, value, low in (("--steps", args.steps, 1), ("--num-images", args.num_images, 1)):
         if value < low:
             raise InputError(f"{name} must be at least {low}, got {value}")

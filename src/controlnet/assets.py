@@ -1,0 +1,57 @@
+"""The models shipped inside the package: the miniature Stable Diffusion and its ControlNets.
+
+`--model mini` and `--controlnet mini:edges` name them on the command line; everything else is a
+local path. Nothing is downloaded: if the weights are not in this installation, the error says how
+to build them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controlnet.errors import MissingFileError
+
+MINI_DIR = Path(__file__).parent / "assets" / "mini"
+MINI_CONDITIONS = ("edges", "seg", "depth")
+HELD_OUT_SEED = 1  # world seed of the samples the miniature models never saw (training uses seed 0)
+
+
+def _missing(what: str) -> MissingFileError:
+    return MissingFileError(
+        f"the built-in miniature {what} is not in this installation ({MINI_DIR}); build it with "
+        "`controlnet world build-mini OUT` and copy OUT's contents there, or give a local path instead"
+    )
+
+
+def mini_model_dir(root: Path | None = None) -> Path:
+    root = Path(root) if root else MINI_DIR
+    if not (root / "model_index.json").is_file():
+        raise _missing("model") if root == MINI_DIR else MissingFileError(f"{root}: no model_index.json")
+    return root
+
+
+def mini_controlnet_dir(condition: str, root: Path | None = None) -> Path:
+    if condition not in MINI_CONDITIONS:
+        raise MissingFileError(f"no built-in ControlNet for {condition!r}; built-in: {', '.join(MINI_CONDITIONS)}")
+    folder = (Path(root) if root else MINI_DIR) / f"controlnet-{condition}"
+    if not (folder / "config.json").is_file():
+        raise _missing(f"{condition} ControlNet")
+    return folder
+
+
+def available_controlnets(root: Path | None = None) -> list[str]:
+    root = Path(root) if root else MINI_DIR
+    return [c for c in MINI_CONDITIONS if (root / f"controlnet-{c}" / "config.json").is_file()]
+
+
+def resolve_model(name: str) -> Path:
+    """'mini' → the packaged miniature model; anything else is a path."""
+    return mini_model_dir() if name == "mini" else Path(name)
+
+
+def resolve_controlnet(name: str) -> Path:
+    """'mini:edges' (or 'mini-edges') → a packaged miniature ControlNet; anything else is a path."""
+    for prefix in ("mini:", "mini-"):
+        if name.startswith(prefix) and not Path(name).exists():
+            return mini_controlnet_dir(name[len(prefix):])
+    return Path(name)

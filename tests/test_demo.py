@@ -1,0 +1,84 @@
+"""`controlnet demo` and the built-in model names, on a random miniature model of the real layout."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from controlnet.assets import MINI_CONDITIONS, available_controlnets, resolve_controlnet, resolve_model
+from controlnet.cli import main
+from controlnet.errors import MissingFileError
+
+
+def random_mini(folder: Path) -> Path:
+    """The miniature model's folder layout with random tiny weights and one ControlNet per condition."""
+    import torch
+
+    from controlnet.checkpoints import save_controlnet
+    from controlnet.mini.config import MiniConfig
+    from controlnet.mini.models import build_text_encoder, build_unet, build_vae
+    from controlnet.mini.pipeline import assemble, save
+    from controlnet.mini.tokenizer import build_tokenizer
+    from controlnet.nn import ControlNet
+    from controlnet.tiny import randomize_connections
+
+    torch.manual_seed(0)
+    cfg = MiniConfig.tiny()
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(tmp, cfg.max_length)
+    unet = build_unet(cfg)
+    save(assemble(build_vae(cfg), build_text_encoder(cfg, tokenizer), tokenizer, unet), folder, fp16=False)
+    for k, condition in enumerate(MINI_CONDITIONS):
+        cn = ControlNet.from_unet(unet, vae_scale_factor=8)
+        randomize_connections(cn, seed=k, std=0.5)
+        save_controlnet(cn, folder / f"controlnet-{condition}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    return random_mini(tmp_path_factory.mktemp("mini") / "mini")
+
+
+def test_demo_writes_the_grid_of_every_controlnet(mini, tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--model", str(mini), "-o", str(out), "--steps", "2", "--samples", "2", "--quiet"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == str(out)
+    grid = np.asarray(Image.open(out))
+    cell = 4 * 64 + 4 * 2  # 64-px pictures upscaled 4x, 2-px gaps upscaled too
+    assert grid.shape[0] == len(MINI_CONDITIONS) * 2 * cell - 4 * 2 and grid.shape[1] == 3 * cell - 4 * 2
+    left, plain, controlled = (grid[: 4 * 64, j * cell: j * cell + 4 * 64].astype(int) for j in range(3))
+    assert (left.max(axis=2) > 0).any()  # a condition map is shown
+    assert np.abs(plain - controlled).mean() > 1  # the (random) ControlNet changes the picture
+
+
+def test_generate_accepts_a_users_condition_with_preprocess(mini, tmp_path):
+    drawing = np.zeros((64, 64, 3), np.uint8)
+    drawing[16:48, 16:48] = 255  # a hand-drawn square
+    Image.fromarray(drawing).save(tmp_path / "square.png")
+    out = tmp_path / "gen"
+    assert main(["generate", "--model", str(mini), "--controlnet", str(mini / "controlnet-edges"),
+                 "--image", str(tmp_path / "square.png"), "--preprocess", "canny", "--prompt", "a red square",
+                 "--steps", "2", "--seed", "3", "-o", str(out)]) == 0
+    pngs = sorted(out.glob("0*.png"))
+    assert len(pngs) == 1
+    params = json.loads(Image.open(pngs[0]).text["controlnet"])
+    assert params["units"][0]["preprocess"] == "canny"
+
+
+def test_built_in_names_resolve_or_say_how_to_get_them(mini):
+    assert available_controlnets(mini) == list(MINI_CONDITIONS)
+    assert resolve_model("some/folder") == Path("some/folder")
+    assert resolve_controlnet("cn.safetensors") == Path("cn.safetensors")
+    try:
+        path = resolve_model("mini")
+    except MissingFileError as exc:
+        assert "build-mini" in str(exc)
+    else:
+        assert (path / "model_index.json").is_file()
+    with pytest.raises(MissingFileError, match="built-in"):
+        resolve_controlnet("mini:normals")
