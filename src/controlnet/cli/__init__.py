@@ -23,6 +23,7 @@ COMMANDS = [
     "generate",
     "annotate",
     "train",
+    "world",
 ]
 
 

@@ -47,7 +47,7 @@ def texture_tint(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     """The second colour of a textured background: the same name, a shade lighter or darker."""
     c = np.asarray(rgb, dtype=np.float32)
     target = 0.0 if c.mean() > 110 else 255.0
-    return tuple(int(round(v)) for v in c + 0.2 * (target - c))
+    return tuple(int(round(v)) for v in c + 0.15 * (target - c))
 
 
 def nearest_colour(rgb) -> str | np.ndarray:

@@ -117,8 +117,9 @@ def sample_scene(
             cand = Shape(kind, colour, float(rng.uniform(m, 1 - m)), float(rng.uniform(m, 1 - m)), r,
                          float(rng.uniform(-25, 25)) if kind != "circle" else 0.0)
             if _all_visible([*shapes, cand], min_visible):
+                shapes.append(cand)
                 break
-        shapes.append(cand)
+        # a crowded scene that cannot fit another shape keeps fewer shapes rather than hide one
     return Scene(background, texture, period, angle, tuple(shapes), int(rng.integers(2**31)))
 
 

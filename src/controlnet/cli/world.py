@@ -1,0 +1,116 @@
+"""`controlnet world`: the generated world of coloured shapes, and the miniature SD trained on it.
+
+    controlnet world show grid.png --n 8               # pictures with every condition map
+    controlnet world export data/edges --n 1000 --layout fill50k --condition edges
+    controlnet world build-mini outputs/mini --budget-minutes 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from controlnet.errors import InputError
+
+
+def register(subparsers) -> None:
+    from controlnet.world.export import LAYOUTS
+    from controlnet.world.render import CONDITIONS
+
+    parser = subparsers.add_parser("world", help="generated shapes world: export datasets, build the mini model",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    show = actions.add_parser("show", help="save a grid of samples with all their condition maps")
+    show.add_argument("out", type=Path, help="PNG file to write")
+    show.add_argument("--n", type=int, default=8, help="samples (rows)")
+    _world_options(show)
+    show.add_argument("--scale", type=int, default=3, help="upscale the grid this many times for viewing")
+    show.set_defaults(func=run_show)
+
+    export = actions.add_parser("export", help="write samples in the fill50k or image-folder layout")
+    export.add_argument("out", type=Path, help="empty folder to write")
+    export.add_argument("--n", type=int, default=1000, help="number of samples")
+    export.add_argument("--layout", choices=LAYOUTS, default="fill50k",
+                        help="fill50k: prompt.json + source/ + target/; imagefolder: metadata.jsonl (diffusers)")
+    export.add_argument("--condition", choices=CONDITIONS, default="edges", help="condition map kind")
+    export.add_argument("--start", type=int, default=0, help="index of the first sample")
+    _world_options(export)
+    export.set_defaults(func=run_export)
+
+    build = actions.add_parser("build-mini", help="train the miniature SD from scratch (every stage, resumable)")
+    build.add_argument("out", type=Path, help="build folder; rerun the same command to resume")
+    build.add_argument("--budget-minutes", type=float, default=None,
+                       help="time for the whole recipe incl. later ControlNet stages (default 120); "
+                            "this command uses ~60%% of it")
+    build.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    build.add_argument("--tiny", action="store_true", help="toy sizes and 3 steps per stage (a smoke test)")
+    build.add_argument("--seed", type=int, default=None, help="world seed for the training samples (default 0)")
+    build.set_defaults(func=run_build)
+
+
+def _world_options(parser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="world seed: same seed, same samples")
+    parser.add_argument("--size", type=int, default=64, help="picture size in pixels")
+    parser.add_argument("--min-shapes", type=int, default=1)
+    parser.add_argument("--max-shapes", type=int, default=3)
+
+
+def _check_world(args) -> None:
+    if args.size < 8:
+        raise InputError(f"--size must be at least 8 pixels, got {args.size}")
+    if not 1 <= args.min_shapes <= args.max_shapes:
+        raise InputError(f"need 1 <= --min-shapes <= --max-shapes, got {args.min_shapes} and {args.max_shapes}")
+
+
+def run_show(args) -> int:
+    from controlnet.world import World, save_grid
+
+    _check_world(args)
+    if args.n < 1:
+        raise InputError(f"--n must be at least 1, got {args.n}")
+    world = World(args.seed, args.size, args.min_shapes, args.max_shapes)
+    rows, captions = [], []
+    for sample in world.take(args.n):
+        rows.append([sample.image] + [sample.conditions[k] for k in world.conditions])
+        captions.append(sample.caption)
+    path = save_grid(rows, args.out, scale=args.scale)
+    print("columns: picture | " + " | ".join(world.conditions))
+    for i, text in enumerate(captions):
+        print(f"{i}: {text}")
+    print(path)
+    return 0
+
+
+def run_export(args) -> int:
+    from controlnet.world.export import export
+
+    _check_world(args)
+    t0 = time.perf_counter()
+    out = export(args.out, args.n, args.layout, args.condition, args.seed, args.size, args.start,
+                 args.min_shapes, args.max_shapes)
+    print(f"{args.n} samples ({args.layout}, {args.condition}) in {time.perf_counter() - t0:.1f} s: {out}")
+    return 0
+
+
+def run_build(args) -> int:
+    from dataclasses import replace
+
+    from controlnet.mini.build import build_mini
+    from controlnet.mini.config import MiniConfig
+
+    cfg = None
+    if args.tiny or args.budget_minutes is not None or args.seed is not None:
+        cfg = MiniConfig.tiny() if args.tiny else MiniConfig()
+        if args.budget_minutes is not None:
+            if args.budget_minutes <= 0:
+                raise InputError(f"--budget-minutes must be positive, got {args.budget_minutes}")
+            cfg = replace(cfg, budget_minutes=args.budget_minutes)
+        if args.seed is not None:
+            cfg = replace(cfg, world_seed=args.seed)
+    # no options: resume with the folder's stored recipe (or the default one for a new folder)
+    report = build_mini(args.out, cfg, threads=args.threads)
+    print("stage timings: " + ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in report["stages"].items()))
+    print(args.out / "model")
+    return 0

@@ -1,0 +1,119 @@
+"""`controlnet world build-mini`: every stage of the miniature SD, in order, resumable.
+
+OUT/recipe.json   the settings (a resumed build reuses them)
+OUT/tokenizer/    the offline CLIPTokenizer
+OUT/vae/          stage 1: state.pt (checkpoint), done.json (report), samples/recon_*.png
+OUT/base/         stage 2: latents.pt, state.pt, done.json, samples/step_*.png, samples/adherence.txt
+OUT/model/        the result, diffusers layout (fp16 safetensors): StableDiffusionPipeline.from_pretrained
+OUT/report.json   stage timings, losses, scaling factor, size, measured adherence
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from controlnet.errors import InputError
+from controlnet.mini import pipeline as mini_pipeline
+from controlnet.mini.adherence import adherence
+from controlnet.mini.base_stage import base_stage, encode_latents
+from controlnet.mini.checkpoint import atomic_write_json
+from controlnet.mini.config import MiniConfig
+from controlnet.mini.loop import load_final, run_stage
+from controlnet.mini.models import build_text_encoder, build_unet, build_vae
+from controlnet.mini.tokenizer import build_tokenizer
+from controlnet.mini.vae_stage import vae_stage
+from controlnet.world import World, save_grid
+
+
+def build_mini(out: str | Path, cfg: MiniConfig | None = None, threads: int | None = None,
+               progress: bool = True, log=print) -> dict:
+    """Run (or resume) stage 1 (autoencoder) and stage 2 (text encoder + UNet), then save OUT/model."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = out / "recipe.json"
+    if recipe.exists():
+        stored = MiniConfig.load(recipe)
+        if cfg is not None and cfg != stored:
+            raise InputError(f"{out} holds a build with other settings ({recipe}); resume it with the same "
+                             f"options or start in an empty folder")
+        cfg = stored
+    cfg = cfg or MiniConfig()
+    cfg.save(recipe)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.world_seed)
+    budget_s = cfg.budget_minutes * 60
+    report: dict = {"budget_minutes": cfg.budget_minutes, "threads": torch.get_num_threads(), "stages": {}}
+
+    tokenizer = build_tokenizer(out / "tokenizer", cfg.max_length)
+    vae, unet = build_vae(cfg), build_unet(cfg)
+    text_encoder = build_text_encoder(cfg, tokenizer)
+
+    t0 = time.perf_counter()
+
+    stage = vae_stage(cfg, vae, out / "vae", cfg.vae.budget_share * budget_s)
+    report["stages"]["vae"] = {**run_stage(stage, progress), "wall_s": round(time.perf_counter() - t0, 1)}
+    load_final(stage)
+    log(_line(report["stages"]["vae"]))
+
+    t0 = time.perf_counter()
+    cache = encode_latents(cfg, vae, tokenizer, out / "base" / "latents.pt", progress=progress)
+    encode_s = time.perf_counter() - t0
+    vae.register_to_config(scaling_factor=cache["scaling_factor"])
+    log(f"latents: {len(cache['mean'])} samples, scaling_factor {cache['scaling_factor']:.4f}, "
+        f"mean {cache['latent_mean']:+.3f} ({encode_s:.0f} s)")
+
+    t0 = time.perf_counter()
+    stage = base_stage(cfg, unet, text_encoder, tokenizer, vae, cache, out / "base",
+                       max(60.0, cfg.base.budget_share * budget_s - encode_s))
+    report["stages"]["base"] = {**run_stage(stage, progress), "wall_s": round(time.perf_counter() - t0, 1),
+                                "encode_latents_s": round(encode_s, 1)}
+    load_final(stage)
+    log(_line(report["stages"]["base"]))
+
+    t0 = time.perf_counter()
+    model = out / "model"
+    tmp = out / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    mini_pipeline.save(mini_pipeline.assemble(vae, text_encoder, tokenizer, unet), tmp)
+    if model.exists():
+        shutil.rmtree(model)
+    os.replace(tmp, model)
+    report["model"] = {"path": str(model), "megabytes": round(_megabytes(model), 2),
+                       "scaling_factor": cache["scaling_factor"]}
+    report["adherence"] = check_model(cfg, model, out / "model_samples.png")
+    report["stages"]["save"] = {"wall_s": round(time.perf_counter() - t0, 1)}
+    atomic_write_json(report, out / "report.json")
+    log(f"model: {model} ({report['model']['megabytes']} MB); single-shape colour adherence "
+        f"{report['adherence']['single_shape']:.2f}; samples {out / 'model_samples.png'}")
+    return report
+
+def check_model(cfg: MiniConfig, folder: Path, grid_path: Path, n: int = 32) -> dict:
+    """Load the saved folder with diffusers and measure colour adherence on held-out captions."""
+    pipe = mini_pipeline.load(folder)
+    pipe.set_progress_bar_config(disable=True)
+    measured = {}
+    for name, shapes in (("single_shape", 1), ("multi_shape", 3)):
+        samples = list(World(cfg.world_seed + 1, cfg.image_size, min_shapes=shapes, max_shapes=shapes,
+                             conditions=()).take(n))
+        images = pipe([s.caption for s in samples], num_inference_steps=20, guidance_scale=4.0, output_type="np",
+                      generator=torch.Generator().manual_seed(0), height=cfg.image_size, width=cfg.image_size).images
+        images = (images * 255).round().astype(np.uint8)
+        measured[name] = adherence(images, [s.scene for s in samples])
+        if shapes == 1:
+            save_grid([[s.image for s in samples[:8]], list(images[:8]),
+                       [s.image for s in samples[8:16]], list(images[8:16])], grid_path, scale=3)
+    return measured
+
+def _line(r: dict) -> str:
+    losses = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("stage", "steps", "seconds", "wall_s"))
+    return f"{r['stage']}: {r['steps']} steps, {r['seconds']:.0f} s training, {r['wall_s']:.0f} s wall; {losses}"
+
+def _megabytes(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6

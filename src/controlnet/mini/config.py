@@ -1,0 +1,71 @@
+"""The miniature Stable Diffusion recipe: model sizes and training settings in one place.
+
+Sizes were chosen by measuring one-thread CPU step times (docs/mini.md): the autoencoder is the
+costly part (it runs at full 64×64 resolution), the UNet works on 8×8 latents and is cheap per
+sample, and everything, three ControlNets included, has to fit in 25 MB as fp16.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class StageConfig:
+    batch_size: int
+    lr: float
+    max_steps: int  # cap; the time budget usually decides the step count
+    budget_share: float  # share of the whole recipe's time budget (ControlNet stages keep the rest)
+    warmup_steps: int = 100
+
+
+@dataclass
+class MiniConfig:
+    image_size: int = 64
+    world_seed: int = 0  # training samples; held-out samples use world_seed + 1
+    # autoencoder: 4 levels → 8× downsampling, 4 latent channels, as in SD
+    vae_channels: tuple[int, ...] = (16, 32, 64, 64)
+    vae_layers_per_block: int = 1
+    vae_norm_groups: int = 4  # few groups: per-channel norms would erase flat colours (1 group = instance norm)
+    kl_weight: float = 1e-6  # times the per-sample KL sum, next to per-pixel mean reconstruction losses
+    edge_weight: float = 0.5  # L1 on image gradients: keeps shape outlines sharp
+    # UNet on 8×8 latents, SD-1.x block types, three levels
+    unet_channels: tuple[int, ...] = (32, 64, 96)
+    unet_layers_per_block: int = 1
+    unet_norm_groups: int = 8
+    attention_heads: int = 4
+    # CLIP text encoder
+    text_hidden: int = 96
+    text_layers: int = 3
+    text_heads: int = 4
+    max_length: int = 32
+    # training
+    empty_caption_rate: float = 0.1  # so classifier-free guidance has an unconditional model
+    snr_gamma: float = 5.0  # min-SNR loss weighting (faster convergence); 0 = plain MSE
+    ema_decay: float = 0.999
+    latent_samples: int = 30_000  # world samples encoded once for the base stage
+    budget_minutes: float = 120.0  # the whole recipe, ControlNets included
+    # small autoencoder batches: more updates per second of CPU beat bigger batches (measured)
+    vae: StageConfig = field(default_factory=lambda: StageConfig(8, 1e-3, 30_000, 0.22))
+    base: StageConfig = field(default_factory=lambda: StageConfig(64, 6e-4, 40_000, 0.40, warmup_steps=200))
+
+    @classmethod
+    def tiny(cls) -> MiniConfig:
+        """Seconds-long settings for tests and CI: same code paths, toy sizes."""
+        return cls(vae_channels=(8, 8, 16, 16), vae_norm_groups=4, unet_channels=(16, 16, 32), unet_norm_groups=8,
+                   attention_heads=2, text_hidden=32, text_layers=1, text_heads=2, latent_samples=64,
+                   vae=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=1),
+                   base=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=1))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> MiniConfig:
+        d = json.loads(Path(path).read_text())
+        for key in ("vae_channels", "unet_channels"):
+            d[key] = tuple(d[key])
+        d["vae"], d["base"] = StageConfig(**d["vae"]), StageConfig(**d["base"])
+        return cls(**d)

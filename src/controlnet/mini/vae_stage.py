@@ -1,0 +1,60 @@
+"""Stage 1: the autoencoder learns to squeeze 64×64 world pictures into 8×8×4 latents and back.
+
+Loss: L1 reconstruction + L1 on image gradients (sharp outlines matter: ControlNets are later
+judged on edges) + a very small KL term that keeps the latent space smooth and bounded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+
+from controlnet.mini.config import MiniConfig
+from controlnet.mini.loop import Stage
+from controlnet.world import World, save_grid
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 → (B, 3, H, W) float in [-1, 1], SD's pixel convention."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def tensor_to_images(x: torch.Tensor) -> np.ndarray:
+    return x.detach().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
+
+
+def vae_stage(cfg: MiniConfig, vae: AutoencoderKL, folder: Path, budget_s: float) -> Stage:
+    world = World(cfg.world_seed, cfg.image_size, conditions=())
+    held_out = World(cfg.world_seed + 1, cfg.image_size, conditions=()).batch(range(8))[0]
+    batch = cfg.vae.batch_size
+
+    def step(i: int) -> dict[str, torch.Tensor]:
+        x = images_to_tensor(world.batch(range(i * batch, (i + 1) * batch))[0])
+        posterior = vae.encode(x).latent_dist
+        noise = torch.Generator().manual_seed(cfg.world_seed * 1_000_003 + i)  # resumable: a function of i
+        rec = vae.decode(posterior.sample(generator=noise)).sample
+        l1 = (rec - x).abs().mean()
+        edge = gradient_l1(rec, x)
+        kl = posterior.kl().mean()
+        return {"loss": l1 + cfg.edge_weight * edge + cfg.kl_weight * kl, "l1": l1, "kl": kl}
+
+    def show(i: int, modules: dict) -> None:
+        """Held-out pictures (top) over their reconstructions (bottom)."""
+        model = modules["vae"]
+        model.eval()
+        with torch.no_grad():
+            rec = tensor_to_images(model.decode(model.encode(images_to_tensor(held_out)).latent_dist.mode()).sample)
+        model.train()
+        save_grid([list(held_out), list(rec)], folder / "samples" / f"recon_{i:06d}.png", scale=3)
+
+    return Stage("vae", folder, {"vae": vae}, step, cfg.vae.lr, cfg.vae.max_steps, budget_s,
+                 cfg.vae.warmup_steps, on_checkpoint=show)
