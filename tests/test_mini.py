@@ -58,6 +58,13 @@ def test_build_writes_a_diffusers_folder(built):
     assert vae_config["latent_channels"] == 4 and len(vae_config["block_out_channels"]) == 4  # 8× down
     assert list((built / "base" / "samples").glob("step_*.png"))
     assert (built / "model_samples.png").exists()
+    from controlnet.assets import available_controlnets
+    from controlnet.checkpoints import load_controlnet
+
+    assert available_controlnets(model) == ["edges", "seg", "depth"]  # stage 3, by `controlnet train`
+    for condition in ("edges", "seg", "depth"):
+        assert report["stages"][f"controlnet-{condition}"]["steps"] == 4
+        assert load_controlnet(model / f"controlnet-{condition}").dtype == torch.float16
 
 
 @pytest.mark.filterwarnings("ignore:`torch_dtype` is deprecated")

@@ -19,7 +19,7 @@ HELD_OUT_SEED = 1  # world seed of the samples the miniature models never saw (t
 def _missing(what: str) -> MissingFileError:
     return MissingFileError(
         f"the built-in miniature {what} is not in this installation ({MINI_DIR}); build it with "
-        "`controlnet world build-mini OUT` and copy OUT's contents there, or give a local path instead"
+        "`controlnet world build-mini OUT` and copy OUT/model/* there, or give a local path instead"
     )
 
 

@@ -24,6 +24,7 @@ from controlnet.mini.adherence import adherence
 from controlnet.mini.base_stage import base_stage, encode_latents
 from controlnet.mini.checkpoint import atomic_write_json
 from controlnet.mini.config import MiniConfig
+from controlnet.mini.controlnet_stage import train_controlnet
 from controlnet.mini.loop import load_final, run_stage
 from controlnet.mini.models import build_text_encoder, build_unet, build_vae
 from controlnet.mini.tokenizer import build_tokenizer
@@ -33,7 +34,8 @@ from controlnet.world import World, save_grid
 
 def build_mini(out: str | Path, cfg: MiniConfig | None = None, threads: int | None = None,
                progress: bool = True, log=print) -> dict:
-    """Run (or resume) stage 1 (autoencoder) and stage 2 (text encoder + UNet), then save OUT/model."""
+    """Run (or resume) stage 1 (autoencoder), stage 2 (text encoder + UNet), save OUT/model, then stage 3:
+    one ControlNet per condition into OUT/model/controlnet-<condition>."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     recipe = out / "recipe.json"
@@ -92,6 +94,18 @@ def build_mini(out: str | Path, cfg: MiniConfig | None = None, threads: int | No
     atomic_write_json(report, out / "report.json")
     log(f"model: {model} ({report['model']['megabytes']} MB); single-shape colour adherence "
         f"{report['adherence']['single_shape']:.2f}; samples {out / 'model_samples.png'}")
+
+    for condition in cfg.controlnet_conditions:  # stage 3: the ControlNets, by `controlnet train`
+        c = cfg.controlnet
+        done = train_controlnet(model, out / "controlnets" / condition, condition, c.budget_share * budget_s,
+                                samples=cfg.controlnet_samples, batch_size=c.batch_size, learning_rate=c.lr,
+                                max_steps=c.max_steps, world_seed=cfg.world_seed, size=cfg.image_size,
+                                progress=progress)
+        report["stages"][f"controlnet-{condition}"] = {"steps": done["steps"], "wall_s": done["wall_s"],
+                                                       "final_loss": done["final_loss"]}
+        log(f"controlnet-{condition}: {done['steps']} steps in {done['wall_s']:.0f} s -> {done['path']}")
+    report["model"]["megabytes"] = round(_megabytes(model), 2)
+    atomic_write_json(report, out / "report.json")
     return report
 
 def check_model(cfg: MiniConfig, folder: Path, grid_path: Path, n: int = 32) -> dict:

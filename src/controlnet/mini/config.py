@@ -48,8 +48,12 @@ class MiniConfig:
     latent_samples: int = 30_000  # world samples encoded once for the base stage
     budget_minutes: float = 120.0  # the whole recipe, ControlNets included
     # small autoencoder batches: more updates per second of CPU beat bigger batches (measured)
-    vae: StageConfig = field(default_factory=lambda: StageConfig(8, 1e-3, 30_000, 0.22))
-    base: StageConfig = field(default_factory=lambda: StageConfig(64, 6e-4, 40_000, 0.40, warmup_steps=200))
+    vae: StageConfig = field(default_factory=lambda: StageConfig(8, 1e-3, 30_000, 0.28))
+    base: StageConfig = field(default_factory=lambda: StageConfig(64, 6e-4, 40_000, 0.34, warmup_steps=200))
+    # one ControlNet per condition, trained by `controlnet train`; budget_share is per ControlNet
+    controlnet: StageConfig = field(default_factory=lambda: StageConfig(32, 2e-4, 40_000, 0.12, warmup_steps=0))
+    controlnet_conditions: tuple[str, ...] = ("edges", "seg", "depth")
+    controlnet_samples: int = 8000
 
     @classmethod
     def tiny(cls) -> MiniConfig:
@@ -57,7 +61,8 @@ class MiniConfig:
         return cls(vae_channels=(8, 8, 16, 16), vae_norm_groups=4, unet_channels=(16, 16, 32), unet_norm_groups=8,
                    attention_heads=2, text_hidden=32, text_layers=1, text_heads=2, latent_samples=64,
                    vae=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=1),
-                   base=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=1))
+                   base=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=1),
+                   controlnet=StageConfig(4, 1e-3, 4, 1.0, warmup_steps=0), controlnet_samples=16)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -68,4 +73,7 @@ class MiniConfig:
         for key in ("vae_channels", "unet_channels"):
             d[key] = tuple(d[key])
         d["vae"], d["base"] = StageConfig(**d["vae"]), StageConfig(**d["base"])
+        if "controlnet" in d:  # recipes written before the ControlNet stage keep its defaults
+            d["controlnet"] = StageConfig(**d["controlnet"])
+            d["controlnet_conditions"] = tuple(d["controlnet_conditions"])
         return cls(**d)

@@ -20,13 +20,10 @@ FIDELITY_ANNOTATOR = {"edges": "canny", "seg": None, "depth": None}
 
 
 def train_controlnet(model: Path, work: Path, condition: str, budget_s: float, *, samples: int = 8000,
-                     batch_size: int = 32, learning_rate: float = 1e-4, calibration_steps: int = 20,
-                     world_seed: int = 0, size: int = 64, progress: bool = True) -> dict:
+                     batch_size: int = 32, learning_rate: float = 2e-4, max_steps: int = 40_000,
+                     calibration_steps: int = 20, world_seed: int = 0, size: int = 64, progress: bool = True) -> dict:
     """Train `model`'s ControlNet for `condition` in about `budget_s` seconds; saved as
     `model/controlnet-<condition>` (fp16). Resumable: rerun with the same arguments."""
-    import torch
-
-    from controlnet.checkpoints import load_controlnet, save_controlnet
     from controlnet.training import TrainConfig, train
     from controlnet.world.export import export
 
@@ -49,8 +46,12 @@ def train_controlnet(model: Path, work: Path, condition: str, budget_s: float, *
     )
     done = work / "run" / "diffusion_pytorch_model.safetensors"
     report_file = work / "report.json"
+    target = model / f"controlnet-{condition}"
     if report_file.is_file() and done.is_file():
+        if not (target / "config.json").is_file():  # the model folder was written again since
+            _install(work / "run", target)
         return json.loads(report_file.read_text())
+    calibration_steps = min(calibration_steps, max_steps - 1) if max_steps > 1 else 1
     resume = "latest" if (work / "run" / "checkpoints").is_dir() else None
     if resume is None:
         calibration = train(TrainConfig(**common, max_steps=calibration_steps, validate_every=0))
@@ -59,20 +60,28 @@ def train_controlnet(model: Path, work: Path, condition: str, budget_s: float, *
         spent = time.perf_counter() - t0
         # 85%: the rest goes to start-up, the four validation rounds and saving
         steps = max(calibration_steps + 1, int(calibration_steps + 0.85 * (budget_s - spent) / step_s))
+        steps = min(steps, max(max_steps, calibration_steps + 1))
         resume = "latest"
     else:
         steps = json.loads((work / "plan.json").read_text())["steps"]
     atomic_write_json({"steps": steps}, work / "plan.json")
     result = train(TrainConfig(**common, max_steps=steps, resume=resume, validate_every=max(steps // 4, 1)))
-    cn = load_controlnet(work / "run")
-    target = model / f"controlnet-{condition}"
-    tmp = model / f".controlnet-{condition}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_controlnet(cn, tmp, dtype=torch.float16)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    _install(work / "run", target)
     report = {"condition": condition, "steps": result.step, "wall_s": round(time.perf_counter() - t0, 1),
               "final_loss": result.log[-1]["loss"] if result.log else None, "fidelity": result.fidelity,
               "path": str(target)}
     atomic_write_json(report, report_file)
     return report
+
+
+def _install(run: Path, target: Path) -> None:
+    """The trained ControlNet into the model folder, fp16 (half the bytes), replacing any older one."""
+    import torch
+
+    from controlnet.checkpoints import load_controlnet, save_controlnet
+
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_controlnet(load_controlnet(run), tmp, dtype=torch.float16)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
