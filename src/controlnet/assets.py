@@ -11,7 +11,7 @@ from pathlib import Path
 
 from controlnet.errors import MissingFileError
 
-MINI_DIR = Path(__file__).parent / "assets" / "mini"
+MINI_DIR = Path(__file__).parent / "builtin_models" / "mini"
 MINI_CONDITIONS = ("edges", "seg", "depth")
 HELD_OUT_SEED = 1  # world seed of the samples the miniature models never saw (training uses seed 0)
 
