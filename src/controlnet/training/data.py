@@ -152,10 +152,29 @@ class RecordSource:
         raise NotImplementedError
 
 
-class Fill50k(RecordSource):
+class JsonLinesSource(RecordSource):
+    """Records from a JSON-lines index file (one object per non-empty line), parsed lazily."""
+
+    index_name = "index.jsonl"
+
+    def _read_index(self, file: Path) -> None:
+        self.lines = [ln for ln in file.read_text().splitlines() if ln.strip()]
+
+    def __len__(self):
+        return len(self.lines)
+
+    def row(self, i: int) -> dict:
+        try:
+            return json.loads(self.lines[i])
+        except json.JSONDecodeError as exc:
+            raise BadSample(f"{self.index_name} line {i + 1} is not JSON ({exc.msg})") from None
+
+
+class Fill50k(JsonLinesSource):
     """The original tutorial layout: `prompt.json` (JSON lines) next to `source/` and `target/`."""
 
     name = "fill50k"
+    index_name = "prompt.json"
 
     def __init__(self, path: str | Path):
         p = Path(path)
@@ -163,24 +182,19 @@ class Fill50k(RecordSource):
         if not file.is_file():
             raise MissingFileError(f"{p} has no prompt.json (fill50k layout: prompt.json, source/, target/)")
         self.root = file.parent
-        self.lines = [ln for ln in file.read_text().splitlines() if ln.strip()]
-
-    def __len__(self):
-        return len(self.lines)
+        self._read_index(file)
 
     def record(self, i):
-        try:
-            row = json.loads(self.lines[i])
-        except json.JSONDecodeError as exc:
-            raise BadSample(f"prompt.json line {i + 1} is not JSON ({exc.msg})") from None
+        row = self.row(i)
         return {"target": row.get("target"), "condition": row.get("source"), "prompt": row.get("prompt"),
                 "key": f"{i}:{row.get('target')}"}
 
 
-class ImageFolder(RecordSource):
+class ImageFolder(JsonLinesSource):
     """A folder with `metadata.jsonl`: image (or `file_name`), conditioning image and caption columns."""
 
     name = "folder"
+    index_name = "metadata.jsonl"
 
     def __init__(self, path: str | Path, image_column="image", conditioning_image_column="conditioning_image",
                  caption_column="text"):
@@ -189,17 +203,11 @@ class ImageFolder(RecordSource):
         if not meta.is_file():
             raise MissingFileError(f"{self.root} has no metadata.jsonl (one JSON object per line with "
                                    f"{image_column!r}, {conditioning_image_column!r}, {caption_column!r})")
-        self.lines = [ln for ln in meta.read_text().splitlines() if ln.strip()]
+        self._read_index(meta)
         self.columns = (image_column, conditioning_image_column, caption_column)
 
-    def __len__(self):
-        return len(self.lines)
-
     def record(self, i):
-        try:
-            row = json.loads(self.lines[i])
-        except json.JSONDecodeError as exc:
-            raise BadSample(f"metadata.jsonl line {i + 1} is not JSON ({exc.msg})") from None
+        row = self.row(i)
         image_col, cond_col, text_col = self.columns
         target = row.get(image_col, row.get("file_name"))
         return {"target": target, "condition": row.get(cond_col), "prompt": row.get(text_col), "key": f"{i}:{target}"}
