@@ -150,33 +150,17 @@ class ControlNet(ModelMixin, ConfigMixin):
             )
             channels += [out_ch] * (layers_per_block + (0 if last else 1))
         mid_ch = block_out_channels[-1]
+        mid_common = dict(in_channels=mid_ch, temb_channels=temb, resnet_eps=norm_eps, resnet_act_fn=act_fn,
+                          output_scale_factor=mid_block_scale_factor, resnet_groups=norm_num_groups,
+                          resnet_time_scale_shift=resnet_time_scale_shift)
         if mid_block_type == "UNetMidBlock2DCrossAttn":
             self.mid_block = UNetMidBlock2DCrossAttn(
-                transformer_layers_per_block=depth[-1],
-                in_channels=mid_ch,
-                temb_channels=temb,
-                resnet_eps=norm_eps,
-                resnet_act_fn=act_fn,
-                output_scale_factor=mid_block_scale_factor,
-                resnet_time_scale_shift=resnet_time_scale_shift,
-                cross_attention_dim=cross_attention_dim,
-                num_attention_heads=heads[-1],
-                resnet_groups=norm_num_groups,
-                use_linear_projection=use_linear_projection,
+                **mid_common, transformer_layers_per_block=depth[-1], cross_attention_dim=cross_attention_dim,
+                num_attention_heads=heads[-1], use_linear_projection=use_linear_projection,
                 upcast_attention=upcast_attention,
             )
         elif mid_block_type == "UNetMidBlock2D":
-            self.mid_block = UNetMidBlock2D(
-                in_channels=mid_ch,
-                temb_channels=temb,
-                num_layers=0,
-                resnet_eps=norm_eps,
-                resnet_act_fn=act_fn,
-                output_scale_factor=mid_block_scale_factor,
-                resnet_groups=norm_num_groups,
-                resnet_time_scale_shift=resnet_time_scale_shift,
-                add_attention=False,
-            )
+            self.mid_block = UNetMidBlock2D(**mid_common, num_layers=0, add_attention=False)
         else:
             raise ValueError(f"unknown mid_block_type {mid_block_type!r}")
 
