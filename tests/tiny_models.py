@@ -10,8 +10,6 @@ is 8 as in the real models and hints are 8x the latent size.
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 
 import torch
@@ -26,30 +24,24 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from controlnet.nn import ControlNet
+from controlnet.offline_tokenizer import offline_clip_tokenizer
 from controlnet.tiny import randomize_connections, tiny_unet_config
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 TEXT_WIDTH = {"sd1": 32, "sd2": 48}
 
 
-def tiny_tokenizer(max_len: int = 77) -> CLIPTokenizer:
-    from tokenizers.pre_tokenizers import ByteLevel
+BYTE_VOCAB = 514  # byte-level CLIP BPE: 2 special tokens + 256 bytes + 256 word-final bytes
 
-    alpha = sorted(ByteLevel.alphabet())
-    tokens = ["<|startoftext|>", "<|endoftext|>"] + alpha + [a + "</w>" for a in alpha]
+
+def tiny_tokenizer(max_len: int = 77) -> CLIPTokenizer:
     with tempfile.TemporaryDirectory() as d:
-        with open(os.path.join(d, "vocab.json"), "w") as f:
-            json.dump({t: i for i, t in enumerate(tokens)}, f)
-        with open(os.path.join(d, "merges.txt"), "w") as f:
-            f.write("#version: 0.2\n")
-        with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
-            json.dump({"model_max_length": max_len}, f)
-        return CLIPTokenizer.from_pretrained(d)
+        return offline_clip_tokenizer(d, max_len)
 
 
 def tiny_text_config(width: int, **extra) -> CLIPTextConfig:
     return CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=width, intermediate_size=37,
-                          num_attention_heads=4, num_hidden_layers=3, vocab_size=514, max_position_embeddings=77, **extra)
+                          num_attention_heads=4, num_hidden_layers=3, vocab_size=BYTE_VOCAB, max_position_embeddings=77, **extra)
 
 
 def tiny_vae() -> AutoencoderKL:

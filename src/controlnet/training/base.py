@@ -2,7 +2,7 @@
 
 Only local folders are read (we never download). Besides loading, this module builds random base
 models offline, tiny for tests and SD1.5-shaped for benchmarks, with a byte-level CLIP tokenizer
-that needs no vocabulary download (reference/diffusers_controlnet.md §8.2).
+(`controlnet.offline_tokenizer`) that needs no vocabulary download (reference/diffusers_controlnet.md §8.2).
 """
 
 from __future__ import annotations
@@ -92,21 +92,6 @@ def model_hash(*modules: torch.nn.Module) -> str:
 # ---------------------------------------------------------------- random base models, offline
 
 
-def byte_clip_tokenizer(directory: str | Path, max_length: int = 77):
-    """A CLIP BPE tokenizer with no merges: 514 tokens, every string tokenizes, nothing downloaded."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    alpha = sorted(ByteLevel.alphabet())
-    tokens = ["<|startoftext|>", "<|endoftext|>"] + alpha + [a + "</w>" for a in alpha]
-    (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    (d / "tokenizer_config.json").write_text(json.dumps({"model_max_length": max_length}))
-    return CLIPTokenizer.from_pretrained(d)
-
-
 SHAPES = {
     # widths (32, 64) U-Net, 2x VAE: a 32x32 image is a 16x16 latent; trains hundreds of steps in seconds
     "tiny": dict(
@@ -151,13 +136,15 @@ def build_base(shape: str = "tiny", seed: int = 0, tokenizer_dir: str | Path | N
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from controlnet.offline_tokenizer import offline_clip_tokenizer
+
     if shape not in SHAPES:
         raise InputError(f"unknown base shape {shape!r}; choose one of {', '.join(SHAPES)}")
     spec = SHAPES[shape]
     torch.manual_seed(seed)
-    tokenizer = byte_clip_tokenizer(tokenizer_dir or tempfile.mkdtemp(prefix="tok-"), spec["max_length"])
+    tokenizer = offline_clip_tokenizer(tokenizer_dir or tempfile.mkdtemp(prefix="tok-"), spec["max_length"])
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=514, max_position_embeddings=spec["max_length"],
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=len(tokenizer), max_position_embeddings=spec["max_length"],
         **spec["text"],
     ))
     return Base(
