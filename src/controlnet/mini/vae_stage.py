@@ -1,7 +1,10 @@
 """Stage 1: the autoencoder learns to squeeze 64×64 world pictures into 8×8×4 latents and back.
 
 Loss: L1 reconstruction + L1 on image gradients (sharp outlines matter: ControlNets are later
-judged on edges) + a very small KL term that keeps the latent space smooth and bounded.
+judged on edges) + a very small KL term that keeps the latent space smooth and bounded + a latent
+anchor: the first three latent channels should hold each 8×8 cell's mean colour. SD's own latents
+look like a small picture; asking for it from step one gives the encoder a target long before the
+decoder is any good, and halved the reconstruction error reached in a fixed time (docs/mini.md).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from controlnet.mini.config import MiniConfig
@@ -45,7 +49,9 @@ def vae_stage(cfg: MiniConfig, vae: AutoencoderKL, folder: Path, budget_s: float
         l1 = (rec - x).abs().mean()
         edge = gradient_l1(rec, x)
         kl = posterior.kl().mean()
-        return {"loss": l1 + cfg.edge_weight * edge + cfg.kl_weight * kl, "l1": l1, "kl": kl}
+        anchor = (posterior.mean[:, :3] - F.avg_pool2d(x, x.shape[-1] // posterior.mean.shape[-1])).abs().mean()
+        loss = l1 + cfg.edge_weight * edge + cfg.kl_weight * kl + cfg.latent_anchor_weight * anchor
+        return {"loss": loss, "l1": l1, "kl": kl, "anchor": anchor}
 
     def show(i: int, modules: dict) -> None:
         """Held-out pictures (top) over their reconstructions (bottom)."""
