@@ -164,12 +164,27 @@ def load_single_file(path: str | os.PathLike, *, config: str | os.PathLike | Non
 
     try:
         pipe = cls.from_single_file(str(path), config=str(cfg), local_files_only=True, torch_dtype=_dtype(dtype), **extra)
+    except NotImplementedError as exc:  # diffusers moving a model whose weights the file lacks
+        if "meta tensor" not in str(exc):
+            raise
+        raise CheckpointError(f"{path.name} lacks weights that the config in {cfg} needs: a truncated file, or one "
+                              "made for another model") from None
     except (OSError, ValueError, KeyError, TypeError, SingleFileComponentError) as exc:
         raise CheckpointError(f"cannot load {path} with the config in {cfg}: {str(exc).splitlines()[0]}") from None
     parts = {name: getattr(pipe, name) for name in NEEDED[kind]}
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if name in parts:
+            _check_filled(parts[name], name, path, cfg)
             parts[name] = parts[name].to(device)
     parts["kind"] = kind
     parts["force_zeros_for_empty_prompt"] = bool(index.get("force_zeros_for_empty_prompt", kind == "sdxl"))
     return parts
+
+
+def _check_filled(module: torch.nn.Module, name: str, path: Path, cfg: Path) -> None:
+    """diffusers builds single-file models on the meta device and does not complain about keys the
+    file lacks; those weights would stay empty and fail later with an unrelated message."""
+    empty = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if empty:
+        raise CheckpointError(f"{path.name} lacks {len(empty)} {name} weights (e.g. {empty[0]}) that the config in "
+                              f"{cfg} needs: a truncated file, or one made for another model")
