@@ -127,13 +127,28 @@ def test_controlnet_stage_trains_saves_fp16_and_resumes(tmp_path):
     assert again == report  # a finished stage is not trained again
 
 
-def test_built_in_weights_load_and_follow_their_condition():
-    """The committed miniature model (when this installation has it): the edges ControlNet must make
-    canny edges line up with the condition clearly better than the same prompts and seeds without it."""
+def _built_in_or_skip():
     from controlnet.assets import MINI_DIR, available_controlnets
 
     if not (MINI_DIR / "model_index.json").is_file() or "edges" not in available_controlnets():
         pytest.skip("the built-in miniature weights are not in this checkout")
+    return MINI_DIR
+
+
+def test_the_readme_demo_runs_on_the_built_in_weights(tmp_path, capsys):
+    _built_in_or_skip()
+    out = tmp_path / "demo.png"
+    assert main(["demo", "-o", str(out), "--quiet"]) == 0  # the README's main command, default settings
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
+    grid = np.asarray(Image.open(out))
+    cell = 4 * 64 + 4 * 2
+    assert grid.shape[1] == 3 * cell - 4 * 2 and grid.shape[0] % cell == cell - 4 * 2
+
+
+def test_built_in_weights_load_and_follow_their_condition():
+    """The committed miniature model (when this installation has it): the edges ControlNet must make
+    canny edges line up with the condition clearly better than the same prompts and seeds without it."""
+    mini_dir = _built_in_or_skip()
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("mini_world", Path(__file__).parents[1] / "benchmarks" / "mini_world.py")
@@ -143,9 +158,9 @@ def test_built_in_weights_load_and_follow_their_condition():
     from controlnet.pipeline import ControlPipeline
     from controlnet.world.world import World
 
-    pipe = ControlPipeline.from_pretrained(MINI_DIR)
+    pipe = ControlPipeline.from_pretrained(mini_dir)
     samples = list(World(seed=1, size=64).take(8, start=30_000))
-    cn = load_controlnet(MINI_DIR / "controlnet-edges")
+    cn = load_controlnet(mini_dir / "controlnet-edges")
     controlled, _ = bench.generate(pipe, samples, unit=(cn, "edges"), steps=10)
     plain, _ = bench.generate(pipe, samples, steps=10)
     f1 = np.mean([bench.edge_score(img, s.conditions["edges"]) for img, s in zip(controlled, samples)])
