@@ -4,6 +4,8 @@ Names are imported on first use (PEP 562), so `import controlnet` and `controlne
 pay for torch and diffusers until something needs them.
 """
 
+import logging
+
 from controlnet._lazy import lazy_exports
 from controlnet.errors import CheckpointError, ControlNetError, InputError, MissingFileError
 
@@ -24,3 +26,14 @@ __all__ = ["CheckpointError", "ControlNetError", "InputError", "MissingFileError
 
 
 __getattr__, __dir__ = lazy_exports(globals(), _LAZY)
+
+
+class _NoTorchvisionNotice(logging.Filter):
+    """diffusers' pipelines import CLIP image processors we never use; without torchvision (not
+    needed here) transformers warns about its fallback on every start. Drop just that notice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionNotice())
