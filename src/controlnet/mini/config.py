@@ -49,10 +49,10 @@ class MiniConfig:
     latent_samples: int = 30_000  # world samples encoded once for the base stage
     budget_minutes: float = 120.0  # the whole recipe, ControlNets included
     # small autoencoder batches: more updates per second of CPU beat bigger batches (measured)
-    vae: StageConfig = field(default_factory=lambda: StageConfig(8, 1e-3, 30_000, 0.27))
-    base: StageConfig = field(default_factory=lambda: StageConfig(64, 6e-4, 40_000, 0.35, warmup_steps=200))
+    vae: StageConfig = field(default_factory=lambda: StageConfig(8, 1e-3, 30_000, 0.24))
+    base: StageConfig = field(default_factory=lambda: StageConfig(64, 6e-4, 40_000, 0.31, warmup_steps=200))
     # one ControlNet per condition, trained by `controlnet train`; budget_share is per ControlNet
-    controlnet: StageConfig = field(default_factory=lambda: StageConfig(32, 1e-3, 40_000, 0.12, warmup_steps=0))
+    controlnet: StageConfig = field(default_factory=lambda: StageConfig(32, 1e-3, 40_000, 0.14, warmup_steps=0))
     controlnet_conditions: tuple[str, ...] = ("edges", "seg", "depth")
     controlnet_samples: int = 8000
 
