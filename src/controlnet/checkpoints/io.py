@@ -6,10 +6,11 @@ stack trace from inside safetensors or torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
-import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -89,17 +90,24 @@ def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write atomically (temporary file in the same folder, then rename): a crash never leaves a
-    half-written file where a good one was."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike):
+    """Yield a temporary path next to `path`; on success it replaces `path` in one rename, on any
+    failure it is removed. A crash never leaves a half-written file where a good one was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # a fresh name, not a created file: the writer creates it with the usual permissions
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write atomically (see `atomic_file`)."""
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    with atomic_file(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)

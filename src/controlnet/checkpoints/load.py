@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from controlnet.checkpoints.infer import infer_config
-from controlnet.checkpoints.io import PICKLE_SUFFIXES, read_tensors, write_safetensors
+from controlnet.checkpoints.io import PICKLE_SUFFIXES, atomic_file, read_tensors, write_safetensors
 from controlnet.checkpoints.layouts import PREFIX, control_part, describe_unknown, detect_layout
 from controlnet.checkpoints.original_keys import original_to_ours, ours_to_original
 from controlnet.errors import CheckpointError
@@ -193,10 +193,8 @@ def save_controlnet(
     elif layout != "diffusers":
         raise ValueError(f"layout must be 'diffusers' or 'original', got {layout!r}")
     if path.suffix in PICKLE_SUFFIXES:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            torch.save(state, tmp)
         return path
     if path.suffix == ".safetensors":
         write_safetensors(state, path, meta)

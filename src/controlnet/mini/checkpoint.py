@@ -1,29 +1,25 @@
-"""Atomic files: a stage killed mid-write leaves the previous checkpoint intact, never half a file."""
+"""The build's own state files, written atomically: a stage killed mid-write leaves the previous
+checkpoint intact, never half a file. Read back with `weights_only=True` like any other file."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
+from controlnet.checkpoints.io import atomic_file
+
 
 def atomic_save(obj, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def atomic_write_json(obj, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def load(path: str | Path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)

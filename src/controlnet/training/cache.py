@@ -14,11 +14,12 @@ so several processes can share one cache.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from controlnet.checkpoints.io import atomic_file
 
 
 class FeatureCache:
@@ -35,10 +36,8 @@ class FeatureCache:
 
     @staticmethod
     def _write(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
 
     def posterior(self, keys: list[str], images: torch.Tensor, encode) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of q(z|x) for each image; `encode(images) -> (mean, std)` runs only on misses."""
