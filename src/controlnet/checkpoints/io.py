@@ -6,11 +6,9 @@ stack trace from inside safetensors or torch.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from controlnet.errors import CheckpointError
+from controlnet.files import atomic_file
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
@@ -88,22 +87,6 @@ def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors")
     return tensors
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike):
-    """Yield a temporary path next to `path`; on success it replaces `path` in one rename, on any
-    failure it is removed. A crash never leaves a half-written file where a good one was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a fresh name, not a created file: the writer creates it with the usual permissions
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:

@@ -16,10 +16,11 @@ import torch
 import yaml
 
 from controlnet.checkpoints.infer import infer_config
-from controlnet.checkpoints.io import PICKLE_SUFFIXES, atomic_file, read_tensors, write_safetensors
+from controlnet.checkpoints.io import PICKLE_SUFFIXES, read_tensors, write_safetensors
 from controlnet.checkpoints.layouts import PREFIX, control_part, describe_unknown, detect_layout
 from controlnet.checkpoints.original_keys import original_to_ours, ours_to_original
 from controlnet.errors import CheckpointError
+from controlnet.files import atomic_file
 from controlnet.nn.controlnet import OWN_DEFAULTS, ControlNet
 
 CONFIG_METADATA_KEY = "controlnet_config"

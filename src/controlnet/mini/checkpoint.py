@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from controlnet.checkpoints.io import atomic_file
+from controlnet.files import atomic_file
 
 
 def atomic_save(obj, path: str | Path) -> None:

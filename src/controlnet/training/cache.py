@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from controlnet.checkpoints.io import atomic_file
+from controlnet.files import atomic_file
 
 
 class FeatureCache:

@@ -1,0 +1,64 @@
+"""Checks of user-given values, done once where a value enters the API; the CLI shows the message.
+
+Each returns the value normalised (a float, an int) or raises `InputError` naming the parameter,
+the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+
+def number(name: str, value, *, lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False, hi_open: bool = False) -> float:
+    """A finite real number in [lo, hi] (an open end excludes the bound)."""
+    from controlnet.errors import InputError
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        try:
+            value = float(value) if isinstance(value, str) else value
+        except ValueError:
+            pass
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InputError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value}")
+    below = lo is not None and (value <= lo if lo_open else value < lo)
+    above = hi is not None and (value >= hi if hi_open else value > hi)
+    if below or above:
+        raise InputError(f"{name} must be in {_range(lo, hi, lo_open, hi_open)}, got {value:g}")
+    return value
+
+
+def integer(name: str, value, *, lo: int | None = None, hi: int | None = None) -> int:
+    """A whole number in [lo, hi] (numpy integers accepted, floats and bools refused)."""
+    from controlnet.errors import InputError
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name} must be a whole number, got {value!r}")
+    value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise InputError(f"{name} must be in {_range(lo, hi, False, False)}, got {value}")
+    return value
+
+
+def positive_int(name: str, value) -> int:
+    return integer(name, value, lo=1)
+
+
+def choice(name: str, value, options) -> str:
+    from controlnet.errors import InputError
+
+    if value not in options:
+        raise InputError(f"unknown {name} {value!r}; use one of {', '.join(map(str, options))}")
+    return value
+
+
+def _range(lo, hi, lo_open, hi_open) -> str:
+    if hi is None:
+        return f"{'(' if lo_open else '['}{lo:g}, ∞)" if lo is not None else "(-∞, ∞)"
+    if lo is None:
+        return f"(-∞, {hi:g}{')' if hi_open else ']'}"
+    return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"

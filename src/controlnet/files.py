@@ -1,0 +1,113 @@
+"""Writing the user's files safely: every writer of this package goes through `atomic_file`.
+
+A file is written under a temporary name in the same folder, flushed to disk, then renamed over
+the destination in one step. Whatever fails on the way (an encoder error, a full disk, Ctrl-C) the
+old file is left exactly as it was and no partial file remains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import uuid
+from pathlib import Path
+
+from controlnet.errors import InputError
+
+# PIL format names by suffix, for writers that are handed a temporary name without the suffix
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
+                 ".tif": "TIFF", ".tiff": "TIFF"}
+NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike):
+    """Yield a temporary path next to `path`; on success it replaces `path` in one rename (after an
+    fsync), on any failure it is removed."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh name, not a created file: the writer creates it with the usual permissions
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _fsync(path: Path) -> None:
+    if path.is_file():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
+    write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def save_image(image, path: str | os.PathLike, **params) -> None:
+    """Save a PIL image (or an HxW[x3|4] uint8 array) atomically; the format follows the suffix.
+    An image the format cannot hold (RGBA as JPEG) is an `InputError`, and the old file survives."""
+    from PIL import Image
+
+    path = Path(path)
+    fmt = IMAGE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{path}: unknown image suffix {path.suffix!r}; use one of {', '.join(sorted(IMAGE_FORMATS))}")
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    if fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
+        raise InputError(f"{path}: a {image.mode} image cannot be saved as JPEG; use a .png name")
+    with atomic_file(path) as tmp:
+        image.save(tmp, format=fmt, **params)
+
+
+def writable_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Make sure `path` is (or can become) a folder we can write in, before any long work starts."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} is a file; give a folder (or a new name)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{what} {path} is not writable ({exc.strerror or exc}); choose another place") from None
+    return path
+
+
+def writable_file(path: str | os.PathLike, *, overwrite: bool = True, what: str = "output") -> Path:
+    """Check before long work that `path` can be written: not a folder, its folder writable, and
+    (unless `overwrite`) not already there."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise InputError(f"{what} {path} already exists; choose another name or allow overwriting")
+    writable_folder(path.parent if str(path.parent) else ".", f"the folder of {what} {path}")
+    return path

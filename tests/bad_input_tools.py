@@ -1,0 +1,98 @@
+"""Tools for the bad-input suites (tests/test_bad_inputs_*.py).
+
+Each case asserts what a user is owed: a one-line error that names the input (exit code 2, no
+Python traceback), nothing silently accepted, no user file changed, no partial file left, no hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import resource
+from pathlib import Path
+
+import pytest
+
+from controlnet.cli import main
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run `controlnet ARGV` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code if isinstance(exc.code, int) else 2
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(argv: list[str], capsys, *fragments: str, code: int = 2) -> str:
+    """The command fails with `code`, one clear message containing every fragment (case-insensitive),
+    and no traceback. Returns the message."""
+    got, out, err = run_cli(argv, capsys)
+    assert got == code, f"exit code {got} (wanted {code}); stderr: {err[-2000:]}"
+    assert "Traceback" not in err and "Traceback" not in out, err
+    assert "internal error" not in err, err
+    lowered = err.lower()
+    for fragment in fragments:
+        assert fragment.lower() in lowered, f"{fragment!r} not in the message: {err}"
+    return err
+
+
+def snapshot(folder: str | os.PathLike) -> dict[str, str]:
+    """{relative path: sha256} of every file under `folder` (hidden temp files included)."""
+    root = Path(folder)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def unchanged(folder: str | os.PathLike, allow_new: tuple[str, ...] = ()):
+    """Assert that no file under `folder` changes, disappears or appears (except names in
+    `allow_new`) while the block runs: a failed command leaves the user's files as they were."""
+    before = snapshot(folder)
+    yield
+    after = snapshot(folder)
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    appeared = sorted(k for k in after if k not in before and not any(k.startswith(a) for a in allow_new))
+    assert not changed, f"files changed or removed: {changed}"
+    assert not appeared, f"files left behind: {appeared}"
+
+
+@contextlib.contextmanager
+def full_disk(limit_bytes: int = 4096):
+    """Writes past `limit_bytes` in any one file fail with EFBIG, as on a full disk (RLIMIT_FSIZE;
+    Python ignores SIGXFSZ, so the write raises OSError instead of killing the process)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@contextlib.contextmanager
+def read_only(folder: str | os.PathLike):
+    """`folder` cannot be written in. As root, permissions do not stop writes, so the block runs
+    with the effective user 'nobody' (the folder's parents are opened up for it to read)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    mode = folder.stat().st_mode
+    os.chmod(folder, 0o555)
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    try:
+        if as_root:
+            for parent in [folder, *folder.parents]:
+                if str(parent).startswith(str(Path(os.environ.get("TMPDIR", "/tmp")))) or parent == folder:
+                    os.chmod(parent, os.stat(parent).st_mode | 0o055)
+            os.seteuid(65534)
+        yield folder
+    finally:
+        if as_root:
+            os.seteuid(0)
+        os.chmod(folder, mode)
+
+
+needs_posix = pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX only")
