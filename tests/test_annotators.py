@@ -104,7 +104,10 @@ def test_resize_modes():
     border = np.concatenate([detected[0], detected[-1], detected[:, 0], detected[:, -1]])
     assert np.array_equal(fill[0, 0], np.median(border, axis=0).astype(np.uint8)), "fill uses the median border colour"
     with pytest.raises(InputError, match="resize mode"):
-        annotate("canny", COFFEE, resize_mode="stretch")
+        annotate("canny", COFFEE, resize_mode="squash")
+    # one list of names and A1111 aliases for the pipeline and the annotators
+    assert np.array_equal(fit_map(detected, (300, 300), "label", "Crop and Resize"), crop)
+    assert np.array_equal(fit_map(detected, (300, 300), "label", 2), fill)
 
 
 def test_label_maps_keep_their_colours_when_resized():
@@ -273,7 +276,7 @@ def test_unknown_names_and_params():
         annotate("canny", COFFEE, low=3)
     with pytest.raises(InputError, match="expects a int"):
         annotate("canny", COFFEE, low_threshold="abc")
-    with pytest.raises(InputError, match=">= 0"):
+    with pytest.raises(InputError, match=r"must be in \[0, 1000\]"):
         annotate("canny", COFFEE, low_threshold=-1)
     with pytest.raises(InputError, match="resolution"):
         annotate("canny", COFFEE, resolution=0)

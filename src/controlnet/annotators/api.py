@@ -8,8 +8,8 @@ from controlnet.errors import InputError
 
 from .image import (
     MAX_DETECT_SIDE,
-    check_resize_mode,
     fit_map,
+    map_resize_mode,
     pixel_perfect_resolution,
     resize_short_side,
     to_rgb,
@@ -34,13 +34,14 @@ def annotate(
     resolution: the detector sees the image with its short side scaled to this (A1111 "Preprocessor
         resolution"); ignored by annotators that work on the full image (tile, inpaint).
     width, height: output size; default the input's size. `resize_mode` says how the map is fitted
-        when the aspect ratio differs: just_resize, crop_and_resize, resize_and_fill (as in A1111).
+        when the aspect ratio differs: just_resize, crop_and_resize, resize_and_fill (A1111's
+        names and aliases such as "Crop and Resize" or 1 are accepted).
     pixel_perfect: choose `resolution` so the detector runs at the output size (A1111 "Pixel Perfect").
     params: the annotator's own parameters; `controlnet annotators` lists them with defaults.
     """
     spec = get_annotator(name)
     values = spec.bind(params)
-    check_resize_mode(resize_mode)
+    resize_mode = map_resize_mode(resize_mode)
     rgb = to_rgb(image)
     h0, w0 = rgb.shape[:2]
     out_w, out_h = _output_size(width, height, w0, h0)

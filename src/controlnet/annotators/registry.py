@@ -8,11 +8,13 @@ knows how to resize each map from its `kind`.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlnet.errors import InputError
+from controlnet import checks
+from controlnet.errors import ControlNetError, InputError
 
 # how a map may be resized: label (palette / pose, nearest), edge (1-px lines, nearest),
 # binary (black/white strokes, smooth + re-threshold), image (continuous, area/cubic)
@@ -40,42 +42,50 @@ class Param:
         return type(self.default) if self.default is not None else str
 
     def convert(self, value, annotator: str):
-        """Check and convert one value; strings from the command line are parsed here."""
-        kind = self.kind
+        """Check and convert one value; strings from the command line are parsed here, numbers
+        are checked finite and in range (`controlnet.checks`), so NaN and inf never reach OpenCV."""
         where = f"annotator {annotator!r} parameter {self.name!r}"
         if value is None:
             if self.default is None:
                 return None
             raise InputError(f"{where} cannot be empty")
+        value = self._parse(value, where)
+        if self.choices and value not in self.choices:
+            raise InputError(f"{where} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+        if self.kind is float:
+            return checks.number(where, value, lo=self.minimum, hi=self.maximum)
+        if self.kind is int:
+            return checks.integer(where, value, lo=self.minimum, hi=self.maximum)
+        return value
+
+    def _parse(self, value, where: str):
+        """The value as this parameter's type (bool/int/float/str/path/image), or an InputError."""
+        kind = self.kind
         try:
             if kind is bool:
                 if isinstance(value, str):
-                    if value.lower() not in _TRUE | _FALSE:
+                    if value.strip().lower() not in _TRUE | _FALSE:
                         raise ValueError(value)
-                    value = value.lower() in _TRUE
-                else:
-                    value = bool(value)
-            elif kind is int:
+                    return value.strip().lower() in _TRUE
+                return bool(value)
+            if kind is int:
                 if isinstance(value, float) and not value.is_integer():
                     raise ValueError(value)
-                value = int(value)
-            elif kind is float:
-                value = float(value)
-            elif kind in (str, "path"):
-                value = str(value)
-            elif kind == "image":
-                from .image import to_rgb
-
-                value = value if not isinstance(value, str) else to_rgb(value)
-        except (TypeError, ValueError):
+                return int(value)
+            if kind is float:
+                return float(value)
+            if kind in (str, "path"):
+                return str(value)
+        except (TypeError, ValueError, OverflowError):
             name = kind if isinstance(kind, str) else kind.__name__
             raise InputError(f"{where} expects a {name}, got {value!r}") from None
-        if self.choices and value not in self.choices:
-            raise InputError(f"{where} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
-        if self.minimum is not None and value < self.minimum:
-            raise InputError(f"{where} must be >= {self.minimum}, got {value!r}")
-        if self.maximum is not None and value > self.maximum:
-            raise InputError(f"{where} must be <= {self.maximum}, got {value!r}")
+        if kind == "image" and isinstance(value, (str, os.PathLike)):
+            from .image import to_rgb
+
+            try:
+                return to_rgb(value)
+            except ControlNetError as exc:
+                raise type(exc)(f"{where}: {exc}") from None
         return value
 
 
