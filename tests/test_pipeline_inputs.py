@@ -53,7 +53,7 @@ def test_size_not_a_multiple_of_8_is_refused(sd1, size):
 @pytest.mark.parametrize("start, end", [(0.5, 0.5), (0.8, 0.2), (0.0, 1.5), (-0.1, 1.0)])
 def test_bad_windows_are_refused(sd1, start, end):
     _, cn = sd1
-    with pytest.raises(InputError, match="start|fractions"):
+    with pytest.raises(InputError, match=r"start|end \(a fraction"):
         ControlUnit(cn, random_hint(W, H), start=start, end=end)
 
 
@@ -87,7 +87,8 @@ def test_hint_scale_must_match_the_vae(sd1):
         (dict(mode="stronger"), "unknown control mode"),
         (dict(resize="zoom"), "unknown resize mode"),
         (dict(weight=float("nan")), "finite number"),
-        (dict(weight="1"), "finite number"),
+        (dict(weight="strong"), "must be a number"),
+        (dict(weight=-0.5), "weight must be in"),
     ],
 )
 def test_bad_unit_options_are_refused(sd1, kw, match):

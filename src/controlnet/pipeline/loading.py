@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from controlnet.dtypes import parse_dtype
 from controlnet.errors import CheckpointError, InputError, MissingFileError
 
 WEIGHT_NAMES = ("diffusion_pytorch_model", "model", "pytorch_model")
@@ -25,16 +26,25 @@ NEEDED = {
     "sd": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
     "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
 }
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
-def _dtype(dtype):
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
-    return DTYPES[dtype]
+def check_device(device) -> torch.device:
+    """A torch device this machine has, or an `InputError` saying which one is missing (before any
+    model is loaded, not as a traceback deep inside torch)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"device {device} is not available: this torch has no CUDA GPU "
+                             f"(torch {torch.__version__}); use device cpu")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"device {device} is not available: this machine has {count} CUDA device(s)")
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InputError(f"device {device} is not available on this machine; use device cpu")
+    return device
 
 
 def read_model_index(folder: Path) -> dict:
@@ -100,13 +110,13 @@ def _class(entry, name: str):
 def load_folder(path: str | os.PathLike, *, dtype=None, device="cpu", variant: str | None = None) -> dict:
     """The components of a diffusers-layout base model folder, as a dict ready for `ControlPipeline`."""
     folder = Path(path)
+    dtype, device = parse_dtype(dtype), check_device(device)
     if not folder.exists():
         raise MissingFileError(f"base model not found: {folder}")
     index = read_model_index(folder)
     kind = base_kind(index)
     for name in NEEDED[kind]:
         _check_component(folder, name, index)
-    dtype = _dtype(dtype)
     parts: dict = {"kind": kind, "force_zeros_for_empty_prompt": bool(index.get("force_zeros_for_empty_prompt", kind == "sdxl"))}
     for name in NEEDED[kind]:
         cls = _class(index[name], name)
@@ -143,6 +153,7 @@ def single_file_kind(path: Path) -> str:
 def load_single_file(path: str | os.PathLike, *, config: str | os.PathLike | None, dtype=None, device="cpu") -> dict:
     """Components of a single-file SD/SDXL checkpoint, configured by a local diffusers-layout folder."""
     path = Path(path)
+    dtype, device = parse_dtype(dtype), check_device(device)
     if not path.is_file():
         raise MissingFileError(f"checkpoint not found: {path}")
     if config is None:
@@ -163,7 +174,7 @@ def load_single_file(path: str | os.PathLike, *, config: str | os.PathLike | Non
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     try:
-        pipe = cls.from_single_file(str(path), config=str(cfg), local_files_only=True, torch_dtype=_dtype(dtype), **extra)
+        pipe = cls.from_single_file(str(path), config=str(cfg), local_files_only=True, torch_dtype=dtype, **extra)
     except NotImplementedError as exc:  # diffusers moving a model whose weights the file lacks
         if "meta tensor" not in str(exc):
             raise

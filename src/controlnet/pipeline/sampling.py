@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from controlnet import checks
 from controlnet.errors import InputError
 from controlnet.nn import ControlResiduals, controlled_unet, family_of, unet_connection_shapes
 from controlnet.pipeline import images as img
@@ -31,6 +31,8 @@ from controlnet.pipeline.text import encode_sd, encode_sdxl
 from controlnet.pipeline.units import ControlUnit
 
 MAX_SEED = 2**32 - 1
+MAX_SIDE = 16384  # pixels: far above any model's training size; beyond it memory runs out, not quality up
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 @dataclass
@@ -53,6 +55,133 @@ class _Prepared:
     embedding: torch.Tensor | None
     scales: list
     cond_only: bool
+
+
+@dataclass
+class _Call:
+    """One call's arguments, checked and normalised by `_check_call_args` before any work starts."""
+
+    prompts: list[str]
+    negatives: list[str]
+    guidance_scale: float
+    eta: float
+    seeds: list[int]
+    width: int
+    height: int
+    scheduler: Any  # a fresh diffusers scheduler, its timesteps set
+    timesteps: torch.Tensor  # the ones to run (img2img: the last `strength` of the schedule)
+    output_type: str
+    latents: torch.Tensor | None
+    init_image: Any
+    callback: Callable | None
+    progress: bool
+
+    @property
+    def batch(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def guided(self) -> bool:
+        """Classifier-free guidance on: the U-Net batch is `[uncond; cond]`."""
+        return self.guidance_scale > 1.0
+
+
+@dataclass
+class _Text:
+    """Text conditioning of the U-Net batch, and SDXL's added embeddings for it and its cond half."""
+
+    states: torch.Tensor
+    added: dict | None
+    cond_added: dict | None
+
+
+def _latent_stats(vae, like: torch.Tensor):
+    """Per-channel (mean, std) of an autoencoder that declares them (SDXL-type VAEs), else None."""
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    return tuple(torch.tensor(v, device=like.device, dtype=like.dtype).view(1, -1, 1, 1) for v in (mean, std))
+
+
+def normalize_latents(vae, z: torch.Tensor) -> torch.Tensor:
+    """VAE latent -> the diffusion model's latent: (z - mean) * scaling_factor / std."""
+    stats = _latent_stats(vae, z)
+    if stats is None:
+        return z * vae.config.scaling_factor
+    mean, std = stats
+    return (z - mean) * vae.config.scaling_factor / std
+
+
+def denormalize_latents(vae, x: torch.Tensor) -> torch.Tensor:
+    """The inverse of `normalize_latents`: diffusion latent -> what the VAE decodes."""
+    stats = _latent_stats(vae, x)
+    if stats is None:
+        return x / vae.config.scaling_factor
+    mean, std = stats
+    return x * std / vae.config.scaling_factor + mean
+
+
+def _strings(name: str, value) -> list[str]:
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise InputError(f"{name} must be a string or a non-empty list of strings, got {value!r:.80}")
+
+
+def _prompts(prompt, negative_prompt, num_images) -> tuple[list[str], list[str]]:
+    """One prompt repeated `num_images` times, or a list of prompts (a batch of that many images)."""
+    num_images = checks.positive_int("num_images", num_images)
+    if isinstance(prompt, str):
+        prompts = [prompt] * num_images
+    else:
+        prompts = _strings("prompt", prompt)
+        if num_images not in (1, len(prompts)):
+            raise InputError(f"num_images is {num_images} but {len(prompts)} prompts were given; give one prompt or one per image")
+    negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else _strings("negative_prompt", negative_prompt)
+    if len(negatives) != len(prompts):
+        raise InputError(f"give one negative prompt or one per image ({len(prompts)}), got {len(negatives)}")
+    return prompts, negatives
+
+
+def _seeds(seed, batch: int) -> list[int]:
+    """Image k uses seed + k; None picks a random first seed."""
+    if seed is None:
+        seed = random.randint(0, MAX_SEED - batch)
+    seed = checks.integer("seed", seed, lo=0, hi=MAX_SEED - batch + 1)
+    return [seed + k for k in range(batch)]
+
+
+def _check_latents(latents, shape: tuple) -> None:
+    if latents is None:
+        return
+    if not torch.is_tensor(latents) or tuple(latents.shape) != shape:
+        raise InputError(f"latents must be a tensor of shape {shape}, got {getattr(latents, 'shape', type(latents).__name__)}")
+    if not torch.isfinite(latents).all():
+        raise InputError("latents contain NaN or infinite values")
+
+
+def _unit_list(units) -> list[ControlUnit]:
+    units = [units] if isinstance(units, ControlUnit) else units
+    if isinstance(units, (str, bytes)) or not isinstance(units, Sequence) or not all(isinstance(u, ControlUnit) for u in units):
+        raise InputError("units must be a ControlUnit or a list of ControlUnit objects")
+    return list(units)
+
+
+def _check_mask_shape(mask_wh: tuple[int, int], width: int, height: int, label: str) -> None:
+    """A mask is resized to the output; one of another shape would be stretched out of register."""
+    mw, mh = mask_wh
+    if abs(mw * height / (mh * width) - 1.0) > 0.01:
+        raise InputError(f"{label}: the mask is {mw}×{mh} but the output is {width}×{height}; give a mask of the "
+                         "output's shape (it is resized to the output, so another shape would be distorted)")
+
+
+def _step_kwargs(sched, eta: float, gens: list[torch.Generator]) -> dict:
+    params = inspect.signature(sched.step).parameters
+    kwargs: dict = {}
+    if "eta" in params:
+        kwargs["eta"] = eta
+    if "generator" in params:
+        kwargs["generator"] = gens
+    return kwargs
 
 
 def check_compatible(cn, unet, vae_scale_factor: int, label: str = "ControlNet") -> None:
@@ -148,18 +277,19 @@ class ControlPipeline:
     def family(self) -> str:
         return family_of(self.unet.config)
 
+
     # ------------------------------------------------------------------ pieces
 
-    def encode_prompt(self, prompts: list[str], negatives: list[str], cfg: bool):
-        """(text states, SDXL added_cond_kwargs or None) for the batch `[uncond; cond]` (cond only without CFG)."""
+    def encode_prompt(self, prompts: list[str], negatives: list[str], guided: bool):
+        """(text states, SDXL added_cond_kwargs or None) for the batch `[uncond; cond]` (cond only when not guided)."""
         if self.kind == "sd":
             cond = encode_sd(self.text_encoder, self.tokenizer, prompts)
-            if not cfg:
+            if not guided:
                 return cond, None
             return torch.cat([encode_sd(self.text_encoder, self.tokenizer, negatives), cond]), None
         encoders, tokenizers = (self.text_encoder, self.text_encoder_2), (self.tokenizer, self.tokenizer_2)
         cond, pooled = encode_sdxl(encoders, tokenizers, prompts)
-        if cfg:
+        if guided:
             if self.force_zeros_for_empty_prompt and all(n == "" for n in negatives):
                 # diffusers' SDXL default: no negative prompt -> zero embeddings, not the embedding of ""
                 neg, neg_pooled = torch.zeros_like(cond), torch.zeros_like(pooled)
@@ -178,9 +308,14 @@ class ControlPipeline:
 
     @torch.no_grad()
     def prepare_unit(self, unit: ControlUnit, width: int, height: int, batch: int, index: int) -> tuple[_Prepared, list]:
-        """Hint(s) -> E(c) once; mode + weight (+ mask per resolution) -> per-connection scales."""
+        """Hint(s) -> E(c) once; mode + weight (+ mask per resolution) -> per-connection scales.
+        The ControlNet runs in the U-Net's dtype and device unless the unit names a dtype."""
         cn, label = unit.controlnet, unit.name or f"unit {index + 1}"
         check_compatible(cn, self.unet, self.vae_scale_factor, label)
+        if not unit.off:
+            wanted = unit.dtype or self.unet.dtype
+            if cn.dtype != wanted or cn.device != self.device:
+                cn.to(device=self.device, dtype=wanted)
         pictures = unit.image if isinstance(unit.image, (list, tuple)) else [unit.image]
         if len(pictures) not in (1, batch):
             raise InputError(f"{label}: give one condition image or one per image ({batch}), got {len(pictures)}")
@@ -189,65 +324,78 @@ class ControlPipeline:
         if cn.config.get("conditioning_channels", 3) != 3:
             hint = hint[:, : cn.config.conditioning_channels]
         embedding = None if unit.off else cn.embed_hint(hint)  # an off unit costs nothing
-        n = cn.num_connections
+        # shuffle-type (global pooling) models act on the cond branch only, as in A1111 and diffusers
+        only = cond_only(unit.mode) or bool(cn.config.get("global_pool_conditions", False))
+        return _Prepared(unit, embedding, self._unit_scales(unit, width, height, label), only), [img.to_pil(h) for h in hints]
+
+    def _unit_scales(self, unit: ControlUnit, width: int, height: int, label: str) -> list:
+        """weight x (the mode's or the unit's own) per-connection scales, times the mask pooled to each resolution."""
+        n = unit.controlnet.num_connections
         if unit.layer_scales is not None:
             if len(unit.layer_scales) != n:
                 raise InputError(f"{label}: layer_scales has {len(unit.layer_scales)} values; this ControlNet has {n} connections")
             scales = [unit.weight * s for s in unit.layer_scales]
         else:
             scales = mode_scales(unit.mode, unit.weight, connection_levels(self.unet))
-        if unit.mask is not None:
-            mask = img.mask_tensor(unit.mask, width, height).to(self.device, self.unet.dtype)
-            shapes = unet_connection_shapes(self.unet, (height // self.vae_scale_factor, width // self.vae_scale_factor))
-            scales = [s * F.adaptive_avg_pool2d(mask, (h, w)) for s, (_, h, w) in zip(scales, shapes)]
-        # shuffle-type (global pooling) models act on the cond branch only, as in A1111 and diffusers
-        only = cond_only(unit.mode) or bool(cn.config.get("global_pool_conditions", False))
-        return _Prepared(unit, embedding, scales, only), [img.to_pil(h) for h in hints]
+        if unit.mask is None:
+            return scales
+        mask = img.to_rgb(unit.mask)
+        _check_mask_shape((mask.shape[1], mask.shape[0]), width, height, label)
+        mask = img.mask_tensor(mask, width, height).to(self.device, self.unet.dtype)
+        shapes = unet_connection_shapes(self.unet, (height // self.vae_scale_factor, width // self.vae_scale_factor))
+        return [s * F.adaptive_avg_pool2d(mask, (h, w)) for s, (_, h, w) in zip(scales, shapes)]
 
     def _size(self, units: Sequence[ControlUnit], init_image, width, height) -> tuple[int, int]:
+        """The output size: as given, else from the first condition image (or init image), else the
+        model's default; rounded down to the latent grid, as diffusers does for its default size."""
         f = self.vae_scale_factor
         for name, v in (("width", width), ("height", height)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 or v % f):
-                raise InputError(f"{name} must be a positive multiple of {f} (the VAE's scale factor), got {v!r}")
+            if v is not None and (checks.integer(name, v) % f or not 0 < v <= MAX_SIDE):
+                raise InputError(f"{name} must be a positive multiple of {f} (the VAE's scale factor), at most "
+                                 f"{MAX_SIDE}, got {v!r}")
         if width is not None and height is not None:
             return int(width), int(height)
         first = next((u.image for u in units), init_image)
-        if isinstance(first, (list, tuple)):
-            first = first[0]
+        first = first[0] if isinstance(first, (list, tuple)) else first
         if first is None:
             side = int(self.unet.config.sample_size) * f
             w0, h0 = width or side, height or side
         else:
             w0, h0 = img.image_size(first)
             if width is not None:
-                h0 = h0 * width / w0
-                w0 = width
+                w0, h0 = width, h0 * width / w0
             elif height is not None:
-                w0 = w0 * height / h0
-                h0 = height
-        # round down to the latent grid, as diffusers does for its default size
+                w0, h0 = w0 * height / h0, height
         w, h = int(w0) // f * f, int(h0) // f * f
-        if w == 0 or h == 0:
-            raise InputError(f"the output would be {w}x{h}; give width and height (multiples of {f})")
+        if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+            raise InputError(f"the output would be {w}x{h}; give width and height (multiples of {f}, at most {MAX_SIDE})")
         return w, h
+
+    def _schedule(self, scheduler, steps, strength, img2img: bool):
+        """A fresh scheduler with its timesteps; img2img keeps the last `strength` of them."""
+        sched = make_scheduler(scheduler, self.scheduler)
+        steps = checks.integer("steps", steps, lo=1, hi=int(getattr(sched.config, "num_train_timesteps", 1000)))
+        strength = checks.number("strength", strength, lo=0.0, hi=1.0, lo_open=True)
+        sched.set_timesteps(steps, device=self.device)
+        if not img2img:
+            return sched, sched.timesteps
+        keep = min(int(steps * strength), steps)
+        begin = (steps - keep) * sched.order
+        timesteps = sched.timesteps[begin:]
+        if len(timesteps) == 0:
+            raise InputError(f"strength {strength} with {steps} steps leaves no step to run; raise either")
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(begin)
+        return sched, timesteps
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [0, 1], (B, 3, H, W)."""
         vae = self.vae
         upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-        dtype = torch.float32 if upcast else vae.dtype
         if upcast:
             vae.to(torch.float32)
-        z = latents.to(dtype)
-        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean = torch.tensor(mean, device=z.device, dtype=dtype).view(1, -1, 1, 1)
-            std = torch.tensor(std, device=z.device, dtype=dtype).view(1, -1, 1, 1)
-            z = z * std / vae.config.scaling_factor + mean
-        else:
-            z = z / vae.config.scaling_factor
-        x = vae.decode(z, return_dict=False)[0]
+        x = vae.decode(denormalize_latents(vae, latents.to(vae.dtype)), return_dict=False)[0]
         if upcast:
             vae.to(torch.float16)
         return (x.float() / 2 + 0.5).clamp(0, 1)
@@ -257,13 +405,7 @@ class ControlPipeline:
         """img2img: image -> scaled latent (the posterior mean: deterministic, no seed consumed)."""
         x = torch.from_numpy(img.fit(img.to_rgb(image), (width, height), "crop_and_resize")).permute(2, 0, 1)[None]
         x = (2 * x - 1).to(self.device, self.vae.dtype)
-        z = self.vae.encode(x).latent_dist.mean
-        mean, std = getattr(self.vae.config, "latents_mean", None), getattr(self.vae.config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean = torch.tensor(mean, device=z.device, dtype=z.dtype).view(1, -1, 1, 1)
-            std = torch.tensor(std, device=z.device, dtype=z.dtype).view(1, -1, 1, 1)
-            return (z - mean) * self.vae.config.scaling_factor / std
-        return z * self.vae.config.scaling_factor
+        return normalize_latents(self.vae, self.vae.encode(x).latent_dist.mean)
 
     # ------------------------------------------------------------------ sampling
 
@@ -293,112 +435,101 @@ class ControlPipeline:
 
         units: ControlUnits, their residuals summed (paper §3.4). guidance_scale <= 1 turns CFG off.
         scheduler: a name (`controlnet.pipeline.schedulers.scheduler_names()`) or a diffusers scheduler.
-        seed: image k uses seed + k, drawn on the CPU; None picks a random seed (reported in `seeds`).
+        eta: DDIM's noise, in [0, 1]. seed: image k uses seed + k, drawn on the CPU; None picks a
+        random seed (reported in `seeds`).
         latents: start from these instead of seeded noise (txt2img; the noise for img2img).
         init_image, strength: img2img; only the last `strength` of the schedule is run.
         callback(step, t, latents) runs after each step; a tensor it returns replaces the latents.
         output_type: "pil", "np", "pt" or "latent".
         """
-        units = [units] if isinstance(units, ControlUnit) else list(units)
-        if not all(isinstance(u, ControlUnit) for u in units):
-            raise InputError("units must be ControlUnit objects")
-        prompts = [prompt] * num_images if isinstance(prompt, str) else list(prompt)
-        if not isinstance(prompt, str) and num_images == 1:
-            num_images = len(prompts)  # a list of prompts is a batch of that many images
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1 or len(prompts) != num_images:
-            raise InputError(f"num_images must be a positive integer matching the prompts, got {num_images!r} for {len(prompts)} prompt(s)")
-        negatives = [negative_prompt] * num_images if isinstance(negative_prompt, str) else list(negative_prompt)
-        if len(negatives) != num_images:
-            raise InputError("give one negative prompt or one per image")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InputError(f"steps must be a positive integer, got {steps!r}")
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise InputError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
-        if init_image is not None and not 0.0 < strength <= 1.0:
-            raise InputError(f"strength must be in (0, 1], got {strength}")
-        width, height = self._size(units, init_image, width, height)
-        batch, device, dtype = num_images, self.device, self.unet.dtype
-        cfg = guidance_scale > 1.0
-
-        if seed is None:
-            seed = random.randint(0, MAX_SEED - batch)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED - batch + 1:
-            raise InputError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
-        seeds = [int(seed) + k for k in range(batch)]
-        gens = _generators(seeds)
-
+        units = _unit_list(units)
+        call = self._check_call_args(units, prompt, negative_prompt, num_images, steps, guidance_scale, eta, seed,
+                                     width, height, latents, output_type, init_image, strength, scheduler,
+                                     callback, progress)
         prepared, hints = [], []
-        for k, u in enumerate(units):
-            p, pictures = self.prepare_unit(u, width, height, batch, k)
+        for k, unit in enumerate(units):
+            ready, pictures = self.prepare_unit(unit, call.width, call.height, call.batch, k)
             hints.append(pictures)
-            if not u.off:
-                prepared.append(p)
+            if not unit.off:
+                prepared.append(ready)
+        text = self._encode_text(call)
+        gens = _generators(call.seeds)
+        x = self._denoise(call, self._initial_latents(call, gens), gens, prepared, text)
+        return self._output(call, x, hints)
 
-        text, added = self.encode_prompt(prompts, negatives, cfg)
-        text = text.to(device, dtype)
-        if added is not None:
-            added["text_embeds"] = added["text_embeds"].to(device, dtype)
-            added["time_ids"] = self._time_ids(height, width, text.shape[0], added["text_embeds"].shape[-1], dtype)
-        added_cond = {k: v[batch:] for k, v in added.items()} if (added is not None and cfg) else added
+    def _check_call_args(self, units, prompt, negative_prompt, num_images, steps, guidance_scale, eta, seed, width,
+                         height, latents, output_type, init_image, strength, scheduler, callback, progress) -> _Call:
+        """Every argument of a call checked before any work, so a bad value costs nothing."""
+        prompts, negatives = _prompts(prompt, negative_prompt, num_images)
+        guidance_scale = checks.number("guidance_scale (the CFG scale)", guidance_scale, lo=0.0)
+        eta = checks.number("eta", eta, lo=0.0, hi=1.0)
+        checks.choice("output_type", output_type, OUTPUT_TYPES)
+        if callback is not None and not callable(callback):
+            raise InputError(f"callback must be callable, got {type(callback).__name__}")
+        width, height = self._size(units, init_image, width, height)
+        sched, timesteps = self._schedule(scheduler, steps, strength, init_image is not None)
+        f = self.vae_scale_factor
+        _check_latents(latents, (len(prompts), self.unet.config.in_channels, height // f, width // f))
+        return _Call(prompts, negatives, guidance_scale, eta, _seeds(seed, len(prompts)), width, height, sched,
+                     timesteps, output_type, latents, init_image, callback, bool(progress))
 
-        sched = make_scheduler(scheduler, self.scheduler)
-        sched.set_timesteps(steps, device=device)
-        timesteps = sched.timesteps
-        shape = (batch, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        if latents is not None and tuple(latents.shape) != shape:
-            raise InputError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        noise = latents.to(device, dtype) if latents is not None else _noise(shape, gens, device, dtype)
-        if init_image is None:
-            x = noise * sched.init_noise_sigma
-        else:
-            keep = min(int(steps * strength), steps)
-            begin = (steps - keep) * sched.order
-            timesteps = timesteps[begin:]
-            if len(timesteps) == 0:
-                raise InputError(f"strength {strength} with {steps} steps leaves no step to run; raise either")
-            if hasattr(sched, "set_begin_index"):
-                sched.set_begin_index(begin)
-            x0 = self.encode_image(init_image, width, height).to(device, dtype)
-            x = sched.add_noise(x0.expand(batch, -1, -1, -1), noise, timesteps[:1].repeat(batch))
+    def _encode_text(self, call: _Call) -> _Text:
+        dtype = self.unet.dtype
+        states, added = self.encode_prompt(call.prompts, call.negatives, call.guided)
+        states = states.to(self.device, dtype)
+        if added is None:
+            return _Text(states, None, None)
+        added["text_embeds"] = added["text_embeds"].to(self.device, dtype)
+        added["time_ids"] = self._time_ids(call.height, call.width, states.shape[0], added["text_embeds"].shape[-1], dtype)
+        cond_added = {k: v[call.batch:] for k, v in added.items()} if call.guided else added
+        return _Text(states, added, cond_added)
 
-        step_kwargs = {}
-        params = inspect.signature(sched.step).parameters
-        if "eta" in params:
-            step_kwargs["eta"] = eta
-        if "generator" in params:
-            step_kwargs["generator"] = gens
+    def _initial_latents(self, call: _Call, gens: list[torch.Generator]) -> torch.Tensor:
+        """Seeded noise (or the given latents); img2img: the init image's latent noised to the first timestep."""
+        device, dtype, f = self.device, self.unet.dtype, self.vae_scale_factor
+        shape = (call.batch, self.unet.config.in_channels, call.height // f, call.width // f)
+        noise = call.latents.to(device, dtype) if call.latents is not None else _noise(shape, gens, device, dtype)
+        if call.init_image is None:
+            return noise * call.scheduler.init_noise_sigma
+        x0 = self.encode_image(call.init_image, call.width, call.height).to(device, dtype)
+        return call.scheduler.add_noise(x0.expand(call.batch, -1, -1, -1), noise, call.timesteps[:1].repeat(call.batch))
 
-        n = len(timesteps)
-        for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
-            x_in = sched.scale_model_input(torch.cat([x, x]) if cfg else x, t)
-            controls = []
-            for p in prepared:
-                if not active(i, n, p.unit.start, p.unit.end):
-                    continue  # not run at all outside its window
-                cn = p.unit.controlnet
-                if p.cond_only and cfg:
-                    res = cn(x_in[batch:].to(cn.dtype), t, text[batch:].to(cn.dtype), hint_embedding=p.embedding,
-                             added_cond_kwargs=added_cond)
-                    controls.append((_pad_uncond(res.scaled(p.scales)), None))
-                else:
-                    res = cn(x_in.to(cn.dtype), t, text.to(cn.dtype), hint_embedding=p.embedding, added_cond_kwargs=added)
-                    controls.append((res, p.scales))
-            eps = controlled_unet(self.unet, x_in, t, text, controls, added_cond_kwargs=added)
-            if cfg:
+    def _denoise(self, call: _Call, x: torch.Tensor, gens, prepared: list[_Prepared], text: _Text) -> torch.Tensor:
+        """The sampling loop: units in their window, the controlled U-Net, guidance, the scheduler step."""
+        sched, n = call.scheduler, len(call.timesteps)
+        step_kwargs = _step_kwargs(sched, call.eta, gens)
+        for i, t in enumerate(tqdm(call.timesteps, disable=not call.progress, desc="sampling", leave=False)):
+            x_in = sched.scale_model_input(torch.cat([x, x]) if call.guided else x, t)
+            # a unit outside its window is not run at all
+            controls = [self._residuals(p, x_in, t, text, call) for p in prepared if active(i, n, p.unit.start, p.unit.end)]
+            eps = controlled_unet(self.unet, x_in, t, text.states, controls, added_cond_kwargs=text.added)
+            if call.guided:
                 uncond, cond = eps.chunk(2)
-                eps = uncond + guidance_scale * (cond - uncond)
+                eps = uncond + call.guidance_scale * (cond - uncond)
             x = sched.step(eps, t, x, **step_kwargs, return_dict=False)[0]
-            if callback is not None:
-                replaced = callback(i, t, x)
+            if call.callback is not None:
+                replaced = call.callback(i, t, x)
                 if torch.is_tensor(replaced):
                     x = replaced
+        return x
 
-        if output_type == "latent":
-            return ControlPipelineOutput(x, seeds, hints, x)
+    def _residuals(self, p: _Prepared, x_in: torch.Tensor, t, text: _Text, call: _Call) -> tuple:
+        """One unit's (residuals, scales) for this step; cond-only units run on the cond half of a guided batch."""
+        cn = p.unit.controlnet
+        if p.cond_only and call.guided:
+            half = call.batch
+            res = cn(x_in[half:].to(cn.dtype), t, text.states[half:].to(cn.dtype), hint_embedding=p.embedding,
+                     added_cond_kwargs=text.cond_added)
+            return _pad_uncond(res.scaled(p.scales)), None
+        res = cn(x_in.to(cn.dtype), t, text.states.to(cn.dtype), hint_embedding=p.embedding, added_cond_kwargs=text.added)
+        return res, p.scales
+
+    def _output(self, call: _Call, x: torch.Tensor, hints: list) -> ControlPipelineOutput:
+        if call.output_type == "latent":
+            return ControlPipelineOutput(x, call.seeds, hints, x)
         pixels = self.decode(x)
-        if output_type == "pt":
-            out = pixels
-        else:
-            arr = pixels.permute(0, 2, 3, 1).cpu().numpy()
-            out = arr if output_type == "np" else [img.to_pil(a) for a in arr]
-        return ControlPipelineOutput(out, seeds, hints, x)
+        if call.output_type == "pt":
+            return ControlPipelineOutput(pixels, call.seeds, hints, x)
+        arr = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        out = arr if call.output_type == "np" else [img.to_pil(a) for a in arr]
+        return ControlPipelineOutput(out, call.seeds, hints, x)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlnet import checks
+from controlnet.dtypes import parse_dtype
 from controlnet.errors import InputError
 from controlnet.pipeline.images import resize_mode
 from controlnet.pipeline.modes import mode_name
@@ -27,6 +28,8 @@ class ControlUnit:
     mask: where the unit acts (image, 1 = act); residuals are multiplied by it at each resolution.
     resize: how the image is fitted to the output size: crop_and_resize (default), just_resize,
         resize_and_fill, or None (the image must already have the output size).
+    dtype: what its ControlNet runs in; None (default) is the U-Net's dtype. The pipeline casts the
+        ControlNet module in place (as diffusers' `pipe.to` does) and moves it to the U-Net's device.
     """
 
     controlnet: Any
@@ -39,16 +42,21 @@ class ControlUnit:
     mask: Any = None
     resize: str | None = "crop_and_resize"
     name: str = field(default="", compare=False)
+    dtype: Any = None
 
     def __post_init__(self):
+        """Every unit field is checked here, once; the pipeline and the CLI rely on it."""
         label = self.name or "control unit"
-        for attr in ("weight", "start", "end"):
-            value = getattr(self, attr)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InputError(f"{label}: {attr} must be a finite number, got {value!r}")
-            setattr(self, attr, float(value))
-        if not (0.0 <= self.start <= 1.0 and 0.0 <= self.end <= 1.0):
-            raise InputError(f"{label}: start and end are fractions of the steps in [0, 1], got {self.start}, {self.end}")
+        if self.controlnet is None or not hasattr(self.controlnet, "embed_hint"):
+            raise InputError(
+                f"{label}: controlnet must be a controlnet.nn.ControlNet (load one with controlnet.load_controlnet; "
+                "a diffusers ControlNetModel converts with ControlNet.from_diffusers)"
+            )
+        if self.image is None or isinstance(self.image, (list, tuple)) and not self.image:
+            raise InputError(f"{label}: no condition image; give the map its ControlNet was trained on")
+        self.weight = checks.number(f"{label}: weight", self.weight, lo=0.0)
+        self.start = checks.number(f"{label}: start (a fraction of the steps)", self.start, lo=0.0, hi=1.0)
+        self.end = checks.number(f"{label}: end (a fraction of the steps)", self.end, lo=0.0, hi=1.0)
         if self.start >= self.end and self.end != 0.0:
             raise InputError(
                 f"{label}: start ({self.start}) must be before end ({self.end}); the unit would never act "
@@ -60,15 +68,10 @@ class ControlUnit:
             raise InputError(f"{label}: {exc}") from None
         self.resize = resize_mode(self.resize)
         if self.layer_scales is not None:
-            scales = list(self.layer_scales)
-            if not all(isinstance(s, (int, float)) and math.isfinite(s) for s in (float(x) for x in scales)):
-                raise InputError(f"{label}: layer_scales must be finite numbers")
-            self.layer_scales = [float(s) for s in scales]
-        if self.controlnet is None or not hasattr(self.controlnet, "embed_hint"):
-            raise InputError(
-                f"{label}: controlnet must be a controlnet.nn.ControlNet (load one with controlnet.load_controlnet; "
-                "a diffusers ControlNetModel converts with ControlNet.from_diffusers)"
-            )
+            if isinstance(self.layer_scales, (str, bytes)) or not isinstance(self.layer_scales, Sequence):
+                raise InputError(f"{label}: layer_scales must be a list of numbers, one per connection")
+            self.layer_scales = [checks.number(f"{label}: layer_scales[{i}]", s) for i, s in enumerate(self.layer_scales)]
+        self.dtype = parse_dtype(self.dtype, f"{label}: dtype")
 
     @property
     def off(self) -> bool:
