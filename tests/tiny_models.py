@@ -1,7 +1,7 @@
 """Tiny, random, fully offline Stable Diffusion pipelines shaped like SD 1.x, SD 2.x (v-prediction,
 linear projections, per-level heads) and SDXL (two text encoders, text-time embedding), and
 ControlNets for them. Import as `from tiny_models import ...` (pytest puts tests/ on sys.path,
-since tests/ is not a package).
+since tests/ is not a package). The model configs themselves are written once, in `controlnet.tiny`.
 
 The tokenizer is a byte-level CLIP BPE with no merges: every string tokenizes, nothing is
 downloaded (reference/diffusers_controlnet.md §8.2). The VAE has 4 levels, so the VAE scale factor
@@ -25,13 +25,17 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from controlnet.nn import ControlNet
 from controlnet.offline_tokenizer import offline_clip_tokenizer
-from controlnet.tiny import randomize_connections, tiny_unet_config
+from controlnet.tiny import (  # noqa: F401  (FAMILIES: re-exported for the tests)
+    FAMILIES,
+    SD_NOISE_SCHEDULE,
+    clip_text_config,
+    randomize_connections,
+    tiny_text_kwargs,
+    tiny_unet_config,
+    tiny_vae_config,
+)
 
-FAMILIES = ("sd1", "sd2", "sdxl")
 TEXT_WIDTH = {"sd1": 32, "sd2": 48}
-
-
-BYTE_VOCAB = 514  # byte-level CLIP BPE: 2 special tokens + 256 bytes + 256 word-final bytes
 
 
 def tiny_tokenizer(max_len: int = 77) -> CLIPTokenizer:
@@ -40,19 +44,15 @@ def tiny_tokenizer(max_len: int = 77) -> CLIPTokenizer:
 
 
 def tiny_text_config(width: int, **extra) -> CLIPTextConfig:
-    return CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=width, intermediate_size=37,
-                          num_attention_heads=4, num_hidden_layers=3, vocab_size=BYTE_VOCAB, max_position_embeddings=77, **extra)
+    return clip_text_config(**tiny_text_kwargs(width), **extra)
 
 
 def tiny_vae() -> AutoencoderKL:
-    return AutoencoderKL(
-        block_out_channels=(8, 8, 16, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1,
-    )
+    return AutoencoderKL(**tiny_vae_config(8))
 
 
 def tiny_scheduler(family: str):
-    common = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+    common = dict(**SD_NOISE_SCHEDULE, steps_offset=1)
     if family == "sdxl":
         return EulerDiscreteScheduler(**common, timestep_spacing="leading")
     prediction = "v_prediction" if family == "sd2" else "epsilon"

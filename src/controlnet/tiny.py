@@ -1,17 +1,37 @@
-"""Tiny U-Nets shaped like each Stable Diffusion family: same classes and key names as the real
-models, small enough to test every code path on a CPU in seconds.
+"""Random models shaped like Stable Diffusion: the one place their configs are written.
 
-`exact=True` gives configs whose head counts and group norms follow the families' conventions, so
-an architecture inferred from tensor shapes alone reproduces them exactly; otherwise the configs
-deliberately break the conventions (to prove that stored configs are honoured).
+Tests and benchmarks build U-Nets, autoencoders and text encoders from these dicts (the trainer's
+`build_base`, `tests/tiny_models.py`, the benchmarks); the miniature model's noise schedule is
+SD 1.x's, also written here once. Same classes and key names as the real models, small enough to
+test every code path on a CPU in seconds.
+
+`exact=True` gives U-Net configs whose head counts and group norms follow the families'
+conventions, so an architecture inferred from tensor shapes alone reproduces them exactly;
+otherwise the configs deliberately break the conventions (to prove that stored configs are honoured).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
-from diffusers import UNet2DConditionModel
 
 FAMILIES = ("sd1", "sd2", "sdxl")
+BYTE_VOCAB = 514  # the offline byte-level CLIP BPE: 2 special tokens + 256 bytes + 256 word-final bytes
+
+# Stable Diffusion 1.x's noise schedule (the miniature model and the random bases train with it)
+SD_NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+_DOWN_UP_3 = dict(down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
+
+# autoencoders by scale factor: 8 as in SD (4 levels), 2 for the trainer's 32-px tests (16-px latents)
+_TINY_VAES = {
+    8: dict(block_out_channels=(8, 8, 16, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1),
+    2: dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=32),
+}
 
 
 def tiny_unet_config(family: str = "sd1", exact: bool = False) -> dict:
@@ -47,12 +67,68 @@ def tiny_unet_config(family: str = "sd1", exact: bool = False) -> dict:
     return dict(sample_size=16, in_channels=4, out_channels=4, **config)
 
 
-def tiny_unet(family: str = "sd1", exact: bool = False, seed: int = 0) -> UNet2DConditionModel:
+def tiny_vae_config(scale_factor: int = 8) -> dict:
+    """An AutoencoderKL config downsampling `scale_factor` times (8 or 2)."""
+    if scale_factor not in _TINY_VAES:
+        raise ValueError(f"scale_factor must be one of {sorted(_TINY_VAES)}, got {scale_factor!r}")
+    return copy.deepcopy(_TINY_VAES[scale_factor])
+
+
+def tiny_text_kwargs(width: int = 32, layers: int = 3) -> dict:
+    """CLIPTextConfig sizes of a tiny text encoder of `width` channels."""
+    return dict(hidden_size=width, intermediate_size=37, num_attention_heads=4, num_hidden_layers=layers)
+
+
+def clip_text_config(vocab_size: int = BYTE_VOCAB, max_length: int = 77, **sizes):
+    """A CLIPTextConfig for the offline byte-level tokenizer (bos 0, eos = pad 1)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=vocab_size,
+                          max_position_embeddings=max_length, **sizes)
+
+
+# Whole random base models (U-Net, VAE, text encoder) for the trainer's `build_base`
+BASE_SHAPES = {
+    # widths (32, 64) U-Net, 2x VAE: a 32x32 image is a 16x16 latent; trains hundreds of steps in seconds
+    "tiny": dict(unet={**tiny_unet_config("sd1"), "layers_per_block": 1}, vae=tiny_vae_config(2),
+                 text=tiny_text_kwargs(32, layers=2), max_length=16),
+    # SD-like proportions at CPU size (factor-8 VAE, three U-Net levels): the CPU benchmark's default
+    "small": dict(
+        unet=dict(block_out_channels=(32, 64, 128), layers_per_block=2, norm_num_groups=16, cross_attention_dim=64,
+                  attention_head_dim=8, sample_size=16, **_DOWN_UP_3),
+        vae=dict(block_out_channels=(32, 64, 128, 128), layers_per_block=2, norm_num_groups=16, latent_channels=4,
+                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                 sample_size=128),
+        text=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4),
+        max_length=77,
+    ),
+    # Stable Diffusion 1.5's shapes with random weights (benchmarks)
+    "sd15": dict(
+        unet=dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
+                  attention_head_dim=8, sample_size=64),
+        vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                 sample_size=512, scaling_factor=0.18215),
+        text=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12),
+        max_length=77,
+    ),
+}
+
+
+def sd1_three_level_blocks() -> dict:
+    """Down and up block types of a three-level SD 1.x-style U-Net (attention in the first two)."""
+    return dict(_DOWN_UP_3)
+
+
+def tiny_unet(family: str = "sd1", exact: bool = False, seed: int = 0):
+    """A random tiny UNet2DConditionModel of `family` (eval mode)."""
+    from diffusers import UNet2DConditionModel
+
     torch.manual_seed(seed)
     return UNet2DConditionModel(**tiny_unet_config(family, exact)).eval()
 
 
-def unet_inputs(unet: UNet2DConditionModel, batch: int = 2, size: int = 16, vae_scale_factor: int = 2, seed: int = 0):
+def unet_inputs(unet, batch: int = 2, size: int = 16, vae_scale_factor: int = 2, seed: int = 0):
     """(sample, timestep, encoder_hidden_states, hint, added_cond_kwargs) for a U-Net."""
     g = torch.Generator().manual_seed(seed)
     c = unet.config

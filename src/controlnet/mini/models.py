@@ -6,9 +6,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from controlnet.mini.config import MiniConfig
-
-# SD 1.x noise schedule
-SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+from controlnet.tiny import SD_NOISE_SCHEDULE as SCHEDULE  # SD 1.x's
+from controlnet.tiny import sd1_three_level_blocks
 
 
 def build_vae(cfg: MiniConfig) -> AutoencoderKL:
@@ -24,8 +23,7 @@ def build_vae(cfg: MiniConfig) -> AutoencoderKL:
 def build_unet(cfg: MiniConfig) -> UNet2DConditionModel:
     return UNet2DConditionModel(
         sample_size=cfg.image_size // 8, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        **sd1_three_level_blocks(),
         block_out_channels=cfg.unet_channels, layers_per_block=cfg.unet_layers_per_block,
         cross_attention_dim=cfg.text_hidden, attention_head_dim=cfg.attention_heads,
         norm_num_groups=cfg.unet_norm_groups,

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from controlnet.errors import InputError, MissingFileError
+from controlnet.tiny import BASE_SHAPES, SD_NOISE_SCHEDULE, clip_text_config
 
 
 @dataclass
@@ -92,40 +93,8 @@ def model_hash(*modules: torch.nn.Module) -> str:
 # ---------------------------------------------------------------- random base models, offline
 
 
-SHAPES = {
-    # widths (32, 64) U-Net, 2x VAE: a 32x32 image is a 16x16 latent; trains hundreds of steps in seconds
-    "tiny": dict(
-        unet=dict(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, cross_attention_dim=32,
-                  attention_head_dim=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), sample_size=16),
-        vae=dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, latent_channels=4,
-                 down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                 sample_size=32),
-        text=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2),
-        max_length=16,
-    ),
-    # SD-like proportions at CPU size (factor-8 VAE, three U-Net levels): the CPU benchmark's default
-    "small": dict(
-        unet=dict(block_out_channels=(32, 64, 128), layers_per_block=2, norm_num_groups=16, cross_attention_dim=64,
-                  attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), sample_size=16),
-        vae=dict(block_out_channels=(32, 64, 128, 128), layers_per_block=2, norm_num_groups=16, latent_channels=4,
-                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                 sample_size=128),
-        text=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4),
-        max_length=77,
-    ),
-    # Stable Diffusion 1.5's shapes with random weights (benchmarks)
-    "sd15": dict(
-        unet=dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
-                  attention_head_dim=8, sample_size=64),
-        vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                 sample_size=512, scaling_factor=0.18215),
-        text=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12),
-        max_length=77,
-    ),
-}
+# the shapes live with the other random test models: controlnet.tiny
+SHAPES = BASE_SHAPES
 
 
 def build_base(shape: str = "tiny", seed: int = 0, tokenizer_dir: str | Path | None = None,
@@ -134,7 +103,7 @@ def build_base(shape: str = "tiny", seed: int = 0, tokenizer_dir: str | Path | N
     import tempfile
 
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     from controlnet.offline_tokenizer import offline_clip_tokenizer
 
@@ -143,17 +112,13 @@ def build_base(shape: str = "tiny", seed: int = 0, tokenizer_dir: str | Path | N
     spec = SHAPES[shape]
     torch.manual_seed(seed)
     tokenizer = offline_clip_tokenizer(tokenizer_dir or tempfile.mkdtemp(prefix="tok-"), spec["max_length"])
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=len(tokenizer), max_position_embeddings=spec["max_length"],
-        **spec["text"],
-    ))
+    text_encoder = CLIPTextModel(clip_text_config(len(tokenizer), spec["max_length"], **spec["text"]))
     return Base(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         vae=AutoencoderKL(**spec["vae"]),
         unet=UNet2DConditionModel(**spec["unet"]),
-        scheduler=DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                num_train_timesteps=1000, prediction_type=prediction_type, clip_sample=False),
+        scheduler=DDPMScheduler(**SD_NOISE_SCHEDULE, prediction_type=prediction_type, clip_sample=False),
     )
 
 
