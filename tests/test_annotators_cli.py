@@ -57,7 +57,7 @@ def test_annotate_sizes_and_inpaint_alpha(run, photo, tmp_path):
         (["annotate", "canny", "{photo}", "-o", "{out}", "--param", "sigma"], "KEY=VALUE"),
         (["annotate", "canny", "missing.png", "-o", "{out}"], "image file not found"),
         (["annotate", "depth", "{photo}", "-o", "{out}", "--param", "model=nowhere"], "model folder not found"),
-        (["annotate", "canny", "{photo}", "-o", "{tmp}/x.unknownext"], "cannot write"),
+        (["annotate", "canny", "{photo}", "-o", "{tmp}/x.unknownext"], "unknown image suffix"),
     ],
 )
 def test_errors_are_one_line(run, photo, tmp_path, capsys, argv, message):

@@ -85,7 +85,7 @@ def _decode(opener, name: str, data: bytes | None) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit
             with Image.open(opener()) as im:
                 check_pixels(*im.size, source=name)
-                if im.format in ("PNG", "TIFF") and im.mode in ("RGB", "RGBA"):
+                if _is_16bit_colour(im):
                     deep = _read_16bit_colour(name if data is None else None, data)
                     if deep is not None:
                         return deep
@@ -102,6 +102,14 @@ def _decode(opener, name: str, data: bytes | None) -> np.ndarray:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"cannot read {name} as an image ({exc}); the file is damaged or truncated; {fix}") from None
+
+
+def _is_16bit_colour(im) -> bool:
+    """The header says 16-bit colour (PIL would read it as 8 bits): raw mode 'RGB;16B' and the like."""
+    if im.mode not in ("RGB", "RGBA"):
+        return False
+    raw = [t[3] if isinstance(t[3], str) else (t[3] or ("",))[0] for t in im.tile]  # t[3]: the raw mode
+    return any(";16" in str(r) for r in raw)
 
 
 def _read_16bit_colour(path: str | None, data: bytes | None) -> np.ndarray | None:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from controlnet.errors import InputError
-
-RESIZE_MODES = ("just_resize", "crop_and_resize", "resize_and_fill")
 
 
 def register(subparsers) -> None:
@@ -32,7 +29,8 @@ def register(subparsers) -> None:
     run.add_argument("--width", type=int, help="output width (default: the input's, or from --height keeping aspect)")
     run.add_argument("--height", type=int, help="output height")
     run.add_argument("--pixel-perfect", action="store_true", help="pick the detect resolution from the output size (A1111)")
-    run.add_argument("--resize-mode", choices=RESIZE_MODES, default="just_resize", help="fit to the output size")
+    run.add_argument("--resize-mode", default="just_resize",
+                     help="fit to the output size: just_resize (default), crop_and_resize, resize_and_fill")
     run.set_defaults(func=annotate_command)
 
     listing = subparsers.add_parser(
@@ -49,17 +47,20 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise InputError(f"--param expects KEY=VALUE, got {pair!r}")
-        params[key.strip()] = value
+        if key in params:
+            raise InputError(f"--param {key} is given twice ({params[key]!r} and {value!r}); give it once")
+        params[key] = value
     return params
 
 
 def annotate_command(args: argparse.Namespace) -> int:
-    from PIL import Image
-
     from controlnet.annotators import annotate
+    from controlnet.files import save_image, writable_file
 
+    out = writable_file(args.output, what="output image")  # before the work, not after
     detected = annotate(
         args.name,
         args.image,
@@ -70,12 +71,7 @@ def annotate_command(args: argparse.Namespace) -> int:
         resize_mode=args.resize_mode,
         **parse_params(args.param),
     )
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        Image.fromarray(detected).save(out)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"cannot write {out}: {exc}; use a .png file name (lossless, keeps alpha)") from exc
+    save_image(detected, out)  # atomic: a failed write leaves the old file and no partial one
     print(f"wrote {out} ({detected.shape[1]}x{detected.shape[0]}, {args.name})")
     return 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import json
 import os
 import random
@@ -28,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from controlnet.errors import InputError, MissingFileError
+from controlnet import images
+from controlnet.errors import ControlNetError, InputError, MissingFileError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp")
 # Keys tried in a WebDataset sample when the configured column is absent.
@@ -48,32 +47,19 @@ class BadSample(Exception):
 
 
 def decode_rgb(value, root: Path | None = None) -> np.ndarray:
-    """H×W×3 uint8 RGB from a PIL image, array, encoded bytes, a `datasets` {bytes, path} dict or a path."""
+    """H×W×3 uint8 RGB from a PIL image, array, encoded bytes, a `datasets` {bytes, path} dict or a path.
+
+    Read by `controlnet.images.to_rgb8`, as sampling and the annotators read pictures (alpha on
+    white, 16 bits scaled, the decompression-bomb guard); an unreadable picture is a `BadSample`.
+    """
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (str, os.PathLike)) and root is not None and not Path(value).is_absolute():
+        value = root / value
     try:
-        if isinstance(value, dict):
-            value = value.get("bytes") or value.get("path")
-        if isinstance(value, (str, os.PathLike)):
-            p = Path(value)
-            if root is not None and not p.is_absolute():
-                p = root / p
-            image = Image.open(p)
-        elif isinstance(value, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(value))
-        elif isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, np.ndarray):
-            image = Image.fromarray(value)
-        else:
-            raise BadSample(f"cannot read an image from {type(value).__name__}")
-        image.load()
-        rgb = np.array(image.convert("RGB"))
-    except BadSample:
-        raise
-    except Exception as exc:  # PIL raises many kinds for broken files
-        raise BadSample(f"unreadable image ({type(exc).__name__}: {exc})") from None
-    if rgb.ndim != 3 or min(rgb.shape[:2]) < 1:
-        raise BadSample("empty image")
-    return rgb
+        return images.to_rgb8(value)
+    except ControlNetError as exc:
+        raise BadSample(str(exc)) from None
 
 
 def _resize_crop(rgb: np.ndarray, size: int) -> np.ndarray:
