@@ -26,11 +26,11 @@ def random_mini(folder: Path) -> Path:
     from controlnet.tiny import randomize_connections
 
     torch.manual_seed(0)
-    cfg = MiniConfig.tiny()
+    mini_config = MiniConfig.tiny()
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = build_tokenizer(tmp, cfg.max_length)
-    unet = build_unet(cfg)
-    save(assemble(build_vae(cfg), build_text_encoder(cfg, tokenizer), tokenizer, unet), folder, fp16=False)
+        tokenizer = build_tokenizer(tmp, mini_config.max_length)
+    unet = build_unet(mini_config)
+    save(assemble(build_vae(mini_config), build_text_encoder(mini_config, tokenizer), tokenizer, unet), folder, fp16=False)
     for k, condition in enumerate(MINI_CONDITIONS):
         cn = ControlNet.from_unet(unet, vae_scale_factor=8)
         randomize_connections(cn, seed=k, std=0.5)

@@ -9,38 +9,58 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from controlnet import checks
 from controlnet.errors import InputError
 
 
-def make_demo(model: Path, out: Path, samples: int = 3, steps: int = 20, cfg: float = 5.0, seed: int = 0,
+def make_demo(model: Path, out: Path, samples: int = 3, steps: int = 20, guidance_scale: float = 5.0, seed: int = 0,
               progress: bool = True) -> tuple[Path, list[str]]:
     """Write the demo grid to `out`; returns (path, the conditions shown)."""
-    import numpy as np
-
     from controlnet.assets import HELD_OUT_SEED, available_controlnets, mini_controlnet_dir
     from controlnet.checkpoints import load_controlnet
-    from controlnet.pipeline import ControlPipeline, ControlUnit
-    from controlnet.world.grid import save_grid
+    from controlnet.files import save_image
+    from controlnet.pipeline import ControlPipeline
+    from controlnet.world.grid import image_grid
     from controlnet.world.world import World
 
+    samples = checks.positive_int("samples", samples)
+    _check_output(Path(out))
     conditions = available_controlnets(model)
     if not conditions:
         raise InputError(f"{model} has no controlnet-<condition>/ folders to demonstrate")
     pipe = ControlPipeline.from_pretrained(model)
-    size = pipe.vae_scale_factor * pipe.unet.config.sample_size
-    world = World(seed=HELD_OUT_SEED, size=size)
+    world = World(seed=HELD_OUT_SEED, size=pipe.vae_scale_factor * pipe.unet.config.sample_size)
+    common = dict(steps=steps, guidance_scale=guidance_scale, seed=seed, output_type="np", progress=progress)
     rows = []
     for c, condition in enumerate(conditions):
+        # the pipeline runs the ControlNet in the U-Net's dtype (fp32), whatever the file stores
         cn = load_controlnet(mini_controlnet_dir(condition, model))
-        picked = [world[c * samples + i] for i in range(samples)]
-        prompts = [s.caption for s in picked]
-        maps = [s.conditions[condition] for s in picked]
-        common = dict(steps=steps, guidance_scale=cfg, seed=seed, output_type="np", progress=progress)
-        plain = pipe(prompts, **common).images
-        controlled = pipe(prompts, units=[ControlUnit(cn, maps, resize=None)], **common).images
-        for m, a, b in zip(maps, plain, controlled):
-            rows.append([m, (a * 255).round().astype(np.uint8), (b * 255).round().astype(np.uint8)])
-    return save_grid(rows, out, scale=4), conditions
+        rows += _demo_rows(pipe, cn, condition, [world[c * samples + i] for i in range(samples)], common)
+    save_image(image_grid(rows, scale=4), out)
+    return Path(out), conditions
+
+
+def _demo_rows(pipe, cn, condition: str, picked: list, common: dict) -> list[list]:
+    """One row per world sample: its condition map, the picture without control, and with it."""
+    import numpy as np
+
+    from controlnet.pipeline import ControlUnit
+
+    prompts = [s.caption for s in picked]
+    maps = [s.conditions[condition] for s in picked]
+    plain = pipe(prompts, **common).images
+    controlled = pipe(prompts, units=[ControlUnit(cn, maps, resize=None)], **common).images
+    return [[m, (a * 255).round().astype(np.uint8), (b * 255).round().astype(np.uint8)]
+            for m, a, b in zip(maps, plain, controlled)]
+
+
+def _check_output(out: Path) -> None:
+    """The grid can be written there, checked before any sampling."""
+    from controlnet.files import IMAGE_FORMATS, writable_file
+
+    if out.suffix.lower() not in IMAGE_FORMATS:
+        raise InputError(f"-o {out}: unknown image suffix {out.suffix!r}; use one of {', '.join(sorted(IMAGE_FORMATS))}")
+    writable_file(out, what="demo grid (-o)")
 
 
 def run(args) -> int:
@@ -49,11 +69,11 @@ def run(args) -> int:
     from controlnet.assets import resolve_model
 
     # A model this small gains nothing from intra-op threads, and they thrash when the CPU is busy.
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(checks.positive_int("--threads", args.threads))
     start = time.perf_counter()
     model = resolve_model(args.model)
-    path, conditions = make_demo(model, Path(args.output), samples=args.samples, steps=args.steps, cfg=args.cfg,
-                                 seed=args.seed, progress=not args.quiet)
+    path, conditions = make_demo(model, Path(args.output), samples=args.samples, steps=args.steps,
+                                 guidance_scale=args.cfg, seed=args.seed, progress=not args.quiet)
     print(f"rows: {', '.join(conditions)} ({args.samples} held-out world samples each); "
           f"columns: condition | without control | with control; {time.perf_counter() - start:.1f} s")
     print(path)
@@ -66,7 +86,7 @@ def register(sub) -> None:
     p.add_argument("--model", default="mini", help="'mini' (built in) or a folder laid out the same way")
     p.add_argument("--samples", type=int, default=3, help="samples per ControlNet")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (<= 1 turns it off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for the mini model)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

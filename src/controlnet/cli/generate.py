@@ -18,6 +18,10 @@ from controlnet.errors import InputError, MissingFileError
 UNIT_KEYS = ("image", "weight", "start", "end", "mode", "preprocess", "mask")
 UNIT_DEFAULTS = {"image": None, "weight": 1.0, "start": 0.0, "end": 1.0, "mode": "balanced", "preprocess": None, "mask": None}
 CHUNK = "controlnet"
+STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "scheduler", "eta", "seed", "num_images",
+               "width", "height", "resize", "init_image", "strength", "dtype")
+STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype")
+UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask")
 
 
 class UnitOption(argparse.Action):
@@ -95,23 +99,46 @@ def parameters(args) -> dict:
 
 
 def read_parameters(png: str) -> dict:
-    """The parameters stored in a PNG written by `controlnet generate`."""
+    """The parameters stored in a PNG written by `controlnet generate`, checked enough to be applied."""
     from PIL import Image
 
     if not Path(png).is_file():
         raise MissingFileError(f"--from: {png} not found")
-    with Image.open(png) as im:
-        text = getattr(im, "text", {}) or im.info
-        if CHUNK not in text:
-            raise InputError(f"--from: {png} has no '{CHUNK}' text chunk; it was not written by controlnet generate")
-        return json.loads(text[CHUNK])
+    try:
+        with Image.open(png) as im:
+            text = dict(getattr(im, "text", None) or im.info)
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise InputError(f"--from: cannot read {png} as an image ({exc})") from None
+    if CHUNK not in text:
+        raise InputError(f"--from: {png} has no '{CHUNK}' text chunk; it was not written by controlnet generate")
+    try:
+        stored = json.loads(text[CHUNK])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"--from: the '{CHUNK}' chunk of {png} is not valid JSON ({exc}); the file was edited or damaged") from None
+    wrong = _malformed(stored)
+    if wrong:
+        raise InputError(f"--from: the '{CHUNK}' chunk of {png} is damaged ({wrong}); give the options on the command line instead")
+    return stored
+
+
+def _malformed(stored) -> str:
+    """What is wrong with stored parameters ("" when nothing): their values go on to paths and names."""
+    if not isinstance(stored, dict):
+        return f"a JSON {type(stored).__name__}, not an object"
+    wrong = [k for k in STORED_STRINGS if stored.get(k) is not None and not isinstance(stored[k], str)]
+    units = stored.get("units", [])
+    if not isinstance(units, list) or not all(isinstance(u, dict) and isinstance(u.get("controlnet"), str) for u in units):
+        return "units is not a list of units with a controlnet path"
+    wrong += [f"units[{i}].{k}" for i, u in enumerate(units) for k in UNIT_STRINGS if u.get(k) is not None and not isinstance(u[k], str)]
+    return f"{', '.join(wrong)} should be text" if wrong else ""
 
 
 def apply_parameters(args, stored: dict) -> None:
+    """Stored parameters replace the command line's (unknown keys, e.g. a newer version's, are ignored)."""
     for key, value in stored.items():
         if key == "units":
-            args.units = [{**UNIT_DEFAULTS, **u} for u in value]
-        elif key != "version":
+            args.units = [{**UNIT_DEFAULTS, **{k: v for k, v in u.items() if k in UNIT_KEYS or k == "controlnet"}} for u in value]
+        elif key in STORED_KEYS:
             setattr(args, key, value)
 
 
@@ -132,30 +159,53 @@ def a1111_line(params: dict) -> str:
 # ---------------------------------------------------------------------------------------- running
 
 
-def _load_controlnet(path: str, dtype, device):
-    from controlnet.checkpoints import load_controlnet
+def _resolve_models(args) -> None:
+    """Built-in names ('mini', 'mini:edges') -> folders; a ControlNet that is not there fails now."""
+    from controlnet.assets import resolve_controlnet, resolve_model
 
-    if not Path(path).exists():
-        raise MissingFileError(f"ControlNet not found: {path}")
-    return load_controlnet(path, dtype=dtype, device=device)
+    if not args.model:
+        raise InputError("give the base model with --model (a diffusers folder, a single-file checkpoint, or 'mini')")
+    args.model = str(resolve_model(args.model))
+    for u in args.units:
+        u["controlnet"] = str(resolve_controlnet(u["controlnet"]))
+        if not Path(u["controlnet"]).exists():
+            raise MissingFileError(f"ControlNet not found: {u['controlnet']}")
 
 
-def _condition_image(unit: dict, width, height, resize: str):
+def _unit_images(unit: dict, width, height, resize: str | None):
+    """(condition image, mask) of one unit, read before any model is loaded so a bad file fails fast."""
     from controlnet.pipeline.images import load_image
 
     if not unit["image"]:
         raise InputError(f"the unit of --controlnet {unit['controlnet']} has no --image")
     image = load_image(unit["image"])
+    mask = load_image(unit["mask"]) if unit["mask"] else None
     if not unit["preprocess"]:
-        return image
+        return image, mask
     try:
         from controlnet.annotators import annotate
     except ImportError:
         raise InputError("--preprocess needs the annotators (controlnet.annotators), which are not available in this install") from None
-    mode = resize if resize in ("just_resize", "crop_and_resize", "resize_and_fill") else "crop_and_resize"
     if width and height:
-        return annotate(unit["preprocess"], image, width=width, height=height, pixel_perfect=True, resize_mode=mode)
-    return annotate(unit["preprocess"], image)
+        return annotate(unit["preprocess"], image, width=width, height=height, pixel_perfect=True,
+                        resize_mode=resize or "crop_and_resize"), mask
+    return annotate(unit["preprocess"], image), mask
+
+
+def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe) -> list:
+    """ControlUnits (their fields are checked there); each ControlNet file is loaded once, in the pipeline's dtype."""
+    from controlnet.checkpoints import load_controlnet
+    from controlnet.pipeline import ControlUnit
+
+    nets: dict[str, object] = {}
+    units = []
+    for i, (u, (image, mask)) in enumerate(zip(specs, images)):
+        key = str(Path(u["controlnet"]).resolve())
+        if key not in nets:
+            nets[key] = load_controlnet(u["controlnet"], dtype=pipe.unet.dtype, device=pipe.device)
+        units.append(ControlUnit(nets[key], image, weight=u["weight"], start=u["start"], end=u["end"], mode=u["mode"],
+                                 mask=mask, resize=resize, name=f"unit {i + 1} ({Path(u['controlnet']).name})"))
+    return units
 
 
 def _next_index(outdir: Path) -> int:
@@ -177,6 +227,33 @@ def make_grid(hints: list, samples: list):
     return grid
 
 
+def _png_info(params: dict):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(CHUNK, json.dumps(params))
+    info.add_text("parameters", a1111_line(params))
+    return info
+
+
+def save_outputs(out, args, outdir: Path) -> None:
+    """Each image as a PNG carrying its parameters, then the grid; every file written atomically."""
+    import controlnet
+    from controlnet.files import save_image
+
+    index = _next_index(outdir)
+    base = parameters(args)
+    base.update(width=out.images[0].width, height=out.images[0].height, num_images=1, version=controlnet.__version__)
+    for k, (image, seed) in enumerate(zip(out.images, out.seeds)):
+        path = outdir / f"{index + k:05d}-{seed}.png"
+        save_image(image, path, pnginfo=_png_info({**base, "seed": seed}))
+        print(path)
+    if not args.no_grid and (out.hints or len(out.images) > 1):
+        path = outdir / f"grid-{index:05d}.png"
+        save_image(make_grid([h for per_unit in out.hints for h in per_unit], out.images), path)
+        print(path)
+
+
 def _quiet() -> None:
     """Library warnings and load bars are noise on a command line; errors still show."""
     import diffusers
@@ -188,77 +265,25 @@ def _quiet() -> None:
 
 
 def run(args) -> int:
-    import torch
-    from PIL import PngImagePlugin
-
-    import controlnet
-    from controlnet.assets import resolve_controlnet, resolve_model
-    from controlnet.pipeline import ControlPipeline, ControlUnit
-    from controlnet.pipeline.images import resize_mode
-    from controlnet.pipeline.loading import _dtype
+    """Parse, check the output place, read the images, load the models, sample, save. Values are
+    checked by the API (ControlUnit, ControlPipeline); this only wires the options to it."""
+    from controlnet.files import writable_folder
+    from controlnet.pipeline import ControlPipeline
+    from controlnet.pipeline.images import load_image, resize_mode
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _quiet()
-    outdir = args.outdir
     if args.from_png:
         apply_parameters(args, read_parameters(args.from_png))
-    if not args.model:
-        raise InputError("give the base model with --model (a diffusers folder, a single-file checkpoint, or 'mini')")
-    args.model = str(resolve_model(args.model))  # 'mini' / 'mini:edges' name the built-in models
-    for u in args.units:
-        u["controlnet"] = str(resolve_controlnet(u["controlnet"]))
-    for name, value, low in (("--steps", args.steps, 1), ("--num-images", args.num_images, 1)):
-        if value < low:
-            raise InputError(f"{name} must be at least {low}, got {value}")
+    _resolve_models(args)
+    outdir = writable_folder(args.outdir, "output folder (-o)")  # before minutes of sampling, not after
     resize = resize_mode(args.resize)
-    dtype = _dtype(args.dtype)
-    device = torch.device(args.device)
-
-    pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=dtype, device=device)
-    f = pipe.vae_scale_factor
-    for name, v in (("--width", args.width), ("--height", args.height)):
-        if v is not None and (v <= 0 or v % f):
-            raise InputError(f"{name} must be a positive multiple of {f}, got {v}")
-    nets: dict[str, object] = {}
-    units = []
-    for i, u in enumerate(args.units):
-        key = str(Path(u["controlnet"]).resolve())
-        if key not in nets:
-            nets[key] = _load_controlnet(u["controlnet"], dtype, device)
-        mask = None
-        if u["mask"]:
-            from controlnet.pipeline.images import load_image
-
-            mask = load_image(u["mask"])
-        units.append(ControlUnit(nets[key], _condition_image(u, args.width, args.height, resize or "crop_and_resize"),
-                                 weight=u["weight"], start=u["start"], end=u["end"], mode=u["mode"], mask=mask,
-                                 resize=resize, name=f"unit {i + 1} ({Path(u['controlnet']).name})"))
-    init = None
-    if args.init_image:
-        from controlnet.pipeline.images import load_image
-
-        init = load_image(args.init_image)
-
+    images = [_unit_images(u, args.width, args.height, resize) for u in args.units]
+    init = load_image(args.init_image) if args.init_image else None
+    pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=args.dtype, device=args.device)
+    units = _units(args.units, images, resize, pipe)
     out = pipe(args.prompt, units, negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.cfg,
                scheduler=args.scheduler, eta=args.eta, seed=args.seed, num_images=args.num_images, height=args.height,
                width=args.width, init_image=init, strength=args.strength)
-
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    index = _next_index(outdir)
-    base = parameters(args)
-    base.update(width=out.images[0].width, height=out.images[0].height, num_images=1, version=controlnet.__version__)
-    for k, (image, seed) in enumerate(zip(out.images, out.seeds)):
-        params = {**base, "seed": seed}
-        info = PngImagePlugin.PngInfo()
-        info.add_text(CHUNK, json.dumps(params))
-        info.add_text("parameters", a1111_line(params))
-        path = outdir / f"{index + k:05d}-{seed}.png"
-        image.save(path, pnginfo=info)
-        print(path)
-    if not args.no_grid and (out.hints or len(out.images) > 1):
-        hints = [h for per_unit in out.hints for h in per_unit]
-        path = outdir / f"grid-{index:05d}.png"
-        make_grid(hints, out.images).save(path)
-        print(path)
+    save_outputs(out, args, outdir)
     return 0
