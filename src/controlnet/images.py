@@ -101,7 +101,7 @@ def _decode(opener, name: str, data: bytes | None) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         if isinstance(exc, InputError):
             raise
-        raise InputError(f"cannot read {name} as an image ({exc}); the file is damaged or truncated; {fix}") from None
+        raise InputError(f"cannot read {name} as an image: the file is damaged or cut short ({exc}); {fix}") from None
 
 
 def _is_16bit_colour(im) -> bool:
