@@ -51,9 +51,10 @@ def run_variant(args) -> dict:
     torch.set_num_threads(args.threads)
     import torch.nn.functional as F
 
+    from controlnet.pipeline.text import encode_sd
     from controlnet.training.cache import FeatureCache
     from controlnet.training.denoiser import ControlledDenoiser
-    from controlnet.training.step import encode_images, encode_prompts
+    from controlnet.training.step import encode_images
 
     device = torch.device(args.device)
     dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
@@ -97,7 +98,7 @@ def run_variant(args) -> dict:
         if args.variant == "ours+cache":
             cache = FeatureCache(tempfile.mkdtemp(prefix="cache-"), "vae", "text")
             cache.posterior(keys, images, lambda x: encode_images(base.vae, x))  # warm it
-            cache.text(prompts, lambda p: encode_prompts(base.tokenizer, base.text_encoder, p))
+            cache.text(prompts, lambda p: encode_sd(base.text_encoder, base.tokenizer, p))
 
         def step():
             if cache is not None:
@@ -105,7 +106,7 @@ def run_variant(args) -> dict:
                 ehs = cache.text(prompts, None).to(device)
             else:
                 mean, std = encode_images(base.vae, images)
-                ehs = encode_prompts(base.tokenizer, base.text_encoder, prompts)
+                ehs = encode_sd(base.text_encoder, base.tokenizer, prompts)
             latents = (mean + std * torch.randn_like(mean)) * scale
             noise = torch.randn_like(latents)
             t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), device=device).long()
