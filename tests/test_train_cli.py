@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from controlnet.training import TrainConfig, make_fill50k, make_tiny_base, train
+from test_train_loop import same_run
 
 RES = 16
 
@@ -45,9 +46,9 @@ def test_parser_mirrors_the_config(world):
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train", *flags(world, "x", "--batch-size", "2", "--gradient-checkpointing",
                                                "--empty-prompt-prob", "0.3", "--validation-images", "a.png", "b.png")])
-    cfg = config_from_args(args)
-    assert cfg.batch_size == 2 and cfg.gradient_checkpointing and cfg.empty_prompt_prob == 0.3
-    assert cfg.validation_images == ["a.png", "b.png"] and cfg.learning_rate == 1e-3
+    config = config_from_args(args)
+    assert config.batch_size == 2 and config.gradient_checkpointing and config.empty_prompt_prob == 0.3
+    assert config.validation_images == ["a.png", "b.png"] and config.learning_rate == 1e-3
     defaults = config_from_args(parser.parse_args(["train", "--base-model", "b", "--data", "d"]))
     assert defaults == TrainConfig(base_model="b", data=["d"])  # every default is the config's (paper's) default
     assert defaults.learning_rate == 1e-5 and defaults.empty_prompt_prob == 0.5
@@ -90,7 +91,8 @@ def test_sigterm_saves_and_resumes(world):
 
 def test_two_cpu_processes_match_one(world):
     """DDP over gloo, 2 processes x batch 2 = 1 process x batch 4: the same samples, noise, time steps and
-    prompt drops per global batch, so the same run up to float rounding (see `same_run`)."""
+    prompt drops per global batch, so the same run up to float rounding (`same_run` says what that
+    guarantees on any machine)."""
     steps = 4
     root, base, data = world
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -102,14 +104,9 @@ def test_two_cpu_processes_match_one(world):
     assert len(two) == steps
     one = train(TrainConfig(base_model=base, data=[data], output_dir=str(root / "ddp1"), resolution=RES,
                             learning_rate=1e-3, report_to="none", progress=False, batch_size=4, max_steps=steps))
-    for a, b in zip(one.log, two, strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
-    w1, w2 = weights(root / "ddp1"), weights(root / "ddp2")
-    # Adam moves a parameter whose gradient is at rounding level by up to lr per step either way, so
-    # the bound is relative to how far training moved the weights (measured: ~0.3%)
-    moved = max_diff(w1, initial_weights(base))
-    assert moved > 1e-4
-    assert max_diff(w1, w2) <= 0.02 * moved, (max_diff(w1, w2), moved)
+    # it trained: every element moves by about lr per step under Adam
+    assert max_diff(weights(root / "ddp1"), initial_weights(base)) > 0.5 * 1e-3
+    same_run(one.log, root / "ddp1", two, root / "ddp2", lr=1e-3)  # the bounds and why they hold anywhere
 
 
 def weights(path):

@@ -23,7 +23,7 @@ def world(tmp_path_factory):
     return root, str(base), str(data)
 
 
-def config(world, out, **kw):
+def train_config(world, out, **kw):
     root, base, data = world
     defaults = dict(base_model=base, data=[data], output_dir=str(root / out), resolution=RES, batch_size=4,
                     learning_rate=1e-3, max_steps=8, checkpoint_every=1000, report_to="none", progress=False, seed=0)
@@ -43,11 +43,11 @@ def max_diff(a, b):
 
 
 def test_learns_reloads_drops_prompts_and_keeps_base_locked(world):
-    cfg = config(world, "learn", max_steps=200, report_to="tensorboard")
-    base = load_base(cfg.base_model)
+    config = train_config(world, "learn", max_steps=200, report_to="tensorboard")
+    base = load_base(config.base_model)
     before = {n: copy.deepcopy(m.state_dict()) for n, m in (("unet", base.unet), ("vae", base.vae),
                                                             ("text_encoder", base.text_encoder))}
-    result = train(cfg, base=base)
+    result = train(config, base=base)
     losses = [r["loss"] for r in result.log]
     assert len(losses) == 200
     first, last = sum(losses[:30]) / 30, sum(losses[-30:]) / 30
@@ -78,7 +78,7 @@ def test_learns_reloads_drops_prompts_and_keeps_base_locked(world):
 
 def test_resume_follows_the_uninterrupted_run(world):
     """Killed after the checkpoint of step 3, resumed: the same weights at step 8 and the same losses."""
-    full = train(config(world, "full", checkpoint_every=3, keep_checkpoints=5, max_steps=8))
+    full = train(train_config(world, "full", checkpoint_every=3, keep_checkpoints=5, max_steps=8))
     names = [p.name for p in sorted((full.output_dir / "checkpoints").iterdir())]
     assert names == ["step-000003", "step-000006", "step-000008"]  # periodic, and the last step
 
@@ -87,7 +87,7 @@ def test_resume_follows_the_uninterrupted_run(world):
     shutil.copytree(full.output_dir / "checkpoints" / "step-000003", killed / "checkpoints" / "step-000003")
     # a half-written checkpoint of the killed run must be ignored
     (killed / "checkpoints" / ".step-000006.tmp-123").mkdir()
-    resumed = train(config(world, "killed", resume="latest", max_steps=8, checkpoint_every=3))
+    resumed = train(train_config(world, "killed", resume="latest", max_steps=8, checkpoint_every=3))
     assert [r["step"] for r in resumed.log] == [4, 5, 6, 7, 8]
     assert max_diff(weights(full.output_dir), weights(resumed.output_dir)) <= 1e-6
     full_losses = {r["step"]: r["loss"] for r in full.log}
@@ -111,43 +111,58 @@ def test_non_finite_loss_is_skipped_then_aborts(world, monkeypatch):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(TrainingDiverged, match="learning-rate"):
-            train(config(world, "nan", max_steps=20, max_bad_steps=3))
+            train(train_config(world, "nan", max_steps=20, max_bad_steps=3))
     assert any("NaN/inf" in str(w.message) for w in caught)
     log = [json.loads(ln) for ln in (world[0] / "nan" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 9))  # aborted at the 3rd bad step in a row (step 9)
     assert log[2]["loss"] != log[2]["loss"] and all(r["loss"] == r["loss"] for r in log[3:6])
 
 
-def same_run(a, b, initial):
-    """Two runs that differ only by float rounding (batch composition of an encoder, reduction order).
+LR = 1e-3  # the learning rate of `train_config`
 
-    Per-step losses agree to 1e-5 relative. Weights: Adam moves every parameter by up to ~lr per step
-    whatever the gradient's size, so a parameter whose gradient is at rounding level can move either
-    way in the two runs; the bound is therefore relative to how far training moved the weights (2%),
-    not absolute. A real difference (other data, noise or prompts) fails both checks by far.
+
+def same_run(log_a, folder_a, log_b, folder_b, lr=LR):
+    """Two runs that differ only by float rounding (the batch composition of an encoder, the order of a
+    reduction, another CPU's kernels): what holds on every machine, not a figure measured on one.
+
+    Losses: both runs see the same samples, noise, time steps and dropped prompts, so each step's loss
+    differs only by rounding (~1e-6 relative in float32) plus the effect of weights that differ, and
+    weights can only differ along directions where the loss gradient is at rounding level, which moves
+    the loss to second order only. 1e-4 relative holds with a wide margin; a real difference (another
+    sample, noise draw or prompt drop) changes this model's loss by percents.
+
+    Weights: Adam's update lr * m / (sqrt(v) + eps) does not depend on the gradient's scale, so an
+    element whose gradient is far above rounding level moves the same in both runs, while an element
+    whose gradient is at rounding level may move by up to lr per step either way. Such elements are
+    rare on any machine (a gradient within ~1e-4 of its tensor's typical size), so at most 1% of all
+    elements may differ by more than 1% of lr * steps. Unsynchronised, unaveraged or wrongly sliced
+    data flips the sign of the gradient of a large fraction of elements, each then off by ~2 lr per step.
     """
-    for x, y in zip(a.log, b.log, strict=True):
-        assert x["loss"] == pytest.approx(y["loss"], rel=1e-5)
-    wa, wb = weights(a.output_dir), weights(b.output_dir)
-    moved = max_diff(wa, initial)
-    assert max_diff(wa, wb) <= 0.02 * moved, (max_diff(wa, wb), moved)
+    for x, y in zip(log_a, log_b, strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-4), (x, y)
+    wa, wb = weights(folder_a), weights(folder_b)
+    assert wa.keys() == wb.keys()
+    tolerance = 0.01 * lr * len(log_a)
+    apart = sum(int(((wa[k].float() - wb[k].float()).abs() > tolerance).sum()) for k in wa)
+    total = sum(v.numel() for v in wa.values())
+    assert apart <= 0.01 * total, f"{apart} of {total} weights differ by more than {tolerance:g}"
 
 
-def initial_weights(cfg):
+def initial_weights(config):
     from controlnet.nn import ControlNet
 
-    torch.manual_seed(cfg.seed)
-    return ControlNet.from_unet(load_base(cfg.base_model).unet, vae_scale_factor=2).state_dict()
+    torch.manual_seed(config.seed)
+    return ControlNet.from_unet(load_base(config.base_model).unet, vae_scale_factor=2).state_dict()
 
 
 def test_cache_gives_the_same_run(world):
-    plain = train(config(world, "plain", max_steps=4))
+    plain = train(train_config(world, "plain", max_steps=4))
     cache_dir = world[0] / "cache"
-    cold = train(config(world, "cold", max_steps=4, cache_dir=str(cache_dir)))
-    warm = train(config(world, "warm", max_steps=4, cache_dir=str(cache_dir)))
-    initial = initial_weights(config(world, "plain"))
-    same_run(plain, cold, initial)
-    same_run(plain, warm, initial)
+    cold = train(train_config(world, "cold", max_steps=4, cache_dir=str(cache_dir)))
+    warm = train(train_config(world, "warm", max_steps=4, cache_dir=str(cache_dir)))
+    assert max_diff(weights(plain.output_dir), initial_weights(train_config(world, "plain"))) > 0.5 * LR  # it trained
+    same_run(plain.log, plain.output_dir, cold.log, cold.output_dir)
+    same_run(plain.log, plain.output_dir, warm.log, warm.output_dir)
     latent_dirs = list((cache_dir / "latents").iterdir())
     assert len(latent_dirs) == 1 and len(list(latent_dirs[0].rglob("*.safetensors"))) == 16
 
@@ -179,11 +194,11 @@ def test_cache_keys_follow_content_and_model(tmp_path):
 def test_unlocked_decoder_and_only_mid_control(world):
     """sd_locked=False trains the decoder (encoder stays bit-identical); only_mid_control leaves the
     other zero convs at zero."""
-    cfg = config(world, "unlocked", max_steps=3, unlock_decoder=True, decoder_learning_rate=1e-3,
+    config = train_config(world, "unlocked", max_steps=3, unlock_decoder=True, decoder_learning_rate=1e-3,
                  only_mid_control=True)
-    base = load_base(cfg.base_model)
+    base = load_base(config.base_model)
     before = copy.deepcopy(base.unet.state_dict())
-    result = train(cfg, base=base)
+    result = train(config, base=base)
     after = base.unet.state_dict()
     changed = {k for k in after if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith(("up_blocks", "conv_out", "conv_norm_out")) for k in changed)
@@ -197,7 +212,7 @@ def test_validation_grid_and_fidelity_curve(world):
     pytest.importorskip("controlnet.annotators")
     root = world[0]
     cond = str(root / "fill" / "source" / "0.png")
-    result = train(config(world, "val", max_steps=2, validate_every=1, validation_images=[cond],
+    result = train(train_config(world, "val", max_steps=2, validate_every=1, validation_images=[cond],
                           validation_prompts=["red circle with blue background"], validation_annotator="canny",
                           num_validation_samples=1, validation_steps=2, save_original=True))
     out = result.output_dir
@@ -230,7 +245,7 @@ def test_bf16_accumulation_checkpointing_and_bad_samples(world, tmp_path):
     (tmp_path / "metadata.jsonl").write_text("\n".join(rows) + "\n")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = train(config(world, "bf16", data=[str(tmp_path)], max_steps=2, batch_size=3, mixed_precision="bf16",
+        result = train(train_config(world, "bf16", data=[str(tmp_path)], max_steps=2, batch_size=3, mixed_precision="bf16",
                               gradient_checkpointing=True, gradient_accumulation_steps=2))
     assert result.bad_samples == 1
     assert all(r["loss"] == r["loss"] and r["batch"] == 6 for r in result.log)
@@ -242,6 +257,6 @@ def test_bf16_accumulation_checkpointing_and_bad_samples(world, tmp_path):
 def test_training_works_inside_a_callers_no_grad(world):
     """A library call must not depend on the caller's autograd mode (e.g. a notebook under no_grad)."""
     with torch.no_grad():
-        result = train(config(world, "nograd", max_steps=2))
+        result = train(train_config(world, "nograd", max_steps=2))
     assert [r["step"] for r in result.log] == [1, 2]
-    assert max_diff(weights(result.output_dir), initial_weights(config(world, "nograd2", max_steps=2))) > 0
+    assert max_diff(weights(result.output_dir), initial_weights(train_config(world, "nograd2", max_steps=2))) > 0

@@ -1,6 +1,7 @@
 """`controlnet train`: teach a locked Stable Diffusion a new condition (paper §3.3).
 
-One flag per `TrainConfig` field. Works as is on one CPU or GPU, and under `accelerate launch` for
+One flag per `TrainConfig` field; this module only parses: `train` checks every value before step 1,
+and `controlnet.cli` turns its errors into one line. Works as is on one CPU or GPU, and under `accelerate launch` for
 several processes (DDP), e.g. `accelerate launch --num_processes 2 -m controlnet train ...`.
 """
 
@@ -115,18 +116,10 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m controlnet.cli.train ...` (the same as `controlnet train ...`)."""
-    from controlnet.errors import ControlNetError
+    """`python -m controlnet.cli.train ...` (the same as `controlnet train ...`, with the same error handling)."""
+    from controlnet.cli import main as controlnet_main
 
-    parser = argparse.ArgumentParser(prog="controlnet")
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
-    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except ControlNetError as exc:
-        print(f"controlnet train: error: {exc}", file=sys.stderr)
-        return 2
+    return controlnet_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

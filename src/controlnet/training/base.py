@@ -49,15 +49,18 @@ class Base:
 
 
 def load_base(path: str | Path) -> Base:
-    """Read a diffusers Stable Diffusion folder (model_index.json + tokenizer/, text_encoder/, vae/, unet/, scheduler/)."""
+    """Read a diffusers Stable Diffusion folder (model_index.json + tokenizer/, text_encoder/, vae/, unet/,
+    scheduler/), or the built-in model named "mini"."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
-    root = Path(path)
+    from controlnet.assets import resolve_model
+
+    root = resolve_model(str(path))  # "mini": the built-in miniature model, as `generate --model mini`
     if not (root / "model_index.json").is_file():
         raise MissingFileError(
             f"{root} is not a diffusers model folder (no model_index.json): pass a local folder saved with "
-            "`pipeline.save_pretrained(...)`; models are never downloaded"
+            "`pipeline.save_pretrained(...)`, or 'mini' for the built-in model; models are never downloaded"
         )
     for sub in ("tokenizer", "text_encoder", "vae", "unet", "scheduler"):
         if not (root / sub).is_dir():

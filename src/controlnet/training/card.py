@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from controlnet.files import write_text
+
 
 def write_model_card(out_dir: Path, *, config, step: int, data_description: str, fidelity: list[dict],
                      metric: str | None, final_loss: float | None, bad_samples: int,
@@ -44,5 +46,5 @@ def write_model_card(out_dir: Path, *, config, step: int, data_description: str,
     if (out_dir / "loss.png").is_file():
         lines += ["", "![loss](loss.png)"]
     path = out_dir / "README.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path

@@ -7,11 +7,13 @@ resumed run checks that nothing which changes the loss curve was altered.
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controlnet import checks
 from controlnet.errors import InputError
+from controlnet.files import write_json
 
 DATA_FORMATS = ("auto", "fill50k", "folder", "hf", "parquet", "webdataset")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -21,8 +23,8 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine
 @dataclass
 class TrainConfig:
     # ---- what to train on
-    base_model: str = ""  # local diffusers folder with model_index.json
-    data: list[str] = field(default_factory=list)  # folder, prompt.json, dataset dir, *.parquet, *.tar
+    base_model: str = ""  # local diffusers folder with model_index.json, or "mini" (built in)
+    data: list[str] = field(default_factory=list)  # (one path alone is a list of one) folder, prompt.json, dataset dir, *.parquet, *.tar
     data_format: str = "auto"
     image_column: str = "image"
     conditioning_image_column: str = "conditioning_image"
@@ -88,40 +90,81 @@ class TrainConfig:
     save_original: bool = False  # also write the original (lllyasviel) single-file layout
     progress: bool = True
 
-    def validate(self) -> TrainConfig:
-        """Fail before any model is loaded, with the option to fix named."""
-        def bad(msg):
-            raise InputError(msg)
+    def __post_init__(self):
+        """A single path or prompt is a list of one (a string would be iterated character by character);
+        paths are kept as strings so the config saves as JSON."""
+        for name in ("data", "validation_images", "validation_prompts"):
+            value = getattr(self, name)
+            if isinstance(value, (str, os.PathLike)):
+                value = [value]
+            if isinstance(value, (list, tuple)):
+                setattr(self, name, [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value])
+        for name in ("base_model", "output_dir", "controlnet", "cache_dir", "resume"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
 
-        if not self.base_model:
-            bad("no base model: pass --base-model PATH (a local diffusers folder with model_index.json)")
-        if not self.data:
-            bad("no training data: pass --data PATH (a fill50k folder, an image folder with metadata.jsonl, "
-                "a datasets folder, parquet files or .tar shards)")
-        if self.data_format not in DATA_FORMATS:
-            bad(f"--data-format must be one of {', '.join(DATA_FORMATS)}, got {self.data_format!r}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            bad(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
-        if self.lr_scheduler not in LR_SCHEDULERS:
-            bad(f"--lr-scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler!r}")
-        if not 0.0 <= self.empty_prompt_prob <= 1.0:
-            bad(f"--empty-prompt-prob must be in [0, 1], got {self.empty_prompt_prob}")
-        if self.prediction_type not in (None, "epsilon", "v_prediction"):
-            bad(f"--prediction-type must be epsilon or v_prediction, got {self.prediction_type!r}")
-        for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "keep_checkpoints", "max_bad_steps"):
-            if getattr(self, name) < 1:
-                bad(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.resolution % 8:
-            bad(f"--resolution must be a multiple of 8, got {self.resolution}")
-        if len(self.validation_prompts) not in (0, 1, len(self.validation_images)):
-            bad("give one --validation-prompt, or one per --validation-image")
-        if self.connection_init not in ("zero", "gaussian"):
-            bad(f"--connection-init must be zero or gaussian, got {self.connection_init!r}")
-        if self.copy not in ("full", "lite"):
-            bad(f"--copy must be full or lite, got {self.copy!r}")
-        if self.hint_encoder not in ("code", "paper"):
-            bad(f"--hint-encoder must be code or paper, got {self.hint_encoder!r}")
+    def validate(self) -> TrainConfig:
+        """Check every value before any model is loaded; the message names the option to fix."""
+        self._check_inputs()
+        self._check_numbers()
+        self._check_choices()
         return self
+
+    def _check_inputs(self) -> None:
+        if not self.base_model or not isinstance(self.base_model, str):
+            raise InputError("no base model: pass --base-model PATH (a local diffusers folder with model_index.json, "
+                             "or 'mini' for the built-in miniature model)")
+        if not self.data:
+            raise InputError("no training data: pass --data PATH (a fill50k folder, an image folder with metadata.jsonl, "
+                             "a datasets folder, parquet files or .tar shards)")
+        for name in ("data", "validation_images", "validation_prompts"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InputError(f"{name} must be a list of strings (or one string), got {value!r}")
+        if any(not v.strip() for v in self.data + self.validation_images):
+            raise InputError("an empty path in --data or --validation-images")
+        if len(self.validation_prompts) not in (0, 1, len(self.validation_images)):
+            raise InputError(f"give one --validation-prompts, or one per --validation-images "
+                             f"({len(self.validation_images)}); got {len(self.validation_prompts)}")
+        if not self.output_dir or not isinstance(self.output_dir, str):
+            raise InputError("no output folder: pass --output-dir PATH")
+
+    def _check_numbers(self) -> None:
+        for name in ("learning_rate", "decoder_learning_rate", "adam_epsilon", "max_grad_norm"):
+            checks.number(_flag(name), getattr(self, name), lo=0, lo_open=True)
+        checks.number("--empty-prompt-prob", self.empty_prompt_prob, lo=0, hi=1)
+        for name in ("adam_beta1", "adam_beta2"):
+            checks.number(_flag(name), getattr(self, name), lo=0, hi=1, hi_open=True)
+        checks.number("--adam-weight-decay", self.adam_weight_decay, lo=0)
+        checks.number("--guidance-scale", self.guidance_scale, lo=0)
+        for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "keep_checkpoints", "max_bad_steps",
+                     "checkpoint_every", "log_every", "num_validation_samples", "validation_steps"):
+            checks.positive_int(_flag(name), getattr(self, name))
+        for name in ("validate_every", "lr_warmup_steps", "num_workers", "seed"):
+            checks.integer(_flag(name), getattr(self, name), lo=0)
+        if self.max_train_samples is not None:
+            checks.positive_int("--max-train-samples", self.max_train_samples)
+        checks.integer("--resolution", self.resolution, lo=8)
+        if self.resolution % 8:
+            raise InputError(f"--resolution must be a multiple of 8, got {self.resolution}")
+
+    def _check_choices(self) -> None:
+        checks.choice("--data-format", self.data_format, DATA_FORMATS)
+        checks.choice("--mixed-precision", self.mixed_precision, MIXED_PRECISION)
+        checks.choice("--lr-scheduler", self.lr_scheduler, LR_SCHEDULERS)
+        checks.choice("--prediction-type", self.prediction_type, (None, "epsilon", "v_prediction"))
+        checks.choice("--connection-init", self.connection_init, ("zero", "gaussian"))
+        checks.choice("--copy", self.copy, ("full", "lite"))
+        checks.choice("--hint-encoder", self.hint_encoder, ("code", "paper"))
+        checks.choice("--report-to", self.report_to, ("tensorboard", "none"))
+        for name in ("annotator", "validation_annotator"):
+            if getattr(self, name) is not None:
+                from controlnet.annotators import get_annotator
+
+                try:
+                    get_annotator(getattr(self, name))
+                except InputError as exc:
+                    raise InputError(f"{_flag(name)}: {exc}") from None
 
     # Fields that may change between a checkpoint and its resumption without changing the run.
     RESUMABLE_CHANGES = frozenset({
@@ -141,4 +184,8 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")

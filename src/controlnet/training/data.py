@@ -255,7 +255,8 @@ class PairDataset(torch.utils.data.Dataset):
         self.n = int(self.offsets[-1]) if max_samples is None else min(int(self.offsets[-1]), max_samples)
         self.epoch = 0
         if self.n == 0:
-            raise InputError("the training data is empty")
+            where = ", ".join(str(s.root or s.name) for s in sources)
+            raise InputError(f"the training data has no pairs ({where}): its index lists no samples")
 
     def __len__(self):
         return self.n

@@ -1,4 +1,5 @@
-"""One training step's pieces: its random draws, the locked encoders, and the diffusion loss (paper §3.3).
+"""One training step's pieces: its random draws, the locked VAE encoder, and the diffusion loss (paper §3.3).
+Prompts are encoded by `controlnet.pipeline.text.encode_sd`, the same encoder sampling uses.
 
 All randomness of a micro-batch (noise, time steps, which prompts are dropped, the VAE posterior
 sample) is drawn for the *global* batch from a generator seeded by (seed, micro-batch number), and
@@ -44,13 +45,6 @@ def encode_images(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     """(mean, std) of the VAE posterior, in the VAE's dtype."""
     dist = vae.encode(images.to(vae.dtype)).latent_dist
     return dist.mean, dist.std
-
-
-@torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    return text_encoder(ids.to(text_encoder.device))[0]
 
 
 def diffusion_loss(denoiser, scheduler, latents, encoder_hidden_states, hint, noise, timesteps,
