@@ -75,15 +75,22 @@ def save_image(image, path: str | os.PathLike, **params) -> None:
     from PIL import Image
 
     path = Path(path)
-    fmt = IMAGE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(f"{path}: unknown image suffix {path.suffix!r}; use one of {', '.join(sorted(IMAGE_FORMATS))}")
+    fmt = image_format(path)
     if not isinstance(image, Image.Image):
         image = Image.fromarray(image)
     if fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
         raise InputError(f"{path}: a {image.mode} image cannot be saved as JPEG; use a .png name")
     with atomic_file(path) as tmp:
         image.save(tmp, format=fmt, **params)
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """PIL's format name for an image file name, or an `InputError` for an unknown suffix."""
+    path = Path(path)
+    fmt = IMAGE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{path}: unknown image suffix {path.suffix!r}; use one of {', '.join(sorted(IMAGE_FORMATS))}")
+    return fmt
 
 
 def writable_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
@@ -101,10 +108,13 @@ def writable_folder(path: str | os.PathLike, what: str = "output folder") -> Pat
     return path
 
 
-def writable_file(path: str | os.PathLike, *, overwrite: bool = True, what: str = "output") -> Path:
-    """Check before long work that `path` can be written: not a folder, its folder writable, and
-    (unless `overwrite`) not already there."""
+def writable_file(path: str | os.PathLike, *, overwrite: bool = True, what: str = "output",
+                  image: bool = False) -> Path:
+    """Check before long work that `path` can be written: not a folder, its folder writable,
+    (unless `overwrite`) not already there, and (`image`) a name with a known image suffix."""
     path = Path(path)
+    if image:
+        image_format(path)
     if path.is_dir():
         raise InputError(f"{what} {path} is a folder; give a file name")
     if path.exists() and not overwrite:

@@ -60,7 +60,7 @@ def annotate_command(args: argparse.Namespace) -> int:
     from controlnet.annotators import annotate
     from controlnet.files import save_image, writable_file
 
-    out = writable_file(args.output, what="output image")  # before the work, not after
+    out = writable_file(args.output, what="output image", image=True)  # before the work, not after
     detected = annotate(
         args.name,
         args.image,
