@@ -178,7 +178,13 @@ def test_rgba_map_as_jpeg_leaves_the_old_file(place, capsys):
     ("out.unknownext", ["out.unknownext", "unknown image suffix"]),
     ("out", ["unknown image suffix"]),
 ])
-def test_bad_output_names(place, capsys, out, fragments):
+def test_bad_output_names(place, capsys, monkeypatch, out, fragments):
+    import controlnet.annotators as annotators
+
+    def never(*args, **kwargs):
+        raise AssertionError("the annotator ran before the output name was checked")
+
+    monkeypatch.setattr(annotators, "annotate", never)
     with unchanged(place):
         assert_user_error(cli(place, "canny", "photo.png", out), capsys, *fragments)
 
