@@ -89,8 +89,24 @@ def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """A NaN or infinite weight makes every output NaN: refuse it here, naming the tensor."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                f"{source}: tensor {name!r} holds {bad} NaN or infinite value(s) of {t.numel()}: the file is "
+                "corrupt or was saved from a diverged training run; use another copy or an earlier checkpoint"
+            )
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write a safetensors file in place; callers wrap it in `atomic_file`."""
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+
+
 def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write atomically (see `atomic_file`)."""
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     with atomic_file(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        save_safetensors(tensors, tmp, metadata)

@@ -1,8 +1,10 @@
-"""`load_controlnet` / `save_controlnet`: every public ControlNet layout in, both layouts out.
+"""`load_controlnet`: every public ControlNet layout in.
 
 Loading converts to our native (diffusers) key names, takes the architecture from (in order) an
 explicit config, the config stored in the file by this package, or the tensor shapes, then loads
-strictly: every tensor must be used and every parameter filled, or the error says which.
+strictly: every tensor must be used and every parameter filled, or the error says which. Weights
+come out in float32 unless another dtype is asked for (diffusers' convention), whatever the file
+stores: fp16 convolutions on a CPU are several times slower.
 """
 
 from __future__ import annotations
@@ -10,51 +12,66 @@ from __future__ import annotations
 import inspect
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import torch
-import yaml
 
+from controlnet.checkpoints.config_files import config_override, read_json_config
 from controlnet.checkpoints.infer import infer_config
-from controlnet.checkpoints.io import PICKLE_SUFFIXES, read_tensors, write_safetensors
+from controlnet.checkpoints.io import check_finite, read_tensors
 from controlnet.checkpoints.layouts import PREFIX, control_part, describe_unknown, detect_layout
-from controlnet.checkpoints.original_keys import original_to_ours, ours_to_original
+from controlnet.checkpoints.original_keys import original_to_ours
+from controlnet.dtypes import parse_dtype
 from controlnet.errors import CheckpointError
-from controlnet.files import atomic_file
-from controlnet.nn.controlnet import OWN_DEFAULTS, ControlNet
+from controlnet.nn.controlnet import ControlNet
 
 CONFIG_METADATA_KEY = "controlnet_config"
 WEIGHTS_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ORIGINAL_LAYOUTS = ("original", "original-bare", "controlldm")
 
 
-def read_controlnet_state(path: str | os.PathLike) -> tuple[dict, dict | None, str]:
-    """(state dict in our key names, stored config or None, the layout it came in)."""
+def read_controlnet_state(path: str | os.PathLike, *, check: bool = True) -> tuple[dict, dict | None, str]:
+    """(state dict in our key names, stored config or None, the layout it came in). `check` refuses
+    NaN or infinite weights, naming the tensor as the file names it."""
     path = Path(path)
     if path.is_dir():
-        return _read_folder(path)
+        return _read_folder(path, check)
     tensors, metadata = read_tensors(path)
     layout = detect_layout(tensors)
-    stored = json.loads(metadata[CONFIG_METADATA_KEY]) if CONFIG_METADATA_KEY in metadata else None
-    if layout == "diffusers":
-        return tensors, stored, layout
-    if layout in ("original", "original-bare", "controlldm"):
-        bare = control_part(tensors, layout, str(path))
-        try:
-            return original_to_ours(bare), stored, layout
-        except KeyError as exc:
-            raise CheckpointError(
-                f"{path}: looks like the {layout} layout, but key {exc.args[0]!r} fits no ControlNet module"
-            ) from None
     if layout == "sd":
         raise CheckpointError(
             f"{path}: this is a Stable Diffusion checkpoint without a ControlNet in it; "
             "pass it as the base model, and a ControlNet file as the control"
         )
-    raise CheckpointError(describe_unknown(tensors, str(path)))
+    if layout not in ("diffusers", *ORIGINAL_LAYOUTS):
+        raise CheckpointError(describe_unknown(tensors, str(path)))
+    if check:
+        check_finite({k: v for k, v in tensors.items() if layout != "controlldm" or k.startswith(PREFIX)}, str(path))
+    stored = _stored_config(metadata, path)
+    if layout == "diffusers":
+        return tensors, stored, layout
+    try:
+        return original_to_ours(control_part(tensors, layout, str(path))), stored, layout
+    except KeyError as exc:
+        raise CheckpointError(
+            f"{path}: looks like the {layout} layout, but key {exc.args[0]!r} fits no ControlNet module"
+        ) from None
 
 
-def _read_folder(path: Path) -> tuple[dict, dict, str]:
+def _stored_config(metadata: dict, path: Path) -> dict | None:
+    if CONFIG_METADATA_KEY not in metadata:
+        return None
+    try:
+        stored = json.loads(metadata[CONFIG_METADATA_KEY])
+    except json.JSONDecodeError:
+        stored = None
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path}: the config stored in the file's header is corrupt; pass config= to load it")
+    return stored
+
+
+def _read_folder(path: Path, check: bool) -> tuple[dict, dict, str]:
     if (path / "controlnet" / "config.json").is_file():
         path = path / "controlnet"
     config_file = path / "config.json"
@@ -63,67 +80,33 @@ def _read_folder(path: Path) -> tuple[dict, dict, str]:
     weights = next((path / n for n in WEIGHTS_NAMES if (path / n).is_file()), None)
     if weights is None:
         raise CheckpointError(f"{path}: no weights file; expected one of {', '.join(WEIGHTS_NAMES)}")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_file}: not valid JSON ({exc})") from None
+    config = read_json_config(config_file)
     tensors, _ = read_tensors(weights)
     layout = detect_layout(tensors)
     if layout != "diffusers":
         raise CheckpointError(f"{weights}: expected diffusers ControlNet keys, found the {layout!r} layout")
+    if check:
+        check_finite(tensors, str(weights))
     return tensors, config, "diffusers-folder"
 
 
-def config_from_original_yaml(data: dict) -> dict:
-    """Our config from an original `cldm_*.yaml` (its `control_stage_config`)."""
-    params = data.get("model", {}).get("params", data)
-    cn = params.get("control_stage_config", {}).get("params", params)
-    mult = cn.get("channel_mult", (1, 2, 4, 4))
-    width = cn.get("model_channels", 320)
-    attn_res = set(cn.get("attention_resolutions", (4, 2, 1)))
-    widths = tuple(width * m for m in mult)
-    types = tuple("CrossAttnDownBlock2D" if 2**i in attn_res else "DownBlock2D" for i in range(len(mult)))
-    if "num_head_channels" in cn and cn["num_head_channels"] not in (None, -1):
-        heads = tuple(w // cn["num_head_channels"] for w in widths)
-    else:
-        heads = cn.get("num_heads", 8)
-    depth = cn.get("transformer_depth", 1)
-    config = {
-        "in_channels": cn.get("in_channels", 4),
-        "conditioning_channels": cn.get("hint_channels", 3),
-        "block_out_channels": widths,
-        "down_block_types": types,
-        "layers_per_block": cn.get("num_res_blocks", 2),
-        "cross_attention_dim": cn.get("context_dim", 768),
-        "attention_head_dim": heads,
-        "use_linear_projection": bool(cn.get("use_linear_in_transformer", False)),
-        "transformer_layers_per_block": tuple(depth) if isinstance(depth, list) else depth,
-        "global_pool_conditions": bool(params.get("global_average_pooling", cn.get("global_average_pooling", False))),
-    }
-    if cn.get("adm_in_channels"):
-        config.update(addition_embed_type="text_time", addition_time_embed_dim=256,
-                      projection_class_embeddings_input_dim=cn["adm_in_channels"])
-    return config
-
-
-def _config_override(config) -> dict:
-    if config is None:
-        return {}
-    if isinstance(config, dict):
-        return dict(config)
-    path = Path(config)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"config {path}: no such file")
-    if path.suffix in (".yaml", ".yml"):
-        return config_from_original_yaml(yaml.safe_load(path.read_text()))
-    return json.loads(path.read_text())
+def stored_dtype(state: dict) -> torch.dtype:
+    """The floating dtype most of a state dict's tensors are stored in."""
+    counts = Counter(v.dtype for v in state.values() if v.is_floating_point())
+    return counts.most_common(1)[0][0] if counts else torch.float32
 
 
 def _init_kwargs(config: dict) -> dict:
     allowed = set(inspect.signature(ControlNet.__init__).parameters) - {"self"}
     return {k: v for k, v in config.items() if k in allowed}
+
+
+def _build(config: dict, path: Path, layout: str) -> ControlNet:
+    try:
+        with torch.device("meta"):
+            return ControlNet(**_init_kwargs(config))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} ({layout} layout): its config does not build a ControlNet: {exc}") from None
 
 
 def load_controlnet(
@@ -135,21 +118,17 @@ def load_controlnet(
 ) -> ControlNet:
     """A `ControlNet` from any layout: an original 1.0/1.1 `.pth`/`.safetensors` (prefixed, bare or
     full ControlLDM), a diffusers folder or single file. `config` (dict, `config.json`, or an original
-    `cldm_*.yaml`) overrides what is stored or inferred."""
-    path = Path(path)
+    `cldm_*.yaml`) overrides what is stored or inferred. `dtype` (any spelling: fp16, float16,
+    torch.float16...) defaults to float32; `loaded_from["dtype"]` tells what the file stores."""
+    path, target = Path(path), parse_dtype(dtype) or torch.float32
+    override = config_override(config)
     state, stored, layout = read_controlnet_state(path)
-    full = stored if stored is not None else infer_config(state, str(path), path.name)
-    full = {**full, **_config_override(config)}
-    try:
-        with torch.device("meta"):
-            cn = ControlNet(**_init_kwargs(full))
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path} ({layout} layout): its config does not build a ControlNet: {exc}") from None
+    full = {**(stored if stored is not None else infer_config(state, str(path), path.name)), **override}
+    cn = _build(full, path, layout)
     _check_keys(cn, state, path, layout)
     cn.load_state_dict(state, strict=True, assign=True)
-    target = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    cn = cn.to(device=device, dtype=target) if target is not None else cn.to(device)
-    cn.loaded_from = {"path": str(path), "layout": layout}
+    torch.nn.Module.to(cn, device=device, dtype=target)  # not ModelMixin.to, which warns on every dtype cast
+    cn.loaded_from = {"path": str(path), "layout": layout, "dtype": stored_dtype(state)}
     return cn.eval()
 
 
@@ -169,49 +148,3 @@ def _check_keys(cn: ControlNet, state: dict, path: Path, layout: str) -> None:
         + "; ".join(parts)
         + ". If the architecture was guessed wrong, pass the model's config (config.json or cldm_*.yaml)."
     )
-
-
-def save_controlnet(
-    cn: ControlNet,
-    path: str | os.PathLike,
-    *,
-    layout: str = "diffusers",
-    dtype: torch.dtype | str | None = None,
-) -> Path:
-    """Write `cn` as a diffusers folder (path without suffix), a diffusers single file, or an
-    original-layout file (`control_model.` keys, `.safetensors` or `.pth`). Safetensors files carry
-    the exact config, so they reload without guessing."""
-    path = Path(path)
-    target = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    state = {k: (v.to(target) if target is not None and v.is_floating_point() else v).detach().cpu()
-             for k, v in cn.state_dict().items()}
-    config = {k: v for k, v in cn.config.items() if not k.startswith("_")}
-    meta = {CONFIG_METADATA_KEY: json.dumps(config)}
-    if layout == "original":
-        if cn.config.copy != "full":
-            raise ValueError("a ControlNet-lite has no original-layout equivalent; save it in the diffusers layout")
-        state = {PREFIX + k: v for k, v in ours_to_original(state, cn.config.layers_per_block).items()}
-    elif layout != "diffusers":
-        raise ValueError(f"layout must be 'diffusers' or 'original', got {layout!r}")
-    if path.suffix in PICKLE_SUFFIXES:
-        with atomic_file(path) as tmp:
-            torch.save(state, tmp)
-        return path
-    if path.suffix == ".safetensors":
-        write_safetensors(state, path, meta)
-        return path
-    if layout == "original":
-        raise ValueError("the original layout is a single file: give a .safetensors or .pth path")
-    path.mkdir(parents=True, exist_ok=True)
-    write_safetensors(state, path / "diffusion_pytorch_model.safetensors", meta)
-    diffusers_compatible = all(config.get(k, v) == v for k, v in OWN_DEFAULTS.items())
-    header = {"_class_name": "ControlNetModel" if diffusers_compatible else "ControlNet", "_diffusers_version": _diffusers_version()}
-    body = {k: v for k, v in config.items() if not (diffusers_compatible and k in OWN_DEFAULTS)}
-    (path / "config.json").write_text(json.dumps({**header, **body}, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def _diffusers_version() -> str:
-    import diffusers
-
-    return diffusers.__version__

@@ -7,13 +7,13 @@ Tensors the U-Net does not have (hint encoder, zero convs) are kept as they are.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import torch
 
-from controlnet.checkpoints.io import read_tensors
+from controlnet.checkpoints.config_files import read_json_config
+from controlnet.checkpoints.io import check_finite, read_tensors
 from controlnet.checkpoints.original_keys import original_to_ours
 from controlnet.errors import CheckpointError
 from controlnet.nn.controlnet import ControlNet
@@ -34,22 +34,28 @@ def read_unet_encoder(path: str | Path) -> dict[str, torch.Tensor]:
         if weights is None:
             raise CheckpointError(f"{path}: no U-Net weights (expected unet/diffusion_pytorch_model.safetensors)")
         state, _ = read_tensors(weights)
-        layers = json.loads((folder / "config.json").read_text()).get("layers_per_block") if (folder / "config.json").is_file() else None
+        layers = read_json_config(folder / "config.json").get("layers_per_block") if (folder / "config.json").is_file() else None
     else:
         state, _ = read_tensors(path)
         layers = None
     if any(k.startswith(SD_PREFIX) for k in state):
         bare = {k[len(SD_PREFIX):]: v for k, v in state.items() if k.startswith(SD_PREFIX)}
         encoder = {k: v for k, v in bare.items() if ENCODER_ORIGINAL.match(k)}
-        return original_to_ours(encoder, layers)
-    encoder = {k: v for k, v in state.items() if ENCODER_OURS.match(k)}
+        try:
+            encoder = original_to_ours(encoder, layers)
+        except KeyError as exc:
+            raise CheckpointError(f"{path}: U-Net key {exc.args[0]!r} fits no Stable Diffusion encoder module") from None
+    else:
+        encoder = {k: v for k, v in state.items() if ENCODER_OURS.match(k)}
     if not encoder:
         raise CheckpointError(f"{path}: no Stable Diffusion U-Net weights found (neither model.diffusion_model.* nor diffusers U-Net keys)")
+    check_finite(encoder, str(path))
     return encoder
 
 
 def transfer_control(control: ControlNet, base: dict[str, torch.Tensor], community: dict[str, torch.Tensor]) -> tuple[ControlNet, int]:
     """control + (community − base) on every copied tensor, in place; returns (control, tensors moved)."""
+    _check_same_tensors(control, base, community)
     moved = 0
     with torch.no_grad():
         for name, param in control.state_dict().items():
@@ -66,3 +72,15 @@ def transfer_control(control: ControlNet, base: dict[str, torch.Tensor], communi
     if moved == 0:
         raise CheckpointError("no tensor of the ControlNet matched the base U-Net: wrong base model?")
     return control, moved
+
+
+def _check_same_tensors(control: ControlNet, base: dict, community: dict) -> None:
+    """Base and community must hold the same copied tensors, or the offset would be partial."""
+    names = [n for n in control.state_dict() if n in base or n in community]
+    for have, lack, a, b in ((base, community, "base", "community"), (community, base, "community", "base")):
+        missing = [n for n in names if n in have and n not in lack]
+        if missing:
+            raise CheckpointError(
+                f"the {b} model lacks {len(missing)} U-Net tensors the {a} model has (first: {', '.join(missing[:3])}): "
+                "base and community must be the same architecture"
+            )

@@ -8,10 +8,13 @@ from pathlib import Path
 
 
 def describe(path: str | Path) -> dict:
+    import torch
+
     from controlnet.checkpoints import infer_config, read_controlnet_state
     from controlnet.nn.controlnet import family_of
 
-    state, stored, layout = read_controlnet_state(path)
+    state, stored, layout = read_controlnet_state(path, check=False)  # NaN weights are reported, not refused
+    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     config = stored if stored is not None else infer_config(state, str(path), Path(path).name)
     dtypes = Counter(str(v.dtype).removeprefix("torch.") for v in state.values())
     return {
@@ -27,6 +30,7 @@ def describe(path: str | Path) -> dict:
         "connections": 1 + len([k for k in state if k.startswith("controlnet_down_blocks.") and k.endswith(".weight")]),
         "global_pool": bool(config.get("global_pool_conditions", False)),
         "config_source": "stored in file" if stored is not None else "inferred from shapes",
+        "non_finite_tensors": f"{len(nonfinite)} (first: {nonfinite[0]}): the file is corrupt" if nonfinite else "none",
     }
 
 

@@ -1,32 +1,65 @@
-"""Running the locked U-Net with ControlNet residuals added to its skip connections.
+"""The controlled U-Net: the paper's equation, once, for sampling and training alike.
 
-diffusers' `UNet2DConditionModel` already adds `down_block_additional_residuals` to the skip
-connections and `mid_block_additional_residual` to the middle block's output; what it does not do
-is check them (a wrong count is silently truncated by `zip`) or combine several ControlNets with
-per-connection scales. That is done here.
+diffusers' U-Net would add `down_block_additional_residuals` itself, but it does not check them
+(a wrong count is silently truncated by `zip`), cannot combine several ControlNets with
+per-connection scales, and cannot leave its encoder out of autograd. So the U-Net runs here in the
+three pieces of `unet_parts`, step for step as diffusers runs it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
 
+from controlnet.nn.connections import connection_shapes
 from controlnet.nn.residuals import ControlResiduals, Scale, sum_residuals
+from controlnet.nn.unet_parts import unet_conditioning, unet_decoder, unet_encoder
+
+
+def controlled_unet(
+    unet,
+    sample: torch.Tensor,
+    timestep,
+    encoder_hidden_states: torch.Tensor,
+    controls: Sequence[tuple[ControlResiduals, Scale | Sequence[Scale] | None]] = (),
+    *,
+    added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+    lock_encoder: bool = False,
+    checkpoint_decoder: bool = False,
+    **unet_kwargs,
+) -> torch.Tensor:
+    """The noise prediction of the locked U-Net with ControlNets, paper §3.1 at every connection:
+
+        y_c = F(x; Θ) + Z(F(x + Z(c; Θz1); Θc); Θz2)
+
+    F(x; Θ)                        the locked encoder's features: skips and middle output (`f`, `mid`)
+    Z(F(x + Z(c; Θz1); Θc); Θz2)   a ControlNet's residuals (`ControlNet.forward` computes them);
+                                   `controls` holds (residuals, scales) pairs, summed (§3.4) into `z`
+    y_c                            `f + z` enters the locked decoder
+
+    `scales` per pair: None (1.0), one number, or one number/tensor per connection (the last is the
+    middle block's). With no controls this is the plain U-Net; with all-zero residuals (fresh zero
+    convs) it equals the plain U-Net bit for bit. Training passes `lock_encoder` (no autograd through
+    F(x; Θ), paper §3.2) and may `checkpoint_decoder`. `unet_kwargs`: class_labels, timestep_cond,
+    attention_mask, encoder_attention_mask, cross_attention_kwargs, as diffusers takes them.
+    """
+    z = sum_residuals(controls)                                                   # Σ Z(F(x + Z(c; Θz1); Θc); Θz2)
+    if z is not None:
+        check_residuals(unet, sample, z)
+    with torch.no_grad() if lock_encoder else contextlib.nullcontext():
+        emb, attn = unet_conditioning(unet, sample, timestep, encoder_hidden_states, added_cond_kwargs, **unet_kwargs)
+        f, mid = unet_encoder(unet, sample, emb, attn)                            # F(x; Θ)
+    if z is not None:
+        f = tuple(fi + zi.to(fi.dtype) for fi, zi in zip(f, z.down, strict=True))  # y_c = F(x; Θ) + Z(...)
+        mid = mid + z.mid.to(mid.dtype)
+    return unet_decoder(unet, f, mid, emb, attn, checkpointing=checkpoint_decoder)
 
 
 def unet_connection_shapes(unet, latent_hw: tuple[int, int]) -> list[tuple[int, int, int]]:
     """(channels, h, w) of every skip connection, then the middle block, for a latent of `latent_hw`."""
-    c = unet.config
-    h, w = latent_hw
-    shapes = [(c.block_out_channels[0], h, w)]
-    for i, ch in enumerate(c.block_out_channels):
-        shapes += [(ch, h, w)] * c.layers_per_block
-        if i < len(c.block_out_channels) - 1:
-            h, w = (h + 1) // 2, (w + 1) // 2
-            shapes.append((ch, h, w))
-    shapes.append((c.block_out_channels[-1], h, w))
-    return shapes
+    return connection_shapes(unet.config, latent_hw)
 
 
 def check_residuals(unet, sample: torch.Tensor, residuals: ControlResiduals) -> None:
@@ -45,37 +78,3 @@ def check_residuals(unet, sample: torch.Tensor, residuals: ControlResiduals) -> 
                 f"ControlNet residual {i} has shape {g}, the U-Net expects {e}: "
                 "the ControlNet was made for a different base model"
             )
-
-
-def controlled_unet(
-    unet,
-    sample: torch.Tensor,
-    timestep,
-    encoder_hidden_states: torch.Tensor,
-    controls: Sequence[tuple[ControlResiduals, Scale | Sequence[Scale] | None]] = (),
-    *,
-    added_cond_kwargs: dict[str, torch.Tensor] | None = None,
-    **unet_kwargs,
-) -> torch.Tensor:
-    """The U-Net's noise prediction with every (residuals, scales) pair added.
-
-    `scales` per pair: None (1.0), one number, or one number/tensor per connection (13 for SD 1.x,
-    10 for SDXL; the last is the middle block's). With no controls this is the plain U-Net, and
-    with all-zero residuals (fresh zero convs) it equals the plain U-Net bit for bit.
-    """
-    total = sum_residuals(controls)
-    if total is None:
-        return unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=added_cond_kwargs,
-                    return_dict=False, **unet_kwargs)[0]
-    check_residuals(unet, sample, total)
-    dtype = sample.dtype
-    return unet(
-        sample,
-        timestep,
-        encoder_hidden_states,
-        added_cond_kwargs=added_cond_kwargs,
-        down_block_additional_residuals=tuple(r.to(dtype) for r in total.down),
-        mid_block_additional_residual=total.mid.to(dtype),
-        return_dict=False,
-        **unet_kwargs,
-    )[0]

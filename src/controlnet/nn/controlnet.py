@@ -19,9 +19,11 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, UNetMidBlock2DCrossAttn, get_down_block
 from torch import nn
 
+from controlnet.nn.connections import connections
 from controlnet.nn.hint_encoder import HintEncoder, default_widths
 from controlnet.nn.lite import LiteEncoder
 from controlnet.nn.residuals import ControlResiduals
+from controlnet.nn.unet_parts import additive_mask, encoder_blocks
 from controlnet.nn.zero_conv import connection_conv
 
 # U-Net config keys the ControlNet copies (diffusers' `from_unet` list).
@@ -40,6 +42,75 @@ OWN_DEFAULTS = {"hint_encoder": "code", "connection_init": "zero", "copy": "full
 
 def _per_block(value, n: int) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value] * n
+
+
+def _check_supported(c) -> None:
+    if c.encoder_hid_dim_type is not None or c.encoder_hid_dim is not None:
+        raise ValueError("U-Nets with encoder_hid_proj (Kandinsky-style) are not supported")
+    if c.addition_embed_type not in (None, "text_time"):
+        raise ValueError(f"addition_embed_type {c.addition_embed_type!r} is not supported (None or 'text_time')")
+    if c.copy not in ("full", "lite"):
+        raise ValueError(f"copy must be 'full' or 'lite', got {c.copy!r}")
+    if len(c.block_out_channels) != len(c.down_block_types):
+        raise ValueError("block_out_channels and down_block_types must have the same length")
+
+
+def _attention(c) -> tuple[list, list, list]:
+    """Per level: heads, head widths (diffusers' naming: `attention_head_dim` means heads when
+    `num_attention_heads` is unset) and transformer depth."""
+    n = len(c.down_block_types)
+    heads = _per_block(c.num_attention_heads or c.attention_head_dim, n)
+    return heads, _per_block(c.attention_head_dim, n), _per_block(c.transformer_layers_per_block, n)
+
+
+def _down_blocks(c, temb: int) -> nn.ModuleList:
+    """The trainable copy's down blocks, built as the U-Net builds them."""
+    heads, head_dims, depth = _attention(c)
+    cross_only = _per_block(c.only_cross_attention, len(c.down_block_types))
+    blocks, out_ch = nn.ModuleList(), c.block_out_channels[0]
+    for i, block_type in enumerate(c.down_block_types):
+        in_ch, out_ch = out_ch, c.block_out_channels[i]
+        blocks.append(get_down_block(
+            block_type, num_layers=c.layers_per_block, transformer_layers_per_block=depth[i], in_channels=in_ch,
+            out_channels=out_ch, temb_channels=temb, add_downsample=i < len(c.down_block_types) - 1,
+            resnet_eps=c.norm_eps, resnet_act_fn=c.act_fn, resnet_groups=c.norm_num_groups,
+            cross_attention_dim=c.cross_attention_dim, num_attention_heads=heads[i],
+            attention_head_dim=head_dims[i] if head_dims[i] is not None else out_ch,
+            downsample_padding=c.downsample_padding, use_linear_projection=c.use_linear_projection,
+            only_cross_attention=cross_only[i], upcast_attention=c.upcast_attention,
+            resnet_time_scale_shift=c.resnet_time_scale_shift,
+        ))
+    return blocks
+
+
+def _mid_block(c, temb: int) -> nn.Module:
+    heads, _, depth = _attention(c)
+    common = dict(in_channels=c.block_out_channels[-1], temb_channels=temb, resnet_eps=c.norm_eps,
+                  resnet_act_fn=c.act_fn, output_scale_factor=c.mid_block_scale_factor,
+                  resnet_groups=c.norm_num_groups, resnet_time_scale_shift=c.resnet_time_scale_shift)
+    if c.mid_block_type == "UNetMidBlock2DCrossAttn":
+        return UNetMidBlock2DCrossAttn(
+            **common, transformer_layers_per_block=depth[-1], cross_attention_dim=c.cross_attention_dim,
+            num_attention_heads=heads[-1], use_linear_projection=c.use_linear_projection,
+            upcast_attention=c.upcast_attention,
+        )
+    if c.mid_block_type == "UNetMidBlock2D":
+        return UNetMidBlock2D(**common, num_layers=0, add_attention=False)
+    raise ValueError(f"unknown mid_block_type {c.mid_block_type!r}")
+
+
+def _class_embedding(kind, num_class_embeds, projection_dim, width, temb):
+    if kind is None and num_class_embeds is not None:
+        return nn.Embedding(num_class_embeds, temb)
+    if kind == "timestep":
+        return TimestepEmbedding(width, temb)
+    if kind == "identity":
+        return nn.Identity()
+    if kind == "projection":
+        return TimestepEmbedding(projection_dim, temb)
+    if kind is None:
+        return None
+    raise ValueError(f"class_embed_type {kind!r} is not supported")
 
 
 class ControlNet(ModelMixin, ConfigMixin):
@@ -92,106 +163,25 @@ class ControlNet(ModelMixin, ConfigMixin):
         copy: str = "full",
     ):
         super().__init__()
-        if encoder_hid_dim_type is not None or encoder_hid_dim is not None:
-            raise ValueError("U-Nets with encoder_hid_proj (Kandinsky-style) are not supported")
-        if addition_embed_type not in (None, "text_time"):
-            raise ValueError(f"addition_embed_type {addition_embed_type!r} is not supported (None or 'text_time')")
-        if copy not in ("full", "lite"):
-            raise ValueError(f"copy must be 'full' or 'lite', got {copy!r}")
-        n = len(down_block_types)
-        if len(block_out_channels) != n:
-            raise ValueError("block_out_channels and down_block_types must have the same length")
-        heads = _per_block(num_attention_heads or attention_head_dim, n)
-        head_dims = _per_block(attention_head_dim, n)
-        depth = _per_block(transformer_layers_per_block, n)
-        cross_only = _per_block(only_cross_attention, n)
-        width = block_out_channels[0]
-        temb = width * 4
-
+        _check_supported(self.config)
+        width, temb = block_out_channels[0], block_out_channels[0] * 4
         self.conv_in = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
         self.time_proj = Timesteps(width, flip_sin_to_cos, freq_shift)
         self.time_embedding = TimestepEmbedding(width, temb, act_fn=act_fn)
-        self.class_embedding = self._class_embedding(class_embed_type, num_class_embeds, projection_class_embeddings_input_dim, width, temb)
+        self.class_embedding = _class_embedding(class_embed_type, num_class_embeds, projection_class_embeddings_input_dim, width, temb)
         if addition_embed_type == "text_time":
             self.add_time_proj = Timesteps(addition_time_embed_dim, flip_sin_to_cos, freq_shift)
             self.add_embedding = TimestepEmbedding(projection_class_embeddings_input_dim, temb)
-
-        self.controlnet_cond_embedding = HintEncoder(
-            width, conditioning_channels, tuple(conditioning_embedding_out_channels or default_widths(hint_encoder, 8)), hint_encoder
-        )
-
-        self.down_blocks = nn.ModuleList()
-        channels = [width]  # width of each skip connection, in diffusers' order
-        out_ch = width
-        for i, block_type in enumerate(down_block_types):
-            in_ch, out_ch = out_ch, block_out_channels[i]
-            last = i == n - 1
-            self.down_blocks.append(
-                get_down_block(
-                    block_type,
-                    num_layers=layers_per_block,
-                    transformer_layers_per_block=depth[i],
-                    in_channels=in_ch,
-                    out_channels=out_ch,
-                    temb_channels=temb,
-                    add_downsample=not last,
-                    resnet_eps=norm_eps,
-                    resnet_act_fn=act_fn,
-                    resnet_groups=norm_num_groups,
-                    cross_attention_dim=cross_attention_dim,
-                    num_attention_heads=heads[i],
-                    attention_head_dim=head_dims[i] if head_dims[i] is not None else out_ch,
-                    downsample_padding=downsample_padding,
-                    use_linear_projection=use_linear_projection,
-                    only_cross_attention=cross_only[i],
-                    upcast_attention=upcast_attention,
-                    resnet_time_scale_shift=resnet_time_scale_shift,
-                )
-            )
-            channels += [out_ch] * (layers_per_block + (0 if last else 1))
-        mid_ch = block_out_channels[-1]
-        mid_common = dict(in_channels=mid_ch, temb_channels=temb, resnet_eps=norm_eps, resnet_act_fn=act_fn,
-                          output_scale_factor=mid_block_scale_factor, resnet_groups=norm_num_groups,
-                          resnet_time_scale_shift=resnet_time_scale_shift)
-        if mid_block_type == "UNetMidBlock2DCrossAttn":
-            self.mid_block = UNetMidBlock2DCrossAttn(
-                **mid_common, transformer_layers_per_block=depth[-1], cross_attention_dim=cross_attention_dim,
-                num_attention_heads=heads[-1], use_linear_projection=use_linear_projection,
-                upcast_attention=upcast_attention,
-            )
-        elif mid_block_type == "UNetMidBlock2D":
-            self.mid_block = UNetMidBlock2D(**mid_common, num_layers=0, add_attention=False)
-        else:
-            raise ValueError(f"unknown mid_block_type {mid_block_type!r}")
-
-        if copy == "lite":
-            # ControlNet-lite (paper §4.2): the trainable copy becomes one conv per block.
-            del self.down_blocks, self.mid_block
-            self.lite = LiteEncoder(channels, mid_ch, strides=self._strides(down_block_types, layers_per_block))
-
-        self.controlnet_down_blocks = nn.ModuleList(connection_conv(connection_init, c) for c in channels)
-        self.controlnet_mid_block = connection_conv(connection_init, mid_ch)
-
-    @staticmethod
-    def _strides(down_block_types, layers_per_block) -> list[int]:
-        strides = []
-        for i in range(len(down_block_types)):
-            strides += [1] * layers_per_block + ([2] if i < len(down_block_types) - 1 else [])
-        return strides
-
-    @staticmethod
-    def _class_embedding(kind, num_class_embeds, projection_dim, width, temb):
-        if kind is None and num_class_embeds is not None:
-            return nn.Embedding(num_class_embeds, temb)
-        if kind == "timestep":
-            return TimestepEmbedding(width, temb)
-        if kind == "identity":
-            return nn.Identity()
-        if kind == "projection":
-            return TimestepEmbedding(projection_dim, temb)
-        if kind is None:
-            return None
-        raise ValueError(f"class_embed_type {kind!r} is not supported")
+        hint_widths = conditioning_embedding_out_channels or default_widths(hint_encoder, 8)
+        self.controlnet_cond_embedding = HintEncoder(width, conditioning_channels, tuple(hint_widths), hint_encoder)
+        links = connections(self.config)
+        if copy == "full":
+            self.down_blocks = _down_blocks(self.config, temb)
+            self.mid_block = _mid_block(self.config, temb)
+        else:  # ControlNet-lite (paper §4.2): the trainable copy becomes one conv per connection
+            self.lite = LiteEncoder(links)
+        self.controlnet_down_blocks = nn.ModuleList(connection_conv(connection_init, c.channels) for c in links[:-1])
+        self.controlnet_mid_block = connection_conv(connection_init, links[-1].channels)
 
     # ------------------------------------------------------------------ construction
 
@@ -303,7 +293,9 @@ class ControlNet(ModelMixin, ConfigMixin):
         attention_mask: torch.Tensor | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
     ) -> ControlResiduals:
-        """Residuals for a batch. `hint` is (B, C, H, W) in [0, 1] at `hint_downscale` × the latent
+        """Residuals Z(F(x + Z(c; Θz1); Θc); Θz2) for a batch (paper §3.1; `controlled_unet` adds them
+        to the locked U-Net's F(x; Θ)): x is `conv_in(sample)`, Z(c; Θz1) the hint encoder (its last
+        conv is zero-initialised), Θc the trainable copy, Θz2 the zero convs. `hint` is (B, C, H, W) in [0, 1] at `hint_downscale` × the latent
         size; or give `hint_embedding` from `embed_hint`. A hint (embedding) whose batch divides the
         sample's is tiled, so one hint serves both halves of a classifier-free-guidance batch."""
         if hint_embedding is None:
@@ -316,28 +308,15 @@ class ControlNet(ModelMixin, ConfigMixin):
                 f"hint of {tuple(hint_embedding.shape[-2:])} latent pixels does not match the sample's "
                 f"{tuple(sample.shape[-2:])}: the hint must be {self.hint_downscale}x the latent size"
             )
-        if attention_mask is not None:
-            attention_mask = ((1 - attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
-
-        h = self.conv_in(sample) + hint_embedding.to(sample.dtype)
+        attn = dict(encoder_hidden_states=encoder_hidden_states, cross_attention_kwargs=cross_attention_kwargs,
+                    attention_mask=additive_mask(attention_mask, sample.dtype))
+        h = self.conv_in(sample) + hint_embedding.to(sample.dtype)                 # x + Z(c; Θz1)
         if self.config.copy == "lite":
             features, h = self.lite(h)
         else:
             emb = self.time_embed(sample, timestep, encoder_hidden_states, added_cond_kwargs, class_labels, timestep_cond)
-            features = [h]
-            for block in self.down_blocks:
-                if getattr(block, "has_cross_attention", False):
-                    h, res = block(h, emb, encoder_hidden_states=encoder_hidden_states,
-                                   attention_mask=attention_mask, cross_attention_kwargs=cross_attention_kwargs)
-                else:
-                    h, res = block(h, emb)
-                features += res
-            if getattr(self.mid_block, "has_cross_attention", False):
-                h = self.mid_block(h, emb, encoder_hidden_states=encoder_hidden_states,
-                                   attention_mask=attention_mask, cross_attention_kwargs=cross_attention_kwargs)
-            else:
-                h = self.mid_block(h, emb)
-        out = ControlResiduals(
+            features, h = encoder_blocks(self, h, emb, attn)                        # F(x + Z(c; Θz1); Θc)
+        out = ControlResiduals(                                                     # Z(F(...); Θz2)
             tuple(conv(f) for conv, f in zip(self.controlnet_down_blocks, features, strict=True)),
             self.controlnet_mid_block(h),
         )

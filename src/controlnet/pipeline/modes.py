@@ -24,6 +24,8 @@ released code's smooth version of the same profile (0.125 … 1).
 
 from __future__ import annotations
 
+from controlnet.nn.connections import connections
+
 MODES = ("balanced", "prompt", "control", "cfg_rw")
 ALIASES = {
     "guess": "control",
@@ -55,14 +57,7 @@ def cond_only(mode: str) -> bool:
 
 def connection_levels(unet) -> list[int]:
     """Downsampling level (0 = latent resolution) of each connection, middle block last."""
-    c = unet.config
-    levels = [0]
-    for i in range(len(c.block_out_channels)):
-        levels += [i] * c.layers_per_block
-        if i < len(c.block_out_channels) - 1:
-            levels.append(i + 1)
-    levels.append(len(c.block_out_channels) - 1)
-    return levels
+    return [c.level for c in connections(unet.config)]
 
 
 def mode_scales(mode: str, weight: float, levels: list[int]) -> list[float]:

@@ -1,0 +1,98 @@
+"""`save_controlnet`: a ControlNet out in the diffusers layout (folder or file) or the original one.
+
+Every file is written atomically (`controlnet.files.atomic_file`): a failure (full disk, Ctrl-C)
+leaves the old file as it was and no partial file. What the output path can hold is checked before
+any work, so a wrong path costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from controlnet.checkpoints.io import PICKLE_SUFFIXES, save_safetensors, write_safetensors
+from controlnet.checkpoints.layouts import PREFIX
+from controlnet.checkpoints.load import CONFIG_METADATA_KEY, WEIGHTS_NAMES
+from controlnet.checkpoints.original_keys import ours_to_original
+from controlnet.dtypes import parse_dtype
+from controlnet.errors import InputError
+from controlnet.files import atomic_file
+from controlnet.nn.controlnet import OWN_DEFAULTS, ControlNet
+
+LAYOUTS = ("diffusers", "original")
+
+
+def output_kind(path: str | os.PathLike, layout: str, copy: str = "full") -> str:
+    """"pickle", "safetensors" or "folder": what `save_controlnet` writes at `path` in `layout`;
+    an InputError names the problem when the path cannot hold it."""
+    path = Path(path)
+    if layout not in LAYOUTS:
+        raise InputError(f"layout must be 'diffusers' or 'original', got {layout!r}")
+    if layout == "original" and copy != "full":
+        raise InputError("a ControlNet-lite has no original-layout equivalent; save it in the diffusers layout")
+    kind = "pickle" if path.suffix in PICKLE_SUFFIXES else "safetensors" if path.suffix == ".safetensors" else "folder"
+    if kind == "folder" and layout == "original":
+        raise InputError(f"{path}: the original layout is a single file: give a .safetensors or .pth name")
+    if kind != "folder" and path.is_dir():
+        raise InputError(f"{path} is a folder; give a new file name (or a folder name for a diffusers folder)")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise InputError(f"{path} is a file, but a diffusers ControlNet is written as a folder: give a folder "
+                         "name, or a .safetensors name for a single file")
+    return kind
+
+
+def save_controlnet(
+    cn: ControlNet,
+    path: str | os.PathLike,
+    *,
+    layout: str = "diffusers",
+    dtype: torch.dtype | str | None = None,
+) -> Path:
+    """Write `cn` as a diffusers folder (path without suffix), a diffusers single file, or an
+    original-layout file (`control_model.` keys, `.safetensors` or `.pth`). `dtype` (any spelling)
+    casts floating tensors. Safetensors files carry the exact config, so they reload without guessing."""
+    path, target = Path(path), parse_dtype(dtype)
+    kind = output_kind(path, layout, cn.config.copy)
+    state = {k: (v.to(target) if target is not None and v.is_floating_point() else v).detach().cpu()
+             for k, v in cn.state_dict().items()}
+    config = {k: v for k, v in cn.config.items() if not k.startswith("_")}
+    if layout == "original":
+        state = {PREFIX + k: v for k, v in ours_to_original(state, cn.config.layers_per_block).items()}
+    meta = {CONFIG_METADATA_KEY: json.dumps(config)}
+    if kind == "pickle":
+        with atomic_file(path) as tmp:
+            torch.save(state, tmp)
+    elif kind == "safetensors":
+        write_safetensors(state, path, meta)
+    else:
+        _write_folder(path, state, config, meta)
+    return path
+
+
+def _write_folder(path: Path, state: dict, config: dict, meta: dict) -> None:
+    """Weights and config.json, both complete before either replaces an old one."""
+    diffusers_compatible = all(config.get(k, v) == v for k, v in OWN_DEFAULTS.items())
+    header = {"_class_name": "ControlNetModel" if diffusers_compatible else "ControlNet",
+              "_diffusers_version": _diffusers_version()}
+    body = {k: v for k, v in config.items() if not (diffusers_compatible and k in OWN_DEFAULTS)}
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_file(path / WEIGHTS_NAMES[0]) as weights, atomic_file(path / "config.json") as config_file:
+            save_safetensors(state, weights, meta)
+            config_file.write_text(json.dumps({**header, **body}, indent=2, sort_keys=True) + "\n")
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__

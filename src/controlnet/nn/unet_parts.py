@@ -1,0 +1,80 @@
+"""diffusers' `UNet2DConditionModel.forward`, cut where the ControlNet's residuals enter.
+
+`controlled_unet` runs these three pieces: conditioning (time / class / SDXL text-time embedding),
+the encoder (conv_in, down blocks, middle block: the skips and the middle output), the decoder.
+The cut lets training run the locked encoder without autograd and checkpoint the decoder. The
+same `encoder_blocks` runs the ControlNet's trainable copy, since it has the same modules.
+Step for step what diffusers does, so outputs are bit-identical to calling the U-Net.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+
+def unet_conditioning(unet, sample, timestep, encoder_hidden_states, added_cond_kwargs=None, *, class_labels=None,
+                      timestep_cond=None, attention_mask=None, encoder_attention_mask=None, cross_attention_kwargs=None):
+    """(time embedding, keyword arguments of the cross-attention blocks)."""
+    if unet.config.addition_embed_type == "image_hint":
+        raise ValueError("U-Nets with addition_embed_type='image_hint' are not supported")
+    emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep), timestep_cond)
+    class_emb = unet.get_class_embed(sample=sample, class_labels=class_labels)
+    if class_emb is not None:
+        emb = torch.cat([emb, class_emb], dim=-1) if unet.config.class_embeddings_concat else emb + class_emb
+    aug = unet.get_aug_embed(emb=emb, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added_cond_kwargs)
+    emb = emb + aug if aug is not None else emb
+    if unet.time_embed_act is not None:
+        emb = unet.time_embed_act(emb)
+    ehs = unet.process_encoder_hidden_states(encoder_hidden_states=encoder_hidden_states,
+                                             added_cond_kwargs=added_cond_kwargs)
+    attn = dict(encoder_hidden_states=ehs, cross_attention_kwargs=cross_attention_kwargs,
+                attention_mask=additive_mask(attention_mask, sample.dtype),
+                encoder_attention_mask=additive_mask(encoder_attention_mask, sample.dtype))
+    return emb, attn
+
+
+def additive_mask(mask, dtype):
+    return None if mask is None else ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
+
+
+def encoder_blocks(model, h, emb, attn) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """(features of every connection but the last, middle block output) of the down blocks and
+    middle block of `model` (a U-Net, or a ControlNet's trainable copy), from `h` after conv_in."""
+    features = (h,)
+    for block in model.down_blocks:
+        h, res = block(hidden_states=h, temb=emb, **attn) if _cross(block) else block(hidden_states=h, temb=emb)
+        features += res
+    if model.mid_block is not None:
+        h = model.mid_block(h, emb, **attn) if _cross(model.mid_block) else model.mid_block(h, emb)
+    return features, h
+
+
+def unet_encoder(unet, sample, emb, attn) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """F(x; Θ): the locked encoder's skip features and middle block output."""
+    if unet.config.center_input_sample:
+        sample = 2 * sample - 1.0
+    return encoder_blocks(unet, unet.conv_in(sample), emb, attn)
+
+
+def unet_decoder(unet, skips, h, emb, attn, checkpointing: bool = False) -> torch.Tensor:
+    """The decoder from the (controlled) skips and middle output; `checkpointing` recomputes each up
+    block in the backward pass instead of keeping its activations."""
+    up_factor = 2**unet.num_upsamplers
+    forward_size = any(d % up_factor for d in skips[0].shape[-2:])
+    for i, block in enumerate(unet.up_blocks):
+        res, skips = skips[-len(block.resnets):], skips[: -len(block.resnets)]
+        size = skips[-1].shape[2:] if forward_size and i < len(unet.up_blocks) - 1 else None
+        extra = attn if _cross(block) else {}
+
+        def run(h, *res, block=block, size=size, extra=extra):
+            return block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=size, **extra)
+
+        h = checkpoint(run, h, *res, use_reentrant=False) if checkpointing and torch.is_grad_enabled() else run(h, *res)
+    if unet.conv_norm_out is not None:
+        h = unet.conv_act(unet.conv_norm_out(h))
+    return unet.conv_out(h)
+
+
+def _cross(block) -> bool:
+    return getattr(block, "has_cross_attention", False)
