@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from controlnet.checkpoints import (
     transfer_control,
 )
 from controlnet.nn import controlled_unet
-from controlnet.tiny import FAMILIES, randomize_connections, tiny_unet, unet_inputs
+from controlnet.tiny import FAMILIES, randomize_connections, tiny_unet, tiny_unet_config, unet_inputs
 
 
 @pytest.fixture(autouse=True)
@@ -161,6 +162,46 @@ def test_full_size_architectures_are_inferred_exactly(unet_config):
     heads_rebuilt = [a.transformer_blocks[0].attn1.heads for a in rebuilt.modules() if hasattr(a, "transformer_blocks")]
     assert heads == heads_rebuilt
     assert {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} == {k: tuple(v.shape) for k, v in cn.state_dict().items()}
+
+
+def _original_implementation(checkpoint: dict, unet_params: dict) -> ControlNetModel:
+    """The ControlNet the original code builds from a cldm yaml, as diffusers' single-file loader
+    reads that yaml (`num_heads`, `num_head_channels`, `use_linear_in_transformer`) and its weights."""
+    from diffusers.loaders.single_file_utils import create_unet_diffusers_config_from_ldm
+
+    original = {"model": {"params": {"control_stage_config": {"params": unet_params}, "unet_config": {"params": unet_params},
+                                     "first_stage_config": {"params": {"ddconfig": {"ch_mult": [1, 2, 4, 4]}}}}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # diffusers deprecates image_size, which it needs without a full SD file
+        unet_config = create_unet_diffusers_config_from_ldm(original, checkpoint, image_size=512)
+    keys = ("in_channels", "down_block_types", "block_out_channels", "layers_per_block", "cross_attention_dim",
+            "attention_head_dim", "use_linear_projection", "transformer_layers_per_block")
+    config = {k: unet_config[k] for k in keys}
+    model = ControlNetModel(**config).eval()
+    model.load_state_dict(convert_controlnet_checkpoint(checkpoint, config))
+    return model
+
+
+def test_sd1_layout_with_another_text_width_has_the_sd1_heads_of_the_original_code(tmp_path):
+    """Convolutional proj_in (the SD 1.x code, `num_heads: 8`) but a 32-wide text encoder: the head
+    count follows the projections the tensors show, not the text width (it used to be 1 head)."""
+    unet = UNet2DConditionModel(**{**tiny_unet_config("sd1", exact=True), "cross_attention_dim": 32})
+    cn = ControlNet.from_unet(unet).eval()  # the published 8-conv hint block, which diffusers' converter expects
+    randomize_connections(cn)
+    checkpoint = {"control_model." + k: v.contiguous() for k, v in ours_to_original(cn.state_dict(), 2).items()}
+    save_file(checkpoint, str(tmp_path / "control_sd15_custom_text.safetensors"))  # no stored config
+    params = dict(in_channels=4, out_channels=4, hint_channels=3, model_channels=32, attention_resolutions=[1],
+                  num_res_blocks=2, channel_mult=[1, 2], num_heads=8, use_spatial_transformer=True,
+                  transformer_depth=1, context_dim=32, legacy=False)
+    reference = _original_implementation(checkpoint, params)
+    loaded = load_controlnet(tmp_path / "control_sd15_custom_text.safetensors")
+    sample, t, ehs, hint, _ = unet_inputs(unet, size=8, vae_scale_factor=8)
+    down, mid = reference(sample, t, ehs, hint, return_dict=False)
+    ours = loaded(sample, t, ehs, hint)
+    for a, b in zip((*ours.down, ours.mid), (*down, mid)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    one_head = load_controlnet(tmp_path / "control_sd15_custom_text.safetensors", config={"attention_head_dim": 1})
+    assert (one_head(sample, t, ehs, hint).mid - mid).abs().max() > 1e-3  # the heads are visible in the output
 
 
 def test_original_yaml_config_overrides(tmp_path):

@@ -2,8 +2,10 @@
 
 Shapes show widths, levels, attention placement, blocks per level, transformer depth, text width,
 linear vs conv projections and hint channels. They do not show head counts, the group-norm size or
-SDXL's time-id width, so those follow the family conventions (SD 1.x: 8 heads; SD 2.x and XL:
-64 channels per head; 32 groups; 256) unless a config overrides them. Files written by this package
+SDXL's time-id width, so those follow the family conventions (32 groups; 256) unless a config
+overrides them. The head convention follows the projections, which the tensors do show: 1×1
+convolutional `proj_in` is the SD 1.x code (`num_heads: 8`), linear `proj_in` the SD 2.x / XL code
+(`num_head_channels: 64`), whatever the text width. Files written by this package
 carry their exact config in the safetensors metadata, so they never need the conventions.
 """
 
@@ -43,6 +45,7 @@ def infer_config(state: dict, source: str = "checkpoint", filename: str = "") ->
     hint_blocks = _indices(keys, r"controlnet_cond_embedding\.blocks\.(\d+)\.")
     hint_widths = [hint_in.shape[0]] + [state[f"controlnet_cond_embedding.blocks.{i}.weight"].shape[0] for i in hint_blocks[1::2]]
     cross = to_k[0].shape[1] if to_k else 768
+    linear = bool(proj_in) and proj_in[0].ndim == 2
 
     config = {
         "in_channels": conv_in.shape[1],
@@ -53,10 +56,10 @@ def infer_config(state: dict, source: str = "checkpoint", filename: str = "") ->
         "mid_block_type": "UNetMidBlock2DCrossAttn" if mid_depth else "UNetMidBlock2D",
         "transformer_layers_per_block": depths[0] if len(set(depths)) == 1 else tuple(depths),
         "cross_attention_dim": cross,
-        "use_linear_projection": bool(proj_in) and proj_in[0].ndim == 2,
+        "use_linear_projection": linear,
         "conditioning_embedding_out_channels": tuple(hint_widths),
         "hint_encoder": "paper" if hint_in.shape[-1] == 4 else "code",
-        "attention_head_dim": 8 if cross == 768 else tuple(max(1, w // 64) for w in widths),
+        "attention_head_dim": tuple(max(1, w // 64) for w in widths) if linear else 8,
     }
     if "add_embedding.linear_1.weight" in state:
         config["addition_embed_type"] = "text_time"
