@@ -58,9 +58,9 @@ def _check_output(out: Path) -> None:
     """The grid can be written there, checked before any sampling."""
     from controlnet.files import IMAGE_FORMATS, writable_file
 
+    writable_file(out, what="demo grid (-o)")
     if out.suffix.lower() not in IMAGE_FORMATS:
         raise InputError(f"-o {out}: unknown image suffix {out.suffix!r}; use one of {', '.join(sorted(IMAGE_FORMATS))}")
-    writable_file(out, what="demo grid (-o)")
 
 
 def run(args) -> int:

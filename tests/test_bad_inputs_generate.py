@@ -1,0 +1,374 @@
+"""Bad inputs to `generate`, `demo`, `example` and the ControlPipeline / ControlUnit API.
+
+Each case: a one-line error naming the input (exit 2, no traceback), nothing silently accepted, no
+user file changed and no partial file left; value errors are raised before any sampling step, and
+errors about the output place before any model is loaded.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import PngImagePlugin
+
+from bad_input_tools import assert_user_error, full_disk, needs_posix, read_only, run_cli, unchanged
+from controlnet.errors import InputError
+from controlnet.pipeline import ControlPipeline, ControlUnit
+from tiny_models import random_hint, tiny_controlnet, tiny_pipeline
+
+W, H = 64, 48
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny SD1 base model folder, its ControlNet, an SDXL ControlNet, and condition images."""
+    d = tmp_path_factory.mktemp("bad_generate")
+    pipe = tiny_pipeline("sd1")
+    pipe.save_pretrained(d / "base")
+    tiny_controlnet(pipe, seed=1).save_pretrained(d / "cn")
+    tiny_controlnet(tiny_pipeline("sdxl")).save_pretrained(d / "cn_xl")
+    random_hint(W, H, seed=1).save(d / "a.png")
+    random_hint(W, 4 * H, seed=2).save(d / "tall.png")  # another aspect ratio than the output
+    (d / "not_an_image.png").write_text("this is text, not a PNG")
+    (d / "existing_file").write_text("the user's file")
+    return d
+
+
+@pytest.fixture
+def sampling(monkeypatch):
+    """Records every start of the denoising loop and every model load (both should not happen)."""
+    calls = {"denoise": 0, "load": 0}
+    denoise, load = ControlPipeline._denoise, ControlPipeline.from_pretrained.__func__
+
+    def spy_denoise(self, *a, **k):
+        calls["denoise"] += 1
+        return denoise(self, *a, **k)
+
+    def spy_load(cls, *a, **k):
+        calls["load"] += 1
+        return load(cls, *a, **k)
+
+    monkeypatch.setattr(ControlPipeline, "_denoise", spy_denoise)
+    monkeypatch.setattr(ControlPipeline, "from_pretrained", classmethod(spy_load))
+    return calls
+
+
+def generate(d, out, *extra, unit=True):
+    """`controlnet generate` on the tiny model, one unit unless `unit=False`."""
+    unit_args = ["--controlnet", d / "cn", "--image", d / "a.png"] if unit else []
+    return ["generate", "--model", d / "base", "--prompt", "a house", "--steps", "2", "--seed", "0",
+            "--width", str(W), "--height", str(H), "-o", out, *unit_args, *extra]
+
+
+# ---------------------------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--cfg", "nan"], ["guidance_scale", "finite"]),
+        (["--cfg", "inf"], ["guidance_scale", "finite"]),
+        (["--cfg", "-2"], ["guidance_scale", "got -2"]),
+        (["--eta", "nan"], ["eta", "finite"]),
+        (["--eta", "-0.5"], ["eta", "[0, 1]"]),
+        (["--eta", "3"], ["eta", "[0, 1]"]),
+        (["--weight", "nan"], ["weight", "finite"]),
+        (["--weight", "-1"], ["weight", "got -1"]),
+        (["--weight", "inf"], ["weight", "finite"]),
+        (["--start", "-0.1"], ["start", "[0, 1]"]),
+        (["--end", "1.5"], ["end", "[0, 1]"]),
+        (["--start", "nan"], ["start", "finite"]),
+        (["--start", "0.6", "--end", "0.4"], ["must be before end"]),
+        (["--steps", "0"], ["steps", "got 0"]),
+        (["--steps", "-3"], ["steps", "got -3"]),
+        (["--steps", "100000"], ["steps", "1000"]),
+        (["--num-images", "0"], ["num_images", "got 0"]),
+        (["--seed", "-1"], ["seed", "got -1"]),
+        (["--seed", str(2**40)], ["seed", str(2**40)]),
+        (["--width", "50"], ["width", "multiple of 8"]),
+        (["--height", "0"], ["height", "multiple of 8"]),
+        (["--width", "1000000"], ["width", "at most"]),
+        (["--scheduler", "warp"], ["unknown scheduler", "warp"]),
+        (["--mode", "loud"], ["unknown control mode", "loud"]),
+        (["--resize", "zoom"], ["resize", "zoom"]),
+    ],
+)
+def test_bad_values_are_refused_before_sampling(files, tmp_path, capsys, sampling, extra, fragments):
+    out = tmp_path / "out"
+    with unchanged(tmp_path):
+        assert_user_error(generate(files, out, *extra), capsys, *fragments)
+    assert sampling["denoise"] == 0
+
+
+@pytest.mark.parametrize("extra", [["--steps", "2.5"], ["--cfg", "high"], ["--seed", "1e3"]])
+def test_non_numbers_are_usage_errors(files, tmp_path, capsys, extra):
+    assert_user_error(generate(files, tmp_path, *extra), capsys, extra[0])
+
+
+def test_img2img_strength_is_checked(files, tmp_path, capsys, sampling):
+    for strength, fragment in (("nan", "finite"), ("0", "(0, 1]"), ("1.5", "(0, 1]")):
+        assert_user_error(generate(files, tmp_path, "--init-image", files / "a.png", "--strength", strength),
+                          capsys, "strength", fragment)
+    assert sampling["denoise"] == 0
+
+
+# ---------------------------------------------------------------------------------- files and names
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--controlnet", "{d}/cn", "--image", "{d}/missing.png"], ["missing.png", "not found"]),
+        (["--controlnet", "{d}/cn", "--image", "{d}/not_an_image.png"], ["not_an_image.png"]),
+        (["--controlnet", "{d}/cn", "--image", "{d}/a.png", "--mask", "{d}/not_an_image.png"], ["not_an_image.png"]),
+        (["--controlnet", "{d}/cn", "--image", "{d}/a.png", "--mask", "{d}/tall.png"], ["mask is 64×192", "64×48"]),
+        (["--controlnet", "{d}/cn", "--image", "{d}/a.png", "--preprocess", "no_such_annotator"], ["no_such_annotator"]),
+        (["--controlnet", "{d}/cn"], ["has no --image"]),
+        (["--controlnet", "{d}/nope", "--image", "{d}/a.png"], ["ControlNet not found", "nope"]),
+        (["--controlnet", "mini:nope", "--image", "{d}/a.png"], ["nope"]),
+        (["--controlnet", "{d}/cn_xl", "--image", "{d}/a.png"], ["made for a", "base model"]),
+        (["--init-image", "{d}/missing.png"], ["missing.png", "not found"]),
+    ],
+)
+def test_bad_files_and_names_are_refused_before_sampling(files, tmp_path, capsys, sampling, extra, fragments):
+    argv = generate(files, tmp_path / "out", *[a.format(d=files) for a in extra], unit=False)
+    with unchanged(files), unchanged(tmp_path):
+        assert_user_error(argv, capsys, *fragments)
+    assert sampling["denoise"] == 0
+
+
+def test_image_without_controlnet_is_a_usage_error(files, tmp_path, capsys):
+    assert_user_error(generate(files, tmp_path, "--image", files / "a.png", unit=False), capsys,
+                      "give --controlnet FILE before --image")
+
+
+def test_missing_base_model_folder(files, tmp_path, capsys):
+    argv = generate(files, tmp_path, unit=False)
+    argv[argv.index("--model") + 1] = tmp_path / "no_model"
+    assert_user_error(argv, capsys, "base model not found", "no_model")
+    argv.remove("--model")
+    argv.remove(tmp_path / "no_model")
+    assert_user_error(argv, capsys, "--model")
+
+
+@pytest.mark.parametrize("extra, fragments", [(["--dtype", "fp8"], ["unknown dtype", "fp8"]),
+                                              (["--device", "tpu9"], ["unknown device", "tpu9"])])
+def test_bad_dtype_or_device_before_loading(files, tmp_path, capsys, extra, fragments):
+    assert_user_error(generate(files, tmp_path, *extra), capsys, *fragments)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_device_without_cuda_is_a_clear_error(files, tmp_path, capsys):
+    assert_user_error(generate(files, tmp_path, "--device", "cuda"), capsys, "cuda", "not available", "cpu")
+
+
+# ---------------------------------------------------------------------------------- output place
+
+
+def test_output_that_is_a_file_fails_before_loading_models(files, tmp_path, capsys, sampling):
+    with unchanged(files):
+        assert_user_error(generate(files, files / "existing_file"), capsys, "existing_file", "is a file")
+    assert sampling == {"denoise": 0, "load": 0}
+
+
+@needs_posix
+def test_read_only_output_fails_before_loading_models(files, tmp_path, capsys, sampling):
+    locked = tmp_path / "locked"
+    with read_only(locked), unchanged(locked):
+        assert_user_error(generate(files, locked, unit=False), capsys, "locked", "not writable")
+    assert sampling == {"denoise": 0, "load": 0}
+
+
+@needs_posix
+def test_full_disk_while_saving_leaves_no_partial_png(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    random_hint(8, 8).save(out / "00000-7.png")  # the user's earlier result
+    with unchanged(out), full_disk(1024):
+        code, _, err = run_cli(generate(files, out), capsys)
+    assert code == 1 and "disk is full" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["00000-7.png"]
+
+
+# ---------------------------------------------------------------------------------- --from
+
+
+def _png_with(path, chunk: str | None):
+    info = PngImagePlugin.PngInfo()
+    if chunk is not None:
+        info.add_text("controlnet", chunk)
+    random_hint(8, 8).save(path, pnginfo=info)
+    return path
+
+
+@pytest.mark.parametrize(
+    "chunk, fragments",
+    [
+        (None, ["has no 'controlnet' text chunk"]),
+        ('{"model": "x", "steps": ', ["not valid JSON"]),
+        ("[1, 2, 3]", ["damaged", "list"]),
+        ('{"model": 5}', ["damaged", "model"]),
+        ('{"model": "m", "units": [{"image": "a.png"}]}', ["damaged", "units"]),
+        ('{"model": "m", "units": [{"controlnet": "c", "image": 3}]}', ["damaged", "units[0].image"]),
+    ],
+)
+def test_from_png_with_bad_parameters(files, tmp_path, capsys, sampling, chunk, fragments):
+    png = _png_with(tmp_path / "old.png", chunk)
+    with unchanged(tmp_path):
+        assert_user_error(["generate", "--from", png, "-o", tmp_path / "out"], capsys, "--from", *fragments)
+    assert sampling == {"denoise": 0, "load": 0}
+
+
+def test_from_png_with_a_bad_stored_value_names_it(files, tmp_path, capsys, sampling):
+    params = {"model": str(files / "base"), "prompt": "x", "steps": 2, "cfg": float("nan"), "seed": 0,
+              "width": W, "height": H, "units": []}
+    png = _png_with(tmp_path / "old.png", json.dumps(params))  # json writes NaN
+    assert_user_error(["generate", "--from", png, "-o", tmp_path / "out"], capsys, "guidance_scale", "finite")
+    assert sampling["denoise"] == 0
+
+
+@pytest.mark.parametrize("name", ["missing.png", "not_an_image.png"])
+def test_from_a_missing_or_unreadable_file(files, tmp_path, capsys, name):
+    assert_user_error(["generate", "--from", files / name, "-o", tmp_path], capsys, name)
+
+
+# ---------------------------------------------------------------------------------- the API
+
+
+@pytest.fixture(scope="module")
+def sd1():
+    pipe = tiny_pipeline("sd1")
+    return ControlPipeline.from_diffusers(pipe), tiny_controlnet(pipe)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(guidance_scale=float("inf")), "guidance_scale .* finite"),
+        (dict(guidance_scale=float("nan")), "guidance_scale .* finite"),
+        (dict(eta=float("nan")), "eta must be a finite"),
+        (dict(strength=float("nan")), "strength must be a finite"),
+        (dict(num_images=0), "num_images"),
+        (dict(steps=1.5), "steps must be a whole number"),
+        (dict(steps=True), "steps must be a whole number"),
+        (dict(seed=2**33), "seed must be in"),
+        (dict(seed="7"), "seed must be a whole number"),
+        (dict(width=60, height=48), "multiple of 8"),
+        (dict(output_type="jpg"), "output_type"),
+        (dict(prompt=None), "prompt must be a string"),
+        (dict(prompt=["a", 3]), "prompt must be a string"),
+        (dict(negative_prompt=["a", "b"]), "one negative prompt or one per image"),
+        (dict(units=["canny.pth"]), "units must be"),
+        (dict(latents=torch.zeros(1, 4, 2, 2)), "latents must be a tensor of shape"),
+        (dict(latents=torch.full((1, 4, 6, 8), float("nan"))), "NaN"),
+        (dict(callback="print"), "callback must be callable"),
+        (dict(scheduler=42), "scheduler must be a name"),
+    ],
+)
+def test_bad_call_arguments_are_refused_before_any_work(sd1, monkeypatch, kw, match):
+    p, _ = sd1
+    monkeypatch.setattr(ControlPipeline, "encode_prompt", lambda *a, **k: pytest.fail("work started"))
+    kw = {"prompt": "x", "steps": 1, "seed": 0, "width": W, "height": H, "output_type": "latent", "progress": False, **kw}
+    with pytest.raises(InputError, match=match):
+        p(**kw)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(weight=float("inf")), "weight must be a finite"),
+        (dict(start=float("nan")), "start .* finite"),
+        (dict(layer_scales=[1.0, float("nan")]), r"layer_scales\[1\] must be a finite"),
+        (dict(layer_scales="1,1"), "layer_scales must be a list"),
+        (dict(image=None), "no condition image"),
+        (dict(dtype="fp8"), "unknown .*dtype"),
+        (dict(mode=3), "unknown control mode"),
+        (dict(controlnet=None), "controlnet must be"),
+    ],
+)
+def test_bad_unit_fields_are_refused(sd1, kw, match):
+    _, cn = sd1
+    kw = {"controlnet": cn, "image": random_hint(W, H), **kw}
+    with pytest.raises(InputError, match=match):
+        ControlUnit(**kw)
+
+
+def test_mask_of_another_shape_is_refused_not_stretched(sd1):
+    p, cn = sd1
+    unit = ControlUnit(cn, random_hint(W, H), mask=np.ones((4 * H, W), np.float32))
+    with pytest.raises(InputError, match="the mask is 64×192 but the output is 64×48"):
+        p("x", [unit], steps=1, seed=0, width=W, height=H, output_type="latent", progress=False)
+    same_shape = ControlUnit(cn, random_hint(W, H), mask=np.ones((H // 2, W // 2), np.float32))  # resized: fine
+    assert p("x", [same_shape], steps=1, seed=0, width=W, height=H, output_type="latent", progress=False).images.shape == (1, 4, 6, 8)
+
+
+# ---------------------------------------------------------------------------------- demo and example
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--samples", "0"], ["samples", "got 0"]),
+        (["--threads", "0"], ["--threads", "got 0"]),
+        (["-o", "{tmp}/grid.txt"], ["grid.txt", "suffix"]),
+        (["-o", "{tmp}"], ["is a folder"]),
+        (["--model", "{tmp}/no_model"], ["no_model"]),
+    ],
+)
+def test_demo_bad_options(tmp_path, capsys, sampling, extra, fragments):
+    argv = ["demo", "-o", tmp_path / "demo.png", "--quiet", *[a.format(tmp=tmp_path) for a in extra]]
+    with unchanged(tmp_path):
+        assert_user_error(argv, capsys, *fragments)
+    assert sampling == {"denoise": 0, "load": 0}
+
+
+@needs_posix
+def test_demo_into_a_read_only_folder(tmp_path, capsys, sampling):
+    locked = tmp_path / "locked"
+    with read_only(locked):
+        assert_user_error(["demo", "-o", locked / "demo.png", "--quiet"], capsys, "locked", "not writable")
+    assert sampling == {"denoise": 0, "load": 0}
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    sys.path.insert(0, os.path.dirname(__file__))
+    import test_demo
+
+    return test_demo.random_mini(tmp_path_factory.mktemp("mini") / "mini")
+
+
+@pytest.mark.parametrize("extra, fragments", [(["--cfg", "nan"], ["guidance_scale", "finite"]),
+                                              (["--steps", "0"], ["steps", "got 0"])])
+def test_demo_bad_sampling_values(mini, tmp_path, capsys, sampling, extra, fragments):
+    with unchanged(tmp_path):
+        assert_user_error(["demo", "--model", mini, "-o", tmp_path / "d.png", "--quiet", *extra], capsys, *fragments)
+    assert sampling["denoise"] == 0
+
+
+@pytest.mark.parametrize(
+    "make, extra, fragments",
+    [
+        ("file", [], ["exists", "--overwrite"]),
+        (None, ["--layout", "original"], ["original layout is one file"]),
+        ("file", ["--layout", "diffusers", "--overwrite"], ["is a file", "folder"]),
+        (None, ["--family", "sd9"], ["--family"]),
+    ],
+)
+def test_example_bad_outputs(tmp_path, capsys, make, extra, fragments):
+    target = tmp_path / "mine"
+    if make == "file":
+        target.write_text("the user's file")
+    with unchanged(tmp_path):
+        assert_user_error(["example", target, *extra], capsys, *fragments)
+
+
+@needs_posix
+def test_example_into_a_read_only_folder(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    with read_only(locked):
+        assert_user_error(["example", locked / "cn.safetensors"], capsys, "locked", "not writable")
+    assert list(locked.iterdir()) == []
