@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -100,13 +101,24 @@ def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
             )
 
 
-def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write a safetensors file in place; callers wrap it in `atomic_file`."""
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None,
+                     *, destination: str | os.PathLike | None = None) -> None:
+    """Write a safetensors file in place (callers wrap it in `atomic_file`, and name the final
+    `destination` for messages). A full disk is an OSError, as for every other writer."""
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+    except SafetensorError as exc:
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(destination or path)) from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # safetensors creates files private (0600); give them the usual permissions
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write atomically (see `atomic_file`)."""
     with atomic_file(path) as tmp:
-        save_safetensors(tensors, tmp, metadata)
+        save_safetensors(tensors, tmp, metadata, destination=path)

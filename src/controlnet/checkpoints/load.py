@@ -54,9 +54,8 @@ def read_controlnet_state(path: str | os.PathLike, *, check: bool = True) -> tup
     try:
         return original_to_ours(control_part(tensors, layout, str(path))), stored, layout
     except KeyError as exc:
-        raise CheckpointError(
-            f"{path}: looks like the {layout} layout, but key {exc.args[0]!r} fits no ControlNet module"
-        ) from None
+        key = exc.args[0] if layout == "original-bare" else PREFIX + exc.args[0]  # as the file names it
+        raise CheckpointError(f"{path}: looks like the {layout} layout, but key {key!r} fits no ControlNet module") from None
 
 
 def _stored_config(metadata: dict, path: Path) -> dict | None:

@@ -107,13 +107,13 @@ def original_to_ours(state: dict, layers_per_block: int | None = None) -> dict:
     that fits no module raises KeyError(key)."""
     L = layers_per_block if layers_per_block is not None else layers_per_block_of_original(state)
     blocks = _indices(state, r"input_blocks\.(\d+)\.")
-    levels = max(blocks) // (L + 1) + 1 if blocks else 1
+    levels = max(blocks, default=0) // (L + 1) + 2  # one more than the keys show: a partial state dict maps too
     return _renamed(state, key_table(levels, L, hint_block_indices(state)))
 
 
 def ours_to_original(state: dict, layers_per_block: int) -> dict:
     """The inverse of `original_to_ours` (bare keys, no `control_model.` prefix)."""
-    levels = max(_indices(state, r"down_blocks\.(\d+)\."), default=0) + 1
+    levels = max(_indices(state, r"down_blocks\.(\d+)\."), default=0) + 2  # as above
     hint_blocks = len(_indices(state, r"controlnet_cond_embedding\.blocks\.(\d+)\."))
     table = key_table(levels, layers_per_block, range(0, 2 * hint_blocks + 3, 2))
     return _renamed(state, {ours: original for original, ours in table.items()})

@@ -83,7 +83,7 @@ def _write_folder(path: Path, state: dict, config: dict, meta: dict) -> None:
     path.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_file(path / WEIGHTS_NAMES[0]) as weights, atomic_file(path / "config.json") as config_file:
-            save_safetensors(state, weights, meta)
+            save_safetensors(state, weights, meta, destination=path / WEIGHTS_NAMES[0])
             config_file.write_text(json.dumps({**header, **body}, indent=2, sort_keys=True) + "\n")
     except BaseException:
         if created:
