@@ -4,7 +4,17 @@ import pytest
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 
-from controlnet.nn import ControlNet, HintEncoder, controlled_unet, count_parameters, soft_scales, zero_conv
+from controlnet.nn import (
+    ControlNet,
+    HintEncoder,
+    connection_shapes,
+    connections,
+    controlled_unet,
+    count_parameters,
+    soft_scales,
+    zero_conv,
+)
+from controlnet.nn.unet_parts import unet_conditioning, unet_encoder
 from controlnet.tiny import FAMILIES, randomize_connections, tiny_unet, unet_inputs
 
 
@@ -199,3 +209,45 @@ def test_controlnet_for_another_family_is_rejected():
     with pytest.raises(ValueError, match="2 scales for 7"):
         controlled_unet(sd1, sample, t, torch.randn(2, 7, 32), [(ControlNet.from_unet(sd1, vae_scale_factor=2)(
             sample, t, torch.randn(2, 7, 32), hint), [1.0, 1.0])])
+
+
+# ------------------------------------------------------------------ connections and the one controlled-U-Net path
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("size", [16, 15])  # an odd latent side: downsamplers round up
+def test_connections_describe_the_features_every_part_produces(family, size):
+    unet = tiny_unet(family)
+    cn = ControlNet.from_unet(unet, vae_scale_factor=2).eval()
+    lite = ControlNet.from_unet(unet, vae_scale_factor=2, copy="lite")
+    sample, t, ehs, _, added = unet_inputs(unet, size=size)
+    hint = torch.rand(2, 3, 2 * size, 2 * size)
+    links = connections(unet.config)
+    assert links == connections(cn.config) and [c.index for c in links] == list(range(cn.num_connections))
+    expected = [(2, *shape) for shape in connection_shapes(unet.config, (size, size))]
+    emb, attn = unet_conditioning(unet, sample, t, ehs, added)
+    skips, mid = unet_encoder(unet, sample, emb, attn)
+    for features in ((*skips, mid), (*(r := cn(sample, t, ehs, hint, added_cond_kwargs=added)).down, r.mid),
+                     (*(r := lite(sample, t, ehs, hint)).down, r.mid)):
+        assert [tuple(f.shape) for f in features] == expected
+    assert [c.stride for c in links[1:-1]] == [conv.stride[0] for conv in lite.lite.convs]
+
+
+def test_training_and_sampling_share_one_path_with_the_same_numbers_and_gradients():
+    unet = tiny_unet("sdxl")
+    cn = ControlNet.from_unet(unet, vae_scale_factor=2)
+    randomize_connections(cn)
+    sample, t, ehs, hint, added = unet_inputs(unet)
+    grads, outputs = [], []
+    with torch.enable_grad():
+        for options in ({}, {"lock_encoder": True, "checkpoint_decoder": True}):
+            cn.zero_grad()
+            out = controlled_unet(unet, sample, t, ehs, [(cn(sample, t, ehs, hint, added_cond_kwargs=added), 1.0)],
+                                  added_cond_kwargs=added, **options)
+            out.square().mean().backward()
+            grads.append([p.grad.clone() for p in cn.parameters() if p.grad is not None])
+            outputs.append(out.detach())
+    assert torch.equal(outputs[0], outputs[1])
+    assert len(grads[0]) == len(grads[1]) > 0 and any(g.abs().max() > 0 for g in grads[0])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
