@@ -57,6 +57,7 @@ VALUES = [
     (["--resolution", "0"], ["--resolution", "got 0"]),
     (["--resolution", "-64"], ["--resolution", "got -64"]),
     (["--resolution", "20"], ["--resolution", "multiple of 8"]),
+    (["--learning-rate", "-1e-4"], ["--learning-rate", "-0.0001"]),
     (["--learning-rate=-1e-4"], ["--learning-rate", "-0.0001"]),
     (["--learning-rate", "nan"], ["--learning-rate", "finite"]),
     (["--learning-rate", "inf"], ["--learning-rate", "finite"]),

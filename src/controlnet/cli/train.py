@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -94,6 +95,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         if f.name in choices:
             kw["choices"] = choices[f.name]
         p.add_argument(flag, **kw)
+    # "-1e-4" is a value, not an option (argparse only knows "-1" and "-0.5"), so the range check can name it
+    p._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
     p.set_defaults(func=run)
     return p
 
