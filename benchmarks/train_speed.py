@@ -1,7 +1,7 @@
 """Training throughput and peak memory: our step against diffusers' `train_controlnet.py` step.
 
     python benchmarks/train_speed.py                                   # CPU, SD-like small shapes
-    python benchmarks/train_speed.py --device cuda --shape sd15 --batch 4 8
+    python benchmarks/train_speed.py --device cuda --shape sd15 --batch 4 8 --init-on-device
 
 Variants, each in a fresh process (so peak memory is its own), on identical random weights and batches:
 - diffusers: the step of diffusers' examples/controlnet/train_controlnet.py, re-implemented faithfully:
@@ -16,6 +16,7 @@ Memory: CPU reports peak RSS growth over the loaded models; CUDA reports `max_me
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -36,9 +37,20 @@ def setup(args):
     from controlnet.nn import ControlNet
     from controlnet.training.base import build_base
 
-    base = build_base(args.shape, seed=0).lock()
-    torch.manual_seed(0)
-    cn = ControlNet.from_unet(base.unet, vae_scale_factor=base.vae_scale_factor)
+    # --init-on-device: draw the random weights on the device itself (SD1.5 shapes take ~30 s on a CPU)
+    def build(on_device: bool):
+        with torch.device(args.device) if on_device else contextlib.nullcontext():
+            base = build_base(args.shape, seed=0).lock()
+            torch.manual_seed(0)
+            return base, ControlNet.from_unet(base.unet, vae_scale_factor=base.vae_scale_factor)
+
+    try:
+        base, cn = build(getattr(args, "init_on_device", False))
+    except Exception as exc:  # fall back to drawing them on the CPU
+        if not getattr(args, "init_on_device", False):
+            raise
+        print(f"init on {args.device} failed ({exc!r}); building on the CPU", file=sys.stderr)
+        base, cn = build(False)
     g = torch.Generator().manual_seed(1)
     res = args.resolution
     images = torch.rand(args.batch, 3, res, res, generator=g) * 2 - 1
@@ -69,7 +81,8 @@ def run_variant(args) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     if args.variant == "diffusers":
-        model = cn.to_diffusers().to(device).train()
+        with torch.device(device) if args.init_on_device else contextlib.nullcontext():
+            model = cn.to_diffusers().to(device).train()
         params = list(model.parameters())
 
         def step():
@@ -142,11 +155,12 @@ def run_variant(args) -> dict:
         base_mem = torch.cuda.memory_allocated() / 2**20
     else:
         base_mem = rss_mb()
-    t0 = time.perf_counter()
+    t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
     for _ in range(args.steps):
         loss = train_step()
     sync()
-    dt = time.perf_counter() - t0
+    # host CPU seconds: of the Python thread alone (CUDA backward runs on autograd's own thread) and of the process
+    dt, host, proc = time.perf_counter() - t0, time.thread_time() - c0, time.process_time() - p0
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
         mem = {"peak_mb": round(peak, 1), "peak_over_models_mb": round(peak - base_mem, 1)}
@@ -154,7 +168,8 @@ def run_variant(args) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         mem = {"peak_mb": round(peak, 1), "peak_over_models_mb": round(peak - base_mem, 1)}
     return {"variant": args.variant, "batch": args.batch, "samples_per_s": args.batch * args.steps / dt,
-            "loss": float(loss), **mem}
+            "loss": float(loss), "step_s": dt / args.steps, "main_thread_cpu_s_per_step": host / args.steps,
+            "process_cpu_s_per_step": proc / args.steps, **mem}
 
 
 def main(argv=None) -> int:
@@ -169,6 +184,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--variants", nargs="+", default=None)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--init-on-device", action="store_true",
+                   help="create the random weights directly on --device (fast for sd15 on CUDA)")
     p.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = p.parse_args(argv)
     cuda = args.device.startswith("cuda")
@@ -188,7 +205,7 @@ def main(argv=None) -> int:
             cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(batch), "--device", args.device,
                    "--shape", args.shape, "--resolution", str(args.resolution), "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--mixed-precision", args.mixed_precision,
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads)] + (["--init-on-device"] if args.init_on_device else [])
             done = subprocess.run(cmd, capture_output=True, text=True)
             line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
             if done.returncode or not line:
