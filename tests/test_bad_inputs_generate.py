@@ -34,6 +34,8 @@ def files(tmp_path_factory):
     random_hint(W, 4 * H, seed=2).save(d / "tall.png")  # another aspect ratio than the output
     (d / "not_an_image.png").write_text("this is text, not a PNG")
     (d / "existing_file").write_text("the user's file")
+    (d / "damaged.safetensors").write_bytes(b"garbage, not a header")
+    (d / "damaged.ckpt").write_bytes(b"garbage, not a pickle")
     return d
 
 
@@ -152,6 +154,15 @@ def test_missing_base_model_folder(files, tmp_path, capsys):
     argv.remove("--model")
     argv.remove(tmp_path / "no_model")
     assert_user_error(argv, capsys, "--model")
+
+
+@pytest.mark.parametrize("name, fragment", [("damaged.safetensors", "not a readable checkpoint"),
+                                            ("damaged.ckpt", "weights_only")])
+def test_damaged_single_file_model(files, tmp_path, capsys, sampling, name, fragment):
+    argv = generate(files, tmp_path, "--config", files / "base", unit=False)
+    argv[argv.index("--model") + 1] = files / name
+    assert_user_error(argv, capsys, name, fragment)
+    assert sampling["denoise"] == 0
 
 
 @pytest.mark.parametrize("extra, fragments", [(["--dtype", "fp8"], ["unknown dtype", "fp8"]),

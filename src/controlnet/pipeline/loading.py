@@ -82,9 +82,9 @@ def _check_component(folder: Path, name: str, index: dict) -> None:
         if not ((sub / "vocab.json").is_file() and (sub / "merges.txt").is_file()) and not (sub / "tokenizer.json").is_file():
             raise MissingFileError(f"{sub} needs vocab.json and merges.txt (or tokenizer.json) of the CLIP tokenizer")
         return
-    cfg = sub / ("scheduler_config.json" if name == "scheduler" else "config.json")
-    if not cfg.is_file():
-        raise MissingFileError(f"{cfg} is missing: copy the {name} config of the base model there")
+    config_file = sub / ("scheduler_config.json" if name == "scheduler" else "config.json")
+    if not config_file.is_file():
+        raise MissingFileError(f"{config_file} is missing: copy the {name} config of the base model there")
     if name != "scheduler":
         files = [p.name for p in sub.iterdir()]
         if not any(f.startswith(WEIGHT_NAMES) and f.endswith(WEIGHT_EXTS) for f in files):
@@ -139,14 +139,23 @@ def load_folder(path: str | os.PathLike, *, dtype=None, device="cpu", variant: s
 
 def single_file_kind(path: Path) -> str:
     """"sdxl" when the checkpoint has SDXL's second text encoder, else "sd"."""
-    from safetensors import safe_open
+    import pickle
 
-    if path.suffix == ".safetensors":
-        with safe_open(str(path), "pt") as f:
-            keys = list(f.keys())
-    else:
-        state = torch.load(path, map_location="meta", weights_only=True)
-        keys = list(state.get("state_dict", state))
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), "pt") as f:
+                keys = list(f.keys())
+        else:
+            state = torch.load(path, map_location="meta", weights_only=True)
+            keys = list(state.get("state_dict", state)) if isinstance(state, dict) else []
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} cannot be read with weights_only=True: not a checkpoint, or a pickle that would "
+                              "run code (never unpickled here); convert it to .safetensors") from None
+    except (SafetensorError, RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                              "a truncated or damaged file, or not a model") from None
     return "sdxl" if any(k.startswith("conditioner.embedders.1") for k in keys) else "sd"
 
 
@@ -162,11 +171,11 @@ def load_single_file(path: str | os.PathLike, *, config: str | os.PathLike | Non
             "base model> (model_index.json, component configs and tokenizer files; weights not needed), since "
             "nothing is downloaded"
         )
-    cfg = Path(config)
-    index = read_model_index(cfg)
+    config_folder = Path(config)
+    index = read_model_index(config_folder)
     kind = single_file_kind(path)
     if kind != base_kind(index):
-        raise InputError(f"{path.name} is an {kind} checkpoint but the config folder {cfg} describes an {base_kind(index)} model")
+        raise InputError(f"{path.name} is an {kind} checkpoint but the config folder {config_folder} describes an {base_kind(index)} model")
     import diffusers
 
     cls = diffusers.StableDiffusionXLPipeline if kind == "sdxl" else diffusers.StableDiffusionPipeline
@@ -174,28 +183,28 @@ def load_single_file(path: str | os.PathLike, *, config: str | os.PathLike | Non
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     try:
-        pipe = cls.from_single_file(str(path), config=str(cfg), local_files_only=True, torch_dtype=dtype, **extra)
+        pipe = cls.from_single_file(str(path), config=str(config_folder), local_files_only=True, torch_dtype=dtype, **extra)
     except NotImplementedError as exc:  # diffusers moving a model whose weights the file lacks
         if "meta tensor" not in str(exc):
             raise
-        raise CheckpointError(f"{path.name} lacks weights that the config in {cfg} needs: a truncated file, or one "
+        raise CheckpointError(f"{path.name} lacks weights that the config in {config_folder} needs: a truncated file, or one "
                               "made for another model") from None
     except (OSError, ValueError, KeyError, TypeError, SingleFileComponentError) as exc:
-        raise CheckpointError(f"cannot load {path} with the config in {cfg}: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot load {path} with the config in {config_folder}: {str(exc).splitlines()[0]}") from None
     parts = {name: getattr(pipe, name) for name in NEEDED[kind]}
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if name in parts:
-            _check_filled(parts[name], name, path, cfg)
+            _check_filled(parts[name], name, path, config_folder)
             parts[name] = parts[name].to(device)
     parts["kind"] = kind
     parts["force_zeros_for_empty_prompt"] = bool(index.get("force_zeros_for_empty_prompt", kind == "sdxl"))
     return parts
 
 
-def _check_filled(module: torch.nn.Module, name: str, path: Path, cfg: Path) -> None:
+def _check_filled(module: torch.nn.Module, name: str, path: Path, config_folder: Path) -> None:
     """diffusers builds single-file models on the meta device and does not complain about keys the
     file lacks; those weights would stay empty and fail later with an unrelated message."""
     empty = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if empty:
         raise CheckpointError(f"{path.name} lacks {len(empty)} {name} weights (e.g. {empty[0]}) that the config in "
-                              f"{cfg} needs: a truncated file, or one made for another model")
+                              f"{config_folder} needs: a truncated file, or one made for another model")
