@@ -58,13 +58,17 @@ def test_build_writes_a_diffusers_folder(built):
     assert vae_config["latent_channels"] == 4 and len(vae_config["block_out_channels"]) == 4  # 8× down
     assert list((built / "base" / "samples").glob("step_*.png"))
     assert (built / "model_samples.png").exists()
+    from safetensors import safe_open
+
     from controlnet.assets import available_controlnets
     from controlnet.checkpoints import load_controlnet
 
     assert available_controlnets(model) == ["edges", "seg", "depth"]  # stage 3, by `controlnet train`
     for condition in ("edges", "seg", "depth"):
         assert report["stages"][f"controlnet-{condition}"]["steps"] == 4
-        assert load_controlnet(model / f"controlnet-{condition}").dtype == torch.float16
+        load_controlnet(model / f"controlnet-{condition}")  # loads
+        with safe_open(next((model / f"controlnet-{condition}").glob("*.safetensors")), "pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # fp16 on disk
 
 
 @pytest.mark.filterwarnings("ignore:`torch_dtype` is deprecated")

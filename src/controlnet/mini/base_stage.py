@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from controlnet.files import write_text
 from controlnet.mini import pipeline as mini_pipeline
 from controlnet.mini.adherence import colour_check
 from controlnet.mini.checkpoint import atomic_save, load
@@ -78,8 +79,9 @@ def base_stage(cfg: MiniConfig, unet, text_encoder, tokenizer, vae, cache: dict,
     def show(i: int, modules: dict) -> None:
         grid, share = sample_grid(cfg, vae, modules["text_encoder"], tokenizer, modules["unet"])
         save_grid(grid, folder / "samples" / f"step_{i:06d}.png", scale=3)
-        with open(folder / "samples" / "adherence.txt", "a") as f:
-            f.write(f"step {i}: single-shape colour adherence {share:.2f}\n")
+        log = folder / "samples" / "adherence.txt"
+        before = log.read_text() if log.is_file() else ""
+        write_text(log, before + f"step {i}: single-shape colour adherence {share:.2f}\n")
 
     return Stage("base", folder, {"unet": unet, "text_encoder": text_encoder}, step, cfg.base.lr,
                  cfg.base.max_steps, budget_s, cfg.base.warmup_steps, ema_decay=cfg.ema_decay, on_checkpoint=show)

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from controlnet import checks
 from controlnet.errors import InputError
+from controlnet.files import writable_folder, write_json
 from controlnet.mini import pipeline as mini_pipeline
 from controlnet.mini.adherence import adherence
 from controlnet.mini.base_stage import base_stage, encode_latents
-from controlnet.mini.checkpoint import atomic_write_json
 from controlnet.mini.config import MiniConfig
 from controlnet.mini.controlnet_stage import train_controlnet
 from controlnet.mini.loop import load_final, run_stage
@@ -35,9 +36,41 @@ from controlnet.world import World, save_grid
 def build_mini(out: str | Path, cfg: MiniConfig | None = None, threads: int | None = None,
                progress: bool = True, log=print) -> dict:
     """Run (or resume) stage 1 (autoencoder), stage 2 (text encoder + UNet), save OUT/model, then stage 3:
-    one ControlNet per condition into OUT/model/controlnet-<condition>."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    one ControlNet per condition into OUT/model/controlnet-<condition>. Every input is checked first."""
+    out, cfg = Path(out), _settings(Path(out), cfg, threads)
+    budget_s = cfg.budget_minutes * 60
+    report: dict = {"budget_minutes": cfg.budget_minutes, "threads": torch.get_num_threads(), "stages": {}}
+
+    tokenizer = build_tokenizer(out / "tokenizer", cfg.max_length)
+    vae, unet = build_vae(cfg), build_unet(cfg)
+    text_encoder = build_text_encoder(cfg, tokenizer)
+    _run(report, "vae", vae_stage(cfg, vae, out / "vae", cfg.vae.budget_share * budget_s), progress, log)
+
+    t0 = time.perf_counter()
+    cache = encode_latents(cfg, vae, tokenizer, out / "base" / "latents.pt", progress=progress)
+    encode_s = time.perf_counter() - t0
+    vae.register_to_config(scaling_factor=cache["scaling_factor"])
+    log(f"latents: {len(cache['mean'])} samples, scaling_factor {cache['scaling_factor']:.4f}, "
+        f"mean {cache['latent_mean']:+.3f} ({encode_s:.0f} s)")
+    stage = base_stage(cfg, unet, text_encoder, tokenizer, vae, cache, out / "base",
+                       max(60.0, cfg.base.budget_share * budget_s - encode_s))
+    _run(report, "base", stage, progress, log, encode_latents_s=round(encode_s, 1))
+
+    model = _save_model(cfg, mini_pipeline.assemble(vae, text_encoder, tokenizer, unet), out, report, log)
+    for condition in cfg.controlnet_conditions:  # stage 3: the ControlNets, by `controlnet train`
+        _train_controlnet(cfg, model, out, condition, budget_s, report, progress, log)
+    report["model"]["megabytes"] = round(_megabytes(model), 2)
+    write_json(out / "report.json", report)
+    return report
+
+
+def _settings(out: Path, cfg: MiniConfig | None, threads: int | None) -> MiniConfig:
+    """Check the inputs and the build folder before any stage runs; a resumed build keeps its recipe."""
+    if threads is not None:
+        threads = checks.positive_int("threads", threads)
+    if cfg is not None:
+        cfg.check()
+    writable_folder(out, "build folder")
     recipe = out / "recipe.json"
     if recipe.exists():
         stored = MiniConfig.load(recipe)
@@ -50,63 +83,48 @@ def build_mini(out: str | Path, cfg: MiniConfig | None = None, threads: int | No
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.world_seed)
-    budget_s = cfg.budget_minutes * 60
-    report: dict = {"budget_minutes": cfg.budget_minutes, "threads": torch.get_num_threads(), "stages": {}}
+    return cfg
 
-    tokenizer = build_tokenizer(out / "tokenizer", cfg.max_length)
-    vae, unet = build_vae(cfg), build_unet(cfg)
-    text_encoder = build_text_encoder(cfg, tokenizer)
 
+def _run(report: dict, name: str, stage, progress: bool, log, **extra) -> None:
+    """Train (or resume) one stage, load its final weights, and report it."""
     t0 = time.perf_counter()
-
-    stage = vae_stage(cfg, vae, out / "vae", cfg.vae.budget_share * budget_s)
-    report["stages"]["vae"] = {**run_stage(stage, progress), "wall_s": round(time.perf_counter() - t0, 1)}
+    done = run_stage(stage, progress)
+    report["stages"][name] = {**done, "wall_s": round(time.perf_counter() - t0, 1), **extra}
     load_final(stage)
-    log(_line(report["stages"]["vae"]))
+    log(_line(report["stages"][name]))
 
-    t0 = time.perf_counter()
-    cache = encode_latents(cfg, vae, tokenizer, out / "base" / "latents.pt", progress=progress)
-    encode_s = time.perf_counter() - t0
-    vae.register_to_config(scaling_factor=cache["scaling_factor"])
-    log(f"latents: {len(cache['mean'])} samples, scaling_factor {cache['scaling_factor']:.4f}, "
-        f"mean {cache['latent_mean']:+.3f} ({encode_s:.0f} s)")
 
+def _save_model(cfg: MiniConfig, pipe, out: Path, report: dict, log) -> Path:
+    """OUT/model (fp16, diffusers layout), replaced in one rename; measure it; write the report."""
     t0 = time.perf_counter()
-    stage = base_stage(cfg, unet, text_encoder, tokenizer, vae, cache, out / "base",
-                       max(60.0, cfg.base.budget_share * budget_s - encode_s))
-    report["stages"]["base"] = {**run_stage(stage, progress), "wall_s": round(time.perf_counter() - t0, 1),
-                                "encode_latents_s": round(encode_s, 1)}
-    load_final(stage)
-    log(_line(report["stages"]["base"]))
-
-    t0 = time.perf_counter()
-    model = out / "model"
-    tmp = out / "model.tmp"
+    model, tmp = out / "model", out / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    mini_pipeline.save(mini_pipeline.assemble(vae, text_encoder, tokenizer, unet), tmp)
+    mini_pipeline.save(pipe, tmp)
     if model.exists():
         shutil.rmtree(model)
     os.replace(tmp, model)
-    report["model"] = {"path": str(model), "megabytes": round(_megabytes(model), 2),
-                       "scaling_factor": cache["scaling_factor"]}
+    scaling = float(pipe.vae.config.scaling_factor)
+    report["model"] = {"path": str(model), "megabytes": round(_megabytes(model), 2), "scaling_factor": scaling}
     report["adherence"] = check_model(cfg, model, out / "model_samples.png")
     report["stages"]["save"] = {"wall_s": round(time.perf_counter() - t0, 1)}
-    atomic_write_json(report, out / "report.json")
+    write_json(out / "report.json", report)
     log(f"model: {model} ({report['model']['megabytes']} MB); single-shape colour adherence "
         f"{report['adherence']['single_shape']:.2f}; samples {out / 'model_samples.png'}")
+    return model
 
-    for condition in cfg.controlnet_conditions:  # stage 3: the ControlNets, by `controlnet train`
-        c = cfg.controlnet
-        done = train_controlnet(model, out / "controlnets" / condition, condition, c.budget_share * budget_s,
-                                samples=cfg.controlnet_samples, batch_size=c.batch_size, learning_rate=c.lr,
-                                max_steps=c.max_steps, world_seed=cfg.world_seed, size=cfg.image_size,
-                                progress=progress)
-        report["stages"][f"controlnet-{condition}"] = {"steps": done["steps"], "wall_s": done["wall_s"],
-                                                       "final_loss": done["final_loss"]}
-        log(f"controlnet-{condition}: {done['steps']} steps in {done['wall_s']:.0f} s -> {done['path']}")
-    report["model"]["megabytes"] = round(_megabytes(model), 2)
-    atomic_write_json(report, out / "report.json")
-    return report
+
+def _train_controlnet(cfg: MiniConfig, model: Path, out: Path, condition: str, budget_s: float, report: dict,
+                      progress: bool, log) -> None:
+    c = cfg.controlnet
+    done = train_controlnet(model, out / "controlnets" / condition, condition, c.budget_share * budget_s,
+                            samples=cfg.controlnet_samples, batch_size=c.batch_size, learning_rate=c.lr,
+                            max_steps=c.max_steps, world_seed=cfg.world_seed, size=cfg.image_size,
+                            progress=progress)
+    report["stages"][f"controlnet-{condition}"] = {"steps": done["steps"], "wall_s": done["wall_s"],
+                                                   "final_loss": done["final_loss"]}
+    log(f"controlnet-{condition}: {done['steps']} steps in {done['wall_s']:.0f} s -> {done['path']}")
+
 
 def check_model(cfg: MiniConfig, folder: Path, grid_path: Path, n: int = 32) -> dict:
     """Load the saved folder with diffusers and measure colour adherence on held-out captions."""
@@ -125,9 +143,11 @@ def check_model(cfg: MiniConfig, folder: Path, grid_path: Path, n: int = 32) -> 
                        [s.image for s in samples[8:16]], list(images[8:16])], grid_path, scale=3)
     return measured
 
+
 def _line(r: dict) -> str:
     losses = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("stage", "steps", "seconds", "wall_s"))
     return f"{r['stage']}: {r['steps']} steps, {r['seconds']:.0f} s training, {r['wall_s']:.0f} s wall; {losses}"
+
 
 def _megabytes(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6

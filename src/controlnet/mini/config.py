@@ -11,6 +11,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from controlnet import checks
+from controlnet.errors import InputError
+from controlnet.files import write_json
+
 
 @dataclass
 class StageConfig:
@@ -65,16 +69,27 @@ class MiniConfig:
                    base=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=1),
                    controlnet=StageConfig(4, 1e-3, 4, 1.0, warmup_steps=0), controlnet_samples=16)
 
+    def check(self) -> MiniConfig:
+        """Refuse settings a user can give that would fail or hang a stage, before any stage runs."""
+        checks.number("budget_minutes", self.budget_minutes, lo=0.0, lo_open=True)
+        checks.integer("world_seed", self.world_seed, lo=0)
+        return self
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_json(path, asdict(self))
 
     @classmethod
     def load(cls, path: str | Path) -> MiniConfig:
-        d = json.loads(Path(path).read_text())
-        for key in ("vae_channels", "unet_channels"):
-            d[key] = tuple(d[key])
-        d["vae"], d["base"] = StageConfig(**d["vae"]), StageConfig(**d["base"])
-        if "controlnet" in d:  # recipes written before the ControlNet stage keep its defaults
-            d["controlnet"] = StageConfig(**d["controlnet"])
-            d["controlnet_conditions"] = tuple(d["controlnet_conditions"])
-        return cls(**d)
+        """Read a recipe.json; a damaged one is an InputError naming the file."""
+        try:
+            d = json.loads(Path(path).read_text())
+            for key in ("vae_channels", "unet_channels"):
+                d[key] = tuple(d[key])
+            d["vae"], d["base"] = StageConfig(**d["vae"]), StageConfig(**d["base"])
+            if "controlnet" in d:  # recipes written before the ControlNet stage keep its defaults
+                d["controlnet"] = StageConfig(**d["controlnet"])
+                d["controlnet_conditions"] = tuple(d["controlnet_conditions"])
+            return cls(**d).check()
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, InputError) as exc:
+            raise InputError(f"{path} is not a readable build recipe ({exc}); delete it to start the build "
+                             f"afresh, or build in another folder") from None

@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from controlnet.mini.checkpoint import atomic_write_json
+from controlnet.files import write_json
 
 # the annotator that re-extracts each condition from samples for the fidelity curve
 FIDELITY_ANNOTATOR = {"edges": "canny", "seg": None, "depth": None}
@@ -32,7 +32,7 @@ def train_controlnet(model: Path, work: Path, condition: str, budget_s: float, *
     if not (data / "metadata.jsonl").is_file():
         export(data, samples, layout="imagefolder", condition=condition, seed=world_seed, size=size, progress=progress)
     validation = work / "validation"
-    if not validation.is_dir():
+    if not (validation / "metadata.jsonl").is_file():  # absent, or an interrupted export to resume
         export(validation, 4, layout="imagefolder", condition=condition, seed=world_seed + 1, size=size, progress=False)
     val_rows = [line for line in (validation / "metadata.jsonl").read_text().splitlines() if line.strip()]
     val = [json.loads(r) for r in val_rows]
@@ -64,13 +64,13 @@ def train_controlnet(model: Path, work: Path, condition: str, budget_s: float, *
         resume = "latest"
     else:
         steps = json.loads((work / "plan.json").read_text())["steps"]
-    atomic_write_json({"steps": steps}, work / "plan.json")
+    write_json(work / "plan.json", {"steps": steps})
     result = train(TrainConfig(**common, max_steps=steps, resume=resume, validate_every=max(steps // 4, 1)))
     _install(work / "run", target)
     report = {"condition": condition, "steps": result.step, "wall_s": round(time.perf_counter() - t0, 1),
               "final_loss": result.log[-1]["loss"] if result.log else None, "fidelity": result.fidelity,
               "path": str(target)}
-    atomic_write_json(report, report_file)
+    write_json(report_file, report)
     return report
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from controlnet.mini.checkpoint import atomic_save, atomic_write_json, load
+from controlnet.files import write_json
+from controlnet.mini.checkpoint import atomic_save, load
 
 CALIBRATION_STEPS = 4
 
@@ -53,83 +54,109 @@ class Stage:
         return {k: self.ema.get(k, m) for k, m in self.modules.items()}
 
 
+@dataclass
+class _Progress:
+    """Where a stage stands: steps done, planned total (None until calibrated), training seconds,
+    running losses (restarted by each process)."""
+
+    step: int = 0
+    total: int | None = None
+    elapsed: float = 0.0
+    losses: dict[str, float] = field(default_factory=dict)
+
+
 def run_stage(stage: Stage, progress: bool = True) -> dict:
     """Train (or resume, or skip if done) a stage; returns its report {steps, seconds, loss}."""
     params = [p for m in stage.modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=0.0)
     if stage.ema_decay:
         stage.ema = {k: copy.deepcopy(m).requires_grad_(False) for k, m in stage.modules.items()}
-    step, total, elapsed, losses = 0, None, 0.0, {}
-    if stage.state_path.exists():
-        state = load(stage.state_path)
-        for k, m in stage.modules.items():
-            m.load_state_dict(state["modules"][k])
-        for k, m in stage.ema.items():
-            m.load_state_dict(state["ema"][k])
-        optimizer.load_state_dict(state["optimizer"])
-        step, total, elapsed = state["step"], state["total_steps"], state["elapsed_s"]
+    run = _restore(stage, optimizer)
     if stage.done_path.exists():
         return load_report(stage)
-
-    def save(final: bool = False) -> None:
-        atomic_save({"modules": {k: m.state_dict() for k, m in stage.modules.items()},
-                     "ema": {k: m.state_dict() for k, m in stage.ema.items()},
-                     "optimizer": optimizer.state_dict(), "step": step, "total_steps": total,
-                     "elapsed_s": elapsed}, stage.state_path)
-        if stage.on_checkpoint:
-            stage.on_checkpoint(step, stage.final_modules())
-        if final:
-            report = {"stage": stage.name, "steps": step, "seconds": round(elapsed, 1),
-                      **{k: round(v, 5) for k, v in losses.items()}}
-            atomic_write_json(report, stage.done_path)
-
     for m in stage.modules.values():
         m.train()
-    bar = tqdm(total=total or stage.max_steps, initial=step, desc=stage.name, disable=not progress,
+    bar = tqdm(total=run.total or stage.max_steps, initial=run.step, desc=stage.name, disable=not progress,
                dynamic_ncols=True)
     last_save = time.perf_counter()
-    running: dict[str, float] = {}
-    start, timed = step, 0.0
-    while total is None or step < total:
+    start, timed = run.step, 0.0
+    while run.total is None or run.step < run.total:
         t0 = time.perf_counter()
-        lr = stage.lr * min(1.0, (step + 1) / max(1, stage.warmup_steps))
-        lr *= 0.55 + 0.45 * math.cos(math.pi * step / (total or stage.max_steps))  # cosine down to 10%
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        out = stage.step(step)
-        loss = next(iter(out.values()))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        if stage.ema:
-            decay = min(stage.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for k, ema in stage.ema.items():
-                    for pe, p in zip(ema.parameters(), stage.modules[k].parameters()):
-                        pe.lerp_(p, 1 - decay)
-        step += 1
+        out = _train_step(stage, optimizer, params, run)
+        run.step += 1
         dt = time.perf_counter() - t0
-        elapsed += dt
-        timed += dt if step > start + 1 else 0.0  # the first step of a process warms up, untimed
+        run.elapsed += dt
+        timed += dt if run.step > start + 1 else 0.0  # the first step of a process warms up, untimed
         for k, v in out.items():
-            running[k] = 0.98 * running.get(k, v.item()) + 0.02 * v.item()
-        losses = running
-        if total is None and step == start + CALIBRATION_STEPS + 1:
-            per_step = timed / CALIBRATION_STEPS
-            total = max(step, min(stage.max_steps, int(stage.budget_s / per_step)))
-            bar.total = total
-            bar.refresh()
-        elif total is None and step >= stage.max_steps:
-            total = step
+            run.losses[k] = 0.98 * run.losses.get(k, v.item()) + 0.02 * v.item()
+        _plan_total(stage, run, start, timed, bar)
         bar.update(1)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
-        if time.perf_counter() - last_save > stage.checkpoint_every_s and step < (total or stage.max_steps):
-            save()
+        bar.set_postfix({k: f"{v:.4f}" for k, v in run.losses.items()}, refresh=False)
+        if time.perf_counter() - last_save > stage.checkpoint_every_s and run.step < (run.total or stage.max_steps):
+            _save(stage, optimizer, run)
             last_save = time.perf_counter()
     bar.close()
-    save(final=True)
+    _save(stage, optimizer, run, final=True)
     return load_report(stage)
+
+
+def _restore(stage: Stage, optimizer) -> _Progress:
+    """The checkpoint's weights, EMA copies and optimizer state, and where it stopped (if any)."""
+    if not stage.state_path.exists():
+        return _Progress()
+    state = load(stage.state_path)
+    for k, m in stage.modules.items():
+        m.load_state_dict(state["modules"][k])
+    for k, m in stage.ema.items():
+        m.load_state_dict(state["ema"][k])
+    optimizer.load_state_dict(state["optimizer"])
+    return _Progress(state["step"], state["total_steps"], state["elapsed_s"])
+
+
+def _train_step(stage: Stage, optimizer, params: list, run: _Progress) -> dict[str, torch.Tensor]:
+    """One optimizer step at the scheduled learning rate (warm-up, then cosine down to 10%), then EMA."""
+    lr = stage.lr * min(1.0, (run.step + 1) / max(1, stage.warmup_steps))
+    lr *= 0.55 + 0.45 * math.cos(math.pi * run.step / (run.total or stage.max_steps))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    out = stage.step(run.step)
+    loss = next(iter(out.values()))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    if stage.ema:
+        decay = min(stage.ema_decay, (1 + run.step) / (10 + run.step))
+        with torch.no_grad():
+            for k, ema in stage.ema.items():
+                for pe, p in zip(ema.parameters(), stage.modules[k].parameters()):
+                    pe.lerp_(p, 1 - decay)
+    return out
+
+
+def _plan_total(stage: Stage, run: _Progress, start: int, timed: float, bar) -> None:
+    """Fix the step count once: from the timed calibration steps and the budget, capped by max_steps."""
+    if run.total is None and run.step == start + CALIBRATION_STEPS + 1:
+        per_step = timed / CALIBRATION_STEPS
+        run.total = max(run.step, min(stage.max_steps, int(stage.budget_s / per_step)))
+        bar.total = run.total
+        bar.refresh()
+    elif run.total is None and run.step >= stage.max_steps:
+        run.total = run.step
+
+
+def _save(stage: Stage, optimizer, run: _Progress, final: bool = False) -> None:
+    """Checkpoint (atomically), show samples, and on the last step write the stage's report."""
+    atomic_save({"modules": {k: m.state_dict() for k, m in stage.modules.items()},
+                 "ema": {k: m.state_dict() for k, m in stage.ema.items()},
+                 "optimizer": optimizer.state_dict(), "step": run.step, "total_steps": run.total,
+                 "elapsed_s": run.elapsed}, stage.state_path)
+    if stage.on_checkpoint:
+        stage.on_checkpoint(run.step, stage.final_modules())
+    if final:
+        report = {"stage": stage.name, "steps": run.step, "seconds": round(run.elapsed, 1),
+                  **{k: round(v, 5) for k, v in run.losses.items()}}
+        write_json(stage.done_path, report)
 
 
 def load_report(stage: Stage) -> dict:

@@ -1,4 +1,4 @@
-"""Image grids: the results people look at."""
+"""Image grids: the results people look at, written atomically (a failed write keeps the old file)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from controlnet import checks
+from controlnet.errors import InputError
+from controlnet.files import image_format, save_image, writable_file
 
-def image_grid(rows: list[list[np.ndarray]], scale: int = 1, gap: int = 2) -> Image.Image:
+GAP = 2  # pixels between cells, before upscaling
+MAX_GRID_PIXELS = Image.MAX_IMAGE_PIXELS  # larger grids would trip PIL's decompression-bomb guard when read
+
+
+def image_grid(rows: list[list[np.ndarray]], scale: int = 1, gap: int = GAP) -> Image.Image:
     """Rows of equally sized (H, W, 3) uint8 images → one PIL image, upscaled `scale`× (nearest)."""
+    if not rows or not rows[0]:
+        raise InputError("a grid needs at least one image")
     h, w = rows[0][0].shape[:2]
     cols = max(len(r) for r in rows)
+    check_grid_size(len(rows), cols, h, w, scale, gap)
     canvas = np.full((len(rows) * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
     for i, row in enumerate(rows):
         for j, img in enumerate(row):
@@ -20,8 +30,37 @@ def image_grid(rows: list[list[np.ndarray]], scale: int = 1, gap: int = 2) -> Im
     return out.resize((out.width * scale, out.height * scale), Image.NEAREST) if scale > 1 else out
 
 
+def check_grid_size(rows: int, cols: int, h: int, w: int, scale: int, gap: int = GAP) -> None:
+    """Refuse, before any work, a grid too large to write and read back."""
+    scale = checks.positive_int("scale", scale)
+    height, width = (rows * (h + gap) - gap) * scale, (cols * (w + gap) - gap) * scale
+    if height * width > MAX_GRID_PIXELS:
+        raise InputError(f"the grid would be {width}x{height} pixels (at most {MAX_GRID_PIXELS} allowed); "
+                         f"use fewer samples, a smaller size or a smaller scale")
+
+
+def check_grid_path(path: str | Path) -> Path:
+    """An image file name we can write (known suffix, not a folder, writable folder), checked up front."""
+    image_format(path)
+    return writable_file(path, what="grid")
+
+
 def save_grid(rows: list[list[np.ndarray]], path: str | Path, scale: int = 1) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(rows, scale).save(path)
+    path = check_grid_path(path)
+    save_image(image_grid(rows, scale), path)
     return path
+
+
+def save_world_grid(out: str | Path, n: int = 8, seed: int = 0, size: int = 64, min_shapes: int = 1,
+                    max_shapes: int = 3, scale: int = 3) -> tuple[Path, list[str], tuple[str, ...]]:
+    """n world samples, one per row: the picture, then every condition map. Returns (path, captions,
+    condition names); every input is checked before the first sample is drawn."""
+    from controlnet.world.world import World
+
+    world = World(seed, size, min_shapes, max_shapes)
+    n = checks.positive_int("n", n)
+    check_grid_size(n, 1 + len(world.conditions), world.size, world.size, scale)
+    path = check_grid_path(out)
+    samples = list(world.take(n))
+    rows = [[s.image] + [s.conditions[k] for k in world.conditions] for s in samples]
+    return save_grid(rows, path, scale), [s.caption for s in samples], world.conditions

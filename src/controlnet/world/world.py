@@ -6,9 +6,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from controlnet import checks
+from controlnet.errors import InputError
 from controlnet.world.caption import caption
 from controlnet.world.render import CONDITIONS, render
 from controlnet.world.scene import Scene, sample_scene
+
+MIN_SIZE, MAX_SIZE = 8, 2048  # pixels; below 8 the shapes vanish, above 2048 a sample takes seconds
+MAX_SHAPES = 3  # the depth map's layers (255, 170, 85); a fourth would be as dark as the background
 
 
 @dataclass
@@ -55,11 +60,14 @@ class World:
 
     def __init__(self, seed: int = 0, size: int = 64, min_shapes: int = 1, max_shapes: int = 3,
                  textured: float = 0.5, conditions=CONDITIONS):
-        if not 1 <= min_shapes <= max_shapes:
-            raise ValueError(f"need 1 <= min_shapes <= max_shapes, got {min_shapes}, {max_shapes}")
-        self.seed, self.size = seed, size
-        self.min_shapes, self.max_shapes, self.textured = min_shapes, max_shapes, textured
-        self.conditions = tuple(conditions)
+        self.seed = checks.integer("seed", seed, lo=0)  # numpy seeds are non-negative
+        self.size = checks.integer("size", size, lo=MIN_SIZE, hi=MAX_SIZE)
+        self.max_shapes = checks.integer("max_shapes", max_shapes, lo=1, hi=MAX_SHAPES)
+        self.min_shapes = checks.integer("min_shapes", min_shapes, lo=1, hi=MAX_SHAPES)
+        if self.min_shapes > self.max_shapes:
+            raise InputError(f"min_shapes ({min_shapes}) must not exceed max_shapes ({max_shapes})")
+        self.textured = checks.number("textured", textured, lo=0.0, hi=1.0)
+        self.conditions = tuple(checks.choice("condition", c, CONDITIONS) for c in conditions)
 
     def scene(self, index: int) -> Scene:
         rng = np.random.default_rng([self.seed, index])
@@ -74,6 +82,8 @@ class World:
 
     def take(self, n: int, start: int = 0):
         """Samples start, start+1, ..., start+n-1."""
+        checks.integer("n", n, lo=0)
+        checks.integer("start", start, lo=0)
         for i in range(start, start + n):
             yield self[i]
 
