@@ -1,35 +1,20 @@
 """`controlnet generate`: files written, parameters stored and reproducible, one-line errors."""
 
-import argparse
 import json
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from controlnet.errors import ControlNetError
 from tiny_models import random_hint, tiny_controlnet, tiny_pipeline
 
 W, H = 64, 48
 
 
 def cli(argv: list[str]) -> int:
-    """The real dispatcher once `generate` is registered there; the same handling until then."""
-    from controlnet.cli import COMMANDS, main
+    from controlnet.cli import main
 
-    if "generate" in COMMANDS:
-        return main(["generate", *argv])
-    from controlnet.cli.generate import register
-
-    parser = argparse.ArgumentParser(prog="controlnet")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["generate", *argv])
-    try:
-        return args.func(args)
-    except ControlNetError as exc:
-        print(f"controlnet generate: error: {exc}", file=sys.stderr)
-        return 2
+    return main(["generate", *argv])
 
 
 @pytest.fixture(scope="module")
