@@ -25,25 +25,10 @@ def train_controlnet(model: Path, work: Path, condition: str, budget_s: float, *
     """Train `model`'s ControlNet for `condition` in about `budget_s` seconds; saved as
     `model/controlnet-<condition>` (fp16). Resumable: rerun with the same arguments."""
     from controlnet.training import TrainConfig, train
-    from controlnet.world.export import export
 
     t0 = time.perf_counter()
-    data = work / "data"
-    if not (data / "metadata.jsonl").is_file():
-        export(data, samples, layout="imagefolder", condition=condition, seed=world_seed, size=size, progress=progress)
-    validation = work / "validation"
-    if not (validation / "metadata.jsonl").is_file():  # absent, or an interrupted export to resume
-        export(validation, 4, layout="imagefolder", condition=condition, seed=world_seed + 1, size=size, progress=False)
-    val_rows = [line for line in (validation / "metadata.jsonl").read_text().splitlines() if line.strip()]
-    val = [json.loads(r) for r in val_rows]
-    common = dict(
-        base_model=str(model), data=[str(data)], output_dir=str(work / "run"), resolution=size, batch_size=batch_size,
-        learning_rate=learning_rate, empty_prompt_prob=0.5, cache_dir=str(work / "cache"), checkpoint_every=500,
-        keep_checkpoints=1, report_to="none", progress=progress, seed=world_seed, log_every=50,
-        validation_images=[str(validation / v["conditioning_image"]) for v in val],
-        validation_prompts=[v["text"] for v in val], validation_annotator=FIDELITY_ANNOTATOR[condition],
-        num_validation_samples=1, validation_steps=20, guidance_scale=5.0,
-    )
+    common = _train_settings(model, work, condition, samples, world_seed, size, progress,
+                             batch_size=batch_size, learning_rate=learning_rate)
     done = work / "run" / "diffusion_pytorch_model.safetensors"
     report_file = work / "report.json"
     target = model / f"controlnet-{condition}"
@@ -52,8 +37,9 @@ def train_controlnet(model: Path, work: Path, condition: str, budget_s: float, *
             _install(work / "run", target)
         return json.loads(report_file.read_text())
     calibration_steps = min(calibration_steps, max_steps - 1) if max_steps > 1 else 1
-    resume = "latest" if (work / "run" / "checkpoints").is_dir() else None
-    if resume is None:
+    if (work / "run" / "checkpoints").is_dir():
+        steps = json.loads((work / "plan.json").read_text())["steps"]
+    else:
         calibration = train(TrainConfig(**common, max_steps=calibration_steps, validate_every=0))
         rates = sorted(e["samples_per_s"] for e in calibration.log[1:])  # the first step warms up
         step_s = batch_size / rates[len(rates) // 2]
@@ -61,17 +47,37 @@ def train_controlnet(model: Path, work: Path, condition: str, budget_s: float, *
         # 85%: the rest goes to start-up, the four validation rounds and saving
         steps = max(calibration_steps + 1, int(calibration_steps + 0.85 * (budget_s - spent) / step_s))
         steps = min(steps, max(max_steps, calibration_steps + 1))
-        resume = "latest"
-    else:
-        steps = json.loads((work / "plan.json").read_text())["steps"]
     write_json(work / "plan.json", {"steps": steps})
-    result = train(TrainConfig(**common, max_steps=steps, resume=resume, validate_every=max(steps // 4, 1)))
+    result = train(TrainConfig(**common, max_steps=steps, resume="latest", validate_every=max(steps // 4, 1)))
     _install(work / "run", target)
     report = {"condition": condition, "steps": result.step, "wall_s": round(time.perf_counter() - t0, 1),
               "final_loss": result.log[-1]["loss"] if result.log else None, "fidelity": result.fidelity,
               "path": str(target)}
     write_json(report_file, report)
     return report
+
+
+def _train_settings(model: Path, work: Path, condition: str, samples: int, world_seed: int, size: int,
+                    progress: bool, **optimizer) -> dict:
+    """Export the training and validation pairs (once; an interrupted export resumes) and return
+    the TrainConfig settings shared by the calibration and the full run."""
+    from controlnet.world.export import export
+
+    data, validation = work / "data", work / "validation"
+    if not (data / "metadata.jsonl").is_file():
+        export(data, samples, layout="imagefolder", condition=condition, seed=world_seed, size=size, progress=progress)
+    if not (validation / "metadata.jsonl").is_file():
+        export(validation, 4, layout="imagefolder", condition=condition, seed=world_seed + 1, size=size, progress=False)
+    val_rows = [line for line in (validation / "metadata.jsonl").read_text().splitlines() if line.strip()]
+    val = [json.loads(r) for r in val_rows]
+    return dict(
+        base_model=str(model), data=[str(data)], output_dir=str(work / "run"), resolution=size, **optimizer,
+        empty_prompt_prob=0.5, cache_dir=str(work / "cache"), checkpoint_every=500,
+        keep_checkpoints=1, report_to="none", progress=progress, seed=world_seed, log_every=50,
+        validation_images=[str(validation / v["conditioning_image"]) for v in val],
+        validation_prompts=[v["text"] for v in val], validation_annotator=FIDELITY_ANNOTATOR[condition],
+        num_validation_samples=1, validation_steps=20, guidance_scale=5.0,
+    )
 
 
 def _install(run: Path, target: Path) -> None:
