@@ -10,9 +10,9 @@ from PIL import Image
 from controlnet import checks
 from controlnet.errors import InputError
 from controlnet.files import image_format, save_image, writable_file
+from controlnet.images import MAX_PIXELS
 
 GAP = 2  # pixels between cells, before upscaling
-MAX_GRID_PIXELS = Image.MAX_IMAGE_PIXELS  # larger grids would trip PIL's decompression-bomb guard when read
 
 
 def image_grid(rows: list[list[np.ndarray]], scale: int = 1, gap: int = GAP) -> Image.Image:
@@ -34,8 +34,8 @@ def check_grid_size(rows: int, cols: int, h: int, w: int, scale: int, gap: int =
     """Refuse, before any work, a grid too large to write and read back."""
     scale = checks.positive_int("scale", scale)
     height, width = (rows * (h + gap) - gap) * scale, (cols * (w + gap) - gap) * scale
-    if height * width > MAX_GRID_PIXELS:
-        raise InputError(f"the grid would be {width}x{height} pixels (at most {MAX_GRID_PIXELS} allowed); "
+    if height * width > MAX_PIXELS:  # larger pictures are refused when read back (decompression bombs)
+        raise InputError(f"the grid would be {width}x{height} pixels (at most {MAX_PIXELS:,} allowed); "
                          f"use fewer samples, a smaller size or a smaller scale")
 
 
