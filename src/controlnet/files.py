@@ -36,6 +36,11 @@ def atomic_file(path: str | os.PathLike):
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        if exc.filename is None or str(exc.filename) == str(tmp):  # name the user's file, not our temp
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         _remove(tmp)
         raise
