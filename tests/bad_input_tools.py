@@ -75,24 +75,50 @@ def full_disk(limit_bytes: int = 4096):
 
 @contextlib.contextmanager
 def read_only(folder: str | os.PathLike):
-    """`folder` cannot be written in. As root, permissions do not stop writes, so the block runs
-    with the effective user 'nobody' (the folder's parents are opened up for it to read)."""
+    """`folder` cannot be written in. Root ignores permissions, so as root the block runs without
+    the capabilities that bypass them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER), in this
+    thread; root still owns and reads its own files, so only the mode 555 stops the writes."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     mode = folder.stat().st_mode
     os.chmod(folder, 0o555)
-    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
     try:
-        if as_root:
-            for parent in [folder, *folder.parents]:
-                if str(parent).startswith(str(Path(os.environ.get("TMPDIR", "/tmp")))) or parent == folder:
-                    os.chmod(parent, os.stat(parent).st_mode | 0o055)
-            os.seteuid(65534)
-        yield folder
+        with _without_dac_capabilities():
+            yield folder
     finally:
-        if as_root:
-            os.seteuid(0)
         os.chmod(folder, mode)
+
+
+_DAC_CAPS = (1 << 1) | (1 << 2) | (1 << 3)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+
+
+@contextlib.contextmanager
+def _without_dac_capabilities():
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        yield
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    saved = data[0].effective
+    data[0].effective = saved & ~_DAC_CAPS
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+    try:
+        yield
+    finally:
+        data[0].effective = saved
+        libc.capset(ctypes.byref(header), data)
 
 
 needs_posix = pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX only")

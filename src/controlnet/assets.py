@@ -46,7 +46,12 @@ def available_controlnets(root: Path | None = None) -> list[str]:
 
 def resolve_model(name: str) -> Path:
     """'mini' → the packaged miniature model; anything else is a path."""
-    return mini_model_dir() if name == "mini" else Path(name)
+    if name == "mini":
+        return mini_model_dir()
+    if _names_a_builtin_controlnet(name):
+        raise MissingFileError(f"{name!r} is a built-in ControlNet, not a base model; use --model mini "
+                               f"--controlnet {name}")
+    return Path(name)
 
 
 def resolve_controlnet(name: str) -> Path:
@@ -54,4 +59,11 @@ def resolve_controlnet(name: str) -> Path:
     for prefix in ("mini:", "mini-"):
         if name.startswith(prefix) and not Path(name).exists():
             return mini_controlnet_dir(name[len(prefix):])
+    if name == "mini" and not Path(name).exists():
+        built_in = ", ".join(f"mini:{c}" for c in MINI_CONDITIONS)
+        raise MissingFileError(f"'mini' is the built-in base model; name one of its ControlNets: {built_in}")
     return Path(name)
+
+
+def _names_a_builtin_controlnet(name: str) -> bool:
+    return not Path(name).exists() and any(name == f"mini{sep}{c}" for sep in ":-" for c in MINI_CONDITIONS)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from pathlib import Path
 
 
 def number(name: str, value, *, lo: float | None = None, hi: float | None = None,
@@ -48,6 +50,15 @@ def positive_int(name: str, value) -> int:
     return integer(name, value, lo=1)
 
 
+def path(name: str, value) -> Path:
+    """A file-system path; an empty name is refused (Path("") would quietly mean the current folder)."""
+    from controlnet.errors import InputError
+
+    if value is None or not str(os.fspath(value)).strip():
+        raise InputError(f"the {name} path is an empty string; give a file or folder name")
+    return Path(value)
+
+
 def choice(name: str, value, options) -> str:
     from controlnet.errors import InputError
 
@@ -57,8 +68,16 @@ def choice(name: str, value, options) -> str:
 
 
 def _range(lo, hi, lo_open, hi_open) -> str:
+    lo, hi = (_plain(v) for v in (lo, hi))
     if hi is None:
-        return f"{'(' if lo_open else '['}{lo:g}, ∞)" if lo is not None else "(-∞, ∞)"
+        return f"{'(' if lo_open else '['}{lo}, ∞)" if lo is not None else "(-∞, ∞)"
     if lo is None:
-        return f"(-∞, {hi:g}{')' if hi_open else ']'}"
-    return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        return f"(-∞, {hi}{')' if hi_open else ']'}"
+    return f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+def _plain(v) -> str | None:
+    """Whole bounds as integers (seed ≤ 4294967295, not 4.29497e+09); others as %g."""
+    if v is None:
+        return None
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"

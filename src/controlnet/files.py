@@ -14,6 +14,7 @@ import os
 import uuid
 from pathlib import Path
 
+from controlnet import checks
 from controlnet.errors import InputError
 
 # PIL format names by suffix, for writers that are handed a temporary name without the suffix
@@ -26,7 +27,7 @@ NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 def atomic_file(path: str | os.PathLike):
     """Yield a temporary path next to `path`; on success it replaces `path` in one rename (after an
     fsync), on any failure it is removed."""
-    path = Path(path)
+    path = checks.path("file name", path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +101,7 @@ def image_format(path: str | os.PathLike) -> str:
 
 def writable_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Make sure `path` is (or can become) a folder we can write in, before any long work starts."""
-    path = Path(path)
+    path = checks.path(what, path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{what} {path} is a file; give a folder (or a new name)")
     try:
@@ -117,7 +118,7 @@ def writable_file(path: str | os.PathLike, *, overwrite: bool = True, what: str 
                   image: bool = False) -> Path:
     """Check before long work that `path` can be written: not a folder, its folder writable,
     (unless `overwrite`) not already there, and (`image`) a name with a known image suffix."""
-    path = Path(path)
+    path = checks.path(what, path)
     if image:
         image_format(path)
     if path.is_dir():

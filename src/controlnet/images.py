@@ -72,6 +72,8 @@ def load_image(source) -> np.ndarray:
     if path.is_dir():
         raise InputError(f"{path} is a folder, not an image file")
     if not path.is_file():
+        if path.exists():
+            raise InputError(f"{path} is not a regular file (a folder or a device); give a picture file")
         raise MissingFileError(f"image file not found: {path}")
     return _decode(lambda: path, str(path), None)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from controlnet import checks
 from controlnet.checkpoints.load import load_controlnet
 from controlnet.checkpoints.save import output_kind, save_controlnet
 from controlnet.checkpoints.transfer import read_unet_encoder, transfer_control
@@ -18,7 +19,7 @@ PathLike = str | os.PathLike
 
 def check_output(dst: PathLike, layout: str, overwrite: bool) -> Path:
     """Fail now, not after loading, when `dst` cannot receive a ControlNet in `layout`."""
-    dst = Path(dst)
+    dst = checks.path("output", dst)
     if dst.exists() and not overwrite:
         raise InputError(f"{dst} exists; pass --overwrite (overwrite=True) to replace it")
     kind = output_kind(dst, layout)
@@ -41,7 +42,7 @@ def transfer_controlnet(control: PathLike, base: PathLike, community: PathLike, 
                         layout: str | None = None, dtype=None, config=None, overwrite: bool = False) -> tuple[Path, int]:
     """The ControlNet `control` (trained on `base`) moved onto `community`, written at `output`;
     returns (output, number of tensors moved). Layout: original for .pth/.ckpt, else diffusers."""
-    output, target = Path(output), parse_dtype(dtype)
+    output, target = checks.path("output", output), parse_dtype(dtype)
     layout = layout or ("original" if output.suffix in (".pth", ".ckpt") else "diffusers")
     check_output(output, layout, overwrite)
     cn = load_controlnet(control, config=config)

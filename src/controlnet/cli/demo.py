@@ -24,7 +24,7 @@ def make_demo(model: Path, out: Path, samples: int = 3, steps: int = 20, guidanc
     from controlnet.world.world import World
 
     samples = checks.positive_int("samples", samples)
-    _check_output(Path(out))
+    _check_output(checks.path("demo grid (-o)", out))
     conditions = available_controlnets(model)
     if not conditions:
         raise InputError(f"{model} has no controlnet-<condition>/ folders to demonstrate")
@@ -72,7 +72,7 @@ def run(args) -> int:
     torch.set_num_threads(checks.positive_int("--threads", args.threads))
     start = time.perf_counter()
     model = resolve_model(args.model)
-    path, conditions = make_demo(model, Path(args.output), samples=args.samples, steps=args.steps,
+    path, conditions = make_demo(model, args.output, samples=args.samples, steps=args.steps,
                                  guidance_scale=args.cfg, seed=args.seed, progress=not args.quiet)
     print(f"rows: {', '.join(conditions)} ({args.samples} held-out world samples each); "
           f"columns: condition | without control | with control; {time.perf_counter() - start:.1f} s")

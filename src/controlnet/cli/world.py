@@ -21,14 +21,14 @@ def register(subparsers) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     show = actions.add_parser("show", help="save a grid of samples with all their condition maps")
-    show.add_argument("out", type=Path, help="PNG file to write")
+    show.add_argument("out", help="PNG file to write")
     show.add_argument("--n", type=int, default=8, help="samples (rows)")
     _world_options(show)
     show.add_argument("--scale", type=int, default=3, help="upscale the grid this many times for viewing")
     show.set_defaults(func=run_show)
 
     export = actions.add_parser("export", help="write samples in the fill50k or image-folder layout")
-    export.add_argument("out", type=Path, help="new or empty folder; rerun the same command to resume an interrupted export")
+    export.add_argument("out", help="new or empty folder; rerun the same command to resume an interrupted export")
     export.add_argument("--n", type=int, default=1000, help="number of samples")
     export.add_argument("--layout", choices=LAYOUTS, default="fill50k",
                         help="fill50k: prompt.json + source/ + target/; imagefolder: metadata.jsonl (diffusers)")
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     export.set_defaults(func=run_export)
 
     build = actions.add_parser("build-mini", help="train the miniature SD from scratch (every stage, resumable)")
-    build.add_argument("out", type=Path, help="build folder; rerun the same command to resume")
+    build.add_argument("out", help="build folder; rerun the same command to resume")
     build.add_argument("--budget-minutes", type=float, default=None,
                        help="time for the whole recipe, ControlNet stages included (default 120)")
     build.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -93,5 +93,5 @@ def run_build(args) -> int:
     report = build_mini(args.out, cfg, threads=args.threads)
     # "seconds": a stage's own training time, kept across resumes (wall_s restarts with each run)
     print("stage timings: " + ", ".join(f"{k} {v.get('seconds', v['wall_s']):.0f} s" for k, v in report["stages"].items()))
-    print(args.out / "model")
+    print(Path(args.out) / "model")
     return 0

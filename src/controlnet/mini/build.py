@@ -37,7 +37,8 @@ def build_mini(out: str | Path, cfg: MiniConfig | None = None, threads: int | No
                progress: bool = True, log=print) -> dict:
     """Run (or resume) stage 1 (autoencoder), stage 2 (text encoder + UNet), save OUT/model, then stage 3:
     one ControlNet per condition into OUT/model/controlnet-<condition>. Every input is checked first."""
-    out, cfg = Path(out), _settings(Path(out), cfg, threads)
+    out = checks.path("build folder", out)
+    cfg = _settings(out, cfg, threads)
     budget_s = cfg.budget_minutes * 60
     report: dict = {"budget_minutes": cfg.budget_minutes, "threads": torch.get_num_threads(), "stages": {}}
 

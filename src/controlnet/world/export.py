@@ -40,7 +40,7 @@ def export(out: str | Path, n: int, layout: str = "fill50k", condition: str = "e
     world = World(seed, size, min_shapes, max_shapes, conditions=(condition,))
     meta = {"layout": layout, "condition": condition, "seed": world.seed, "size": world.size, "start": start,
             "n": n, "min_shapes": world.min_shapes, "max_shapes": world.max_shapes}
-    out = _claim(Path(out), meta)
+    out = _claim(checks.path("output folder", out), meta)
     index, truth = _write_samples(world, out, layout, range(start, start + n), progress)
     write_text(out / "truth.jsonl", truth)
     write_text(out / _INDEX[layout], index)

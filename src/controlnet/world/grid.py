@@ -9,7 +9,7 @@ from PIL import Image
 
 from controlnet import checks
 from controlnet.errors import InputError
-from controlnet.files import image_format, save_image, writable_file
+from controlnet.files import save_image, writable_file
 from controlnet.images import MAX_PIXELS
 
 GAP = 2  # pixels between cells, before upscaling
@@ -41,8 +41,7 @@ def check_grid_size(rows: int, cols: int, h: int, w: int, scale: int, gap: int =
 
 def check_grid_path(path: str | Path) -> Path:
     """An image file name we can write (known suffix, not a folder, writable folder), checked up front."""
-    image_format(path)
-    return writable_file(path, what="grid")
+    return writable_file(path, what="grid", image=True)
 
 
 def save_grid(rows: list[list[np.ndarray]], path: str | Path, scale: int = 1) -> Path:
