@@ -73,7 +73,7 @@ def run(args) -> int:
     start = time.perf_counter()
     model = resolve_model(args.model)
     path, conditions = make_demo(model, args.output, samples=args.samples, steps=args.steps,
-                                 guidance_scale=args.cfg, seed=args.seed, progress=not args.quiet)
+                                 guidance_scale=args.guidance_scale, seed=args.seed, progress=not args.quiet)
     print(f"rows: {', '.join(conditions)} ({args.samples} held-out world samples each); "
           f"columns: condition | without control | with control; {time.perf_counter() - start:.1f} s")
     print(path)
@@ -86,7 +86,7 @@ def register(sub) -> None:
     p.add_argument("--model", default="mini", help="'mini' (built in) or a folder laid out the same way")
     p.add_argument("--samples", type=int, default=3, help="samples per ControlNet")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (<= 1 turns it off)")
+    p.add_argument("--cfg", dest="guidance_scale", type=float, default=5.0, help="classifier-free guidance scale (<= 1 turns it off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for the mini model)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

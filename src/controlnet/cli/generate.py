@@ -18,6 +18,7 @@ from controlnet.errors import InputError, MissingFileError
 UNIT_KEYS = ("image", "weight", "start", "end", "mode", "preprocess", "mask")
 UNIT_DEFAULTS = {"image": None, "weight": 1.0, "start": 0.0, "end": 1.0, "mode": "balanced", "preprocess": None, "mask": None}
 CHUNK = "controlnet"
+ARG_OF_KEY = {"cfg": "guidance_scale"}  # the PNG keeps the name users know (A1111: "CFG scale")
 STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "scheduler", "eta", "seed", "num_images",
                "width", "height", "resize", "init_image", "strength", "dtype")
 STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype")
@@ -62,7 +63,7 @@ def register(sub) -> None:
     p.add_argument("--prompt", default="", help="the prompt")
     p.add_argument("--negative-prompt", default="", help="the negative prompt")
     p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    p.add_argument("--cfg", type=float, default=9.0, help="classifier-free guidance scale (default 9.0; <= 1 turns CFG off)")
+    p.add_argument("--cfg", dest="guidance_scale", type=float, default=9.0, help="classifier-free guidance scale (default 9.0; <= 1 turns CFG off)")
     p.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, heun, lms, pndm, default")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first image; image k uses seed+k (default random)")
@@ -92,7 +93,7 @@ def parameters(args) -> dict:
              for u in args.units]
     return {
         "model": path(args.model), "config": path(args.config), "prompt": args.prompt, "negative_prompt": args.negative_prompt,
-        "steps": args.steps, "cfg": args.cfg, "scheduler": args.scheduler, "eta": args.eta, "seed": args.seed,
+        "steps": args.steps, "cfg": args.guidance_scale, "scheduler": args.scheduler, "eta": args.eta, "seed": args.seed,
         "num_images": args.num_images, "width": args.width, "height": args.height, "resize": args.resize,
         "init_image": path(args.init_image), "strength": args.strength, "dtype": args.dtype, "units": units,
     }
@@ -139,7 +140,7 @@ def apply_parameters(args, stored: dict) -> None:
         if key == "units":
             args.units = [{**UNIT_DEFAULTS, **{k: v for k, v in u.items() if k in UNIT_KEYS or k == "controlnet"}} for u in value]
         elif key in STORED_KEYS:
-            setattr(args, key, value)
+            setattr(args, ARG_OF_KEY.get(key, key), value)
 
 
 def a1111_line(params: dict) -> str:
@@ -282,7 +283,7 @@ def run(args) -> int:
     init = load_image(args.init_image) if args.init_image else None
     pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=args.dtype, device=args.device)
     units = _units(args.units, images, resize, pipe)
-    out = pipe(args.prompt, units, negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.cfg,
+    out = pipe(args.prompt, units, negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance_scale,
                scheduler=args.scheduler, eta=args.eta, seed=args.seed, num_images=args.num_images, height=args.height,
                width=args.width, init_image=init, strength=args.strength)
     save_outputs(out, args, outdir)

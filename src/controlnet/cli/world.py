@@ -82,15 +82,15 @@ def run_build(args) -> int:
     from controlnet.mini.build import build_mini
     from controlnet.mini.config import MiniConfig
 
-    cfg = None
+    config = None
     if args.tiny or args.budget_minutes is not None or args.seed is not None:
-        cfg = MiniConfig.tiny() if args.tiny else MiniConfig()
+        config = MiniConfig.tiny() if args.tiny else MiniConfig()
         if args.budget_minutes is not None:
-            cfg = replace(cfg, budget_minutes=args.budget_minutes)
+            config = replace(config, budget_minutes=args.budget_minutes)
         if args.seed is not None:
-            cfg = replace(cfg, world_seed=args.seed)
+            config = replace(config, world_seed=args.seed)
     # no options: resume with the folder's stored recipe (or the default one for a new folder)
-    report = build_mini(args.out, cfg, threads=args.threads)
+    report = build_mini(args.out, config, threads=args.threads)
     # "seconds": a stage's own training time, kept across resumes (wall_s restarts with each run)
     print("stage timings: " + ", ".join(f"{k} {v.get('seconds', v['wall_s']):.0f} s" for k, v in report["stages"].items()))
     print(Path(args.out) / "model")

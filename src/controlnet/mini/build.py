@@ -33,58 +33,58 @@ from controlnet.mini.vae_stage import vae_stage
 from controlnet.world import World, save_grid
 
 
-def build_mini(out: str | Path, cfg: MiniConfig | None = None, threads: int | None = None,
+def build_mini(out: str | Path, config: MiniConfig | None = None, threads: int | None = None,
                progress: bool = True, log=print) -> dict:
     """Run (or resume) stage 1 (autoencoder), stage 2 (text encoder + UNet), save OUT/model, then stage 3:
     one ControlNet per condition into OUT/model/controlnet-<condition>. Every input is checked first."""
     out = checks.path("build folder", out)
-    cfg = _settings(out, cfg, threads)
-    budget_s = cfg.budget_minutes * 60
-    report: dict = {"budget_minutes": cfg.budget_minutes, "threads": torch.get_num_threads(), "stages": {}}
+    config = _settings(out, config, threads)
+    budget_s = config.budget_minutes * 60
+    report: dict = {"budget_minutes": config.budget_minutes, "threads": torch.get_num_threads(), "stages": {}}
 
-    tokenizer = build_tokenizer(out / "tokenizer", cfg.max_length)
-    vae, unet = build_vae(cfg), build_unet(cfg)
-    text_encoder = build_text_encoder(cfg, tokenizer)
-    _run(report, "vae", vae_stage(cfg, vae, out / "vae", cfg.vae.budget_share * budget_s), progress, log)
+    tokenizer = build_tokenizer(out / "tokenizer", config.max_length)
+    vae, unet = build_vae(config), build_unet(config)
+    text_encoder = build_text_encoder(config, tokenizer)
+    _run(report, "vae", vae_stage(config, vae, out / "vae", config.vae.budget_share * budget_s), progress, log)
 
     t0 = time.perf_counter()
-    cache = encode_latents(cfg, vae, tokenizer, out / "base" / "latents.pt", progress=progress)
+    cache = encode_latents(config, vae, tokenizer, out / "base" / "latents.pt", progress=progress)
     encode_s = time.perf_counter() - t0
     vae.register_to_config(scaling_factor=cache["scaling_factor"])
     log(f"latents: {len(cache['mean'])} samples, scaling_factor {cache['scaling_factor']:.4f}, "
         f"mean {cache['latent_mean']:+.3f} ({encode_s:.0f} s)")
-    stage = base_stage(cfg, unet, text_encoder, tokenizer, vae, cache, out / "base",
-                       max(60.0, cfg.base.budget_share * budget_s - encode_s))
+    stage = base_stage(config, unet, text_encoder, tokenizer, vae, cache, out / "base",
+                       max(60.0, config.base.budget_share * budget_s - encode_s))
     _run(report, "base", stage, progress, log, encode_latents_s=round(encode_s, 1))
 
-    model = _save_model(cfg, mini_pipeline.assemble(vae, text_encoder, tokenizer, unet), out, report, log)
-    for condition in cfg.controlnet_conditions:  # stage 3: the ControlNets, by `controlnet train`
-        _train_controlnet(cfg, model, out, condition, budget_s, report, progress, log)
+    model = _save_model(config, mini_pipeline.assemble(vae, text_encoder, tokenizer, unet), out, report, log)
+    for condition in config.controlnet_conditions:  # stage 3: the ControlNets, by `controlnet train`
+        _train_controlnet(config, model, out, condition, budget_s, report, progress, log)
     report["model"]["megabytes"] = round(_megabytes(model), 2)
     write_json(out / "report.json", report)
     return report
 
 
-def _settings(out: Path, cfg: MiniConfig | None, threads: int | None) -> MiniConfig:
+def _settings(out: Path, config: MiniConfig | None, threads: int | None) -> MiniConfig:
     """Check the inputs and the build folder before any stage runs; a resumed build keeps its recipe."""
     if threads is not None:
         threads = checks.positive_int("threads", threads)
-    if cfg is not None:
-        cfg.check()
+    if config is not None:
+        config.check()
     writable_folder(out, "build folder")
     recipe = out / "recipe.json"
     if recipe.exists():
         stored = MiniConfig.load(recipe)
-        if cfg is not None and cfg != stored:
+        if config is not None and config != stored:
             raise InputError(f"{out} holds a build with other settings ({recipe}); resume it with the same "
                              f"options or start in an empty folder")
-        cfg = stored
-    cfg = cfg or MiniConfig()
-    cfg.save(recipe)
+        config = stored
+    config = config or MiniConfig()
+    config.save(recipe)
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(cfg.world_seed)
-    return cfg
+    torch.manual_seed(config.world_seed)
+    return config
 
 
 def _run(report: dict, name: str, stage, progress: bool, log, **extra) -> None:
@@ -96,7 +96,7 @@ def _run(report: dict, name: str, stage, progress: bool, log, **extra) -> None:
     log(_line(report["stages"][name]))
 
 
-def _save_model(cfg: MiniConfig, pipe, out: Path, report: dict, log) -> Path:
+def _save_model(config: MiniConfig, pipe, out: Path, report: dict, log) -> Path:
     """OUT/model (fp16, diffusers layout), replaced in one rename; measure it; write the report."""
     t0 = time.perf_counter()
     model, tmp = out / "model", out / "model.tmp"
@@ -107,7 +107,7 @@ def _save_model(cfg: MiniConfig, pipe, out: Path, report: dict, log) -> Path:
     os.replace(tmp, model)
     scaling = float(pipe.vae.config.scaling_factor)
     report["model"] = {"path": str(model), "megabytes": round(_megabytes(model), 2), "scaling_factor": scaling}
-    report["adherence"] = check_model(cfg, model, out / "model_samples.png")
+    report["adherence"] = check_model(config, model, out / "model_samples.png")
     report["stages"]["save"] = {"wall_s": round(time.perf_counter() - t0, 1)}
     write_json(out / "report.json", report)
     log(f"model: {model} ({report['model']['megabytes']} MB); single-shape colour adherence "
@@ -115,28 +115,28 @@ def _save_model(cfg: MiniConfig, pipe, out: Path, report: dict, log) -> Path:
     return model
 
 
-def _train_controlnet(cfg: MiniConfig, model: Path, out: Path, condition: str, budget_s: float, report: dict,
+def _train_controlnet(config: MiniConfig, model: Path, out: Path, condition: str, budget_s: float, report: dict,
                       progress: bool, log) -> None:
-    c = cfg.controlnet
+    c = config.controlnet
     done = train_controlnet(model, out / "controlnets" / condition, condition, c.budget_share * budget_s,
-                            samples=cfg.controlnet_samples, batch_size=c.batch_size, learning_rate=c.lr,
-                            max_steps=c.max_steps, world_seed=cfg.world_seed, size=cfg.image_size,
+                            samples=config.controlnet_samples, batch_size=c.batch_size, learning_rate=c.lr,
+                            max_steps=c.max_steps, world_seed=config.world_seed, size=config.image_size,
                             progress=progress)
     report["stages"][f"controlnet-{condition}"] = {"steps": done["steps"], "wall_s": done["wall_s"],
                                                    "final_loss": done["final_loss"]}
     log(f"controlnet-{condition}: {done['steps']} steps in {done['wall_s']:.0f} s -> {done['path']}")
 
 
-def check_model(cfg: MiniConfig, folder: Path, grid_path: Path, n: int = 32) -> dict:
+def check_model(config: MiniConfig, folder: Path, grid_path: Path, n: int = 32) -> dict:
     """Load the saved folder with diffusers and measure colour adherence on held-out captions."""
     pipe = mini_pipeline.load(folder)
     pipe.set_progress_bar_config(disable=True)
     measured = {}
     for name, shapes in (("single_shape", 1), ("multi_shape", 3)):
-        samples = list(World(cfg.world_seed + 1, cfg.image_size, min_shapes=shapes, max_shapes=shapes,
+        samples = list(World(config.world_seed + 1, config.image_size, min_shapes=shapes, max_shapes=shapes,
                              conditions=()).take(n))
         images = pipe([s.caption for s in samples], num_inference_steps=20, guidance_scale=4.0, output_type="np",
-                      generator=torch.Generator().manual_seed(0), height=cfg.image_size, width=cfg.image_size).images
+                      generator=torch.Generator().manual_seed(0), height=config.image_size, width=config.image_size).images
         images = (images * 255).round().astype(np.uint8)
         measured[name] = adherence(images, [s.scene for s in samples])
         if shapes == 1:

@@ -36,21 +36,21 @@ def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
 
 
-def vae_stage(cfg: MiniConfig, vae: AutoencoderKL, folder: Path, budget_s: float) -> Stage:
-    world = World(cfg.world_seed, cfg.image_size, conditions=())
-    held_out = World(cfg.world_seed + 1, cfg.image_size, conditions=()).batch(range(8))[0]
-    batch = cfg.vae.batch_size
+def vae_stage(config: MiniConfig, vae: AutoencoderKL, folder: Path, budget_s: float) -> Stage:
+    world = World(config.world_seed, config.image_size, conditions=())
+    held_out = World(config.world_seed + 1, config.image_size, conditions=()).batch(range(8))[0]
+    batch = config.vae.batch_size
 
     def step(i: int) -> dict[str, torch.Tensor]:
         x = images_to_tensor(world.batch(range(i * batch, (i + 1) * batch))[0])
         posterior = vae.encode(x).latent_dist
-        noise = torch.Generator().manual_seed(cfg.world_seed * 1_000_003 + i)  # resumable: a function of i
+        noise = torch.Generator().manual_seed(config.world_seed * 1_000_003 + i)  # resumable: a function of i
         rec = vae.decode(posterior.sample(generator=noise)).sample
         l1 = (rec - x).abs().mean()
         edge = gradient_l1(rec, x)
         kl = posterior.kl().mean()
         anchor = (posterior.mean[:, :3] - F.avg_pool2d(x, x.shape[-1] // posterior.mean.shape[-1])).abs().mean()
-        loss = l1 + cfg.edge_weight * edge + cfg.kl_weight * kl + cfg.latent_anchor_weight * anchor
+        loss = l1 + config.edge_weight * edge + config.kl_weight * kl + config.latent_anchor_weight * anchor
         return {"loss": loss, "l1": l1, "kl": kl, "anchor": anchor}
 
     def show(i: int, modules: dict) -> None:
@@ -62,5 +62,5 @@ def vae_stage(cfg: MiniConfig, vae: AutoencoderKL, folder: Path, budget_s: float
         model.train()
         save_grid([list(held_out), list(rec)], folder / "samples" / f"recon_{i:06d}.png", scale=3)
 
-    return Stage("vae", folder, {"vae": vae}, step, cfg.vae.lr, cfg.vae.max_steps, budget_s,
-                 cfg.vae.warmup_steps, on_checkpoint=show)
+    return Stage("vae", folder, {"vae": vae}, step, config.vae.lr, config.vae.max_steps, budget_s,
+                 config.vae.warmup_steps, on_checkpoint=show)
