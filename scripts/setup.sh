@@ -13,7 +13,7 @@ make_venv() {  # make_venv DIR EXTRAS
   "$1/bin/pip" install -q torch==2.13.0
   "$1/bin/pip" install -q -e ".[$2]"
 }
-make_venv .venv dev,train
+make_venv .venv dev,train,eval,serve
 if [ "${WITH_POSE:-1}" = 1 ]; then
   make_venv .venv-pose dev,pose
 fi
