@@ -389,3 +389,14 @@ def test_inputs_survive_a_good_convert(store, tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "config.json").read_text())["_class_name"] == "ControlNetModel"
     assert {v.dtype for v in read_tensors(tmp_path / "out" / "diffusion_pytorch_model.safetensors")[0].values()} \
         == {torch.float16}
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize("device", ["cuda", "cuda:3", "tpu", "nonsense"])
+def test_a_missing_or_unknown_device_is_named_before_reading(tmp_path, device):
+    from controlnet.assets import mini_controlnet_dir
+    from controlnet.checkpoints import load_controlnet
+    from controlnet.errors import InputError
+
+    with pytest.raises(InputError, match=device.split(":")[0]):
+        load_controlnet(mini_controlnet_dir("edges"), device=device)

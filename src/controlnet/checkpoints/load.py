@@ -22,6 +22,7 @@ from controlnet.checkpoints.infer import infer_config
 from controlnet.checkpoints.io import check_finite, read_tensors
 from controlnet.checkpoints.layouts import PREFIX, control_part, describe_unknown, detect_layout
 from controlnet.checkpoints.original_keys import original_to_ours
+from controlnet.devices import check_device
 from controlnet.dtypes import parse_dtype
 from controlnet.errors import CheckpointError
 from controlnet.nn.controlnet import ControlNet
@@ -119,7 +120,7 @@ def load_controlnet(
     full ControlLDM), a diffusers folder or single file. `config` (dict, `config.json`, or an original
     `cldm_*.yaml`) overrides what is stored or inferred. `dtype` (any spelling: fp16, float16,
     torch.float16...) defaults to float32; `loaded_from["dtype"]` tells what the file stores."""
-    path, target = Path(path), parse_dtype(dtype) or torch.float32
+    path, target, device = Path(path), parse_dtype(dtype) or torch.float32, check_device(device)
     override = config_override(config)
     state, stored, layout = read_controlnet_state(path)
     full = {**(stored if stored is not None else infer_config(state, str(path), path.name)), **override}

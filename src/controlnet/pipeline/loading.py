@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from controlnet.devices import check_device  # noqa: F401 (re-exported: pipeline.loading.check_device)
 from controlnet.dtypes import parse_dtype
 from controlnet.errors import CheckpointError, InputError, MissingFileError
 
@@ -26,25 +27,6 @@ NEEDED = {
     "sd": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
     "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
 }
-
-
-def check_device(device) -> torch.device:
-    """A torch device this machine has, or an `InputError` saying which one is missing (before any
-    model is loaded, not as a traceback deep inside torch)."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise InputError(f"device {device} is not available: this torch has no CUDA GPU "
-                             f"(torch {torch.__version__}); use device cpu")
-        if device.index is not None and device.index >= count:
-            raise InputError(f"device {device} is not available: this machine has {count} CUDA device(s)")
-    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise InputError(f"device {device} is not available on this machine; use device cpu")
-    return device
 
 
 def read_model_index(folder: Path) -> dict:
