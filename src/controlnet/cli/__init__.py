@@ -30,6 +30,7 @@ COMMANDS = [
     "annotate",
     "train",
     "world",
+    "serve",
 ]
 
 

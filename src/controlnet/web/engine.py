@@ -1,0 +1,184 @@
+"""The models, loaded once, and what the worker does with them: sample (txt2img / img2img with
+ControlNet units) and detect (run a preprocessor). Only the worker thread calls `generate` and
+`detect`; the catalog methods are read-only and safe from any thread."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from controlnet.errors import InputError, MissingFileError
+from controlnet.web.schema import DetectRequest, GenerationRequest, UnitRequest
+
+WEIGHT_FILES = (".safetensors", ".pth", ".ckpt", ".bin")
+
+
+class Interrupted(Exception):
+    """Raised from the step callback to stop the running job."""
+
+
+@dataclass
+class Generated:
+    images: list  # PIL
+    seeds: list[int]
+    maps: list  # PIL, one per active unit that keeps its detected map
+    params: list[dict]  # per image: the `controlnet generate` PNG parameters
+    interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def short_hash(path: Path) -> str:
+    """A1111's legacy model hash (sha256 of 64 KiB at 1 MiB), cheap even for 1.4 GB files."""
+    target = path
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_FILES)
+        if not files:
+            return "00000000"
+        target = files[0]
+    with open(target, "rb") as f:
+        f.seek(0x100000 if target.stat().st_size > 0x110000 else 0)
+        return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+
+
+def find_controlnets(model: str, folder: str | os.PathLike | None) -> dict[str, Path]:
+    """name -> path: the built-in ones when the model is 'mini', then every checkpoint in `folder`
+    (files with weight suffixes, and diffusers folders with a config.json)."""
+    from controlnet.assets import available_controlnets, mini_controlnet_dir
+
+    found: dict[str, Path] = {}
+    if model == "mini":
+        found.update({f"mini-{c}": mini_controlnet_dir(c) for c in available_controlnets()})
+    if folder is not None:
+        root = Path(folder)
+        if not root.is_dir():
+            raise MissingFileError(f"--controlnet-dir: {root} is not a folder")
+        for p in sorted(root.iterdir()):
+            if (p.is_file() and p.suffix in WEIGHT_FILES) or (p.is_dir() and (p / "config.json").is_file()):
+                found[p.stem if p.is_file() else p.name] = p
+    return found
+
+
+class Engine:
+    """The base model (loaded now) and the ControlNets (each loaded on first use, then kept)."""
+
+    def __init__(self, model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32"):
+        from controlnet.assets import resolve_model
+        from controlnet.pipeline import ControlPipeline
+
+        self.model_name = "mini" if model == "mini" else Path(model).stem
+        self.model_path = resolve_model(model)
+        self.dtype = dtype
+        self.pipe = ControlPipeline.from_pretrained(self.model_path, dtype=dtype, device=device)
+        self.controlnets = find_controlnets(model, controlnet_dir)
+        self.hashes = {name: short_hash(p) for name, p in self.controlnets.items()}
+        self.model_hash = short_hash(self.model_path / "unet" if (self.model_path / "unet").is_dir() else self.model_path)
+        self._loaded: dict[str, object] = {}
+
+    # ------------------------------------------------------------------ catalog
+
+    def controlnet_titles(self) -> list[str]:
+        return [f"{name} [{self.hashes[name]}]" for name in self.controlnets]
+
+    def find_controlnet(self, title) -> str | None:
+        """'name', 'name [hash]' or a file name with its suffix, case-insensitively -> name."""
+        if not isinstance(title, str):
+            return None
+        key = title.split(" [")[0].strip().lower()
+        for name, path in self.controlnets.items():
+            if key in (name.lower(), path.name.lower()):
+                return name
+        return None
+
+    @property
+    def default_size(self) -> int:
+        return int(self.pipe.unet.config.sample_size) * self.pipe.vae_scale_factor
+
+    # ------------------------------------------------------------------ work
+
+    def controlnet(self, name: str):
+        if name not in self._loaded:
+            from controlnet.checkpoints import load_controlnet
+
+            self._loaded[name] = load_controlnet(self.controlnets[name], dtype=self.pipe.unet.dtype, device=self.pipe.device)
+        return self._loaded[name]
+
+    def condition(self, u: UnitRequest, width: int, height: int) -> np.ndarray:
+        """The unit's map at the output size: its preprocessor run on the image, or the image as given."""
+        from controlnet.annotators import annotate
+
+        if u.module is None:
+            return u.image
+        try:
+            return annotate(u.module, u.image, u.resolution, width=width, height=height, pixel_perfect=u.pixel_perfect,
+                            resize_mode=u.resize, **u.params)
+        except InputError as exc:
+            raise InputError(f"{u.field}: {exc}") from None
+
+    def units(self, req: GenerationRequest) -> list:
+        from controlnet.pipeline import ControlUnit
+
+        return [ControlUnit(self.controlnet(u.model), self.condition(u, req.width, req.height), weight=u.weight,
+                            start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
+                            resize=u.resize, name=u.field) for u in req.units]
+
+    def generate(self, req: GenerationRequest, on_step: Callable[[int, int], None]) -> Generated:
+        """n_iter batches of batch_size images (seeds seed, seed+1, ...); `on_step(done, total)` after
+        each step may raise Interrupted: the images reached so far are decoded and returned."""
+        import random
+
+        units = self.units(req)
+        seed = req.seed if req.seed is not None else random.randint(0, 2**32 - 1 - req.batch_size * req.n_iter)
+        per_iter = min(int(req.steps * req.strength), req.steps) if req.init_image is not None else req.steps
+        total, out = per_iter * req.n_iter, Generated([], [], [], [], warnings=list(req.warnings))
+        for it in range(req.n_iter):
+            last = {}
+
+            def step(i, t, x, it=it):
+                last["x"] = x
+                on_step(min(it * per_iter + i + 1, total), total)
+
+            try:
+                res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
+                                guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta, seed=seed + it * req.batch_size,
+                                num_images=req.batch_size, width=req.width, height=req.height, init_image=req.init_image,
+                                strength=req.strength, callback=step, progress=False)
+            except Interrupted:
+                if "x" in last:
+                    self._keep_partial(out, last["x"], seed + it * req.batch_size, req)
+                out.interrupted = True
+                break
+            out.images += res.images
+            out.seeds += res.seeds
+            if not out.maps:
+                out.maps = [hints[0] for u, hints in zip(req.units, res.hints) if u.save_map]
+        out.params = [self.png_parameters(req, s, out) for s in out.seeds]
+        return out
+
+    def _keep_partial(self, out: Generated, x, seed: int, req: GenerationRequest) -> None:
+        from controlnet.pipeline.images import to_pil
+
+        pixels = self.pipe.decode(x)
+        out.images += [to_pil(p) for p in pixels]
+        out.seeds += [seed + k for k in range(len(pixels))]
+
+    def png_parameters(self, req: GenerationRequest, seed: int, out: Generated) -> dict:
+        """What `controlnet generate` stores in a PNG (its `controlnet` chunk); uploaded images have no path."""
+        import controlnet
+
+        resize = req.units[0].resize if req.units else "crop_and_resize"
+        units = [{"controlnet": str(self.controlnets[u.model]), "image": None, "weight": u.weight, "start": u.start,
+                  "end": u.end, "mode": u.mode, "preprocess": u.module, "mask": None, "resize": u.resize} for u in req.units]
+        return {"model": str(self.model_path), "config": None, "prompt": req.prompt, "negative_prompt": req.negative_prompt,
+                "steps": req.steps, "cfg": req.cfg, "scheduler": req.sampler, "eta": req.eta, "seed": seed, "num_images": 1,
+                "width": req.width, "height": req.height, "resize": resize, "init_image": None, "strength": req.strength,
+                "dtype": self.dtype, "units": units, "version": controlnet.__version__}
+
+    def detect(self, req: DetectRequest) -> list[np.ndarray]:
+        from controlnet.annotators import annotate
+
+        return [annotate(req.module, image, req.resolution, **req.params) for image in req.images]

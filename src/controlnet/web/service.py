@@ -1,0 +1,107 @@
+"""What every route shares: the engine, the queue, the limits; reading a JSON body, submitting a
+job and waiting for it while watching the connection, and turning errors into HTTP answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from controlnet.errors import ControlNetError, InputError
+from controlnet.web import results, schema
+from controlnet.web.guard import Limits
+from controlnet.web.jobs import Job, JobQueue, QueueFull
+
+
+class BadRequest(Exception):
+    """An error with its HTTP status, raised by routes and turned into a JSON answer by the app."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None, headers: dict | None = None):
+        self.status, self.detail, self.field, self.headers = status, detail, field, headers or {}
+        super().__init__(detail)
+
+    def response(self) -> JSONResponse:
+        body = {"error": _ERROR_NAMES.get(self.status, "Error"), "detail": self.detail}
+        if self.field:
+            body["field"] = self.field
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+_ERROR_NAMES = {404: "NotFound", 413: "PayloadTooLarge", 422: "InputError", 500: "InternalError", 503: "ServiceUnavailable"}
+
+
+def as_bad_request(exc: BaseException) -> BadRequest:
+    """A user error (InputError, a FieldError naming its field) -> 422; anything else -> 500."""
+    if isinstance(exc, BadRequest):
+        return exc
+    if isinstance(exc, (InputError, ControlNetError)):
+        return BadRequest(422, str(exc), getattr(exc, "field", None))
+    if isinstance(exc, MemoryError):
+        return BadRequest(500, "out of memory (try a smaller size or batch)")
+    return BadRequest(500, f"internal error (a bug in controlnet): {type(exc).__name__}: {exc}")
+
+
+class Service:
+    def __init__(self, engine, limits: Limits):
+        self.engine, self.limits = engine, limits
+        self.queue = JobQueue(self._run, size=limits.queue_size, keep=limits.keep_jobs, abandon_after=limits.abandon_after)
+
+    @property
+    def model_title(self) -> str:
+        return f"{self.engine.model_name} [{self.engine.model_hash}]"
+
+    def _run(self, job: Job, on_step):
+        """In the worker thread: the job's work, and its answer encoded (PNGs with parameters)."""
+        if job.kind == "detect":
+            return results.detect_response(self.engine.detect(job.request), job.request.warnings)
+        out = self.engine.generate(job.request, on_step)
+        return results.generation_response(job.request, out, job.id, self.model_title)
+
+    async def body(self, request: Request):
+        raw = await request.body()
+        try:
+            return json.loads(raw or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(422, f"the body is not valid JSON ({exc})", "body") from None
+
+    def parse(self, kind: str, body):
+        try:
+            if kind == "detect":
+                return schema.parse_detect(body, self.limits)
+            return schema.parse_generation(kind, body, self.engine, self.limits)
+        except InputError as exc:
+            raise as_bad_request(exc) from None
+
+    def submit(self, kind: str, req, polled: bool = False) -> Job:
+        try:
+            return self.queue.submit(kind, req, polled)
+        except QueueFull as exc:
+            raise BadRequest(503, f"{exc} (the queue holds {self.limits.queue_size} jobs, --queue-size)",
+                             headers={"Retry-After": str(exc.retry_after)}) from None
+
+    async def wait(self, job: Job, request: Request) -> dict:
+        """The job's answer; if the client disconnects first, the job is cancelled (queued: never
+        starts; running: stops at its next step)."""
+        while not job.done.is_set():
+            if await request.is_disconnected():
+                self.queue.cancel(job)
+                raise BadRequest(499, "client disconnected")
+            await asyncio.sleep(0.02)
+        if job.state == "failed":
+            raise as_bad_request(job.error)
+        if job.state == "cancelled":
+            raise BadRequest(409, "the job was cancelled before it started")
+        return job.result
+
+    def job_status(self, job: Job) -> dict:
+        status = {"job_id": job.id, "kind": job.kind, "state": job.state, "progress": job.progress, "step": job.step,
+                  "total": job.total, "queue_position": self.queue.position(job), "created": job.created,
+                  "started": job.started, "finished": job.finished, "result": None, "error": None}
+        if job.state in ("done", "interrupted"):
+            status["result"] = job.result
+        elif job.state == "failed":
+            bad = as_bad_request(job.error)
+            status["error"] = {"status": bad.status, "detail": bad.detail, "field": bad.field}
+        return status
