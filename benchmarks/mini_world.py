@@ -6,7 +6,8 @@
 - prompt adherence of the base model: share of single-shape samples whose shape and background
   have the colours the caption names (`controlnet.mini.adherence`);
 - control fidelity of each ControlNet against the same prompts and seeds without control:
-  edges  -> edge F1 between canny of the picture and the condition (1-px tolerance);
+  edges  -> edge F1 between canny of the picture and the condition (`controlnet.evaluation`'s one
+            definition: within 2 px, as the trainer's monitor and `controlnet evaluate` report it);
   seg    -> pixel accuracy / mIoU of the colour-implied label map: each pixel is named by its nearest
             world colour and compared with the colour the scene puts there (shape or background);
   depth  -> the same label accuracy, and the depth-order error: for every pair of overlapping shapes
@@ -26,56 +27,11 @@ import numpy as np
 import torch
 
 
-def colour_labels(sample) -> np.ndarray:
-    """(H, W) names of the colour the scene puts at each pixel."""
-    names = np.empty(sample.labels.shape, dtype=object)
-    names[:] = sample.scene.background
-    for k, shape in enumerate(sample.scene.shapes):
-        names[sample.labels == k + 1] = shape.colour
-    return names
-
-
-def label_scores(image: np.ndarray, sample) -> tuple[float, float]:
-    """(pixel accuracy, mIoU over the scene's colours) of the picture's nearest-colour names."""
-    from controlnet.world.palette import nearest_colour
-
-    h, w, _ = image.shape
-    pred = nearest_colour(image.reshape(-1, 3)).reshape(h, w)
-    truth = colour_labels(sample)
-    ious = []
-    for name in set(truth.ravel()):
-        inter = np.logical_and(pred == name, truth == name).sum()
-        union = np.logical_or(pred == name, truth == name).sum()
-        ious.append(inter / union)
-    return float((pred == truth).mean()), float(np.mean(ious))
-
-
-def order_errors(image: np.ndarray, sample) -> tuple[int, int]:
-    """(wrong, judged) overlapping pairs: the front shape's colour must dominate the overlap."""
-    from controlnet.world.palette import nearest_colour
-
-    h, w, _ = image.shape
-    pred = nearest_colour(image.reshape(-1, 3)).reshape(h, w)
-    shapes = sample.scene.shapes
-    masks = [s.mask(sample.size) > 0 for s in shapes]
-    wrong = judged = 0
-    for i in range(len(shapes)):
-        for j in range(i + 1, len(shapes)):  # j is drawn after i: in front
-            overlap = masks[i] & masks[j]
-            if overlap.sum() < 4 or shapes[i].colour == shapes[j].colour:
-                continue
-            judged += 1
-            front, back = (pred[overlap] == shapes[j].colour).sum(), (pred[overlap] == shapes[i].colour).sum()
-            wrong += int(front <= back)
-    return wrong, judged
-
-
 def edge_score(image: np.ndarray, condition: np.ndarray) -> float:
-    from controlnet.annotators import annotate
-    from controlnet.evaluation import edge_f1
+    """The one edge fidelity definition (`controlnet.evaluation`): canny re-detected, F1 within 2 px."""
+    from controlnet.evaluation import control_fidelity
 
-    edges = annotate("canny", image, resolution=image.shape[0], low_threshold=100, high_threshold=200)
-    return edge_f1(edges, condition, tolerance=1.0)
+    return control_fidelity("canny", image, condition)
 
 
 def generate(pipe, samples, unit=None, steps=20, cfg=5.0, batch=16, seed=0):
@@ -94,6 +50,7 @@ def generate(pipe, samples, unit=None, steps=20, cfg=5.0, batch=16, seed=0):
 def run(model: Path, n: int, steps: int, cfg: float) -> dict:
     from controlnet.assets import HELD_OUT_SEED, available_controlnets, mini_controlnet_dir
     from controlnet.checkpoints import load_controlnet
+    from controlnet.evaluation.world import label_scores, order_errors
     from controlnet.mini.adherence import adherence
     from controlnet.pipeline import ControlPipeline
     from controlnet.world.world import World

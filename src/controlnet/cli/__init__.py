@@ -31,6 +31,7 @@ COMMANDS = [
     "train",
     "world",
     "serve",
+    "evaluate",
 ]
 
 

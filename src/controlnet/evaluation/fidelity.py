@@ -2,7 +2,16 @@
 
 This is how ControlNet's adherence is measured (paper §4.3, ControlNet++): the annotator that made
 the training condition is run on the output, and the two maps are compared with the metric that
-suits the kind of map. Training logs it so users see "sudden convergence" as a number.
+suits the kind of map. There is ONE definition per metric, here; the trainer's fidelity monitor,
+`benchmarks/mini_world.py` and `controlnet evaluate` all call it:
+
+- edge maps (canny, lines, scribble, binary): F1 of edge pixels, reported twice, following
+  ControlNet++ (pixel-exact, `edge_f1_exact`) and with a tolerance of `EDGE_TOLERANCE` = 2 px
+  (`edge_f1`: a contour moved by one pixel, diagonally included, or drawn on the other side of a
+  step as canny does, still counts). The tolerant one is the headline number.
+- soft edges / lineart / scribble_hed: SSIM of grey maps;
+- depth: RMSE on the 0-255 scale;
+- segmentation colour maps: mIoU and pixel accuracy after snapping to the reference palette.
 """
 
 from __future__ import annotations
@@ -13,10 +22,11 @@ import numpy as np
 
 from controlnet.evaluation.depth import depth_rmse
 from controlnet.evaluation.edges import edge_f1, soft_edge_ssim
-from controlnet.evaluation.segmentation import color_map_miou
+from controlnet.evaluation.segmentation import color_map_scores
 
 EDGE_LIKE = ("canny", "mlsd", "scribble", "scribble_xdog", "lineart_standard", "binary", "threshold")
 SOFT_LIKE = ("softedge", "softedge_hed", "scribble_softedge", "scribble_hed", "lineart_realistic", "lineart_coarse")
+EDGE_TOLERANCE = 2.0  # pixels: the stated tolerance of `edge_f1`; `edge_f1_exact` uses none
 
 
 @dataclass(frozen=True)
@@ -25,33 +35,51 @@ class Metric:
     higher_is_better: bool
 
 
+METRICS = {  # every fidelity metric by name: what the reports say about it
+    "edge_f1": Metric("edge_f1", True),
+    "edge_f1_exact": Metric("edge_f1_exact", True),
+    "ssim": Metric("ssim", True),
+    "depth_rmse": Metric("depth_rmse", False),
+    "miou": Metric("miou", True),
+    "pixel_accuracy": Metric("pixel_accuracy", True),
+}
+
+
 def metric_for(annotator: str) -> Metric:
-    """Which score suits the maps of `annotator`."""
+    """The headline score that suits the maps of `annotator`."""
     if annotator in EDGE_LIKE:
-        return Metric("edge_f1", True)
+        return METRICS["edge_f1"]
     if annotator in SOFT_LIKE:
-        return Metric("ssim", True)
+        return METRICS["ssim"]
     if annotator == "depth":
-        return Metric("depth_rmse", False)
+        return METRICS["depth_rmse"]
     if annotator.startswith("seg"):
-        return Metric("miou", True)
-    return Metric("ssim", True)
+        return METRICS["miou"]
+    return METRICS["ssim"]
 
 
-def compare_maps(annotator: str, extracted: np.ndarray, reference: np.ndarray, tolerance: float = 2.0) -> float:
-    """The score of `metric_for(annotator)` between a re-extracted map and the input condition."""
+def fidelity_scores(annotator: str, extracted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Every score of `annotator`'s kind between a re-extracted map and the input condition; the
+    headline (`metric_for`) comes first."""
     name = metric_for(annotator).name
     if name == "edge_f1":
-        return edge_f1(extracted, reference, tolerance=tolerance)
+        return {"edge_f1": edge_f1(extracted, reference, tolerance=EDGE_TOLERANCE),
+                "edge_f1_exact": edge_f1(extracted, reference, tolerance=0)}
     if name == "depth_rmse":
-        return depth_rmse(extracted, reference)
+        return {"depth_rmse": depth_rmse(extracted, reference)}
     if name == "miou":
-        return color_map_miou(extracted, reference)
-    return soft_edge_ssim(extracted, reference)
+        miou, accuracy = color_map_scores(extracted, reference)
+        return {"miou": miou, "pixel_accuracy": accuracy}
+    return {"ssim": soft_edge_ssim(extracted, reference)}
+
+
+def compare_maps(annotator: str, extracted: np.ndarray, reference: np.ndarray) -> float:
+    """The headline score of `metric_for(annotator)` between a re-extracted map and the input condition."""
+    return fidelity_scores(annotator, extracted, reference)[metric_for(annotator).name]
 
 
 def reextract(annotator: str, image_rgb: np.ndarray, **params) -> np.ndarray:
-    """Run the annotator on a generated image (H×W×3 uint8) at its own size."""
+    """Run the annotator (its default parameters unless given) on a generated image at its own size."""
     from controlnet.annotators import annotate
 
     h, w = image_rgb.shape[:2]
@@ -59,5 +87,11 @@ def reextract(annotator: str, image_rgb: np.ndarray, **params) -> np.ndarray:
 
 
 def control_fidelity(annotator: str, generated_rgb: np.ndarray, condition_rgb: np.ndarray, **params) -> float:
-    """Re-extract `annotator`'s map from `generated_rgb` and score it against `condition_rgb`."""
+    """Re-extract `annotator`'s map from `generated_rgb` and score it against `condition_rgb` (headline)."""
     return compare_maps(annotator, reextract(annotator, generated_rgb, **params), condition_rgb)
+
+
+def control_fidelity_scores(annotator: str, generated_rgb: np.ndarray, condition_rgb: np.ndarray,
+                            **params) -> dict[str, float]:
+    """Like `control_fidelity`, with every score of the kind (`fidelity_scores`)."""
+    return fidelity_scores(annotator, reextract(annotator, generated_rgb, **params), condition_rgb)

@@ -60,7 +60,13 @@ def palette_of(rgb, max_colors: int = 256) -> np.ndarray:
     return colors[np.argsort(-counts)][:max_colors]
 
 
+def color_map_scores(pred_rgb, target_rgb) -> tuple[float, float]:
+    """(mIoU, pixel accuracy) of a colour map against a reference one, both snapped to the reference palette."""
+    pal = palette_of(target_rgb)
+    pred, target = colors_to_labels(pred_rgb, pal), colors_to_labels(target_rgb, pal)
+    return mean_iou(pred, target, len(pal)), pixel_accuracy(pred, target)
+
+
 def color_map_miou(pred_rgb, target_rgb) -> float:
     """mIoU of a generated colour map against a reference one, both snapped to the reference palette."""
-    pal = palette_of(target_rgb)
-    return mean_iou(colors_to_labels(pred_rgb, pal), colors_to_labels(target_rgb, pal), len(pal))
+    return color_map_scores(pred_rgb, target_rgb)[0]

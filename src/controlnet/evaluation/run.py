@@ -1,0 +1,140 @@
+"""`evaluate(...)`: sample every row on the same data, prompts and seeds, score, and write reports.
+
+Rows: for each condition kind, the base model without control (its pictures are shared by all
+kinds) and each ControlNet of that kind. Image i of every row uses seed `seed + i`, so rows differ
+only by their control. See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from controlnet import checks
+from controlnet.errors import InputError
+from controlnet.evaluation.settings import EvalSettings, RowSpec, parse_controlnet
+
+UNCONTROLLED = "no control"
+
+
+@dataclass
+class Context:
+    pipe: object
+    data: object
+    items: list
+    settings: EvalSettings
+    cache_root: Path
+    model: dict
+    progress: bool
+
+
+def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.PathLike, *, config=None,
+             settings: EvalSettings | None = None, annotator: str | None = None, annotator_params=None,
+             inception=None, clip=None, device: str = "cpu", progress: bool = True, **options) -> dict:
+    """Evaluate each ControlNet in `controlnets` (plus the uncontrolled base model) on `data`; write
+    metrics.json, metrics.md, metrics.png and samples.png into `out`; return the metrics."""
+    from controlnet.evaluation import prompts as P
+    from controlnet.evaluation.data import open_data
+    from controlnet.files import writable_folder
+
+    s = (settings or EvalSettings(**options)).check()
+    out = writable_folder(out)
+    world_data = str(data).startswith("world")
+    data_kind = str(data).split(":", 1)[1] if world_data and ":" in str(data) else (None if world_data else annotator or "condition")
+    rows = [parse_controlnet(c, data_kind) for c in (controlnets or [])]
+    _check_rows(rows, world_data, s)
+    s.prompts = P.check_settings(s.prompts, world_data)
+    clip_model = _load_clip(clip)
+    if s.fid:
+        from controlnet.evaluation.inception import inception_path
+
+        inception = inception_path(inception)
+    pipe, mid = _load_pipe(model, config, device)
+    size = pipe.vae_scale_factor * pipe.unet.config.sample_size
+    kinds = tuple(dict.fromkeys(r.kind for r in rows)) or ((data_kind,) if data_kind else ("edges",))
+    source = open_data(str(data), size, kinds, annotator, annotator_params)
+    if not source.is_world and len(source) < s.n:
+        raise InputError(f"--n {s.n}: the dataset {data} has only {len(source)} samples")
+    ctx = Context(pipe, source, [source.item(i) for i in range(s.n)], s, out / "cache", mid, progress)
+    from controlnet.evaluation.score import score_all
+
+    result = score_all(ctx, rows, kinds, annotator, annotator_params or {}, inception if s.fid else None, clip_model)
+    result["settings"] = {**s.sampling(), "n": s.n, "seed": s.seed, "prompts": list(s.prompts), "level": s.level,
+                          "model": mid, "data": source.spec, "device": device}
+    from controlnet.evaluation.report import write_reports
+
+    write_reports(result, out)
+    return result
+
+
+def _check_rows(rows: list[RowSpec], world_data: bool, s: EvalSettings) -> None:
+    if not rows and not s.uncontrolled:
+        raise InputError("nothing to evaluate: give --controlnet, or keep the uncontrolled row")
+    for r in rows:
+        if world_data and r.kind is None:
+            raise InputError(f"--controlnet {r.label}: which world condition does it read? write KIND={r.path} "
+                             "(e.g. edges=PATH) or use --data world:KIND")
+    labels = [r.label for r in rows]
+    if len(set(labels)) != len(labels):
+        raise InputError(f"--controlnet given twice: {sorted(x for x in labels if labels.count(x) > 1)[0]}")
+
+
+def _load_clip(clip):
+    if clip is None:
+        return None
+    from controlnet.evaluation.clip_score import load_clip
+
+    return load_clip(checks.path("--clip", clip))
+
+
+def _load_pipe(model, config, device):
+    from controlnet.assets import resolve_model
+    from controlnet.evaluation.cache import model_id
+    from controlnet.pipeline import ControlPipeline
+
+    path = resolve_model(str(checks.path("--model", model)))
+    if not path.exists():
+        from controlnet.errors import MissingFileError
+
+        raise MissingFileError(f"--model {model}: no such file or folder (a diffusers folder, a single file, or mini)")
+    pipe = ControlPipeline.from_pretrained(path, config=config, device=device)
+    pipe.unet.requires_grad_(False)
+    return pipe, model_id(path)
+
+
+def generate_row(ctx: Context, cn, kind: str | None, prompts: list[str], cache, bar=None) -> list[np.ndarray]:
+    """The row's n pictures: cached ones read, missing ones sampled in runs of consecutive seeds."""
+    from controlnet.pipeline import ControlUnit
+
+    s = ctx.settings
+    seeds = [s.seed + i for i in range(s.n)]
+    missing = cache.missing(seeds)
+    for run in _runs(missing, s.batch):
+        idx = [seed - s.seed for seed in run]
+        units = [ControlUnit(cn, [ctx.items[i].conditions[kind] for i in idx], weight=s.weight, mode=s.mode,
+                             resize="crop_and_resize")] if cn is not None else []
+        size = ctx.data.size
+        images = ctx.pipe([prompts[i] for i in idx], units=units, steps=s.steps, guidance_scale=s.guidance_scale,
+                          scheduler=s.scheduler, seed=run[0], width=size, height=size, output_type="np",
+                          progress=False).images
+        for seed, img in zip(run, images):
+            cache.put(seed, (np.asarray(img) * 255).round().clip(0, 255).astype(np.uint8))
+        if bar is not None:
+            bar.update(len(run))
+    if bar is not None:
+        bar.update(len(seeds) - len(missing))
+    return [cache.get(seed) for seed in seeds]
+
+
+def _runs(seeds: list[int], batch: int) -> list[list[int]]:
+    """Consecutive seeds in runs of at most `batch` (a batch's image k uses the first seed + k)."""
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and runs[-1][-1] == seed - 1 and len(runs[-1]) < batch:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return runs

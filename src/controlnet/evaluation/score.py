@@ -1,0 +1,137 @@
+"""Scoring every (condition kind, prompt setting, row): fidelity, world extras, FID/KID, CLIP score.
+
+Each figure becomes a record {condition, prompt, row, metric, value, ci_low, ci_high, n, level,
+higher_is_better}; what could not be computed is listed under `not_computed` with the reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from controlnet.evaluation.stats import mean_ci
+
+LOWER_IS_BETTER = ("depth_rmse", "depth_order_error", "fid", "kid")
+
+
+def score_all(ctx, rows, kinds, annotator, params, inception, clip) -> dict:
+    from controlnet.checkpoints import load_controlnet
+    from controlnet.evaluation.cache import ImageCache, model_id
+    from controlnet.evaluation.run import UNCONTROLLED, generate_row
+
+    s = ctx.settings
+    plan = [(kind, setting, row) for kind in kinds for setting in s.prompts
+            for row in ([None] if s.uncontrolled else []) + [r for r in rows if r.kind == kind]]
+    records, samples, not_computed, loaded = [], {}, _not_computed(ctx, annotator, inception, clip), {}
+    total = s.n * len({(setting, None if r is None else r.label) for _, setting, r in plan})
+    gen_bar = tqdm(total=total, desc="generating", unit="img", disable=not ctx.progress)
+    ref_feats = _reference_features(ctx, inception) if inception else None
+    for kind, setting, row in plan:
+        label = UNCONTROLLED if row is None else row.label
+        if row is not None and row.label not in loaded:
+            loaded[row.label] = load_controlnet(row.path)
+        desc = {"model": ctx.model, "controlnet": None if row is None else model_id(row.path),
+                "sampling": s.sampling() if row is not None else {**s.sampling(), "weight": None, "mode": None},
+                "prompt": setting, "data": ctx.data.spec, "kind": kind if row is not None else None,
+                "size": ctx.data.size}
+        cache = ImageCache(ctx.cache_root, desc)
+        prompts = [_prompt(ctx, setting, item) for item in ctx.items]
+        first = (setting, label) not in {(k[1], k[2]) for k in samples}
+        images = generate_row(ctx, loaded.get(label), kind if row is not None else None, prompts, cache,
+                              gen_bar if first else None)
+        samples[(kind, setting, label)] = images[: s.samples_in_grid]
+        per_image = _per_image(ctx, kind, images, annotator, params, prompts, clip)
+        head = {"condition": kind, "prompt": setting, "row": label}
+        records += [_record(head, m, mean_ci(v, w, s.level)) for m, (v, w) in per_image.items()]
+        if ref_feats is not None:
+            records += _quality(ctx, head, cache, inception, ref_feats)
+    gen_bar.close()
+    conditions = {k: [it.conditions[k] for it in ctx.items[: s.samples_in_grid]] for k in kinds}
+    return {"records": records, "not_computed": not_computed, "samples": samples, "conditions": conditions}
+
+
+def _prompt(ctx, setting, item) -> str:
+    from controlnet.evaluation.prompts import data_prompt, world_prompt
+
+    return world_prompt(setting, item.sample.scene) if item.sample is not None else data_prompt(setting, item.caption)
+
+
+def _per_image(ctx, kind, images, annotator, params, prompts, clip) -> dict:
+    """{metric: (values, weights)} over the row's pictures."""
+    from controlnet.evaluation.fidelity import control_fidelity_scores
+    from controlnet.evaluation.world import world_scores
+
+    scores = []
+    for img, item in zip(images, ctx.items):
+        if item.sample is not None:
+            scores.append(world_scores(kind, img, item.sample))
+        elif annotator:
+            cond = item.conditions[kind]
+            scores.append({k: (v, 1.0) for k, v in control_fidelity_scores(annotator, img, cond, **params).items()})
+        else:
+            scores.append({})
+    out = {m: (np.array([d[m][0] for d in scores]), np.array([d[m][1] for d in scores]))
+           for m in (scores[0] if scores else {})}
+    if clip is not None and any(prompts):
+        from controlnet.evaluation.clip_score import clip_scores
+
+        v = clip_scores(images, prompts, clip)
+        keep = ~np.isnan(v)
+        out["clip_score"] = (v[keep], np.ones(keep.sum()))
+    return out
+
+
+def _record(head: dict, metric: str, est) -> dict:
+    return {**head, "metric": metric, "value": est.value, "ci_low": est.low, "ci_high": est.high, "n": est.n,
+            "higher_is_better": metric not in LOWER_IS_BETTER}
+
+
+def _features_fn(inception, ctx):
+    from controlnet.evaluation.inception import inception_features, load_inception
+
+    net = load_inception(inception)
+    return lambda images: inception_features(images, net)
+
+
+def _reference_features(ctx, inception) -> np.ndarray | None:
+    from controlnet.evaluation.cache import ImageCache
+
+    refs = [it.reference for it in ctx.items]
+    if any(r is None for r in refs):
+        return None
+    cache = ImageCache(ctx.cache_root, {"reference": ctx.data.spec, "size": ctx.data.size})
+    seeds = [ctx.settings.seed + i for i in range(len(refs))]
+    for seed, ref in zip(seeds, refs):
+        if not cache.path(seed).is_file():
+            cache.put(seed, ref)
+    return cache.features(seeds, _features_fn(inception, ctx))
+
+
+def _quality(ctx, head, cache, inception, ref_feats) -> list[dict]:
+    from controlnet.evaluation.fid import fid, kid
+    from controlnet.evaluation.stats import Estimate
+
+    seeds = [ctx.settings.seed + i for i in range(ctx.settings.n)]
+    feats = cache.features(seeds, _features_fn(inception, ctx))
+    if len(feats) < 2:
+        return []
+    k, k_std = kid(feats, ref_feats, subsets=50)
+    n = len(feats)
+    return [_record(head, "fid", Estimate(fid(feats, ref_feats), float("nan"), float("nan"), n)),
+            _record(head, "kid", Estimate(k, k - 1.96 * k_std, k + 1.96 * k_std, n))]
+
+
+def _not_computed(ctx, annotator, inception, clip) -> dict:
+    from controlnet.evaluation.clip_score import NOT_COMPUTED
+
+    out = {}
+    if clip is None:
+        out["clip_score"] = NOT_COMPUTED
+    out["aesthetic"] = "not computed: no aesthetic head is supported yet"
+    if inception is None:
+        out["fid"] = out["kid"] = "not computed: turned off (--no-fid)"
+    elif any(it.reference is None for it in ctx.items):
+        out["fid"] = out["kid"] = "not computed: the dataset has no reference pictures"
+    if not ctx.data.is_world and not annotator:
+        out["fidelity"] = "not computed: give --annotator NAME (the annotator that made the conditions)"
+    return out

@@ -1,0 +1,80 @@
+"""An evaluation's settings, checked once before any model is loaded (`EvalSettings.check`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from controlnet import checks
+from controlnet.errors import InputError, MissingFileError
+
+MAX_N = 100_000
+
+
+@dataclass
+class EvalSettings:
+    n: int = 64
+    prompts: tuple[str, ...] = ("perfect",)
+    steps: int = 20
+    guidance_scale: float = 5.0
+    scheduler: str = "ddim"
+    weight: float = 1.0
+    mode: str = "balanced"
+    seed: int = 0
+    level: float = 0.95
+    batch: int = 8
+    uncontrolled: bool = True
+    fid: bool = True
+    samples_in_grid: int = 4
+    extra: dict = field(default_factory=dict)
+
+    def sampling(self) -> dict:
+        """What changes a generated picture (the cache key), besides model, row, prompt and seed."""
+        return {k: v for k, v in asdict(self).items() if k in ("steps", "guidance_scale", "scheduler", "weight", "mode")}
+
+    def check(self) -> EvalSettings:
+        from controlnet.evaluation.stats import check_level
+        from controlnet.pipeline.modes import mode_name
+        from controlnet.pipeline.schedulers import scheduler_names
+
+        self.n = checks.integer("n (samples per row)", self.n, lo=1, hi=MAX_N)
+        self.steps = checks.integer("steps", self.steps, lo=1, hi=1000)
+        self.guidance_scale = checks.number("guidance_scale (--cfg)", self.guidance_scale, lo=0.0, hi=100.0)
+        self.scheduler = checks.choice("scheduler", self.scheduler, scheduler_names())
+        self.weight = checks.number("weight", self.weight, lo=0.0, hi=10.0)
+        try:
+            self.mode = mode_name(self.mode)
+        except ValueError as exc:
+            raise InputError(f"--mode: {exc}") from None
+        self.seed = checks.integer("seed", self.seed, lo=0, hi=2**32 - 1 - self.n)
+        self.level = check_level(self.level)
+        self.batch = checks.integer("batch", self.batch, lo=1, hi=1024)
+        self.samples_in_grid = checks.integer("samples in the grid", self.samples_in_grid, lo=0, hi=64)
+        return self
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One ControlNet to evaluate: a label, its file, and the condition kind it reads."""
+
+    label: str
+    path: Path
+    kind: str | None
+
+
+def parse_controlnet(spec: str, data_kind: str | None) -> RowSpec:
+    """`mini:KIND`, `KIND=PATH` or `PATH` (its kind from `--data world:KIND` or the dataset)."""
+    from controlnet.assets import MINI_CONDITIONS, resolve_controlnet
+
+    spec = str(checks.path("--controlnet", spec))
+    kind, _, rest = spec.partition("=")
+    if rest and not Path(spec).exists():
+        path, label = checks.path("--controlnet", rest), spec
+    else:
+        kind, path, label = None, resolve_controlnet(spec), spec
+        for sep in ":-":
+            if spec.startswith(f"mini{sep}") and spec[5:] in MINI_CONDITIONS:
+                kind = spec[5:]
+    if not path.exists():
+        raise MissingFileError(f"--controlnet {spec}: {path} does not exist (a ControlNet file or folder)")
+    return RowSpec(label, path, kind or data_kind)
