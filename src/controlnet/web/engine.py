@@ -138,7 +138,7 @@ class Engine:
         for it in range(req.n_iter):
             last = {}
 
-            def step(i, t, x, it=it):
+            def step(i, t, x, it=it, last=last):
                 last["x"] = x
                 on_step(min(it * per_iter + i + 1, total), total)
 

@@ -32,9 +32,8 @@ def png_b64(image, params: dict | None = None) -> str:
 
 def info(req: GenerationRequest, out: Generated, job_id: str, model_title: str) -> dict:
     """A1111's `Processed.js()` fields (what clients read), plus job_id, interrupted and warnings."""
-    from controlnet.cli.generate import a1111_line
-
     import controlnet
+    from controlnet.cli.generate import a1111_line
 
     n = len(out.images)
     return {

@@ -1,0 +1,86 @@
+"""A `controlnet serve` app running in this process on a free loopback port, for the serve tests.
+
+The engine (the built-in mini model) is loaded once per test session and shared; each test module
+starts its own server with the limits it needs, one at a time (one worker uses the engine).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import io
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
+uvicorn = pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install -e '.[serve]')")
+
+
+@functools.cache
+def engine():
+    from controlnet.web.engine import Engine
+
+    return Engine("mini")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(limits=None, auth=None):
+    """Yields (base URL, app) of a server started on a free port; stopped (worker included) on exit."""
+    from controlnet.web import create_app
+
+    app = create_app(engine(), limits, auth)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def square(size: int = 64, box=(16, 48), colour=(255, 0, 0)) -> np.ndarray:
+    """A coloured square on black: its canny map is the square's outline."""
+    img = np.zeros((size, size, 3), np.uint8)
+    img[box[0]:box[1], box[0]:box[1]] = colour
+    return img
+
+
+def b64png(array: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def decode(b64: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.array(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+
+
+def body(seed: int = 1, steps: int = 2, units=(), **extra) -> dict:
+    """A small txt2img request on the mini model (64×64)."""
+    return {"prompt": "a red square on a blue background", "seed": seed, "steps": steps, "width": 64, "height": 64,
+            "cfg_scale": 5, "sampler_name": "DDIM", "alwayson_scripts": {"controlnet": {"args": list(units)}}, **extra}
+
+
+def unit(image=None, module="canny", model="mini-edges", **extra) -> dict:
+    return {"enabled": True, "image": b64png(square() if image is None else image), "module": module, "model": model, **extra}
