@@ -41,10 +41,14 @@ def decode_image(field: str, value, max_pixels: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as exc:  # PIL's own guard, far above ours
+        count = re.search(r"\((\d+) pixels\)", str(exc))
+        w, h = (int(count.group(1)) if count else max_pixels + 1), 1
+    except (UnidentifiedImageError, OSError, ValueError):
         w = h = 0  # load_image below names the problem
     if w * h > max_pixels:
-        raise FieldError(field, f"the image is {w}×{h} = {w * h:,} pixels, more than the {max_pixels:,} this server "
+        size = f"{w}×{h} = {w * h:,}" if h > 1 else f"{w:,}"
+        raise FieldError(field, f"the image is {size} pixels, more than the {max_pixels:,} this server "
                                 "accepts (--max-input-pixels); downscale it")
     try:
         return load_image(data)
