@@ -110,7 +110,8 @@ async function runJob(kind, body, onProgress) {  // submit to /jobs, poll until 
 async function runPreview(i) {
   const p = `unit${i}-`, image = await readFile($(p + "image"));
   if (!image) return status(`unit ${i}: choose a condition image first`, true);
-  const [res, a, b] = sliderValues(i);
+  let [res, a, b] = sliderValues(i);
+  if ($(p + "pixel-perfect").checked) res = pixelPerfect($(p + "thumb"), $(p + "resize").value);
   status(`unit ${i}: detecting…`);
   try {
     const job = await runJob("detect", { controlnet_module: $(p + "module").value, controlnet_input_images: [b64(image)],
@@ -119,6 +120,12 @@ async function runPreview(i) {
     $(p + "preview").classList.add("ready");
     status(`unit ${i}: preview ready`);
   } catch (e) { status(e.message, true); }
+}
+
+function pixelPerfect(img, resize) {  // A1111's pixel_perfect_resolution: detect at the output size
+  const h0 = img.naturalHeight, w0 = img.naturalWidth, h = Number($("height").value), w = Number($("width").value);
+  const k = resize === "Resize and Fill" ? Math.min(h / h0, w / w0) : Math.max(h / h0, w / w0);
+  return Math.max(64, Math.round(k * Math.min(h0, w0)));
 }
 
 async function unitArgs(i) {
