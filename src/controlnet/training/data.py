@@ -63,16 +63,16 @@ def decode_rgb(value, root: Path | None = None) -> np.ndarray:
 
 
 def _resize_crop(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Shorter side to `size`, then centre crop (diffusers' Resize + CenterCrop)."""
+    """Shorter side to `size`, then centre crop: the one `crop_and_resize` geometry of
+    `controlnet.images.fit`, with diffusers' training interpolation (Resize + CenterCrop)."""
+    return images.fit(rgb, (size, size), "crop_and_resize", resize=_area_or_linear)
+
+
+def _area_or_linear(x: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     import cv2
 
-    h, w = rgb.shape[:2]
-    s = size / min(h, w)
-    nh, nw = max(size, round(h * s)), max(size, round(w * s))
-    if (nh, nw) != (h, w):
-        rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return np.ascontiguousarray(rgb[top:top + size, left:left + size])
+    shrink = size_wh[0] * size_wh[1] < x.shape[0] * x.shape[1]
+    return cv2.resize(x, size_wh, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 @dataclass
