@@ -34,8 +34,20 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def fid(features_a, features_b) -> float:
-    """FID between two sets of (N, D) features."""
-    return max(0.0, frechet_distance(*_stats(features_a), *_stats(features_b)))
+    """FID between two sets of (N, D) features. With fewer pictures than dimensions (the usual case
+    here: D = 2048) the trace term is computed exactly in picture space: the non-zero eigenvalues of
+    S1·S2 are the squared singular values of A·Bᵀ/sqrt((n1-1)(n2-1)), A and B the centred features."""
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    for f in (a, b):
+        if f.ndim != 2 or len(f) < 2:
+            raise InputError(f"FID needs at least 2 pictures per set, got {len(f)}")
+    if min(len(a), len(b)) >= a.shape[1]:
+        return max(0.0, frechet_distance(*_stats(a), *_stats(b)))
+    ca, cb = a - a.mean(0), b - b.mean(0)
+    na, nb = len(a) - 1, len(b) - 1
+    tr_covmean = np.linalg.svd(ca @ cb.T, compute_uv=False).sum() / np.sqrt(na * nb)
+    mean_term = ((a.mean(0) - b.mean(0)) ** 2).sum()
+    return max(0.0, float(mean_term + (ca ** 2).sum() / na + (cb ** 2).sum() / nb - 2 * tr_covmean))
 
 
 def kid(features_a, features_b, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:

@@ -66,7 +66,8 @@ def inception_features(images, net: torch.nn.Module, batch: int = 16, progress=N
     for b in range(0, len(images), batch):
         x = torch.from_numpy(np.stack(images[b:b + batch])).permute(0, 3, 1, 2).float().div(255.0)
         x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-        feats = net((x * 255.0 / 128.0 - 1.0).clamp(-1.0, 0.9921875).to(device))
+        with torch.jit.optimized_execution(False):  # the profiling executor's first runs cost tens of seconds
+            feats = net((x * 255.0 / 128.0 - 1.0).clamp(-1.0, 0.9921875).to(device))
         if feats.ndim > 2:
             feats = feats.mean(dim=list(range(2, feats.ndim)))
         out.append(feats.float().cpu().numpy())

@@ -65,14 +65,18 @@ def order_errors(image: np.ndarray, sample) -> tuple[int, int]:
 
 def colour_depth(image: np.ndarray, sample) -> np.ndarray:
     """(H, W) uint8 depth implied by colours: a pixel of a shape's colour takes the depth of the
-    nearest such shape; every other pixel is background (0)."""
+    nearest shape of that colour covering it (or, outside them all, of the nearest of that colour);
+    every other pixel is background (0). Exact on the true pictures."""
     from controlnet.world.render import depth_levels
 
     pred = colour_names(image)
     labels = np.zeros(pred.shape, np.uint8)
-    for k, shape in enumerate(sample.scene.shapes):  # later shapes are nearer and win
+    shapes = sample.scene.shapes
+    for k, shape in enumerate(shapes):  # later shapes are nearer and win
         labels[pred == shape.colour] = k + 1
-    return depth_levels(len(sample.scene.shapes))[labels]
+    for k, shape in enumerate(shapes):
+        labels[(pred == shape.colour) & (shape.mask(sample.size) > 0)] = k + 1
+    return depth_levels(len(shapes))[labels]
 
 
 def world_scores(kind: str, image: np.ndarray, sample) -> dict[str, tuple[float, float]]:
