@@ -23,8 +23,8 @@ def register(sub) -> None:
     p.add_argument("--annotator-param", action="append", default=[], metavar="KEY=VALUE",
                    help="a parameter of --annotator (e.g. model=./dpt-folder); repeatable")
     p.add_argument("--n", type=int, default=64, help="samples per row (default 64)")
-    p.add_argument("--prompts", default="perfect", help="world: none,insufficient,conflicting,perfect or all; "
-                   "dataset: none,caption (default perfect = the caption)")
+    p.add_argument("--prompts", default="caption", help="world: none,insufficient,conflicting,perfect or all; "
+                   "dataset: none,caption (default caption: the perfect prompt in the world)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     p.add_argument("--cfg", dest="guidance_scale", type=float, default=5.0, help="guidance scale (default 5)")
     p.add_argument("--scheduler", default="ddim", help="sampler name (default ddim)")

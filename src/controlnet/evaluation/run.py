@@ -42,9 +42,15 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
 
     s = (settings or EvalSettings(**options)).check()
     out = writable_folder(out)
-    world_data = str(data).startswith("world")
+    world_data = str(checks.path("--data", data)).startswith("world")
+    if not world_data and not Path(data).exists():
+        from controlnet.errors import MissingFileError
+
+        raise MissingFileError(f"--data {data}: no such folder (give a dataset folder, world or world:KIND)")
     data_kind = str(data).split(":", 1)[1] if world_data and ":" in str(data) else (None if world_data else annotator or "condition")
     rows = [parse_controlnet(c, data_kind) for c in (controlnets or [])]
+    if not world_data:  # a dataset has one kind of condition: every ControlNet reads it
+        rows = [RowSpec(r.label, r.path, data_kind) for r in rows]
     _check_rows(rows, world_data, s)
     s.prompts = P.check_settings(s.prompts, world_data)
     clip_model = _load_clip(clip)

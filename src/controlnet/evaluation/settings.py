@@ -14,7 +14,7 @@ MAX_N = 100_000
 @dataclass
 class EvalSettings:
     n: int = 64
-    prompts: tuple[str, ...] = ("perfect",)
+    prompts: tuple[str, ...] = ("caption",)  # the perfect prompt in the world
     steps: int = 20
     guidance_scale: float = 5.0
     scheduler: str = "ddim"
