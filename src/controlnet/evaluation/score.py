@@ -115,7 +115,7 @@ def _quality(ctx, head, cache, inception, ref_feats) -> list[dict]:
     feats = cache.features(seeds, _features_fn(inception, ctx))
     if len(feats) < 2:
         return []
-    k, k_std = kid(feats, ref_feats, subsets=50)
+    k, k_std = kid(feats, ref_feats, subsets=50, subset_size=max(2, min(len(feats), len(ref_feats)) // 2))
     n = len(feats)
     return [_record(head, "fid", Estimate(fid(feats, ref_feats), float("nan"), float("nan"), n)),
             _record(head, "kid", Estimate(k, k - 1.96 * k_std, k + 1.96 * k_std, n))]
