@@ -90,18 +90,19 @@ def test_mini_world_metrics_score_the_true_picture_high_and_a_shuffled_one_low()
     spec = importlib.util.spec_from_file_location("mini_world", Path(__file__).parents[1] / "benchmarks" / "mini_world.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    from controlnet.evaluation.world import label_scores, order_errors
     from controlnet.world.world import World
 
     samples = [s for s in World(seed=1, size=64, textured=0.0).take(40) if len(s.scene.shapes) > 1][:12]
     rng = np.random.default_rng(0)
     true_acc, true_f1, wrong, judged, shuffled_acc, shuffled_f1 = [], [], 0, 0, [], []
     for s in samples:
-        true_acc.append(bench.label_scores(s.image, s)[0])
+        true_acc.append(label_scores(s.image, s)[0])
         true_f1.append(bench.edge_score(s.image, s.conditions["edges"]))
-        w, j = bench.order_errors(s.image, s)
+        w, j = order_errors(s.image, s)
         wrong, judged = wrong + w, judged + j
         shuffled = np.roll(s.image, (rng.integers(16, 48), rng.integers(16, 48)), axis=(0, 1))
-        shuffled_acc.append(bench.label_scores(shuffled, s)[0])
+        shuffled_acc.append(label_scores(shuffled, s)[0])
         shuffled_f1.append(bench.edge_score(shuffled, s.conditions["edges"]))
     assert np.mean(true_acc) > 0.97 and np.mean(true_f1) > 0.8
     assert judged > 0 and wrong == 0  # the renderer draws later shapes in front
