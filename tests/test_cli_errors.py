@@ -80,3 +80,11 @@ def test_usage_errors_exit_2_without_traceback(capsys, argv):
     assert code == 2
     assert "Traceback" not in err + out
     assert ("usage" in (err + out).lower())
+
+
+@pytest.mark.parametrize(("module", "extra"), [("uvicorn", "serve"), ("matplotlib.pyplot", "train"), ("somepkg", None)])
+def test_a_missing_optional_package_says_how_to_install_it(monkeypatch, capsys, module, extra):
+    exc = ModuleNotFoundError(f"No module named '{module}'", name=module)
+    monkeypatch.setattr(inspect_cli, "run", _raising(exc))
+    hint = f"controlnet-pytorch[{extra}]" if extra else f"pip install {module}"
+    assert_user_error(["inspect", "x"], capsys, "not installed", hint)

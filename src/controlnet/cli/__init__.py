@@ -88,11 +88,25 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
             return f"{where}{what} (the disk is full or the file is too large; free space or write elsewhere)", 1
         user = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
         return f"{where}{what}", 2 if isinstance(exc, user) else 1
+    if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith("controlnet"):
+        return missing_package(exc.name), 2
     if isinstance(exc, MemoryError):
         return "out of memory (try a smaller size, batch or model)", 1
     report = _write_crash_report()
     return (f"internal error (a bug in controlnet): {type(exc).__name__}: {exc}; the full traceback is in "
             f"{report}; rerun with --debug to see it here"), 1
+
+
+# optional packages -> the extra that installs them (pyproject.toml)
+EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "starlette": "serve", "matplotlib": "train", "datasets": "train",
+          "webdataset": "train", "tensorboard": "train", "mediapipe": "pose", "bitsandbytes": "bnb"}
+
+
+def missing_package(name: str) -> str:
+    top = name.split(".")[0]
+    extra = EXTRAS.get(top)
+    how = f"pip install 'controlnet-pytorch[{extra}]'" if extra else f"pip install {top}"
+    return f"this needs the Python package {top!r}, which is not installed: {how}"
 
 
 def _write_crash_report() -> str:
