@@ -82,7 +82,7 @@ def test_usage_errors_exit_2_without_traceback(capsys, argv):
     assert ("usage" in (err + out).lower())
 
 
-@pytest.mark.parametrize(("module", "extra"), [("uvicorn", "serve"), ("matplotlib.pyplot", "train"), ("somepkg", None)])
+@pytest.mark.parametrize(("module", "extra"), [("uvicorn", "serve"), ("datasets.arrow", "train"), ("somepkg", None)])
 def test_a_missing_optional_package_says_how_to_install_it(monkeypatch, capsys, module, extra):
     exc = ModuleNotFoundError(f"No module named '{module}'", name=module)
     monkeypatch.setattr(inspect_cli, "run", _raising(exc))

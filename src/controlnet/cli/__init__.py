@@ -98,7 +98,7 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
 
 
 # optional packages -> the extra that installs them (pyproject.toml)
-EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "starlette": "serve", "matplotlib": "train", "datasets": "train",
+EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "starlette": "serve", "datasets": "train",
           "webdataset": "train", "tensorboard": "train", "mediapipe": "pose", "bitsandbytes": "bnb"}
 
 
