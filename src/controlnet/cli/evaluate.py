@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--config", help="for a single-file --model: a local folder with its configs and tokenizers")
     p.add_argument("--controlnet", action="append", default=[], metavar="SPEC",
                    help="a ControlNet (repeat for more rows): mini:KIND, KIND=PATH, or PATH (kind from --data)")
+    p.add_argument("--images", action="append", default=[], metavar="NAME=FOLDER",
+                   help="a row of already generated pictures (repeatable): picture i is FOLDER/0000.png, 0001.png, "
+                   "... (i = sample index), scored like a sampled row")
     p.add_argument("--data", default="world", help="world (every condition), world:KIND (edges, seg, depth, ...), "
                    "or a dataset folder the trainer reads (default world)")
     p.add_argument("--annotator", help="dataset: the annotator that made the conditions, run on outputs to re-detect them")
@@ -68,7 +71,8 @@ def run(args) -> int:
                             samples_in_grid=args.grid_samples)
     result = evaluate(args.model, args.controlnet, args.data, args.outdir, config=args.config, settings=settings,
                       annotator=args.annotator, annotator_params=_params(args.annotator_param),
-                      inception=args.inception, clip=args.clip, device=args.device)
+                      inception=args.inception, clip=args.clip, device=args.device,
+                      images=args.images)
     print(table(result), end="")
     print(f"wrote {args.outdir}/metrics.json, metrics.md, metrics.png, samples.png")
     return 0

@@ -29,15 +29,18 @@ class Context:
     cache_root: Path
     model: dict
     progress: bool
+    folders: dict  # label -> the pictures of an --images row
 
 
 def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.PathLike, *, config=None,
              settings: EvalSettings | None = None, annotator: str | None = None, annotator_params=None,
-             inception=None, clip=None, device: str = "cpu", progress: bool = True, **options) -> dict:
-    """Evaluate each ControlNet in `controlnets` (plus the uncontrolled base model) on `data`; write
-    metrics.json, metrics.md, metrics.png and samples.png into `out`; return the metrics."""
+             inception=None, clip=None, device: str = "cpu", progress: bool = True, images=None, **options) -> dict:
+    """Evaluate each ControlNet in `controlnets` (plus the uncontrolled base model), and each folder of
+    already generated pictures in `images` (NAME=FOLDER), on `data`; write metrics.json, metrics.md,
+    metrics.png and samples.png into `out`; return the metrics."""
     from controlnet.evaluation import prompts as P
     from controlnet.evaluation.data import open_data
+    from controlnet.evaluation.folder_row import parse_images, read_folder_row
     from controlnet.files import writable_folder
 
     s = (settings or EvalSettings(**options)).check()
@@ -51,6 +54,7 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
     rows = [parse_controlnet(c, data_kind) for c in (controlnets or [])]
     if not world_data:  # a dataset has one kind of condition: every ControlNet reads it
         rows = [RowSpec(r.label, r.path, data_kind) for r in rows]
+    rows += [parse_images(spec) for spec in (images or [])]
     _check_rows(rows, world_data, s)
     s.prompts = P.check_settings(s.prompts, world_data)
     clip_model = _load_clip(clip)
@@ -60,11 +64,12 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
         inception = inception_path(inception)
     pipe, mid = _load_pipe(model, config, device)
     size = pipe.vae_scale_factor * pipe.unet.config.sample_size
-    kinds = tuple(dict.fromkeys(r.kind for r in rows)) or ((data_kind,) if data_kind else ("edges",))
+    kinds = tuple(dict.fromkeys(r.kind for r in rows if not r.images)) or ((data_kind,) if data_kind else ("edges",))
     source = open_data(str(data), size, kinds, annotator, annotator_params)
     if not source.is_world and len(source) < s.n:
         raise InputError(f"--n {s.n}: the dataset {data} has only {len(source)} samples")
-    ctx = Context(pipe, source, [source.item(i) for i in range(s.n)], s, out / "cache", mid, progress)
+    folders = {r.label: read_folder_row(r, s.n, size) for r in rows if r.images}
+    ctx = Context(pipe, source, [source.item(i) for i in range(s.n)], s, out / "cache", mid, progress, folders)
     from controlnet.evaluation.score import score_all
 
     result = score_all(ctx, rows, kinds, annotator, annotator_params or {}, inception if s.fid else None, clip_model)
@@ -78,14 +83,14 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
 
 def _check_rows(rows: list[RowSpec], world_data: bool, s: EvalSettings) -> None:
     if not rows and not s.uncontrolled:
-        raise InputError("nothing to evaluate: give --controlnet, or keep the uncontrolled row")
+        raise InputError("nothing to evaluate: give --controlnet or --images, or keep the uncontrolled row")
     for r in rows:
-        if world_data and r.kind is None:
+        if world_data and r.kind is None and not r.images:
             raise InputError(f"--controlnet {r.label}: which world condition does it read? write KIND={r.path} "
                              "(e.g. edges=PATH) or use --data world:KIND")
     labels = [r.label for r in rows]
     if len(set(labels)) != len(labels):
-        raise InputError(f"--controlnet given twice: {sorted(x for x in labels if labels.count(x) > 1)[0]}")
+        raise InputError(f"row name given twice (--controlnet/--images): {sorted(x for x in labels if labels.count(x) > 1)[0]}")
 
 
 def _load_clip(clip):

@@ -16,29 +16,28 @@ LOWER_IS_BETTER = ("depth_rmse", "depth_order_error", "fid", "kid")
 
 def score_all(ctx, rows, kinds, annotator, params, inception, clip) -> dict:
     from controlnet.checkpoints import load_controlnet
-    from controlnet.evaluation.cache import ImageCache, model_id
+    from controlnet.evaluation.cache import ImageCache
     from controlnet.evaluation.run import UNCONTROLLED, generate_row
 
     s = ctx.settings
     plan = [(kind, setting, row) for kind in kinds for setting in s.prompts
-            for row in ([None] if s.uncontrolled else []) + [r for r in rows if r.kind == kind]]
+            for row in ([None] if s.uncontrolled else []) + [r for r in rows if r.kind == kind or r.images]]
     records, samples, not_computed, loaded = [], {}, _not_computed(ctx, annotator, inception, clip), {}
-    total = s.n * len({(setting, None if r is None else r.label) for _, setting, r in plan})
+    total = s.n * len({(setting, None if r is None else r.label) for _, setting, r in plan if r is None or not r.images})
     gen_bar = tqdm(total=total, desc="generating", unit="img", disable=not ctx.progress)
     ref_feats = _reference_features(ctx, inception) if inception else None
     for kind, setting, row in plan:
         label = UNCONTROLLED if row is None else row.label
-        if row is not None and row.label not in loaded:
+        if row is not None and not row.images and row.label not in loaded:
             loaded[row.label] = load_controlnet(row.path)
-        desc = {"model": ctx.model, "controlnet": None if row is None else model_id(row.path),
-                "sampling": s.sampling() if row is not None else {**s.sampling(), "weight": None, "mode": None},
-                "prompt": setting, "data": ctx.data.spec, "kind": kind if row is not None else None,
-                "size": ctx.data.size}
-        cache = ImageCache(ctx.cache_root, desc)
+        cache = ImageCache(ctx.cache_root, _cache_description(ctx, kind, setting, row))
         prompts = [_prompt(ctx, setting, item) for item in ctx.items]
         first = (setting, label) not in {(k[1], k[2]) for k in samples}
-        images = generate_row(ctx, loaded.get(label), kind if row is not None else None, prompts, cache,
-                              gen_bar if first else None)
+        if row is not None and row.images:
+            images = _folder_row(ctx, row, cache)
+        else:
+            images = generate_row(ctx, loaded.get(label), kind if row is not None else None, prompts, cache,
+                                  gen_bar if first else None)
         samples[(kind, setting, label)] = images[: s.samples_in_grid]
         per_image = _per_image(ctx, kind, images, annotator, params, prompts, clip)
         head = {"condition": kind, "prompt": setting, "row": label}
@@ -48,6 +47,28 @@ def score_all(ctx, rows, kinds, annotator, params, inception, clip) -> dict:
     gen_bar.close()
     conditions = {k: [it.conditions[k] for it in ctx.items[: s.samples_in_grid]] for k in kinds}
     return {"records": records, "not_computed": not_computed, "samples": samples, "conditions": conditions}
+
+
+def _cache_description(ctx, kind, setting, row) -> dict:
+    """What a row's pictures depend on (the cache key); an --images row's only on its folder."""
+    from controlnet.evaluation.cache import model_id
+
+    s = ctx.settings
+    if row is not None and row.images:
+        return {"images": model_id(row.path), "data": ctx.data.spec, "size": ctx.data.size}
+    return {"model": ctx.model, "controlnet": None if row is None else model_id(row.path),
+            "sampling": s.sampling() if row is not None else {**s.sampling(), "weight": None, "mode": None},
+            "prompt": setting, "data": ctx.data.spec, "kind": kind if row is not None else None,
+            "size": ctx.data.size}
+
+
+def _folder_row(ctx, row, cache) -> list[np.ndarray]:
+    """An --images row's pictures, put in the cache like sampled ones (so FID features are cached too)."""
+    seeds = [ctx.settings.seed + i for i in range(ctx.settings.n)]
+    for seed, image in zip(seeds, ctx.folders[row.label]):
+        if not cache.path(seed).is_file():
+            cache.put(seed, image)
+    return ctx.folders[row.label]
 
 
 def _prompt(ctx, setting, item) -> str:

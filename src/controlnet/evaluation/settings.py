@@ -55,11 +55,13 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One ControlNet to evaluate: a label, its file, and the condition kind it reads."""
+    """One row: a ControlNet (label, file, the condition kind it reads) or, with `images`, a folder of
+    already generated pictures (scored against every condition kind of the run)."""
 
     label: str
     path: Path
     kind: str | None
+    images: bool = False
 
 
 def parse_controlnet(spec: str, data_kind: str | None) -> RowSpec:
