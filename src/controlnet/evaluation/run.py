@@ -30,11 +30,13 @@ class Context:
     model: dict
     progress: bool
     folders: dict  # label -> the pictures of an --images row
+    aesthetic: list | None = None  # the aesthetic head's layers (with the CLIP model of `clip`)
 
 
 def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.PathLike, *, config=None,
              settings: EvalSettings | None = None, annotator: str | None = None, annotator_params=None,
-             inception=None, clip=None, device: str = "cpu", progress: bool = True, images=None, **options) -> dict:
+             inception=None, clip=None, device: str = "cpu", progress: bool = True, images=None, aesthetic=None,
+             **options) -> dict:
     """Evaluate each ControlNet in `controlnets` (plus the uncontrolled base model), and each folder of
     already generated pictures in `images` (NAME=FOLDER), on `data`; write metrics.json, metrics.md,
     metrics.png and samples.png into `out`; return the metrics."""
@@ -58,6 +60,7 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
     _check_rows(rows, world_data, s)
     s.prompts = P.check_settings(s.prompts, world_data)
     clip_model = _load_clip(clip)
+    head = _load_aesthetic(aesthetic, clip_model)
     if s.fid:
         from controlnet.evaluation.inception import inception_path
 
@@ -69,7 +72,7 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
     if not source.is_world and len(source) < s.n:
         raise InputError(f"--n {s.n}: the dataset {data} has only {len(source)} samples")
     folders = {r.label: read_folder_row(r, s.n, size) for r in rows if r.images}
-    ctx = Context(pipe, source, [source.item(i) for i in range(s.n)], s, out / "cache", mid, progress, folders)
+    ctx = Context(pipe, source, [source.item(i) for i in range(s.n)], s, out / "cache", mid, progress, folders, head)
     from controlnet.evaluation.score import score_all
 
     result = score_all(ctx, rows, kinds, annotator, annotator_params or {}, inception if s.fid else None, clip_model)
@@ -99,6 +102,18 @@ def _load_clip(clip):
     from controlnet.evaluation.clip_score import load_clip
 
     return load_clip(checks.path("--clip", clip))
+
+
+def _load_aesthetic(aesthetic, clip_model):
+    if aesthetic is None:
+        return None
+    if clip_model is None:
+        raise InputError("--aesthetic needs --clip FOLDER: the CLIP model whose image embeddings the head reads")
+    from controlnet.evaluation.aesthetic import check_head, load_head
+
+    head = load_head(aesthetic)
+    check_head(head, clip_model)
+    return head
 
 
 def _load_pipe(model, config, device):

@@ -99,6 +99,10 @@ def _per_image(ctx, kind, images, annotator, params, prompts, clip) -> dict:
         v = clip_scores(images, prompts, clip)
         keep = ~np.isnan(v)
         out["clip_score"] = (v[keep], np.ones(keep.sum()))
+    if ctx.aesthetic is not None:
+        from controlnet.evaluation.aesthetic import aesthetic_scores
+
+        out["aesthetic"] = (aesthetic_scores(images, ctx.aesthetic, clip), np.ones(len(images)))
     return out
 
 
@@ -148,7 +152,10 @@ def _not_computed(ctx, annotator, inception, clip) -> dict:
     out = {}
     if clip is None:
         out["clip_score"] = NOT_COMPUTED
-    out["aesthetic"] = "not computed: no aesthetic head is supported yet"
+    if ctx.aesthetic is None:
+        from controlnet.evaluation.aesthetic import NOT_COMPUTED as NO_HEAD
+
+        out["aesthetic"] = NO_HEAD
     if inception is None:
         out["fid"] = out["kid"] = "not computed: turned off (--no-fid)"
     elif any(it.reference is None for it in ctx.items):
