@@ -97,3 +97,5 @@ def test_an_unreadable_picture_and_a_name_given_twice(tmp_path, capsys):
                           capsys, "0001.png")
         assert_user_error([*ARGS, "--no-fid", "--controlnet", "mini:edges", "--images", f"mini:edges={folder}",
                            "-o", tmp_path / "o"], capsys, "given twice")
+        assert_user_error([*ARGS, "--no-fid", "--images", f"no control={folder}", "-o", tmp_path / "o"], capsys,
+                          "uncontrolled row")

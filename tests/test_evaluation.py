@@ -230,8 +230,7 @@ def test_fid_equals_a_second_implementation_and_is_zero_on_the_same_set():
 
 def test_fid_with_the_bundled_inception():
     """Real features of a few tiny pictures: a set against itself ~0, and our FID equals scipy's on
-    those features. (Separating two worlds needs more pictures than a unit test can afford: at
-    n <= 32 the covariance term is noise; see docs/evaluation.md.)"""
+    those features. (Two worlds against two halves of one: tests/test_fid_worlds.py.)"""
     from controlnet.evaluation import fid
     from controlnet.evaluation.inception import bundled_path, inception_features, load_inception
 

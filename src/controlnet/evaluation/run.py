@@ -92,6 +92,8 @@ def _check_rows(rows: list[RowSpec], world_data: bool, s: EvalSettings) -> None:
             raise InputError(f"--controlnet {r.label}: which world condition does it read? write KIND={r.path} "
                              "(e.g. edges=PATH) or use --data world:KIND")
     labels = [r.label for r in rows]
+    if UNCONTROLLED in labels:
+        raise InputError(f"--images {UNCONTROLLED}=...: that name is the uncontrolled row's; choose another")
     if len(set(labels)) != len(labels):
         raise InputError(f"row name given twice (--controlnet/--images): {sorted(x for x in labels if labels.count(x) > 1)[0]}")
 
