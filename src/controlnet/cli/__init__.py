@@ -77,6 +77,16 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
+def quiet_libraries() -> None:
+    """Library warnings and weight-loading bars are noise on a command line; errors still show."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def describe_error(exc: BaseException) -> tuple[str, int]:
     """(one line for the user, exit code): 2 for a user error, 1 for a failure while running."""
     if isinstance(exc, ControlNetError):

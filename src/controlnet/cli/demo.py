@@ -67,7 +67,9 @@ def run(args) -> int:
     import torch
 
     from controlnet.assets import resolve_model
+    from controlnet.cli import quiet_libraries
 
+    quiet_libraries()
     # A model this small gains nothing from intra-op threads, and they thrash when the CPU is busy.
     torch.set_num_threads(checks.positive_int("--threads", args.threads))
     start = time.perf_counter()

@@ -64,9 +64,11 @@ def _params(pairs: list[str]) -> dict:
 
 
 def run(args) -> int:
+    from controlnet.cli import quiet_libraries
     from controlnet.evaluation import EvalSettings, evaluate
     from controlnet.evaluation.report import table
 
+    quiet_libraries()
     settings = EvalSettings(n=args.n, prompts=args.prompts, steps=args.steps, guidance_scale=args.guidance_scale,
                             scheduler=args.scheduler, weight=args.weight, mode=args.mode, seed=args.seed,
                             level=args.level, batch=args.batch, uncontrolled=args.uncontrolled, fid=args.fid,

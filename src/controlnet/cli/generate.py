@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from controlnet.cli import quiet_libraries
 from controlnet.errors import InputError, MissingFileError
 
 UNIT_KEYS = ("image", "weight", "start", "end", "mode", "preprocess", "mask")
@@ -255,16 +256,6 @@ def save_outputs(out, args, outdir: Path) -> None:
         print(path)
 
 
-def _quiet() -> None:
-    """Library warnings and load bars are noise on a command line; errors still show."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def run(args) -> int:
     """Parse, check the output place, read the images, load the models, sample, save. Values are
     checked by the API (ControlUnit, ControlPipeline); this only wires the options to it."""
@@ -273,7 +264,7 @@ def run(args) -> int:
     from controlnet.pipeline.images import load_image, resize_mode
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _quiet()
+    quiet_libraries()
     if args.from_png:
         apply_parameters(args, read_parameters(args.from_png))
     _resolve_models(args)

@@ -58,9 +58,9 @@ def run(args) -> int:
     if host not in ("127.0.0.1", "localhost", "::1") and not auth:
         print(f"controlnet serve: warning: listening on {host} without --api-auth: anyone who can reach this machine "
               "can use the server", file=sys.stderr)
-    from controlnet.cli.generate import _quiet
+    from controlnet.cli import quiet_libraries
 
-    _quiet()
+    quiet_libraries()
     engine = Engine(args.model, args.controlnet_dir, device=args.device, dtype=args.dtype)
     print(f"controlnet serve: {engine.model_name} with {len(engine.controlnets)} ControlNet(s) on http://{host}:{port}/",
           file=sys.stderr)
