@@ -59,3 +59,17 @@ def test_built_in_names_in_the_wrong_place_say_what_to_write(here, capsys, argv,
 def test_whole_bounds_read_as_whole_numbers():
     with pytest.raises(ValueError, match=r"seed must be in \[0, 4294967295\], got 99999999999"):
         integer("seed", 99_999_999_999, lo=0, hi=2**32 - 1)
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "--model", "mini", "--prompts", "weird", "-o", "new/out"],
+    ["evaluate", "--model", "mini", "--controlnet", "mini:nope", "-o", "new/out"],
+    ["generate", "--model", "mini", "--prompt", "x", "--steps", "0", "-o", "new/out"],
+    ["generate", "--model", "mini", "--controlnet", "mini:edges", "--image", "missing.png", "--prompt", "x",
+     "-o", "new/out"],
+    ["world", "export", "new/out", "--n", "0"],
+    ["annotate", "canny", "photo.png", "-o", "new/out.png", "--param", "sigma=1"],
+], ids=lambda a: " ".join(a[:3]))
+def test_a_refused_command_leaves_no_empty_output_folder(here, capsys, argv):
+    assert_user_error(argv, capsys)
+    assert not (here / "new").exists(), "the refused command created its output folder"

@@ -99,19 +99,32 @@ def image_format(path: str | os.PathLike) -> str:
     return fmt
 
 
-def writable_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
-    """Make sure `path` is (or can become) a folder we can write in, before any long work starts."""
+def writable_folder(path: str | os.PathLike, what: str = "output folder", create: bool = True) -> Path:
+    """Make sure `path` is (or can become) a folder we can write in, before any long work starts.
+    With `create=False` nothing is made: the nearest existing folder above it is probed instead, so a
+    command refused by a later check leaves no empty folder behind (its writers make the folders)."""
     path = checks.path(what, path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{what} {path} is a file; give a folder (or a new name)")
+    here = path if create or path.exists() else _nearest_existing(path, what)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        probe = here / f".write-test.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
         raise InputError(f"{what} {path} is not writable ({exc.strerror or exc}); choose another place") from None
     return path
+
+
+def _nearest_existing(path: Path, what: str) -> Path:
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{what} {path}: {parent} is a file, not a folder")
+            return parent
+    return Path("/")
 
 
 def writable_file(path: str | os.PathLike, *, overwrite: bool = True, what: str = "output",
@@ -125,5 +138,5 @@ def writable_file(path: str | os.PathLike, *, overwrite: bool = True, what: str 
         raise InputError(f"{what} {path} is a folder; give a file name")
     if path.exists() and not overwrite:
         raise InputError(f"{what} {path} already exists; choose another name or allow overwriting")
-    writable_folder(path.parent if str(path.parent) else ".", f"the folder of {what} {path}")
+    writable_folder(path.parent if str(path.parent) else ".", f"the folder of {what} {path}", create=False)
     return path

@@ -268,7 +268,7 @@ def run(args) -> int:
     if args.from_png:
         apply_parameters(args, read_parameters(args.from_png))
     _resolve_models(args)
-    outdir = writable_folder(args.outdir, "output folder (-o)")  # before minutes of sampling, not after
+    outdir = writable_folder(args.outdir, "output folder (-o)", create=False)  # before minutes of sampling, not after
     resize = resize_mode(args.resize)
     images = [_unit_images(u, args.width, args.height, resize) for u in args.units]
     init = load_image(args.init_image) if args.init_image else None

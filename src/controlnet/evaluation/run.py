@@ -46,7 +46,7 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
     from controlnet.files import writable_folder
 
     s = (settings or EvalSettings(**options)).check()
-    out = writable_folder(out)
+    out = writable_folder(out, create=False)  # made by the first write: a refused run leaves nothing
     world_data = str(checks.path("--data", data)).startswith("world")
     if not world_data and not Path(data).exists():
         from controlnet.errors import MissingFileError

@@ -65,7 +65,7 @@ def _claim(out: Path, meta: dict) -> Path:
         if found:
             raise InputError(f"{out} already holds {', '.join(found)} (another export or dataset); "
                              f"choose an empty folder")
-    writable_folder(out, "output folder")
+    writable_folder(out, "output folder", create=False)
     write_json(out / _META, {**meta, "complete": False})
     return out
 
