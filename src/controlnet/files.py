@@ -90,6 +90,18 @@ def save_image(image, path: str | os.PathLike, **params) -> None:
         image.save(tmp, format=fmt, **params)
 
 
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG atomically, and close it (figures hold memory until closed)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
 def image_format(path: str | os.PathLike) -> str:
     """PIL's format name for an image file name, or an `InputError` for an unknown suffix."""
     path = Path(path)

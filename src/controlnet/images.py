@@ -55,19 +55,26 @@ def resize_mode(mode) -> str | None:
 # ---------------------------------------------------------------------------------------- loading
 
 
-def check_pixels(width: int, height: int, source: str = "the image") -> None:
-    """Refuse images larger than `MAX_PIXELS` before their pixels are decoded."""
-    if width * height > MAX_PIXELS:
-        raise InputError(
-            f"{source} is {width}×{height} = {width * height:,} pixels ({width * height / 1e6:.0f} MP), more than "
-            f"the {MAX_PIXELS / 1e6:.0f} MP accepted (a decompression bomb, or a mistake); downscale it first"
+class TooManyPixels(InputError):
+    """An image over the pixel limit (a decompression bomb, or a mistake), refused before decoding."""
+
+
+def check_pixels(width: int, height: int, source: str = "the image", limit: int | None = None) -> None:
+    """Refuse images larger than `limit` (default `MAX_PIXELS`) pixels before they are decoded."""
+    limit = MAX_PIXELS if limit is None else limit
+    if width * height > limit:
+        raise TooManyPixels(
+            f"{source} is {width}×{height} = {width * height:,} pixels, more than the {limit:,} accepted "
+            "(a decompression bomb, or a mistake); downscale it first"
         )
 
 
-def load_image(source) -> np.ndarray:
-    """An image file (path) or encoded bytes as an array, keeping 16 bits and alpha."""
+def load_image(source, max_pixels: int | None = None) -> np.ndarray:
+    """An image file (path) or encoded bytes as an array, keeping 16 bits and alpha; more than
+    `max_pixels` (read from the header) is refused before decoding."""
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode(lambda: io.BytesIO(bytes(source)), "the encoded image", bytes(source))
+        return _decode(lambda: io.BytesIO(bytes(source)), "the encoded image", bytes(source), max_pixels)
     path = Path(source)
     if path.is_dir():
         raise InputError(f"{path} is a folder, not an image file")
@@ -75,10 +82,10 @@ def load_image(source) -> np.ndarray:
         if path.exists():
             raise InputError(f"{path} is not a regular file (a folder or a device); give a picture file")
         raise MissingFileError(f"image file not found: {path}")
-    return _decode(lambda: path, str(path), None)
+    return _decode(lambda: path, str(path), None, max_pixels)
 
 
-def _decode(opener, name: str, data: bytes | None) -> np.ndarray:
+def _decode(opener, name: str, data: bytes | None, max_pixels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     fix = "give a PNG, JPEG, WebP or TIFF file"
@@ -86,7 +93,7 @@ def _decode(opener, name: str, data: bytes | None) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit
             with Image.open(opener()) as im:
-                check_pixels(*im.size, source=name)
+                check_pixels(*im.size, source=name, limit=max_pixels)
                 if _is_16bit_colour(im):
                     deep = _read_16bit_colour(name if data is None else None, data)
                     if deep is not None:
@@ -96,8 +103,8 @@ def _decode(opener, name: str, data: bytes | None) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         count = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
-        raise InputError(f"{name} holds {count}, more than the {MAX_PIXELS / 1e6:.0f} MP accepted "
-                         "(a decompression bomb, or a mistake); downscale it first") from None
+        raise TooManyPixels(f"{name} holds {count}, more than the {max_pixels:,} accepted "
+                            "(a decompression bomb, or a mistake); downscale it first") from None
     except UnidentifiedImageError:
         raise InputError(f"cannot read {name} as an image: it is not a picture file (or a format not supported); {fix}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data

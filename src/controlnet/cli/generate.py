@@ -229,7 +229,8 @@ def make_grid(hints: list, samples: list):
     return grid
 
 
-def _png_info(params: dict):
+def png_info(params: dict):
+    """The PNG text chunks of a generated picture: our JSON (for --from) and A1111's line (for viewers)."""
     from PIL import PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
@@ -248,7 +249,7 @@ def save_outputs(out, args, outdir: Path) -> None:
     base.update(width=out.images[0].width, height=out.images[0].height, num_images=1, version=controlnet.__version__)
     for k, (image, seed) in enumerate(zip(out.images, out.seeds)):
         path = outdir / f"{index + k:05d}-{seed}.png"
-        save_image(image, path, pnginfo=_png_info({**base, "seed": seed}))
+        save_image(image, path, pnginfo=png_info({**base, "seed": seed}))
         print(path)
     if not args.no_grid and (out.hints or len(out.images) > 1):
         path = outdir / f"grid-{index:05d}.png"

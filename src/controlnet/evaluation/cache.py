@@ -46,10 +46,9 @@ class ImageCache:
         save_image(image, self.path(seed))
 
     def get(self, seed: int) -> np.ndarray:
-        from PIL import Image
+        from controlnet.images import to_rgb8
 
-        with Image.open(self.path(seed)) as im:
-            return np.asarray(im.convert("RGB"))
+        return to_rgb8(self.path(seed))
 
     def features(self, seeds, compute) -> np.ndarray:
         """Inception features of these pictures, cached beside them (`<seed>.inception.npy`)."""

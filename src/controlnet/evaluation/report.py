@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controlnet.files import atomic_file, write_json, write_text
+from controlnet.files import save_figure, write_json, write_text
 
 
 def write_reports(result: dict, out: Path) -> dict[str, Path]:
@@ -81,11 +81,7 @@ def bar_chart(result: dict, path: Path) -> None:
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    try:
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def _panel(ax, recs: list[dict], title: str) -> None:

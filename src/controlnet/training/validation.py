@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from controlnet.errors import InputError
-from controlnet.files import atomic_file, save_image
+from controlnet.files import save_figure, save_image
 from controlnet.pipeline.text import encode_sd
 from controlnet.training.data import _resize_crop, decode_rgb
 
@@ -130,7 +130,7 @@ def plot_curves(log: list[dict], fidelity: list[dict], out_dir: Path, metric_nam
             ax.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), lw=1.5, label=f"mean of {k}")
         ax.set_xlabel("step")
         ax.set_ylabel("diffusion loss")
-        written.append(_save_figure(plt, fig, ax, out_dir / "loss.png"))
+        written.append(_save_figure(fig, ax, out_dir / "loss.png"))
     if fidelity:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         steps = [r["step"] for r in fidelity]
@@ -139,16 +139,11 @@ def plot_curves(log: list[dict], fidelity: list[dict], out_dir: Path, metric_nam
         ax.set_xlabel("step")
         ax.set_ylabel(metric_name)
         ax.set_title("control fidelity (condition re-extracted from samples)")
-        written.append(_save_figure(plt, fig, ax, out_dir / "fidelity.png"))
+        written.append(_save_figure(fig, ax, out_dir / "fidelity.png"))
     return written
 
 
-def _save_figure(plt, fig, ax, path: Path) -> Path:
+def _save_figure(fig, ax, path: Path) -> Path:
     ax.legend()
     fig.tight_layout()
-    try:
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -14,17 +14,13 @@ from controlnet.web.schema import GenerationRequest
 
 def png_b64(image, params: dict | None = None) -> str:
     """Raw base64 (no data: prefix: A1111 clients decode it as is) of a PNG, with parameters when given."""
-    from PIL import Image, PngImagePlugin
+    from PIL import Image
 
-    from controlnet.cli.generate import CHUNK, a1111_line
+    from controlnet.cli.generate import png_info
 
     if not isinstance(image, Image.Image):
         image = Image.fromarray(image)
-    info = None
-    if params is not None:
-        info = PngImagePlugin.PngInfo()
-        info.add_text(CHUNK, json.dumps(params))
-        info.add_text("parameters", a1111_line(params))
+    info = None if params is None else png_info(params)
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=info)
     return base64.b64encode(buf.getvalue()).decode()
