@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from controlnet.devices import check_device  # noqa: F401 (re-exported: pipeline.loading.check_device)
+from controlnet.devices import check_device
 from controlnet.dtypes import parse_dtype
 from controlnet.errors import CheckpointError, InputError, MissingFileError
 
