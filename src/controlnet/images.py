@@ -64,7 +64,8 @@ def check_pixels(width: int, height: int, source: str = "the image", limit: int 
     limit = MAX_PIXELS if limit is None else limit
     if width * height > limit:
         raise TooManyPixels(
-            f"{source} is {width}×{height} = {width * height:,} pixels, more than the {limit:,} accepted "
+            f"{source} is {width}×{height} = {width * height:,} pixels ({width * height / 1e6:.1f} MP), more than "
+            f"the {limit:,} accepted "
             "(a decompression bomb, or a mistake); downscale it first"
         )
 
