@@ -500,8 +500,9 @@ class ControlPipeline:
         step_kwargs = _step_kwargs(sched, call.eta, gens)
         for i, t in enumerate(tqdm(call.timesteps, disable=not call.progress, desc="sampling", leave=False)):
             x_in = sched.scale_model_input(torch.cat([x, x]) if call.guided else x, t)
-            # a unit outside its window is not run at all
-            controls = [self._residuals(p, x_in, t, text, call) for p in prepared if active(i, n, p.unit.start, p.unit.end)]
+            # a unit outside its window, or at factor 0 in its strength schedule, is not run at all
+            controls = [self._residuals(p, x_in, t, text, call, f) for p in prepared
+                        if active(i, n, p.unit.start, p.unit.end) and (f := p.unit.factor_at(i / n)) > 0]
             eps = controlled_unet(self.unet, x_in, t, text.states, controls, added_cond_kwargs=text.added)
             if call.guided:
                 uncond, cond = eps.chunk(2)
@@ -513,16 +514,18 @@ class ControlPipeline:
                     x = replaced
         return x
 
-    def _residuals(self, p: _Prepared, x_in: torch.Tensor, t, text: _Text, call: _Call) -> tuple:
-        """One unit's (residuals, scales) for this step; cond-only units run on the cond half of a guided batch."""
+    def _residuals(self, p: _Prepared, x_in: torch.Tensor, t, text: _Text, call: _Call, factor: float = 1.0) -> tuple:
+        """One unit's (residuals, scales) for this step, its scales times the schedule's `factor` (1: unchanged);
+        cond-only units run on the cond half of a guided batch."""
         cn = p.unit.controlnet
+        scales = p.scales if factor == 1.0 else [s * factor for s in p.scales]
         if p.cond_only and call.guided:
             half = call.batch
             res = cn(x_in[half:].to(cn.dtype), t, text.states[half:].to(cn.dtype), hint_embedding=p.embedding,
                      added_cond_kwargs=text.cond_added)
-            return _pad_uncond(res.scaled(p.scales)), None
+            return _pad_uncond(res.scaled(scales)), None
         res = cn(x_in.to(cn.dtype), t, text.states.to(cn.dtype), hint_embedding=p.embedding, added_cond_kwargs=text.added)
-        return res, p.scales
+        return res, scales
 
     def _output(self, call: _Call, x: torch.Tensor, hints: list) -> ControlPipelineOutput:
         if call.output_type == "latent":

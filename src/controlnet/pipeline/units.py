@@ -11,6 +11,7 @@ from controlnet.dtypes import parse_dtype
 from controlnet.errors import InputError
 from controlnet.pipeline.images import resize_mode
 from controlnet.pipeline.modes import mode_name
+from controlnet.pipeline.schedule import always_zero, check_interpolation, check_schedule, factor_at
 
 
 @dataclass
@@ -30,6 +31,10 @@ class ControlUnit:
         resize_and_fill, or None (the image must already have the output size).
     dtype: what its ControlNet runs in; None (default) is the U-Net's dtype. The pipeline casts the
         ControlNet module in place (as diffusers' `pipe.to` does) and moves it to the U-Net's device.
+    schedule: the weight over the steps, (fraction, factor) keyframes such as [(0, 1), (0.5, 0.3)]
+        (or the text "0:1,0.5:0.3"); the scale at step i of N is `weight · factor(i/N) · s_i`
+        (`controlnet.pipeline.schedule`). None (default) is a constant factor 1.
+    schedule_interpolation: "hold" (default: each factor holds until the next keyframe) or "linear".
     """
 
     controlnet: Any
@@ -43,6 +48,8 @@ class ControlUnit:
     resize: str | None = "crop_and_resize"
     name: str = field(default="", compare=False)
     dtype: Any = None
+    schedule: Any = None
+    schedule_interpolation: str = "hold"
 
     def __post_init__(self):
         """Every unit field is checked here, once; the pipeline and the CLI rely on it."""
@@ -72,8 +79,15 @@ class ControlUnit:
                 raise InputError(f"{label}: layer_scales must be a list of numbers, one per connection")
             self.layer_scales = [checks.number(f"{label}: layer_scales[{i}]", s) for i, s in enumerate(self.layer_scales)]
         self.dtype = parse_dtype(self.dtype, f"{label}: dtype")
+        if self.schedule is not None:
+            self.schedule = check_schedule(self.schedule, f"{label}: schedule")
+        self.schedule_interpolation = check_interpolation(self.schedule_interpolation, f"{label}: schedule_interpolation")
 
     @property
     def off(self) -> bool:
         """A unit that can never change the result (its ControlNet is never run)."""
-        return self.end == 0.0 or self.weight == 0.0
+        return self.end == 0.0 or self.weight == 0.0 or always_zero(self.schedule)
+
+    def factor_at(self, fraction: float) -> float:
+        """The schedule's factor on the weight at `fraction` of the steps (1.0 without a schedule)."""
+        return factor_at(self.schedule, fraction, self.schedule_interpolation)
