@@ -27,7 +27,7 @@ from controlnet.pipeline import images as img
 from controlnet.pipeline.loading import load_folder, load_single_file
 from controlnet.pipeline.modes import active, cond_only, connection_levels, mode_scales
 from controlnet.pipeline.schedulers import make_scheduler
-from controlnet.pipeline.text import encode_sd, encode_sdxl
+from controlnet.pipeline.text import encode_prompts
 from controlnet.pipeline.units import ControlUnit
 
 MAX_SEED = 2**32 - 1
@@ -281,22 +281,12 @@ class ControlPipeline:
     # ------------------------------------------------------------------ pieces
 
     def encode_prompt(self, prompts: list[str], negatives: list[str], guided: bool):
-        """(text states, SDXL added_cond_kwargs or None) for the batch `[uncond; cond]` (cond only when not guided)."""
+        """(text states, SDXL added_cond_kwargs or None) for the batch `[uncond; cond]` (cond only when not guided).
+        Long and weighted prompts: `controlnet.pipeline.text` (compel)."""
         if self.kind == "sd":
-            cond = encode_sd(self.text_encoder, self.tokenizer, prompts)
-            if not guided:
-                return cond, None
-            return torch.cat([encode_sd(self.text_encoder, self.tokenizer, negatives), cond]), None
-        encoders, tokenizers = (self.text_encoder, self.text_encoder_2), (self.tokenizer, self.tokenizer_2)
-        cond, pooled = encode_sdxl(encoders, tokenizers, prompts)
-        if guided:
-            if self.force_zeros_for_empty_prompt and all(n == "" for n in negatives):
-                # diffusers' SDXL default: no negative prompt -> zero embeddings, not the embedding of ""
-                neg, neg_pooled = torch.zeros_like(cond), torch.zeros_like(pooled)
-            else:
-                neg, neg_pooled = encode_sdxl(encoders, tokenizers, negatives)
-            cond, pooled = torch.cat([neg, cond]), torch.cat([neg_pooled, pooled])
-        return cond, {"text_embeds": pooled}
+            return encode_prompts([self.text_encoder], [self.tokenizer], prompts, negatives, guided)
+        return encode_prompts([self.text_encoder, self.text_encoder_2], [self.tokenizer, self.tokenizer_2], prompts, negatives,
+                              guided, zero_empty_negative=bool(self.force_zeros_for_empty_prompt))
 
     def _time_ids(self, height: int, width: int, batch: int, pooled_dim: int, dtype) -> torch.Tensor:
         """SDXL's micro-conditioning: original size, crop (0, 0), target size."""
