@@ -1,7 +1,7 @@
 """`controlnet generate`: base model + ControlNet/condition-image pairs + prompt -> PNGs and a grid.
 
 Units are given as repeated groups: `--controlnet FILE --image IMG [--weight W --start S --end E
---mode M --preprocess NAME --mask IMG]`; the per-unit options after a `--controlnet` belong to it.
+--mode M --preprocess NAME --mask IMG --schedule F:S,...]`; the per-unit options after a `--controlnet` belong to it.
 Every PNG carries its full parameters as JSON in the `controlnet` text chunk (and an A1111-style
 `parameters` line), and `--from PNG` samples that exact image again.
 """
@@ -18,6 +18,8 @@ from controlnet.errors import InputError, MissingFileError
 
 UNIT_KEYS = ("image", "weight", "start", "end", "mode", "preprocess", "mask")
 UNIT_DEFAULTS = {"image": None, "weight": 1.0, "start": 0.0, "end": 1.0, "mode": "balanced", "preprocess": None, "mask": None}
+UNIT_KEYS += ("schedule", "schedule_interpolation")  # strength schedules (controlnet.pipeline.schedule)
+UNIT_DEFAULTS.update(schedule=None, schedule_interpolation="hold")
 CHUNK = "controlnet"
 ARG_OF_KEY = {"cfg": "guidance_scale"}  # the PNG keeps the name users know (A1111: "CFG scale")
 STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "scheduler", "eta", "seed", "num_images",
@@ -61,6 +63,10 @@ def register(sub) -> None:
     unit.add_argument("--mode", action=UnitOption, metavar="MODE", help="balanced | prompt | control (guess mode) | cfg_rw")
     unit.add_argument("--preprocess", action=UnitOption, metavar="NAME", help="run this annotator on --image first (e.g. canny)")
     unit.add_argument("--mask", action=UnitOption, metavar="IMG", help="restrict the unit to the white area of this image")
+    unit.add_argument("--schedule", action=UnitOption, metavar="F:S,...", help="weight over the steps: keyframes "
+                      "FRACTION:FACTOR, e.g. 0:1,0.5:0.3 (the weight x 0.3 from half the steps on)")
+    unit.add_argument("--schedule-interpolation", action=UnitOption, metavar="HOW", help="hold (default: each factor "
+                      "holds until the next keyframe) or linear")
     p.add_argument("--prompt", default="", help="the prompt")
     p.add_argument("--negative-prompt", default="", help="the negative prompt")
     p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
@@ -154,8 +160,17 @@ def a1111_line(params: dict) -> str:
     for i, u in enumerate(params["units"]):
         fields.append(f"ControlNet {i}: \"model: {Path(u['controlnet']).name}, module: {u['preprocess'] or 'none'}, "
                       f"weight: {u['weight']}, guidance_start: {u['start']}, guidance_end: {u['end']}, "
-                      f"control_mode: {u['mode']}, resize_mode: {params['resize']}\"")
+                      f"control_mode: {u['mode']}{_schedule_field(u)}, resize_mode: {params['resize']}\"")
     return "\n".join(head) + "\n" + ", ".join(fields)
+
+
+def _schedule_field(unit: dict) -> str:
+    """A unit's strength schedule in the A1111 line; nothing without one."""
+    from controlnet.pipeline.schedule import check_schedule, format_schedule
+
+    if unit.get("schedule") is None:
+        return ""
+    return f", schedule: {format_schedule(check_schedule(unit['schedule']))} ({unit.get('schedule_interpolation') or 'hold'})"
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -206,7 +221,8 @@ def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe) -> 
         if key not in nets:
             nets[key] = load_controlnet(u["controlnet"], dtype=pipe.unet.dtype, device=pipe.device)
         units.append(ControlUnit(nets[key], image, weight=u["weight"], start=u["start"], end=u["end"], mode=u["mode"],
-                                 mask=mask, resize=resize, name=f"unit {i + 1} ({Path(u['controlnet']).name})"))
+                                 mask=mask, resize=resize, name=f"unit {i + 1} ({Path(u['controlnet']).name})",
+                                 schedule=u["schedule"], schedule_interpolation=u["schedule_interpolation"]))
     return units
 
 

@@ -19,7 +19,7 @@ INTERPOLATIONS = ("hold", "linear")
 Keyframes = tuple[tuple[float, float], ...]
 
 
-def parse_schedule(text: str) -> list[tuple[float, float]]:
+def parse_schedule(text: str, label: str = "schedule") -> list[tuple[float, float]]:
     """`"0:1,0.5:0.3"` -> [(0.0, 1.0), (0.5, 0.3)] (the command line's form); values are checked by
     `check_schedule`, this only reads the text."""
     pairs = []
@@ -30,7 +30,7 @@ def parse_schedule(text: str) -> list[tuple[float, float]]:
                 raise ValueError
             pairs.append((float(parts[0]), float(parts[1])))
         except ValueError:
-            raise InputError(f"schedule {text!r}: {item.strip()!r} is not FRACTION:FACTOR; write keyframes as "
+            raise InputError(f"{label} {text!r}: {item.strip()!r} is not FRACTION:FACTOR; write keyframes as "
                              "0:1,0.5:0.3 (comma-separated, fractions of the steps in [0, 1] with their factors)") from None
     return pairs
 
@@ -39,7 +39,7 @@ def check_schedule(schedule, label: str = "schedule") -> Keyframes:
     """Keyframes as a tuple of (fraction, factor) floats; fractions in [0, 1] and strictly increasing,
     factors finite and >= 0. A string is parsed first (`parse_schedule`)."""
     if isinstance(schedule, str):
-        schedule = parse_schedule(schedule)
+        schedule = parse_schedule(schedule, label)
     if isinstance(schedule, bytes) or not isinstance(schedule, Sequence) or not schedule:
         raise InputError(f"{label} must be a non-empty list of (fraction, factor) keyframes, e.g. [(0, 1), (0.5, 0.3)]; "
                          f"got {schedule!r:.80} (leave it out, None, for a constant weight)")
@@ -65,6 +65,11 @@ def _keyframe(frame, label: str) -> tuple[float, float]:
     if not math.isfinite(factor) or factor < 0:
         raise InputError(f"{label}: the factor {factor} must be a finite number >= 0 (0 switches the unit off)")
     return fraction, factor
+
+
+def format_schedule(schedule: Keyframes) -> str:
+    """Checked keyframes -> the command line's text ("0.0:1.0,0.5:0.3"), exact (Python's shortest repr)."""
+    return ",".join(f"{f!r}:{s!r}" for f, s in schedule)
 
 
 def check_interpolation(value, label: str = "schedule interpolation") -> str:
