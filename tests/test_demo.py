@@ -50,10 +50,13 @@ def test_demo_writes_the_grid_of_every_controlnet(mini, tmp_path, capsys):
     assert printed[-1] == str(out)
     grid = np.asarray(Image.open(out))
     cell = 4 * 64 + 4 * 2  # 64-px pictures upscaled 4x, 2-px gaps upscaled too
-    assert grid.shape[0] == len(MINI_CONDITIONS) * 2 * cell - 4 * 2 and grid.shape[1] == 3 * cell - 4 * 2
-    left, plain, controlled = (grid[: 4 * 64, j * cell: j * cell + 4 * 64].astype(int) for j in range(3))
+    assert grid.shape[0] == len(MINI_CONDITIONS) * 2 * cell - 4 * 2 and grid.shape[1] == 4 * cell - 4 * 2
+    left, plain, controlled, outlined = (grid[: 4 * 64, j * cell: j * cell + 4 * 64].astype(int) for j in range(4))
     assert (left.max(axis=2) > 0).any()  # a condition map is shown
     assert np.abs(plain - controlled).mean() > 1  # the (random) ControlNet changes the picture
+    drawn = (outlined != controlled).any(axis=2)  # the outline column: the controlled picture, lines drawn over it
+    lines = left.max(axis=2) > 127  # the edges condition, upscaled 4x
+    assert drawn.any() and not (drawn & ~lines).any()  # drawn only where the condition has a line
 
 
 def test_generate_accepts_a_users_condition_with_preprocess(mini, tmp_path):
@@ -143,7 +146,7 @@ def test_the_readme_demo_runs_on_the_built_in_weights(tmp_path, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
     grid = np.asarray(Image.open(out))
     cell = 4 * 64 + 4 * 2
-    assert grid.shape[1] == 3 * cell - 4 * 2 and grid.shape[0] % cell == cell - 4 * 2
+    assert grid.shape[1] == 4 * cell - 4 * 2 and grid.shape[0] % cell == cell - 4 * 2
 
 
 def test_built_in_weights_load_and_follow_their_condition():

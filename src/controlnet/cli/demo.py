@@ -1,4 +1,5 @@
-"""`controlnet demo`: the built-in miniature model on CPU — condition | without control | with control.
+"""`controlnet demo`: the built-in miniature model on CPU — condition | without control | with control |
+with the condition's outline drawn over it.
 
 Conditions come from held-out samples of the generated world (the models never saw them), so the
 demo needs no files beyond the package; the grid shows at a glance whether the ControlNets work.
@@ -12,15 +13,20 @@ from pathlib import Path
 from controlnet import checks
 from controlnet.errors import InputError
 
+DEFAULTS = {"steps": 20, "guidance_scale": 5.0, "weight": 1.0}  # without a recommendation
+LINE_CONDITIONS = ("edges", "canny", "scribble", "outline")  # maps that are lines already
+SCALE = 4  # the grid's upscaling; outlines are drawn at this resolution, thinner than a source pixel
 
-def make_demo(model: Path, out: Path, samples: int = 3, steps: int = 20, guidance_scale: float = 5.0, seed: int = 0,
-              progress: bool = True) -> tuple[Path, list[str]]:
-    """Write the demo grid to `out`; returns (path, the conditions shown)."""
+
+def make_demo(model: Path, out: Path, samples: int = 3, steps: int | None = None, guidance_scale: float | None = None,
+              weight: float | None = None, seed: int = 0, progress: bool = True) -> tuple[Path, list[str]]:
+    """Write the demo grid to `out`; returns (path, the conditions shown). Settings left None are
+    each ControlNet's recommended ones (`controlnet.recommended`), else 20 steps, CFG 5, weight 1."""
     from controlnet.assets import HELD_OUT_SEED, available_controlnets, mini_controlnet_dir
     from controlnet.checkpoints import load_controlnet
     from controlnet.files import save_image
     from controlnet.pipeline import ControlPipeline
-    from controlnet.world.grid import image_grid
+    from controlnet.world.grid import GAP, check_grid_size, image_grid
     from controlnet.world.world import World
 
     samples = checks.positive_int("samples", samples)
@@ -28,30 +34,80 @@ def make_demo(model: Path, out: Path, samples: int = 3, steps: int = 20, guidanc
     conditions = available_controlnets(model)
     if not conditions:
         raise InputError(f"{model} has no controlnet-<condition>/ folders to demonstrate")
+    given = {"steps": steps, "guidance_scale": guidance_scale, "weight": weight}
+    settings = {c: _settings(mini_controlnet_dir(c, model), given) for c in conditions}  # a damaged file fails now
     pipe = ControlPipeline.from_pretrained(model)
-    world = World(seed=HELD_OUT_SEED, size=pipe.vae_scale_factor * pipe.unet.config.sample_size)
-    common = dict(steps=steps, guidance_scale=guidance_scale, seed=seed, output_type="np", progress=progress)
+    size = pipe.vae_scale_factor * pipe.unet.config.sample_size
+    check_grid_size(len(conditions) * samples, 4, size * SCALE, size * SCALE, 1, GAP * SCALE)
+    world = World(seed=HELD_OUT_SEED, size=size)
     rows = []
     for c, condition in enumerate(conditions):
         # the pipeline runs the ControlNet in the U-Net's dtype (fp32), whatever the file stores
         cn = load_controlnet(mini_controlnet_dir(condition, model))
-        rows += _demo_rows(pipe, cn, condition, [world[c * samples + i] for i in range(samples)], common)
-    save_image(image_grid(rows, scale=4), out)
+        picked = [world[c * samples + i] for i in range(samples)]
+        rows += _demo_rows(pipe, cn, condition, picked, dict(seed=seed, progress=progress, **settings[condition]))
+    save_image(image_grid(rows, scale=1, gap=GAP * SCALE), out)
     return Path(out), conditions
 
 
-def _demo_rows(pipe, cn, condition: str, picked: list, common: dict) -> list[list]:
-    """One row per world sample: its condition map, the picture without control, and with it."""
+def _settings(folder: Path, given: dict) -> dict:
+    """The sampling settings of one ControlNet's rows: the user's, else its recommended, else defaults."""
+    from controlnet import recommended
+
+    stored = {**DEFAULTS, **recommended.read(folder)}
+    return {k: stored[k] if v is None else v for k, v in given.items()}
+
+
+def _demo_rows(pipe, cn, condition: str, picked: list, settings: dict) -> list[list]:
+    """One row per world sample: its condition map, the picture without control, with it, and with
+    the condition's outline drawn over it (do the picture's edges land where they should?)."""
     import numpy as np
 
     from controlnet.pipeline import ControlUnit
 
+    common = {k: v for k, v in settings.items() if k != "weight"}
     prompts = [s.caption for s in picked]
     maps = [s.conditions[condition] for s in picked]
-    plain = pipe(prompts, **common).images
-    controlled = pipe(prompts, units=[ControlUnit(cn, maps, resize=None)], **common).images
-    return [[m, (a * 255).round().astype(np.uint8), (b * 255).round().astype(np.uint8)]
-            for m, a, b in zip(maps, plain, controlled)]
+    plain = pipe(prompts, output_type="np", **common).images
+    unit = ControlUnit(cn, maps, resize=None, weight=settings["weight"])
+    controlled = pipe(prompts, units=[unit], output_type="np", **common).images
+    rows = []
+    for m, a, b in zip(maps, plain, controlled):
+        a, b = ((x * 255).round().astype(np.uint8) for x in (a, b))
+        rows.append([_up(m), _up(a), _up(b), overlay_outline(_up(b), outline(m, condition))])
+    return rows
+
+
+def outline(condition_map, condition: str):
+    """(H, W) bool: the condition's lines, or the boundaries between its regions (seg, depth)."""
+    import numpy as np
+
+    m = np.asarray(condition_map).astype(np.int16)
+    if condition in LINE_CONDITIONS:
+        return m.max(axis=2) > 127
+    edge = np.zeros(m.shape[:2], bool)
+    edge[:, :-1] |= (m[:, :-1] != m[:, 1:]).any(axis=2)
+    edge[:-1, :] |= (m[:-1, :] != m[1:, :]).any(axis=2)
+    return edge
+
+
+def overlay_outline(picture, lines, scale: int = SCALE):
+    """`lines` (source resolution) drawn over the upscaled `picture`, thinner than a source pixel
+    (its block shrunk by one pixel on each side), black on light pixels and white on dark ones."""
+    import numpy as np
+
+    block = np.pad(np.kron(lines, np.ones((scale, scale), bool)), 1)
+    mask = block[1:-1, 1:-1] & block[:-2, 1:-1] & block[2:, 1:-1] & block[1:-1, :-2] & block[1:-1, 2:]
+    out = picture.copy()
+    light = picture.astype(np.int32).sum(axis=2) > 3 * 127
+    out[mask & light], out[mask & ~light] = 0, 255
+    return out
+
+
+def _up(image, scale: int = SCALE):
+    import numpy as np
+
+    return np.repeat(np.repeat(np.asarray(image), scale, axis=0), scale, axis=1)
 
 
 def _check_output(out: Path) -> None:
@@ -74,10 +130,10 @@ def run(args) -> int:
     torch.set_num_threads(checks.positive_int("--threads", args.threads))
     start = time.perf_counter()
     model = resolve_model(args.model)
-    path, conditions = make_demo(model, args.output, samples=args.samples, steps=args.steps,
+    path, conditions = make_demo(model, args.output, samples=args.samples, steps=args.steps, weight=args.weight,
                                  guidance_scale=args.guidance_scale, seed=args.seed, progress=not args.quiet)
-    print(f"rows: {', '.join(conditions)} ({args.samples} held-out world samples each); "
-          f"columns: condition | without control | with control; {time.perf_counter() - start:.1f} s")
+    print(f"rows: {', '.join(conditions)} ({args.samples} held-out world samples each); columns: condition | "
+          f"without control | with control | with the condition's outline; {time.perf_counter() - start:.1f} s")
     print(path)
     return 0
 
@@ -87,8 +143,10 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", default="controlnet-demo.png", help="grid image to write")
     p.add_argument("--model", default="mini", help="'mini' (built in) or a folder laid out the same way")
     p.add_argument("--samples", type=int, default=3, help="samples per ControlNet")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg", dest="guidance_scale", type=float, default=5.0, help="classifier-free guidance scale (<= 1 turns it off)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: each ControlNet's recommended, else 20)")
+    p.add_argument("--cfg", dest="guidance_scale", type=float, help="classifier-free guidance scale (<= 1 turns it "
+                   "off; default: each ControlNet's recommended, else 5)")
+    p.add_argument("--weight", type=float, help="control weight (default: each ControlNet's recommended, else 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for the mini model)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

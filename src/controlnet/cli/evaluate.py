@@ -28,11 +28,13 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, default=64, help="samples per row (default 64)")
     p.add_argument("--prompts", default="caption", help="world: none,insufficient,conflicting,perfect or all; "
                    "dataset: none,caption (default caption: the perfect prompt in the world)")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    p.add_argument("--cfg", dest="guidance_scale", type=float, default=5.0, help="guidance scale (default 5)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the ControlNets' recommended, else 20)")
+    p.add_argument("--cfg", dest="guidance_scale", type=float, help="guidance scale (default: the ControlNets' "
+                   "recommended when they agree, else 5)")
     p.add_argument("--scheduler", default="ddim", help="sampler name (default ddim)")
-    p.add_argument("--weight", type=float, default=1.0, help="control weight (default 1)")
-    p.add_argument("--mode", default="balanced", help="balanced | prompt | control | cfg_rw")
+    p.add_argument("--weight", type=float, help="control weight (default: the ControlNets' recommended when they "
+                   "agree, else 1)")
+    p.add_argument("--mode", help="balanced | prompt | control | cfg_rw (default: recommended, else balanced)")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed+i in every row (default 0)")
     p.add_argument("--batch", type=int, default=8, help="pictures sampled at once (default 8)")
     p.add_argument("--ci", dest="level", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")

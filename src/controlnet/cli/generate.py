@@ -57,7 +57,7 @@ def register(sub) -> None:
     unit = p.add_argument_group("control units (repeat --controlnet ... per unit)")
     unit.add_argument("--controlnet", action=UnitOption, metavar="FILE", help="a ControlNet checkpoint (any layout), or mini:edges / mini:seg / mini:depth (built in)")
     unit.add_argument("--image", action=UnitOption, metavar="IMG", help="its condition image (or the photo, with --preprocess)")
-    unit.add_argument("--weight", action=UnitOption, type=float, metavar="W", help="control weight (default 1.0)")
+    unit.add_argument("--weight", action=UnitOption, type=float, metavar="W", help="control weight (default: the ControlNet's recommended, else 1.0)")
     unit.add_argument("--start", action=UnitOption, type=float, metavar="F", help="fraction of steps where it starts (0)")
     unit.add_argument("--end", action=UnitOption, type=float, metavar="F", help="fraction of steps where it ends (1; 0 = off)")
     unit.add_argument("--mode", action=UnitOption, metavar="MODE", help="balanced | prompt | control (guess mode) | cfg_rw")
@@ -69,8 +69,9 @@ def register(sub) -> None:
                       "holds until the next keyframe) or linear")
     p.add_argument("--prompt", default="", help="the prompt")
     p.add_argument("--negative-prompt", default="", help="the negative prompt")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    p.add_argument("--cfg", dest="guidance_scale", type=float, default=9.0, help="classifier-free guidance scale (default 9.0; <= 1 turns CFG off)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the ControlNets' recommended, else 20)")
+    p.add_argument("--cfg", dest="guidance_scale", type=float, default=None, help="classifier-free guidance scale (default: the "
+                   "ControlNets' recommended, else 9.0; <= 1 turns CFG off)")
     p.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, heun, lms, pndm, default")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first image; image k uses seed+k (default random)")
@@ -145,7 +146,8 @@ def apply_parameters(args, stored: dict) -> None:
     """Stored parameters replace the command line's (unknown keys, e.g. a newer version's, are ignored)."""
     for key, value in stored.items():
         if key == "units":
-            args.units = [{**UNIT_DEFAULTS, **{k: v for k, v in u.items() if k in UNIT_KEYS or k == "controlnet"}} for u in value]
+            args.units = [{**UNIT_DEFAULTS, **{k: v for k, v in u.items() if k in UNIT_KEYS or k == "controlnet"},
+                           **{f"_{k}_set": True for k in ("weight", "mode") if k in u}} for u in value]
         elif key in STORED_KEYS:
             setattr(args, ARG_OF_KEY.get(key, key), value)
 
@@ -187,6 +189,24 @@ def _resolve_models(args) -> None:
         u["controlnet"] = str(resolve_controlnet(u["controlnet"]))
         if not Path(u["controlnet"]).exists():
             raise MissingFileError(f"ControlNet not found: {u['controlnet']}")
+
+
+def apply_recommended(args) -> None:
+    """Values the user did not give come from the ControlNets' recommended settings
+    (`controlnet.recommended`), else the defaults: weight and mode per unit; CFG and steps when
+    the units agree."""
+    from controlnet import recommended
+
+    for u in args.units:
+        stored = recommended.read(u["controlnet"])
+        for key in ("weight", "mode"):
+            if key in stored and not u.get(f"_{key}_set"):
+                u[key] = stored[key]
+    nets = [u["controlnet"] for u in args.units]
+    if args.guidance_scale is None:
+        args.guidance_scale = recommended.agreed(nets, "guidance_scale", 9.0)
+    if args.steps is None:
+        args.steps = recommended.agreed(nets, "steps", 20)
 
 
 def _unit_images(unit: dict, width, height, resize: str | None):
@@ -285,6 +305,7 @@ def run(args) -> int:
     if args.from_png:
         apply_parameters(args, read_parameters(args.from_png))
     _resolve_models(args)
+    apply_recommended(args)
     outdir = writable_folder(args.outdir, "output folder (-o)", create=False)  # before minutes of sampling, not after
     resize = resize_mode(args.resize)
     images = [_unit_images(u, args.width, args.height, resize) for u in args.units]

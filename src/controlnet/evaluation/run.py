@@ -58,6 +58,7 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
         rows = [RowSpec(r.label, r.path, data_kind) for r in rows]
     rows += [parse_images(spec) for spec in (images or [])]
     _check_rows(rows, world_data, s)
+    recommended = s.fill_recommended([r.path for r in rows if not r.images])
     s.prompts = P.check_settings(s.prompts, world_data)
     clip_model = _load_clip(clip)
     head = _load_aesthetic(aesthetic, clip_model)
@@ -74,7 +75,7 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
 
     result = score_all(ctx, rows, kinds, annotator, annotator_params or {}, inception if s.fid else None, clip_model)
     result["settings"] = {**s.sampling(), "n": s.n, "seed": s.seed, "prompts": list(s.prompts), "level": s.level,
-                          "model": mid, "data": source.spec, "device": device}
+                          "model": mid, "data": source.spec, "device": device, "recommended": recommended}
     from controlnet.evaluation.report import write_reports
 
     write_reports(result, out)

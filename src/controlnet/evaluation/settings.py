@@ -9,17 +9,19 @@ from controlnet import checks
 from controlnet.errors import InputError, MissingFileError
 
 MAX_N = 100_000
+# sampling settings left None take the ControlNets' recommended values (controlnet.recommended), else these
+SAMPLING_DEFAULTS = {"steps": 20, "guidance_scale": 5.0, "weight": 1.0, "mode": "balanced"}
 
 
 @dataclass
 class EvalSettings:
     n: int = 64
     prompts: tuple[str, ...] = ("caption",)  # the perfect prompt in the world
-    steps: int = 20
-    guidance_scale: float = 5.0
+    steps: int | None = None  # None: recommended, else SAMPLING_DEFAULTS
+    guidance_scale: float | None = None
     scheduler: str = "ddim"
-    weight: float = 1.0
-    mode: str = "balanced"
+    weight: float | None = None
+    mode: str | None = None
     seed: int = 0
     level: float = 0.95
     batch: int = 8
@@ -39,12 +41,15 @@ class EvalSettings:
         from controlnet.pipeline.schedulers import scheduler_names
 
         self.n = checks.integer("n (samples per row)", self.n, lo=1, hi=MAX_N)
-        self.steps = checks.integer("steps", self.steps, lo=1, hi=1000)
-        self.guidance_scale = checks.number("guidance_scale (--cfg)", self.guidance_scale, lo=0.0, hi=100.0)
+        if self.steps is not None:
+            self.steps = checks.integer("steps", self.steps, lo=1, hi=1000)
+        if self.guidance_scale is not None:
+            self.guidance_scale = checks.number("guidance_scale (--cfg)", self.guidance_scale, lo=0.0, hi=100.0)
         self.scheduler = checks.choice("scheduler", self.scheduler, scheduler_names())
-        self.weight = checks.number("weight", self.weight, lo=0.0, hi=10.0)
+        if self.weight is not None:
+            self.weight = checks.number("weight", self.weight, lo=0.0, hi=10.0)
         try:
-            self.mode = mode_name(self.mode)
+            self.mode = mode_name(self.mode) if self.mode is not None else None
         except ValueError as exc:
             raise InputError(f"--mode: {exc}") from None
         self.seed = checks.integer("seed", self.seed, lo=0, hi=2**32 - 1 - self.n)
@@ -52,6 +57,19 @@ class EvalSettings:
         self.batch = checks.integer("batch", self.batch, lo=1, hi=1024)
         self.samples_in_grid = checks.integer("samples in the grid", self.samples_in_grid, lo=0, hi=64)
         return self
+
+    def fill_recommended(self, controlnets) -> list[str]:
+        """Each sampling setting left None: the value the ControlNets recommend, when they agree (one
+        setting serves every row), else SAMPLING_DEFAULTS. Returns the names taken from recommendations."""
+        from controlnet import recommended
+
+        taken = []
+        for key, default in SAMPLING_DEFAULTS.items():
+            if getattr(self, key) is None:
+                value = recommended.agreed(controlnets, key, None)
+                taken += [key] if value is not None else []
+                setattr(self, key, default if value is None else value)
+        return taken
 
 
 @dataclass(frozen=True)
