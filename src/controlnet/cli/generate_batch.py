@@ -13,9 +13,7 @@ import copy
 import sys
 from pathlib import Path
 
-from controlnet.errors import ControlNetError, InputError
-
-PER_FILE_ERRORS = (ControlNetError, OSError, ValueError, RuntimeError, MemoryError)  # reported, the batch goes on
+from controlnet.errors import InputError
 
 
 def is_batch(args) -> bool:
@@ -59,6 +57,7 @@ def run_batch(args, outdir: Path) -> int:
     """Sample every item not yet done; report failures per file; 1 if any failed, else 0."""
     from tqdm.auto import tqdm
 
+    from controlnet.cli import describe_error
     from controlnet.cli.generate import Models, sample
 
     items = batch_items(args)
@@ -70,11 +69,11 @@ def run_batch(args, outdir: Path) -> int:
         one = _item_args(args, item)
         try:
             _save(sample(one, models), one, item.outputs(outdir, args.num_images))
-        except PER_FILE_ERRORS as exc:
-            failed.append((item, exc))
-            tqdm.write(f"failed: {item.name}: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - one picture's failure (described as the CLI would) must not end the batch
+            failed.append((item, describe_error(exc)[0]))
+            tqdm.write(f"failed: {item.name}: {failed[-1][1]}", file=sys.stderr)
     print(f"batch: {len(todo) - len(failed)} done, {len(items) - len(todo)} skipped (already there), "
           f"{len(failed)} failed, of {len(items)}")
-    for item, exc in failed:
-        print(f"failed: {', '.join(str(p) for p in item.images)}: {exc}", file=sys.stderr)
+    for item, message in failed:
+        print(f"failed: {', '.join(str(p) for p in item.images)}: {message}", file=sys.stderr)
     return 1 if failed else 0
