@@ -229,12 +229,13 @@ def _unit_images(unit: dict, width, height, resize: str | None):
     return annotate(unit["preprocess"], image), mask
 
 
-def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe) -> list:
-    """ControlUnits (their fields are checked there); each ControlNet file is loaded once, in the pipeline's dtype."""
+def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe, nets: dict | None = None) -> list:
+    """ControlUnits (their fields are checked there); each ControlNet file is loaded once, in the pipeline's dtype
+    (`nets`: the ones already loaded, by path, kept across a batch)."""
     from controlnet.checkpoints import load_controlnet
     from controlnet.pipeline import ControlUnit
 
-    nets: dict[str, object] = {}
+    nets = {} if nets is None else nets
     units = []
     for i, (u, (image, mask)) in enumerate(zip(specs, images)):
         key = str(Path(u["controlnet"]).resolve())
@@ -296,9 +297,8 @@ def save_outputs(out, args, outdir: Path) -> None:
 def run(args) -> int:
     """Parse, check the output place, read the images, load the models, sample, save. Values are
     checked by the API (ControlUnit, ControlPipeline); this only wires the options to it."""
+    from controlnet.cli.generate_batch import is_batch, run_batch
     from controlnet.files import writable_folder
-    from controlnet.pipeline import ControlPipeline
-    from controlnet.pipeline.images import load_image, resize_mode
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     quiet_libraries()
@@ -307,13 +307,36 @@ def run(args) -> int:
     _resolve_models(args)
     apply_recommended(args)
     outdir = writable_folder(args.outdir, "output folder (-o)", create=False)  # before minutes of sampling, not after
+    if is_batch(args):  # a unit's --image is a folder: one output per picture
+        return run_batch(args, outdir)
+    save_outputs(sample(args, Models()), args, outdir)
+    return 0
+
+
+class Models:
+    """The base pipeline and ControlNets, loaded on first use and kept, so a batch loads them once."""
+
+    def __init__(self, progress: bool = True):
+        self.pipe, self.nets, self.progress = None, {}, progress
+
+    def load(self, args):
+        from controlnet.pipeline import ControlPipeline
+
+        if self.pipe is None:
+            self.pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=args.dtype, device=args.device)
+        return self.pipe
+
+
+def sample(args, models: Models):
+    """Read this run's images (before any model is loaded, so a bad file fails fast), then sample."""
+    from controlnet.pipeline.images import load_image, resize_mode
+
     resize = resize_mode(args.resize)
     images = [_unit_images(u, args.width, args.height, resize) for u in args.units]
     init = load_image(args.init_image) if args.init_image else None
-    pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=args.dtype, device=args.device)
-    units = _units(args.units, images, resize, pipe)
+    pipe = models.load(args)
+    units = _units(args.units, images, resize, pipe, models.nets)
     out = pipe(args.prompt, units, negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance_scale,
                scheduler=args.scheduler, eta=args.eta, seed=args.seed, num_images=args.num_images, height=args.height,
-               width=args.width, init_image=init, strength=args.strength)
-    save_outputs(out, args, outdir)
-    return 0
+               width=args.width, init_image=init, strength=args.strength, progress=models.progress)
+    return out
