@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from controlnet.errors import InputError, MissingFileError
-from controlnet.world import World, export, read_export
+from controlnet.world import CONDITIONS, World, export, read_export
 
 
 @pytest.mark.parametrize("layout,condition,index_file,columns", [
@@ -60,7 +60,8 @@ def test_cli_export_and_show(tmp_path, capsys):
     assert len(read_export(tmp_path / "d")) == 5
     assert _cli(["world", "show", str(tmp_path / "grid.png"), "--n", "3", "--scale", "1"]) == 0
     grid = Image.open(tmp_path / "grid.png")
-    assert grid.height == 3 * 64 + 2 * 2 and grid.width == 7 * 64 + 6 * 2
+    columns = 1 + len(CONDITIONS)  # the picture, then every condition map (inpaint's masked region shown)
+    assert grid.height == 3 * 64 + 2 * 2 and grid.width == columns * 64 + (columns - 1) * 2
     assert "columns: picture | edges" in capsys.readouterr().out
     with pytest.raises(InputError):
         _cli(["world", "show", str(tmp_path / "x.png"), "--min-shapes", "3", "--max-shapes", "2"])

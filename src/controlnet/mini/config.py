@@ -57,7 +57,7 @@ class MiniConfig:
     base: StageConfig = field(default_factory=lambda: StageConfig(64, 6e-4, 40_000, 0.31, warmup_steps=200))
     # one ControlNet per condition, trained by `controlnet train`; budget_share is per ControlNet
     controlnet: StageConfig = field(default_factory=lambda: StageConfig(32, 1e-3, 40_000, 0.14, warmup_steps=0))
-    controlnet_conditions: tuple[str, ...] = ("edges", "seg", "depth")
+    controlnet_conditions: tuple[str, ...] = ("edges", "seg", "depth", "inpaint")
     controlnet_samples: int = 8000
 
     @classmethod

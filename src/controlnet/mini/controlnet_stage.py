@@ -16,7 +16,7 @@ from pathlib import Path
 from controlnet.files import write_json
 
 # the annotator that re-extracts each condition from samples for the fidelity curve
-FIDELITY_ANNOTATOR = {"edges": "canny", "seg": None, "depth": None}
+FIDELITY_ANNOTATOR = {"edges": "canny", "seg": None, "depth": None, "inpaint": None}
 
 
 def train_controlnet(model: Path, work: Path, condition: str, budget_s: float, *, samples: int = 8000,
@@ -49,6 +49,8 @@ def train_controlnet(model: Path, work: Path, condition: str, budget_s: float, *
         steps = min(steps, max(max_steps, calibration_steps + 1))
     write_json(work / "plan.json", {"steps": steps})
     result = train(TrainConfig(**common, max_steps=steps, resume="latest", validate_every=max(steps // 4, 1)))
+    if result.interrupted:  # checkpointed, not finished: neither installed nor reported as done
+        raise KeyboardInterrupt(f"controlnet-{condition} stopped at step {result.step} of {steps}; rerun to resume")
     _install(work / "run", target)
     report = {"condition": condition, "steps": result.step, "wall_s": round(time.perf_counter() - t0, 1),
               "final_loss": result.log[-1]["loss"] if result.log else None, "fidelity": result.fidelity,
@@ -77,6 +79,7 @@ def _train_settings(model: Path, work: Path, condition: str, samples: int, world
         validation_images=[str(validation / v["conditioning_image"]) for v in val],
         validation_prompts=[v["text"] for v in val], validation_annotator=FIDELITY_ANNOTATOR[condition],
         num_validation_samples=1, validation_steps=20, guidance_scale=5.0,
+        inpaint_maps=condition == "inpaint",  # RGBA maps: alpha 255 = repaint, -1 in the hint
     )
 
 

@@ -30,6 +30,7 @@ class TrainConfig:
     conditioning_image_column: str = "conditioning_image"
     caption_column: str = "text"
     annotator: str | None = None  # compute a missing condition from the target with this annotator
+    inpaint_maps: bool = False  # conditions are inpaint maps (RGBA, alpha 255 = repaint -> -1 in the hint)
     resolution: int = 512
     random_flip: bool = False  # augmentation; turns the latent cache off
     max_train_samples: int | None = None

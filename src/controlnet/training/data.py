@@ -62,6 +62,33 @@ def decode_rgb(value, root: Path | None = None) -> np.ndarray:
         raise BadSample(str(exc)) from None
 
 
+def decode_map(value, root: Path | None = None, inpaint: bool = False) -> np.ndarray:
+    """A condition map as uint8: RGB as `decode_rgb` reads it (alpha is transparency, on white), but
+    an inpaint map (`inpaint`) keeps its alpha as a 4th channel: 255 marks the pixels to repaint."""
+    if not inpaint:
+        return decode_rgb(value, root)
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (str, os.PathLike)) and root is not None and not Path(value).is_absolute():
+        value = root / value
+    try:
+        arr = images.as_array(value)
+        if arr.ndim == 3 and arr.shape[2] in (2, 4):  # grey or colour with alpha: the repaint mask
+            alpha = (images.to_float(arr[:, :, -1]) * 255.0).round().astype(np.uint8)
+            return np.dstack([images.to_rgb8(arr[:, :, :-1]), alpha])
+        return images.to_rgb8(arr)  # nothing to repaint
+    except ControlNetError as exc:
+        raise BadSample(str(exc)) from None
+
+
+def hint_of(cond: np.ndarray) -> torch.Tensor:
+    """3×H×W float hint of a uint8 map by the one rule, `annotators.map_to_hint`: in [0, 1], and -1
+    where an inpaint map's alpha marks the pixels to repaint (control_v11p_sd15_inpaint)."""
+    from controlnet.annotators.inpaint import map_to_hint
+
+    return torch.from_numpy(map_to_hint(np.ascontiguousarray(cond))).permute(2, 0, 1)
+
+
 def _resize_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     """Shorter side to `size`, then centre crop: the one `crop_and_resize` geometry of
     `controlnet.images.fit`, with diffusers' training interpolation (Resize + CenterCrop)."""
@@ -83,6 +110,7 @@ class Processing:
     annotator: str | None = None
     random_flip: bool = False
     seed: int = 0
+    inpaint_maps: bool = False  # conditions are RGBA inpaint maps: alpha 255 = repaint (-1 in the hint)
 
     def __call__(self, record: dict, root: Path | None, epoch: int = 0) -> dict:
         if record.get("prompt") is None:
@@ -104,7 +132,7 @@ class Processing:
 
             cond = annotate(self.annotator, target, resolution=min(self.resolution, min(target.shape[:2])))
         else:
-            cond = decode_rgb(record["condition"], root)
+            cond = decode_map(record["condition"], root, self.inpaint_maps)
         (th, tw), (ch, cw) = target.shape[:2], cond.shape[:2]
         if abs(th / tw - ch / cw) > 0.01 * th / tw:
             raise BadSample(f"target is {tw}x{th} but condition is {cw}x{ch} (different aspect ratio)")
@@ -112,7 +140,7 @@ class Processing:
         if self.random_flip and _rng(self.seed, epoch, record["key"]).random() < 0.5:
             target, cond = target[:, ::-1], cond[:, ::-1]
         image = torch.from_numpy(np.ascontiguousarray(target)).permute(2, 0, 1).float() / 127.5 - 1.0
-        hint = torch.from_numpy(np.ascontiguousarray(cond)).permute(2, 0, 1).float() / 255.0
+        hint = hint_of(cond)
         # content key for the latent cache: what the VAE will see, not the file name
         content = hashlib.blake2b(target.tobytes(), digest_size=16, person=b"cn-pixels").hexdigest()
         return {"image": image, "hint": hint, "prompt": prompt, "key": content}

@@ -205,7 +205,7 @@ def _check_places(config: TrainConfig) -> None:
 
         if not resolve_controlnet(config.controlnet).exists():
             raise InputError(f"--controlnet {config.controlnet}: no such file or folder")
-    check_condition_images(config.validation_images, config.resolution)
+    check_condition_images(config.validation_images, config.resolution, config.inpaint_maps)
 
 
 def _accelerator(config: TrainConfig) -> tuple[object, Path, str | None]:
@@ -241,7 +241,7 @@ def _checkpoint_to_resume(run: _Run) -> Path | None:
 
 
 def _processing(config: TrainConfig) -> Processing:
-    return Processing(config.resolution, config.annotator, config.random_flip, config.seed)
+    return Processing(config.resolution, config.annotator, config.random_flip, config.seed, config.inpaint_maps)
 
 
 def _columns(config: TrainConfig) -> dict:
@@ -692,7 +692,8 @@ def _validate(run: _Run) -> None:
             run.controlnet, run.base, config.validation_images, config.validation_prompts,
             resolution=config.resolution, out_png=png, num_samples=config.num_validation_samples,
             steps=config.validation_steps, guidance_scale=config.guidance_scale, seed=config.seed,
-            annotator=config.validation_annotator, only_mid_control=config.only_mid_control)
+            annotator=config.validation_annotator, only_mid_control=config.only_mid_control,
+            inpaint_maps=config.inpaint_maps)
         if scores:
             run.state["fidelity"].append({"step": step, **scores})
             if run.log_with:

@@ -18,7 +18,7 @@ import torch
 from controlnet.errors import InputError
 from controlnet.files import save_figure, save_image
 from controlnet.pipeline.text import encode_sd
-from controlnet.training.data import _resize_crop, decode_rgb
+from controlnet.training.data import _resize_crop, decode_map, hint_of
 
 
 @torch.no_grad()
@@ -62,25 +62,25 @@ def sample(controlnet, base, prompts: list[str], hint: torch.Tensor, *, steps: i
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
-def load_condition(path: str, resolution: int) -> np.ndarray:
-    """A validation condition image at the training resolution, as training reads its conditions."""
-    return _resize_crop(decode_rgb(path), resolution)
+def load_condition(path: str, resolution: int, inpaint_maps: bool = False) -> np.ndarray:
+    """A validation condition map at the training resolution, as training reads its conditions."""
+    return _resize_crop(decode_map(path, inpaint=inpaint_maps), resolution)
 
 
-def check_condition_images(paths: list[str], resolution: int) -> None:
+def check_condition_images(paths: list[str], resolution: int, inpaint_maps: bool = False) -> None:
     """Read every validation image before training starts: a bad one must not fail the run at its end."""
     for path in paths:
         if not Path(path).is_file():
             raise InputError(f"--validation-images {path}: no such file")
         try:
-            load_condition(path, resolution)
+            load_condition(path, resolution, inpaint_maps)
         except Exception as exc:  # noqa: BLE001 - whatever the decoder says, name the file
             raise InputError(f"--validation-images {path}: not a readable image ({exc})") from None
 
 
 def run_validation(controlnet, base, images: list[str], prompts: list[str], *, resolution: int, out_png: Path,
                    num_samples: int = 2, steps: int = 20, guidance_scale: float = 7.5, seed: int = 0,
-                   annotator: str | None = None, only_mid_control: bool = False) -> dict:
+                   annotator: str | None = None, only_mid_control: bool = False, inpaint_maps: bool = False) -> dict:
     """Write the grid to `out_png`; return {"fidelity_prompt", "fidelity_empty"} when an annotator is set."""
     was_training = controlnet.training
     controlnet.eval()
@@ -88,8 +88,9 @@ def run_validation(controlnet, base, images: list[str], prompts: list[str], *, r
     try:
         for i, path in enumerate(images):
             prompt = prompts[i] if len(prompts) > 1 else (prompts[0] if prompts else "")
-            cond = load_condition(path, resolution)
-            hint = torch.from_numpy(cond).permute(2, 0, 1).float().div(255.0)[None].repeat(num_samples, 1, 1, 1)
+            cond = load_condition(path, resolution, inpaint_maps)
+            hint = hint_of(cond)[None].repeat(num_samples, 1, 1, 1)
+            cond = (hint[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # masked: black
             with_prompt = sample(controlnet, base, [prompt] * num_samples, hint, steps=steps, guidance_scale=guidance_scale,
                                  seed=seed + i, only_mid_control=only_mid_control)
             without = sample(controlnet, base, [""] * num_samples, hint, steps=steps, guidance_scale=guidance_scale,

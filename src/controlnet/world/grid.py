@@ -54,6 +54,7 @@ def save_world_grid(out: str | Path, n: int = 8, seed: int = 0, size: int = 64, 
                     max_shapes: int = 3, scale: int = 3) -> tuple[Path, list[str], tuple[str, ...]]:
     """n world samples, one per row: the picture, then every condition map. Returns (path, captions,
     condition names); every input is checked before the first sample is drawn."""
+    from controlnet.world.render import preview
     from controlnet.world.world import World
 
     world = World(seed, size, min_shapes, max_shapes)
@@ -61,5 +62,5 @@ def save_world_grid(out: str | Path, n: int = 8, seed: int = 0, size: int = 64, 
     check_grid_size(n, 1 + len(world.conditions), world.size, world.size, scale)
     path = check_grid_path(out)
     samples = list(world.take(n))
-    rows = [[s.image] + [s.conditions[k] for k in world.conditions] for s in samples]
+    rows = [[s.image] + [preview(s.conditions[k]) for k in world.conditions] for s in samples]
     return save_grid(rows, path, scale), [s.caption for s in samples], world.conditions

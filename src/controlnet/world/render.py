@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 
 from controlnet.world.palette import COLOURS, SEG_COLOURS, texture_tint
-from controlnet.world.scene import Scene, to_pixels
+from controlnet.world.scene import _SHIFT, Scene, to_pixels
 
-CONDITIONS = ("edges", "canny", "seg", "depth", "scribble", "outline")
+CONDITIONS = ("edges", "canny", "seg", "depth", "scribble", "outline", "inpaint")
+MASKED_PREVIEW = 4  # checker period, pixels, that shows the masked region of an inpaint map
 
 
 def label_map(masks: list[np.ndarray]) -> np.ndarray:
@@ -110,8 +111,46 @@ def outline(scene: Scene, size: int) -> np.ndarray:
     return _gray(canvas)
 
 
+def inpaint_mask(scene: Scene, size: int) -> np.ndarray:
+    """(size, size) bool, True = repaint: one or two rectangles or ellipses (unit coordinates, so alike
+    at any size), each centred near a shape's centre so that part of the shapes is hidden."""
+    rng = np.random.default_rng([scene.stroke_seed, 1])  # its own stream: the rest of the world is unchanged
+    canvas = np.zeros((size, size), np.uint8)
+    for _ in range(int(rng.integers(1, 3))):
+        shape = scene.shapes[int(rng.integers(len(scene.shapes)))]
+        cx, cy = (c + rng.uniform(-0.6, 0.6) * shape.radius for c in (shape.cx, shape.cy))
+        half_w, half_h = rng.uniform(0.1, 0.28, 2)
+        angle = rng.uniform(0, np.pi)
+        if rng.random() < 0.5:  # rectangle
+            corners = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)]) * (half_w, half_h)
+        else:  # ellipse (blob)
+            t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+            corners = np.stack([half_w * np.cos(t), half_h * np.sin(t)], 1)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        cv2.fillPoly(canvas, [to_pixels(corners @ rot.T + (cx, cy), size)], 1, lineType=cv2.LINE_8, shift=_SHIFT)
+    return canvas > 0
+
+
+def inpaint_map(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """RGBA uint8, the `inpaint` annotator's form: the picture, alpha 255 where to repaint
+    (`controlnet.annotators.map_to_hint` makes those pixels -1 in the hint)."""
+    return np.dstack([img, mask.astype(np.uint8) * 255])
+
+
+def preview(condition_map: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) picture of any condition map: an inpaint map's masked pixels as a checkerboard."""
+    if condition_map.shape[2] == 3:
+        return condition_map
+    h, w = condition_map.shape[:2]
+    yy, xx = np.mgrid[:h, :w] // MASKED_PREVIEW
+    checker = np.where(((yy + xx) % 2 == 0)[..., None], 40, 215).astype(np.uint8)
+    masked = condition_map[:, :, 3:] > 127
+    return np.where(masked, checker, condition_map[:, :, :3])
+
+
 def render(scene: Scene, size: int, conditions=CONDITIONS) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(picture, label map, {condition: (size, size, 3) uint8}) for the requested condition kinds."""
+    """(picture, label map, {condition: (size, size, 3) uint8, or 4 channels for inpaint}) for the
+    requested condition kinds."""
     unknown = set(conditions) - set(CONDITIONS)
     if unknown:
         raise ValueError(f"unknown condition kinds {sorted(unknown)}; known: {CONDITIONS}")
@@ -132,6 +171,8 @@ def render(scene: Scene, size: int, conditions=CONDITIONS) -> tuple[np.ndarray, 
             maps[kind] = scribble(scene, masks)
         elif kind == "outline":
             maps[kind] = outline(scene, size)
+        elif kind == "inpaint":
+            maps[kind] = inpaint_map(img, inpaint_mask(scene, size))
     return img, labels, maps
 
 
