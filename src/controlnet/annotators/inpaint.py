@@ -16,6 +16,11 @@ from .image import to_rgb
 from .registry import Param, register
 
 
+class InpaintMap(np.ndarray):
+    """The `inpaint` annotator's RGBA map, marked as such: the pipeline reads its alpha as the -1
+    mask. A plain RGBA array or file is not marked (its alpha is transparency, as in training)."""
+
+
 def mask_to_bool(mask, shape_hw: tuple[int, int]) -> np.ndarray:
     """White (> 127) or True = repaint. Resized with nearest to the image size when it differs."""
     if isinstance(mask, np.ndarray) and mask.dtype == bool:
@@ -38,7 +43,7 @@ def inpaint(image: np.ndarray, mask) -> np.ndarray:
     masked = mask_to_bool(mask, image.shape[:2])
     if not masked.any():
         raise InputError("the inpaint mask is empty: paint the region to regenerate in white (or True)")
-    return np.dstack([image, masked.astype(np.uint8) * 255])
+    return np.dstack([image, masked.astype(np.uint8) * 255]).view(InpaintMap)
 
 
 def map_to_hint(detected: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from controlnet import checks
 from controlnet.errors import InputError
 from controlnet.nn import ControlResiduals, controlled_unet, family_of, unet_connection_shapes
 from controlnet.pipeline import images as img
+from controlnet.pipeline import inpaint as inp
 from controlnet.pipeline.loading import load_folder, load_single_file
 from controlnet.pipeline.modes import active, cond_only, connection_levels, mode_scales
 from controlnet.pipeline.schedulers import make_scheduler
@@ -75,6 +76,7 @@ class _Call:
     init_image: Any
     callback: Callable | None
     progress: bool
+    inpaint: inp.Inpaint | None = None  # inpainting / outpainting (`controlnet.pipeline.inpaint`)
 
     @property
     def batch(self) -> int:
@@ -190,6 +192,8 @@ def check_compatible(cn, unet, vae_scale_factor: int, label: str = "ControlNet")
     mine = family_of(cn.config)
     keys = ("cross_attention_dim", "addition_embed_type", "block_out_channels", "layers_per_block", "in_channels")
     diff = [k for k in keys if _norm(cn.config.get(k)) != _norm(unet.config.get(k))]
+    if diff == ["in_channels"] and unet.config.in_channels == 2 * cn.config.get("in_channels", 4) + 1:
+        diff = []  # a 9-channel inpainting U-Net: its ControlNets read the 4-channel latents
     if diff or cn.num_connections != len(unet_connection_shapes(unet, (64, 64))):
         what = ", ".join(f"{k} {cn.config.get(k)} vs {unet.config.get(k)}" for k in diff)
         raise InputError(
@@ -417,7 +421,11 @@ class ControlPipeline:
         output_type: str = "pil",
         *,
         init_image=None,
-        strength: float = 0.75,
+        strength: float | None = None,
+        mask_image=None,
+        inpaint_mode: str = "blend",
+        mask_blur: float | None = None,
+        init_resize: str | None = "crop_and_resize",
         callback: Callable[[int, Any, torch.Tensor], torch.Tensor | None] | None = None,
         progress: bool = True,
     ) -> ControlPipelineOutput:
@@ -428,14 +436,18 @@ class ControlPipeline:
         eta: DDIM's noise, in [0, 1]. seed: image k uses seed + k, drawn on the CPU; None picks a
         random seed (reported in `seeds`).
         latents: start from these instead of seeded noise (txt2img; the noise for img2img).
-        init_image, strength: img2img; only the last `strength` of the schedule is run.
+        init_image, strength: img2img; only the last `strength` (default 0.75) of the schedule is run.
+        mask_image: inpainting (white = repaint, binary, init_image's size); strength defaults to 1 (pure
+        noise). inpaint_mode: "blend" (diffusers) or "inpaint_only" (A1111). mask_blur: None (diffusers),
+        or paste the result onto the original through the mask blurred with this sigma (0: hard).
+        init_resize: how init_image (and its mask) is fitted; "resize_and_fill" outpaints the border.
         callback(step, t, latents) runs after each step; a tensor it returns replaces the latents.
         output_type: "pil", "np", "pt" or "latent".
         """
         units = _unit_list(units)
         call = self._check_call_args(units, prompt, negative_prompt, num_images, steps, guidance_scale, eta, seed,
                                      width, height, latents, output_type, init_image, strength, scheduler,
-                                     callback, progress)
+                                     callback, progress, (mask_image, inpaint_mode, mask_blur, init_resize))
         prepared, hints = [], []
         for k, unit in enumerate(units):
             ready, pictures = self.prepare_unit(unit, call.width, call.height, call.batch, k)
@@ -448,7 +460,8 @@ class ControlPipeline:
         return self._output(call, x, hints)
 
     def _check_call_args(self, units, prompt, negative_prompt, num_images, steps, guidance_scale, eta, seed, width,
-                         height, latents, output_type, init_image, strength, scheduler, callback, progress) -> _Call:
+                         height, latents, output_type, init_image, strength, scheduler, callback, progress,
+                         inpainting=(None, "blend", None, "crop_and_resize")) -> _Call:
         """Every argument of a call checked before any work, so a bad value costs nothing."""
         prompts, negatives = _prompts(prompt, negative_prompt, num_images)
         guidance_scale = checks.number("guidance_scale (the CFG scale)", guidance_scale, lo=0.0)
@@ -457,11 +470,15 @@ class ControlPipeline:
         if callback is not None and not callable(callback):
             raise InputError(f"callback must be callable, got {type(callback).__name__}")
         width, height = self._size(units, init_image, width, height)
+        spec, init_image = inp.check(init_image, *inpainting, (width, height), inp.nine_channel(self.unet, self.vae))
+        strength = (1.0 if spec else 0.75) if strength is None else strength
         sched, timesteps = self._schedule(scheduler, steps, strength, init_image is not None)
+        if spec:
+            spec.strength = strength
         f = self.vae_scale_factor
-        _check_latents(latents, (len(prompts), self.unet.config.in_channels, height // f, width // f))
+        _check_latents(latents, (len(prompts), self.vae.config.latent_channels, height // f, width // f))
         return _Call(prompts, negatives, guidance_scale, eta, _seeds(seed, len(prompts)), width, height, sched,
-                     timesteps, output_type, latents, init_image, callback, bool(progress))
+                     timesteps, output_type, latents, init_image, callback, bool(progress), spec)
 
     def _encode_text(self, call: _Call) -> _Text:
         dtype = self.unet.dtype
@@ -477,10 +494,12 @@ class ControlPipeline:
     def _initial_latents(self, call: _Call, gens: list[torch.Generator]) -> torch.Tensor:
         """Seeded noise (or the given latents); img2img: the init image's latent noised to the first timestep."""
         device, dtype, f = self.device, self.unet.dtype, self.vae_scale_factor
-        shape = (call.batch, self.unet.config.in_channels, call.height // f, call.width // f)
+        shape = (call.batch, self.vae.config.latent_channels, call.height // f, call.width // f)
         noise = call.latents.to(device, dtype) if call.latents is not None else _noise(shape, gens, device, dtype)
         if call.init_image is None:
             return noise * call.scheduler.init_noise_sigma
+        if call.inpaint is not None:
+            return inp.start(call.inpaint, self, noise, call.scheduler, call.timesteps)
         x0 = self.encode_image(call.init_image, call.width, call.height).to(device, dtype)
         return call.scheduler.add_noise(x0.expand(call.batch, -1, -1, -1), noise, call.timesteps[:1].repeat(call.batch))
 
@@ -493,11 +512,14 @@ class ControlPipeline:
             # a unit outside its window, or at factor 0 in its strength schedule, is not run at all
             controls = [self._residuals(p, x_in, t, text, call, f) for p in prepared
                         if active(i, n, p.unit.start, p.unit.end) and (f := p.unit.factor_at(i / n)) > 0]
-            eps = controlled_unet(self.unet, x_in, t, text.states, controls, added_cond_kwargs=text.added)
+            unet_in = inp.unet_input(call.inpaint, x_in)  # 9-channel inpainting U-Nets: + mask, masked picture
+            eps = controlled_unet(self.unet, unet_in, t, text.states, controls, added_cond_kwargs=text.added)
             if call.guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + call.guidance_scale * (cond - uncond)
+            eps = inp.model_output(call.inpaint, eps, x_in[-call.batch:], t, sched)
             x = sched.step(eps, t, x, **step_kwargs, return_dict=False)[0]
+            x = inp.after_step(call.inpaint, x, i, call.timesteps, sched)
             if call.callback is not None:
                 replaced = call.callback(i, t, x)
                 if torch.is_tensor(replaced):
@@ -520,7 +542,7 @@ class ControlPipeline:
     def _output(self, call: _Call, x: torch.Tensor, hints: list) -> ControlPipelineOutput:
         if call.output_type == "latent":
             return ControlPipelineOutput(x, call.seeds, hints, x)
-        pixels = self.decode(x)
+        pixels = inp.paste_back(call.inpaint, self.decode(x))
         if call.output_type == "pt":
             return ControlPipelineOutput(pixels, call.seeds, hints, x)
         arr = pixels.permute(0, 2, 3, 1).cpu().numpy()
