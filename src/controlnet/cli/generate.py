@@ -26,6 +26,8 @@ STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "
                "width", "height", "resize", "init_image", "strength", "dtype")
 STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype")
 UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask")
+STORED_KEYS += ("inpaint_mask", "inpaint_mode", "mask_blur")  # inpainting (controlnet.pipeline.inpaint)
+STORED_STRINGS += ("inpaint_mask", "inpaint_mode")
 
 
 class UnitOption(argparse.Action):
@@ -80,7 +82,14 @@ def register(sub) -> None:
     p.add_argument("--height", type=int, help="output height, a multiple of 8")
     p.add_argument("--resize", default="crop_and_resize", help="fit condition images: crop_and_resize, just_resize, resize_and_fill, none")
     p.add_argument("--init-image", help="img2img: start from this image")
-    p.add_argument("--strength", type=float, default=0.75, help="img2img: how much of the schedule to run (default 0.75)")
+    p.add_argument("--strength", type=float, default=None, help="img2img: how much of the schedule to run (default 0.75; "
+                   "1 when inpainting)")
+    p.add_argument("--inpaint-mask", metavar="IMG", help="inpainting: repaint the white area of --init-image (black and white "
+                   "only, the picture's size); --resize resize_and_fill outpaints the filled border")
+    p.add_argument("--inpaint-mode", default="blend", help="blend (diffusers: the original latent kept outside the mask every "
+                   "step) or inpaint_only (A1111: the predicted x0 kept)")
+    p.add_argument("--mask-blur", type=float, default=None, metavar="SIGMA", help="paste the result onto the original through "
+                   "the mask blurred with this sigma in pixels (0: hard edge; default: no paste, as diffusers)")
     p.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16 (default fp32)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--from", dest="from_png", metavar="PNG", help="re-create an image from the parameters stored in its PNG")
@@ -104,6 +113,7 @@ def parameters(args) -> dict:
         "steps": args.steps, "cfg": args.guidance_scale, "scheduler": args.scheduler, "eta": args.eta, "seed": args.seed,
         "num_images": args.num_images, "width": args.width, "height": args.height, "resize": args.resize,
         "init_image": path(args.init_image), "strength": args.strength, "dtype": args.dtype, "units": units,
+        "inpaint_mask": path(args.inpaint_mask), "inpaint_mode": args.inpaint_mode, "mask_blur": args.mask_blur,
     }
 
 
@@ -209,8 +219,9 @@ def apply_recommended(args) -> None:
         args.steps = recommended.agreed(nets, "steps", 20)
 
 
-def _unit_images(unit: dict, width, height, resize: str | None):
-    """(condition image, mask) of one unit, read before any model is loaded so a bad file fails fast."""
+def _unit_images(unit: dict, width, height, resize: str | None, inpaint_mask=None):
+    """(condition image, mask) of one unit, read before any model is loaded so a bad file fails fast.
+    `--preprocess inpaint` takes the inpainting mask (as A1111's inpaint preprocessors do)."""
     from controlnet.pipeline.images import load_image
 
     if not unit["image"]:
@@ -219,6 +230,10 @@ def _unit_images(unit: dict, width, height, resize: str | None):
     mask = load_image(unit["mask"]) if unit["mask"] else None
     if not unit["preprocess"]:
         return image, mask
+    if unit["preprocess"] == "inpaint":
+        from controlnet.pipeline.inpaint import inpaint_map
+
+        return inpaint_map(image, inpaint_mask), mask
     try:
         from controlnet.annotators import annotate
     except ImportError:
@@ -332,11 +347,13 @@ def sample(args, models: Models):
     from controlnet.pipeline.images import load_image, resize_mode
 
     resize = resize_mode(args.resize)
-    images = [_unit_images(u, args.width, args.height, resize) for u in args.units]
+    inpaint_mask = load_image(args.inpaint_mask) if args.inpaint_mask else None
+    images = [_unit_images(u, args.width, args.height, resize, inpaint_mask) for u in args.units]
     init = load_image(args.init_image) if args.init_image else None
     pipe = models.load(args)
     units = _units(args.units, images, resize, pipe, models.nets)
     out = pipe(args.prompt, units, negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance_scale,
                scheduler=args.scheduler, eta=args.eta, seed=args.seed, num_images=args.num_images, height=args.height,
-               width=args.width, init_image=init, strength=args.strength, progress=models.progress)
+               width=args.width, init_image=init, strength=args.strength, mask_image=inpaint_mask,
+               inpaint_mode=args.inpaint_mode, mask_blur=args.mask_blur, init_resize=resize, progress=models.progress)
     return out
