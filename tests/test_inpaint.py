@@ -176,6 +176,7 @@ def test_bad_calls_are_refused(models, picture, mask):
 def place(tmp_path_factory, models, picture, mask):
     d = tmp_path_factory.mktemp("inpaint_cli")
     models[0][4].save_pretrained(d / "base")
+    models[0][9].save_pretrained(d / "base9")
     models[1].to_diffusers().save_pretrained(d / "cn")
     picture.save(d / "photo.png")
     mask.save(d / "mask.png")
@@ -203,6 +204,13 @@ def test_cli_bad_inputs(place, capsys, extra, fragments):
         assert_user_error(_cli(place, *extra), capsys, *fragments)
 
 
+def test_cli_nine_channel_base_without_a_mask(place, capsys):
+    argv = ["generate", "--model", place / "base9", "--prompt", "x", "--steps", "2", "-o", place / "out"]
+    with unchanged(place):
+        assert_user_error(argv, capsys, "9 input channels", "--init-image", "--inpaint-mask")
+        assert_user_error([*argv, "--init-image", place / "photo.png"], capsys, "9 input channels", "--inpaint-mask")
+
+
 def test_cli_inpaints_and_records_its_parameters(place, capsys):
     code, out, err = run_cli(_cli(place, "--init-image", place / "photo.png", "--inpaint-mask", place / "mask.png",
                                   "--inpaint-mode", "inpaint_only", "--mask-blur", "0", "--no-grid"), capsys)
@@ -213,3 +221,6 @@ def test_cli_inpaints_and_records_its_parameters(place, capsys):
     assert params["inpaint_mode"] == "inpaint_only" and params["mask_blur"] == 0
     keep = outside(Image.open(place / "mask.png"))
     assert np.array_equal(np.array(written)[keep], np.array(Image.open(place / "photo.png"))[keep])
+    code, out, err = run_cli(["generate", "--from", out.split()[-1], "-o", place / "again", "--no-grid"], capsys)
+    assert code == 0, err
+    assert np.array_equal(np.array(Image.open(out.split()[-1])), np.array(written))

@@ -93,9 +93,10 @@ def check(init_image, mask_image, mode, blur, resize, size_wh: tuple[int, int],
     resize = resize_mode(resize)
     if init_image is None:
         if mask_image is not None:
-            raise InputError("mask_image needs init_image: give the picture to inpaint")
+            raise InputError("mask_image needs init_image: give the picture to inpaint (CLI: --init-image)")
         if nine:
-            raise InputError("this base U-Net is an inpainting model (9 input channels); give init_image and mask_image")
+            raise InputError("this base U-Net is an inpainting model (9 input channels); give init_image and mask_image "
+                             "(CLI: --init-image, --inpaint-mask)")
         return None, None
     rgb = to_rgb(init_image)
     picture = fit(rgb, size_wh, resize)
@@ -108,7 +109,8 @@ def check(init_image, mask_image, mode, blur, resize, size_wh: tuple[int, int],
         mask |= fit_mask(masked, size_wh, resize)
     if not mask.any():
         if nine:
-            raise InputError("this base U-Net is an inpainting model (9 input channels); give mask_image too")
+            raise InputError("this base U-Net is an inpainting model (9 input channels); give mask_image too "
+                             "(CLI: --inpaint-mask)")
         if mask_image is not None:
             raise InputError("mask_image's white area vanishes when the picture is fitted to the output; enlarge it")
         return None, picture
