@@ -1,0 +1,154 @@
+"""Experiment 4 (paper §3.4, Fig 5): CFG Resolution Weighting, without a prompt.
+
+The built-in edges and seg ControlNets under every control mode of the pipeline (balanced: control
+on both CFG branches; prompt: both branches, A1111's soft 0.825 decay; control: cond branch only,
+0.825 decay, the released "guess mode"; cfg_rw: cond branch only, the paper's resolution weights)
+at several CFG scales, with the empty prompt, through `controlnet evaluate` (same held-out samples
+and seeds in every setting). Fidelity: edge F1 within 2 px and exact (edges row), label accuracy
+(seg row), and the seg row's layout: edge F1 of its pictures against the scene's outlines (with no
+prompt the seg map cannot tell colours, so label accuracy is near zero by construction). Quality:
+FID/KID against the true pictures (when the Inception wheel is installed).
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python experiments/exp4_cfg_rw.py          # ~15 min
+    .venv/bin/python experiments/exp4_cfg_rw.py --tiny -o /tmp/exp4                   # seconds
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+NAME = "exp4_cfg_rw"
+ROWS = {"edges": "mini:edges", "seg": "mini:seg"}
+KEEP = {("edges", "mini:edges"): ("edge_f1", "edge_f1_exact", "fid", "kid"),
+        ("edges", "no control"): ("edge_f1", "edge_f1_exact", "fid", "kid"),
+        ("seg", "mini:seg"): ("label_accuracy", "label_miou", "fid", "kid")}
+GRID = 4  # samples kept per setting for the figure
+
+
+def main(argv=None) -> int:
+    from controlnet.pipeline import MODES
+
+    p = common.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 5.0, 9.0])
+    p.add_argument("--modes", nargs="+", default=list(MODES))
+    p.add_argument("--steps", type=int, default=20)
+    args = p.parse_args(argv)
+    out, work = common.paths(args, NAME)
+    n = args.n or (2 if args.tiny else 64)
+    steps = 2 if args.tiny else args.steps
+    cfgs = [5.0] if args.tiny else args.cfg
+    modes = ["balanced", "cfg_rw"] if args.tiny else args.modes
+    header = {"n": n, "steps": steps, "prompt": "none", "weights": common.weights_id(("edges", "seg")),
+              "fid": not args.tiny}
+    results = common.Results(out / f"{NAME}.json", header)
+    for cfg in cfgs:
+        for mode in modes:
+            key = f"{mode}@cfg{cfg:g}"
+            if not results.done(key):
+                results.put(key, run_setting(work, n, steps, cfg, mode, fid=not args.tiny))
+                print(f"{key}: done", flush=True)
+    figure(results, cfgs, modes, work, out)
+    return 0
+
+
+def run_setting(work: Path, n: int, steps: int, cfg: float, mode: str, fid: bool) -> dict:
+    """One (mode, CFG) setting evaluated: the kept records, the seg row's layout F1, samples saved."""
+    from controlnet.evaluation import EvalSettings, evaluate
+    from controlnet.evaluation.world import world_scores
+    from controlnet.files import save_image
+
+    s = EvalSettings(n=n, prompts=("none",), steps=steps, guidance_scale=cfg, mode=mode, fid=fid,
+                     samples_in_grid=min(n, 64))
+    result = evaluate("mini", list(ROWS.values()), "world", work / "eval", settings=s, progress=False)
+    out = {"records": [r for r in result["records"] if r["metric"] in KEEP.get((r["condition"], r["row"]), ())],
+           "not_computed": {k: v for k, v in result["not_computed"].items() if k in ("fid", "kid")}}
+    seg_pictures = result["samples"][("seg", "none", "mini:seg")]
+    items = common.world_items(len(seg_pictures))
+    layout = [world_scores("edges", img, it)["edge_f1"][0] for img, it in zip(seg_pictures, items)]
+    out["records"].append({"condition": "seg", "row": "mini:seg", "metric": "layout_edge_f1",
+                           **common.estimate(layout)})
+    for (kind, _, row), pictures in result["samples"].items():
+        if (kind, row) in KEEP:
+            for i, img in enumerate(pictures[:GRID]):
+                save_image(img, sample_path(work, cfg, mode, row, i))
+    return out
+
+
+def sample_path(work: Path, cfg: float, mode: str, row: str, i: int) -> Path:
+    return work / "samples" / f"cfg{cfg:g}" / mode / row.replace(":", "-").replace(" ", "_") / f"{i}.png"
+
+
+def value(results, key, condition, row, metric):
+    for r in results.get(key)["records"]:
+        if (r["condition"], r["row"], r["metric"]) == (condition, row, metric):
+            return r
+    return None
+
+
+PANELS = [("edges", "mini:edges", "edge_f1", "edges: edge F1 (2 px)"),
+          ("edges", "mini:edges", "edge_f1_exact", "edges: edge F1 (exact)"),
+          ("seg", "mini:seg", "layout_edge_f1", "seg: layout edge F1 (2 px)"),
+          ("edges", "mini:edges", "kid", "edges row: KID (lower is better)")]
+
+
+def figure(results, cfgs, modes, work: Path, out: Path) -> None:
+    """Fidelity and quality against CFG, one line per mode; and a sample strip at a middle CFG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from controlnet.files import save_figure
+
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
+    for ax, (cond, row, metric, title) in zip(axes, PANELS):
+        for mode in modes + (["no control"] if cond == "edges" else []):
+            r_row, m = (row, mode) if mode != "no control" else ("no control", modes[0])
+            recs = [value(results, f"{m}@cfg{c:g}", cond, r_row, metric) for c in cfgs]
+            pts = [(c, r) for c, r in zip(cfgs, recs) if r is not None and r["value"] is not None]
+            if not pts:
+                continue
+            x = [c for c, _ in pts]
+            y = [r["value"] for _, r in pts]
+            lo = [r["value"] - (r["ci_low"] if r["ci_low"] is not None else r["value"]) for _, r in pts]
+            hi = [(r["ci_high"] if r["ci_high"] is not None else r["value"]) - r["value"] for _, r in pts]
+            ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=mode,
+                        linestyle="--" if mode == "no control" else "-")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("CFG scale")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out / f"{NAME}.png")
+    sample_strip(cfgs, modes, work, out)
+
+
+def sample_strip(cfgs, modes, work: Path, out: Path) -> None:
+    """Rows: samples at the middle CFG. Columns: edges map, no control, edges row per mode, seg map,
+    seg row per mode."""
+    from controlnet.files import save_image
+    from controlnet.images import to_rgb8
+    from controlnet.world.grid import image_grid
+
+    cfg = cfgs[len(cfgs) // 2]
+    items = common.world_items(GRID)
+    rows = []
+    for i, it in enumerate(items):
+        paths = [sample_path(work, cfg, modes[0], "no control", i)]
+        paths += [sample_path(work, cfg, m, "mini:edges", i) for m in modes]
+        seg = [sample_path(work, cfg, m, "mini:seg", i) for m in modes]
+        if not all(p.is_file() for p in paths + seg):
+            continue
+        rows.append([common.rgb(it.conditions["edges"]), *[to_rgb8(p) for p in paths],
+                     common.rgb(it.conditions["seg"]), *[to_rgb8(p) for p in seg]])
+    if rows:
+        save_image(image_grid(rows, scale=2), out / f"{NAME}_samples.png")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
