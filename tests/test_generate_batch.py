@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bad_input_tools import assert_user_error, needs_posix, read_only, run_cli, snapshot, unchanged
+from bad_input_tools import assert_user_error, full_disk, needs_posix, read_only, run_cli, snapshot, unchanged
 from controlnet.pipeline import ControlPipeline
 from controlnet.pipeline.batch import pair_sources
 from tiny_models import random_hint, tiny_controlnet, tiny_pipeline
@@ -109,9 +109,24 @@ def test_unit_folders_pair_by_name_and_a_single_image_serves_every_output(files,
     assert [u["image"] for u in stored["units"]] == [str(files / "edges" / "a.png"), str(files / "depth" / "a.png"), str(hint)]
 
 
-def test_pairing_lists_items_in_name_order(files):
+def test_pairing_lists_items_in_name_order(files, tmp_path):
     items = pair_sources([files / "depth", files / "edges"], ["one", "two"])
     assert [(i.name, [p.name for p in i.images]) for i in items] == [("a", ["a.png", "a.png"]), ("b", ["b.png", "b.jpg"])]
+    assert [p.name for p in items[1].outputs(tmp_path, num_images=2)] == ["b-0.png", "b-1.png"]
+    (tmp_path / "b-0.png").write_bytes(b"")
+    assert not items[1].done(tmp_path, 2) and items[1].done(tmp_path, 1) is False
+    (tmp_path / "b-1.png").write_bytes(b"")
+    assert items[1].done(tmp_path, 2)
+
+
+@needs_posix
+def test_full_disk_fails_each_picture_and_leaves_no_partial_file(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    with full_disk(1024):
+        code, stdout, err = run_cli(generate(files, out, files / "edges"), capsys)
+    assert code == 1 and "0 done" in stdout and "2 failed" in stdout and "disk is full" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------- bad inputs
