@@ -54,6 +54,14 @@ def test_the_hint_is_minus_one_exactly_in_the_mask(samples):
     assert np.array_equal(hint[~mask], s.image[~mask].astype(np.float32) / 255)
 
 
+def test_the_pipeline_reads_a_world_inpaint_map_as_minus_one_in_the_mask(samples):
+    from controlnet.pipeline.images import hint_tensor
+
+    s = samples[1]
+    hint = hint_tensor(s.conditions["inpaint"], 64, 64, None)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(hint, map_to_hint(s.conditions["inpaint"]))
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     return export(tmp_path_factory.mktemp("inpaint") / "data", 3, layout="imagefolder", condition="inpaint",

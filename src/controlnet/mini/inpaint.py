@@ -25,21 +25,36 @@ def masked_label_accuracy(image: np.ndarray, sample) -> float:
     return float((colour_names(image)[mask] == colour_labels(sample)[mask]).mean())
 
 
-def fill(pipe, samples: list, controlnet=None, **common) -> list[np.ndarray]:
-    """(H, W, 3) uint8 pictures: each sample's masked region repainted for its caption, with the
-    inpainting ControlNet `controlnet` (its hint: the picture, -1 in the mask) or without control."""
+def fill(pipe, samples: list, controlnet=None, weight: float = 1.0, **common) -> list[np.ndarray]:
+    """(H, W, 3) uint8 pictures: each sample's masked region repainted for its caption by the
+    pipeline's inpainting (`init_image`, `mask_image`; one call per sample, as each has its own
+    picture), with the inpainting ControlNet `controlnet` (hint: the picture, -1 in the mask) or
+    without control."""
     from controlnet.pipeline import ControlUnit
+    from controlnet.pipeline.inpaint import inpaint_map
 
-    maps = [s.conditions["inpaint"] for s in samples]
-    units = [ControlUnit(controlnet, maps, resize=None, name="inpaint")] if controlnet is not None else []
-    images = pipe([s.caption for s in samples], units=units, output_type="np", **common).images
-    return [(im * 255).round().astype(np.uint8) for im in images]
+    out = []
+    for s in samples:
+        mask = repaint_mask(s)
+        units = [ControlUnit(controlnet, inpaint_map(s.image, mask), resize=None, weight=weight, name="inpaint")
+                 ] if controlnet is not None else []
+        image = pipe(s.caption, units, init_image=s.image, mask_image=mask, output_type="np", **common).images[0]
+        out.append((image * 255).round().astype(np.uint8))
+    return out
 
 
-def demo_rows(pipe, controlnet, samples: list, common: dict) -> list[list[np.ndarray]]:
-    """One demo row per sample: the masked picture | filled without control | filled with control."""
+def demo_rows(pipe, controlnet, samples: list, settings: dict) -> list[list[np.ndarray]]:
+    """`controlnet demo`'s rows for the inpainting ControlNet, one per sample, upscaled as its other
+    rows: the masked picture | filled without control | filled with control | that with the mask's
+    outline drawn over it (does the fill continue the shapes across the mask's edge?)."""
+    from controlnet.cli.demo import _up, outline, overlay_outline
     from controlnet.world.render import preview
 
-    common = {k: v for k, v in common.items() if k != "output_type"}
-    plain, controlled = fill(pipe, samples, None, **common), fill(pipe, samples, controlnet, **common)
-    return [[preview(s.conditions["inpaint"]), a, b] for s, a, b in zip(samples, plain, controlled)]
+    common = {k: v for k, v in settings.items() if k != "weight"}
+    plain = fill(pipe, samples, None, **common)
+    controlled = fill(pipe, samples, controlnet, weight=settings.get("weight", 1.0), **common)
+    rows = []
+    for s, a, b in zip(samples, plain, controlled):
+        edge = outline(np.repeat(repaint_mask(s)[:, :, None], 3, axis=2), "seg")  # the mask's boundary
+        rows.append([_up(preview(s.conditions["inpaint"])), _up(a), _up(b), overlay_outline(_up(b), edge)])
+    return rows

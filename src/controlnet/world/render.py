@@ -132,9 +132,11 @@ def inpaint_mask(scene: Scene, size: int) -> np.ndarray:
 
 
 def inpaint_map(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """RGBA uint8, the `inpaint` annotator's form: the picture, alpha 255 where to repaint
-    (`controlnet.annotators.map_to_hint` makes those pixels -1 in the hint)."""
-    return np.dstack([img, mask.astype(np.uint8) * 255])
+    """The `inpaint` annotator's own map: RGBA uint8, the picture, alpha 255 where to repaint, marked
+    as an inpaint map, so the pipeline (like `annotators.map_to_hint`) makes those pixels -1."""
+    from controlnet.annotators.inpaint import inpaint
+
+    return inpaint(img, mask)
 
 
 def preview(condition_map: np.ndarray) -> np.ndarray:
