@@ -114,7 +114,10 @@ def estimate(values, weights=None) -> dict:
     from controlnet.evaluation import mean_ci
 
     e = mean_ci(values, weights, 0.95)
-    return {"value": e.value, "ci_low": e.low, "ci_high": e.high, "n": e.n}
+    out = {"value": e.value, "ci_low": e.low, "ci_high": e.high, "n": e.n}
+    if weights is not None and not np.sum(weights) > 0:
+        out["note"] = "undefined: every weight is zero (e.g. no overlapping shape pairs to judge depth order)"
+    return out
 
 
 def world_items(n: int):
