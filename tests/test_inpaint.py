@@ -127,6 +127,19 @@ def test_inpaint_only_differs_from_blend(models, picture, mask):
     assert np.abs(blend - only)[0][~outside(mask)].max() > 1e-2
 
 
+@pytest.mark.parametrize("family", ["sd1", "sd2"])  # ε and v-prediction
+def test_inpaint_only_keeps_the_init_latent_outside(models, picture, mask, family):
+    pipe = ControlPipeline.from_diffusers(models[0][4] if family == "sd1" else tiny_pipeline("sd2"))
+    init = pipe.encode_image(picture, W, H)[0]
+    keep = torch.from_numpy(outside(mask)[4::8, 4::8])  # the latent cells wholly outside the box
+    gap = {}
+    for mode in ("inpaint_only", None):
+        kw = dict(init_image=picture, mask_image=mask, inpaint_mode=mode) if mode else dict(width=W, height=H)
+        latents = pipe("x", [], steps=10, seed=0, scheduler="euler", output_type="latent", progress=False, **kw).images[0]
+        gap[mode] = float((latents - init)[:, keep].abs().mean())
+    assert gap["inpaint_only"] < 1e-3 * gap[None]  # Euler's last step lands on the x0 pinned to the original
+
+
 def test_outpainting_through_resize_and_fill(models, picture):
     pipes, _ = models
     strip = np.array(picture)[: H // 2]  # 64×24 into 64×48: 12 filled rows above and below
@@ -166,6 +179,8 @@ def test_bad_calls_are_refused(models, picture, mask):
         (lambda: p4("x", steps=2, init_image=picture, mask_image=mask, inpaint_mode="fill"), "unknown inpaint_mode"),
         (lambda: p4("x", steps=2, init_image=picture, mask_image=mask, mask_blur=-1), "mask_blur"),
         (lambda: inpaint_map(picture, None), "needs a mask"),
+        (lambda: p4("x", steps=2, init_image=picture, mask_image=mask, width=32, height=32, init_resize=None),
+         "init_resize is none"),
     ]
     for call, fragment in cases:
         with pytest.raises(InputError, match=fragment):

@@ -99,6 +99,10 @@ def check(init_image, mask_image, mode, blur, resize, size_wh: tuple[int, int],
                              "(CLI: --init-image, --inpaint-mask)")
         return None, None
     rgb = to_rgb(init_image)
+    if resize is None and rgb.shape[:2] != size_wh[::-1]:
+        raise InputError(f"init_image is {rgb.shape[1]}×{rgb.shape[0]} but the output is {size_wh[0]}×{size_wh[1]} and "
+                         "init_resize is none; give a picture of the output's size or an init_resize (crop_and_resize, "
+                         "just_resize, resize_and_fill)")
     picture = fit(rgb, size_wh, resize)
     mask = ~picture_area(rgb.shape[:2], size_wh, resize)  # outpainting: the resize_and_fill border
     if mask_image is not None:
