@@ -81,8 +81,9 @@ class Results:
     def __init__(self, path: Path, header: dict):
         self.path = Path(path)
         old = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        same = old.get("header") == header
-        self.data = {"header": header, "parts": old.get("parts", {}) if same else {}}
+        same = _settings(old.get("header", {})) == _settings(header)  # the commit alone changes nothing
+        self.data = {"header": old["header"] if same else header, "parts": old.get("parts", {}) if same else {},
+                     "last_run_commit": git_commit()}
 
     def done(self, key: str) -> bool:
         return key in self.data["parts"]
@@ -96,6 +97,13 @@ class Results:
 
     def save(self) -> None:
         write_json(self.path, finite(self.data))
+
+
+def _settings(header: dict) -> dict:
+    """A header without the git commit: results stay valid across commits while weights and settings
+    are the same (the header keeps the commit of the first run; `last_run_commit` the latest)."""
+    weights = {k: v for k, v in header.get("weights", {}).items() if k != "commit"}
+    return {**header, "weights": weights}
 
 
 def finite(obj):
