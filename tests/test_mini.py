@@ -63,8 +63,8 @@ def test_build_writes_a_diffusers_folder(built):
     from controlnet.assets import available_controlnets
     from controlnet.checkpoints import load_controlnet
 
-    assert available_controlnets(model) == ["edges", "seg", "depth"]  # stage 3, by `controlnet train`
-    for condition in ("edges", "seg", "depth"):
+    assert available_controlnets(model) == ["edges", "seg", "depth", "inpaint"]  # stage 3, by `controlnet train`
+    for condition in ("edges", "seg", "depth", "inpaint"):
         assert report["stages"][f"controlnet-{condition}"]["steps"] == 4
         load_controlnet(model / f"controlnet-{condition}")  # loads
         with safe_open(next((model / f"controlnet-{condition}").glob("*.safetensors")), "pt") as f:

@@ -116,6 +116,27 @@ def test_an_interrupted_controlnet_stage_is_neither_installed_nor_done(tmp_path,
     assert not (tmp_path / "work" / "report.json").exists() and not (tmp_path / "model" / "controlnet-inpaint").exists()
 
 
+def test_demo_rows_show_the_masked_picture_and_both_fills(tmp_path):
+    from controlnet.checkpoints import load_controlnet
+    from controlnet.cli.demo import SCALE
+    from controlnet.mini.inpaint import demo_rows
+    from controlnet.pipeline import ControlPipeline
+    from test_demo import random_mini
+
+    model = random_mini(tmp_path / "mini")
+    pipe = ControlPipeline.from_pretrained(model)
+    picked = list(World(seed=HELD_OUT_SEED, size=64, conditions=("inpaint",)).take(2))
+    rows = demo_rows(pipe, load_controlnet(model / "controlnet-inpaint"), picked, dict(steps=2, guidance_scale=5.0,
+                     weight=1.0, seed=0, progress=False))
+    assert len(rows) == 2 and all(len(r) == 4 and r[0].shape == (64 * SCALE, 64 * SCALE, 3) for r in rows)
+    masked, plain, controlled, outlined = (c.astype(int) for c in rows[0])
+    mask = np.kron(picked[0].conditions["inpaint"][:, :, 3] > 127, np.ones((SCALE, SCALE), bool))
+    assert np.array_equal(masked[~mask], np.kron(picked[0].image, np.ones((SCALE, SCALE, 1), int))[~mask])
+    assert np.abs(plain - controlled).mean() > 1  # the (random) ControlNet changes the fill
+    drawn = (outlined != controlled).any(axis=2)
+    assert drawn.any() and drawn.mean() < 0.25  # the mask's outline, not a filled area
+
+
 @pytest.mark.skipif("inpaint" not in available_controlnets(), reason="the built-in inpainting ControlNet is not installed")
 def test_the_shipped_inpaint_controlnet_fills_masks_better_than_no_control():
     from controlnet.assets import mini_controlnet_dir

@@ -12,7 +12,7 @@ from pathlib import Path
 from controlnet.errors import MissingFileError
 
 MINI_DIR = Path(__file__).parent / "builtin_models" / "mini"
-MINI_CONDITIONS = ("edges", "seg", "depth")
+MINI_CONDITIONS = ("edges", "seg", "depth", "inpaint")  # inpaint: the picture with -1 where to repaint
 HELD_OUT_SEED = 1  # world seed of the samples the miniature models never saw (training uses seed 0)
 
 

@@ -45,7 +45,13 @@ def make_demo(model: Path, out: Path, samples: int = 3, steps: int | None = None
         # the pipeline runs the ControlNet in the U-Net's dtype (fp32), whatever the file stores
         cn = load_controlnet(mini_controlnet_dir(condition, model))
         picked = [world[c * samples + i] for i in range(samples)]
-        rows += _demo_rows(pipe, cn, condition, picked, dict(seed=seed, progress=progress, **settings[condition]))
+        settings_c = dict(seed=seed, progress=progress, **settings[condition])
+        if condition == "inpaint":  # masked picture | filled without control | with control | mask outline
+            from controlnet.mini.inpaint import demo_rows as inpaint_rows
+
+            rows += inpaint_rows(pipe, cn, picked, settings_c)
+        else:
+            rows += _demo_rows(pipe, cn, condition, picked, settings_c)
     save_image(image_grid(rows, scale=1, gap=GAP * SCALE), out)
     return Path(out), conditions
 
