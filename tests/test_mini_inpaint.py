@@ -91,6 +91,19 @@ def test_without_the_inpaint_setting_alpha_stays_transparency(exported):
     assert hint.min() >= 0  # composited on white, the rule for transparent sketches
 
 
+def test_controlnet_train_inpaint_maps_reaches_the_data_reader():
+    import argparse
+
+    from controlnet.cli import train as train_cli
+    from controlnet.training.loop import _processing
+
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers(dest="command"))
+    for flag, expected in (("--inpaint-maps", True), ("--no-inpaint-maps", False)):
+        args = parser.parse_args(["train", "--base-model", "m", "--data", "d", flag])
+        assert _processing(train_cli.config_from_args(args)).inpaint_maps is expected
+
+
 def test_the_recipe_trains_an_inpaint_controlnet_on_rgba_maps(tmp_path):
     from controlnet.mini import MiniConfig
     from controlnet.mini.controlnet_stage import _train_settings

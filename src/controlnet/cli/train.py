@@ -23,6 +23,8 @@ HELP = {
     "data_format": "data layout; auto detects it from the files",
     "image_column": "column (or WebDataset key) of the target image",
     "conditioning_image_column": "column (or WebDataset key) of the condition image",
+    "inpaint_maps": "the condition images are inpaint maps (RGBA, alpha 255 = repaint, as the inpaint annotator "
+                    "writes them): the hint is -1 there (control_v11p_sd15_inpaint); otherwise alpha is transparency",
     "caption_column": "column (or WebDataset key) of the prompt",
     "annotator": "compute missing conditions from the targets with this annotator (e.g. canny)",
     "resolution": "training resolution (shorter side resized, centre crop)",
