@@ -2,6 +2,7 @@
 
     python benchmarks/mini_inpaint.py                          # n = 96, 20 DDIM steps, CFG 5
     python benchmarks/mini_inpaint.py --n 48 --json out.json
+    python benchmarks/mini_inpaint.py --txt2img    # also: no inpainting sampling, ControlNet alone vs caption alone
 
 Each sample's inpaint map hides one or two rectangles or ellipses over its shapes. The masked
 region is repainted for the sample's caption with the same base model, sampler and seeds, once
@@ -21,7 +22,8 @@ import numpy as np
 import torch
 
 
-def run(model: Path, n: int, steps: int, cfg: float, batch: int = 16, start: int = 30_000) -> dict:
+def run(model: Path, n: int, steps: int, cfg: float, batch: int = 16, start: int = 30_000,
+        txt2img: bool = False) -> dict:
     from controlnet.assets import HELD_OUT_SEED, mini_controlnet_dir
     from controlnet.checkpoints import load_controlnet
     from controlnet.evaluation.stats import mean_ci
@@ -42,6 +44,12 @@ def run(model: Path, n: int, steps: int, cfg: float, batch: int = 16, start: int
             images = fill(pipe, chunk, net, steps=steps, guidance_scale=cfg, seed=b, progress=False)
             seconds[tag] += time.perf_counter() - t0
             scores[tag] += [masked_label_accuracy(im, s) for im, s in zip(images, chunk)]
+    if txt2img:  # the same pictures drawn from scratch: the ControlNet's hint alone, or the caption alone
+        for tag, net in (("controlled_txt2img", cn), ("uncontrolled_txt2img", None)):
+            images = [im for b in range(0, n, batch) for im in
+                      fill(pipe, samples[b: b + batch], net, inpaint=False, steps=steps, guidance_scale=cfg, seed=b,
+                           progress=False)]
+            scores[tag] = [masked_label_accuracy(im, s) for im, s in zip(images, samples)]
     diff = np.subtract(scores["controlled"], scores["uncontrolled"])
     est = {tag: mean_ci(v) for tag, v in scores.items()} | {"difference": mean_ci(diff)}
     return {"model": str(model), "n": n, "steps": steps, "cfg": cfg, "world_seed": HELD_OUT_SEED, "start": start,
@@ -62,7 +70,8 @@ def report(r: dict) -> str:
         f"without control {line(**acc['uncontrolled'])}",
         f"difference (paired) {line(**acc['difference'])}; controlled better on {r['controlled_better_share']:.0%} "
         f"of samples; s/image {r['sec_per_image']['controlled']:.2f} with, {r['sec_per_image']['uncontrolled']:.2f} without",
-    ])
+    ] + ([f"without inpainting sampling (txt2img): ControlNet hint alone {line(**acc['controlled_txt2img'])}   "
+          f"caption alone {line(**acc['uncontrolled_txt2img'])}"] if "controlled_txt2img" in acc else []))
 
 
 def main() -> None:
@@ -76,9 +85,10 @@ def main() -> None:
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the figures (and per-sample scores) here too")
+    p.add_argument("--txt2img", action="store_true", help="also score fills drawn without the inpainting sampling")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    r = run(resolve_model(args.model), args.n, args.steps, args.cfg)
+    r = run(resolve_model(args.model), args.n, args.steps, args.cfg, txt2img=args.txt2img)
     print(report(r))
     if args.json:
         write_json(args.json, r)

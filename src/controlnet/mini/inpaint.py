@@ -25,11 +25,11 @@ def masked_label_accuracy(image: np.ndarray, sample) -> float:
     return float((colour_names(image)[mask] == colour_labels(sample)[mask]).mean())
 
 
-def fill(pipe, samples: list, controlnet=None, weight: float = 1.0, **common) -> list[np.ndarray]:
+def fill(pipe, samples: list, controlnet=None, weight: float = 1.0, inpaint: bool = True, **common) -> list[np.ndarray]:
     """(H, W, 3) uint8 pictures: each sample's masked region repainted for its caption by the
     pipeline's inpainting (`init_image`, `mask_image`; one call per sample, as each has its own
     picture), with the inpainting ControlNet `controlnet` (hint: the picture, -1 in the mask) or
-    without control."""
+    without control. `inpaint=False` draws from scratch instead (no init picture, no blending)."""
     from controlnet.pipeline import ControlUnit
     from controlnet.pipeline.inpaint import inpaint_map
 
@@ -38,7 +38,8 @@ def fill(pipe, samples: list, controlnet=None, weight: float = 1.0, **common) ->
         mask = repaint_mask(s)
         units = [ControlUnit(controlnet, inpaint_map(s.image, mask), resize=None, weight=weight, name="inpaint")
                  ] if controlnet is not None else []
-        image = pipe(s.caption, units, init_image=s.image, mask_image=mask, output_type="np", **common).images[0]
+        given = dict(init_image=s.image, mask_image=mask) if inpaint else {}
+        image = pipe(s.caption, units, output_type="np", **given, **common).images[0]
         out.append((image * 255).round().astype(np.uint8))
     return out
 
