@@ -37,23 +37,35 @@ def main(argv=None) -> int:
     p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 5.0, 9.0])
     p.add_argument("--modes", nargs="+", default=list(MODES))
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--both-branch-cfg", type=float, nargs="+", default=[1.0, 3.0],
+                   help="CFG scales at which the modes acting on both branches (balanced, prompt) run: with no "
+                        "prompt both branches are equal, so CFG cannot change them (checked at these scales)")
     args = p.parse_args(argv)
     out, work = common.paths(args, NAME)
     n = args.n or (2 if args.tiny else 64)
     steps = 2 if args.tiny else args.steps
     cfgs = [5.0] if args.tiny else args.cfg
     modes = ["balanced", "cfg_rw"] if args.tiny else args.modes
+    both_cfg = cfgs if args.tiny else args.both_branch_cfg
     header = {"n": n, "steps": steps, "prompt": "none", "weights": common.weights_id(("edges", "seg")),
               "fid": not args.tiny}
     results = common.Results(out / f"{NAME}.json", header)
-    for cfg in cfgs:
-        for mode in modes:
-            key = f"{mode}@cfg{cfg:g}"
-            if not results.done(key):
-                results.put(key, run_setting(work, n, steps, cfg, mode, fid=not args.tiny))
-                print(f"{key}: done", flush=True)
+    for mode, cfg in plan(cfgs, modes, both_cfg):
+        key = f"{mode}@cfg{cfg:g}"
+        if not results.done(key):
+            results.put(key, run_setting(work, n, steps, cfg, mode, fid=not args.tiny))
+            print(f"{key}: done", flush=True)
     figure(results, cfgs, modes, work, out)
     return 0
+
+
+def plan(cfgs, modes, both_cfg) -> list[tuple[str, float]]:
+    """(mode, CFG) settings, most informative first: the cond-branch modes at every CFG, then the
+    both-branch modes at `both_cfg` only."""
+    from controlnet.pipeline.modes import cond_only
+
+    first = [(m, c) for c in cfgs for m in modes if cond_only(m) or c == min(cfgs)]
+    return first + [(m, c) for c in both_cfg for m in modes if not cond_only(m) and (m, c) not in first]
 
 
 def run_setting(work: Path, n: int, steps: int, cfg: float, mode: str, fid: bool) -> dict:
@@ -83,10 +95,13 @@ def sample_path(work: Path, cfg: float, mode: str, row: str, i: int) -> Path:
     return work / "samples" / f"cfg{cfg:g}" / mode / row.replace(":", "-").replace(" ", "_") / f"{i}.png"
 
 
-def value(results, key, condition, row, metric):
-    for r in results.get(key)["records"]:
-        if (r["condition"], r["row"], r["metric"]) == (condition, row, metric):
-            return r
+def value(results, keys, condition, row, metric):
+    """The record from the first of `keys` (settings) that has been run."""
+    for key in keys:
+        if results.done(key):
+            for r in results.get(key)["records"]:
+                if (r["condition"], r["row"], r["metric"]) == (condition, row, metric):
+                    return r
     return None
 
 
@@ -108,8 +123,8 @@ def figure(results, cfgs, modes, work: Path, out: Path) -> None:
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
     for ax, (cond, row, metric, title) in zip(axes, PANELS):
         for mode in modes + (["no control"] if cond == "edges" else []):
-            r_row, m = (row, mode) if mode != "no control" else ("no control", modes[0])
-            recs = [value(results, f"{m}@cfg{c:g}", cond, r_row, metric) for c in cfgs]
+            r_row, ms = (row, [mode]) if mode != "no control" else ("no control", modes)
+            recs = [value(results, [f"{m}@cfg{c:g}" for m in ms], cond, r_row, metric) for c in cfgs]
             pts = [(c, r) for c, r in zip(cfgs, recs) if r is not None and r["value"] is not None]
             if not pts:
                 continue
@@ -117,8 +132,10 @@ def figure(results, cfgs, modes, work: Path, out: Path) -> None:
             y = [r["value"] for _, r in pts]
             lo = [r["value"] - (r["ci_low"] if r["ci_low"] is not None else r["value"]) for _, r in pts]
             hi = [(r["ci_high"] if r["ci_high"] is not None else r["value"]) - r["value"] for _, r in pts]
-            ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=mode,
-                        linestyle="--" if mode == "no control" else "-")
+            bars = ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=mode,
+                               linestyle="--" if mode == "no control" else "-")
+            if mode in ("balanced", "prompt"):  # no prompt: both branches equal, CFG cannot change them
+                ax.hlines(y[0], min(cfgs), max(cfgs), linestyles=":", colors=bars[0].get_color())
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("CFG scale")
         if ax.get_legend_handles_labels()[0]:
@@ -139,15 +156,21 @@ def sample_strip(cfgs, modes, work: Path, out: Path) -> None:
     items = common.world_items(GRID)
     rows = []
     for i, it in enumerate(items):
-        paths = [sample_path(work, cfg, modes[0], "no control", i)]
-        paths += [sample_path(work, cfg, m, "mini:edges", i) for m in modes]
-        seg = [sample_path(work, cfg, m, "mini:seg", i) for m in modes]
+        paths = [first_file(sample_path(work, cfg, m, "no control", i) for m in modes)]
+        paths += [first_file(sample_path(work, c, m, "mini:edges", i) for c in (cfg, min(cfgs))) for m in modes]
+        seg = [first_file(sample_path(work, c, m, "mini:seg", i) for c in (cfg, min(cfgs))) for m in modes]
         if not all(p.is_file() for p in paths + seg):
             continue
         rows.append([common.rgb(it.conditions["edges"]), *[to_rgb8(p) for p in paths],
                      common.rgb(it.conditions["seg"]), *[to_rgb8(p) for p in seg]])
     if rows:
         save_image(image_grid(rows, scale=2), out / f"{NAME}_samples.png")
+
+
+def first_file(paths) -> Path:
+    """The first existing path (both-branch modes are the same at every CFG without a prompt)."""
+    paths = list(paths)
+    return next((p for p in paths if p.is_file()), paths[0])
 
 
 if __name__ == "__main__":

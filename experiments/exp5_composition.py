@@ -25,11 +25,21 @@ NAME = "exp5_composition"
 PAIRS = [("depth", "edges"), ("seg", "edges"), ("seg", "depth")]
 HEADLINE = {"edges": "edge_f1", "seg": "label_accuracy", "depth": "depth_rmse"}
 GRID = 2  # samples per pair in the figure
+COLOURS = ["grey", "tab:blue", "tab:orange", "tab:green", "lightsteelblue", "navajowhite"]
 
 
-def settings_of(pair) -> dict[str, tuple[str, ...]]:
+def settings_of(pair, doubled: bool = False) -> dict[str, tuple[tuple[str, ...], float]]:
+    """label -> (kinds, weight factor). `doubled` adds each ControlNet alone at twice the weight: does
+    the pair add a second condition, or only strength?"""
     a, b = pair
-    return {"none": (), f"{a} alone": (a,), f"{b} alone": (b,), f"{a} + {b}": (a, b)}
+    out = {"none": ((), 1.0), f"{a} alone": ((a,), 1.0), f"{b} alone": ((b,), 1.0), f"{a} + {b}": ((a, b), 1.0)}
+    if doubled:
+        out.update({f"{a} x2": ((a,), 2.0), f"{b} x2": ((b,), 2.0)})
+    return out
+
+
+def key_of(prompt: str, kinds, factor: float) -> str:
+    return f"{prompt}|{'+'.join(kinds) or 'none'}" + (f"x{factor:g}" if factor != 1.0 else "")
 
 
 def main(argv=None) -> int:
@@ -50,16 +60,17 @@ def main(argv=None) -> int:
              "out": out}
     for prompt in args.prompts:
         for pair in pairs:
-            for kinds in settings_of(pair).values():
-                key = f"{prompt}|{'+'.join(kinds) or 'none'}"
+            for kinds, factor in settings_of(pair, prompt == "perfect").values():
+                key = key_of(prompt, kinds, factor)
                 if not results.done(key):
-                    results.put(key, score(pictures(state, work, kinds, prompt, n, steps, args), state["items"]))
+                    pics = pictures(state, work, kinds, prompt, n, steps, args, factor)
+                    results.put(key, score(pics, state["items"]))
                     print(f"{key}: done", flush=True)
     figure(results, state, work, pairs, args, n, steps)
     return 0
 
 
-def pictures(state, work: Path, kinds, prompt: str, n: int, steps: int, args):
+def pictures(state, work: Path, kinds, prompt: str, n: int, steps: int, args, factor: float = 1.0):
     """The n pictures of one setting (cached): the units of `kinds`, each on its own map of sample i."""
     from controlnet.assets import resolve_controlnet, resolve_model
     from controlnet.checkpoints import load_controlnet
@@ -74,9 +85,10 @@ def pictures(state, work: Path, kinds, prompt: str, n: int, steps: int, args):
     prompts = [world_prompt(prompt, it.scene) for it in items]
 
     def units(idx):
-        return [ControlUnit(state["cns"][k], [items[i].conditions[k] for i in idx], weight=args.weight) for k in kinds]
+        return [ControlUnit(state["cns"][k], [items[i].conditions[k] for i in idx], weight=args.weight * factor)
+                for k in kinds]
 
-    key = {"kinds": list(kinds), "prompt": prompt, "steps": steps, "cfg": args.cfg, "weight": args.weight,
+    key = {"kinds": list(kinds), "prompt": prompt, "steps": steps, "cfg": args.cfg, "weight": args.weight * factor,
            "weights": state["weights"]}
     return common.sample_cached(state["pipe"], work, key, prompts, units, list(range(n)), steps, args.cfg)
 
@@ -110,11 +122,13 @@ def figure(results, state, work: Path, pairs, args, n: int, steps: int) -> None:
     for r, prompt in enumerate(prompts):
         for c, (pair, kind) in enumerate((pr, k) for pr in pairs for k in pr):
             ax, metric = axes[r][c], HEADLINE[kind]
-            labels = list(settings_of(pair))
-            recs = [results.get(f"{prompt}|{'+'.join(k) or 'none'}")[metric] for k in settings_of(pair).values()]
+            done = {label: key_of(prompt, *s) for label, s in settings_of(pair, True).items()
+                    if results.done(key_of(prompt, *s))}
+            labels = list(done)
+            recs = [results.get(key)[metric] for key in done.values()]
             vals = [x["value"] for x in recs]
             err = [[v - x["ci_low"] for v, x in zip(vals, recs)], [x["ci_high"] - v for v, x in zip(vals, recs)]]
-            ax.bar(range(len(vals)), vals, yerr=err, capsize=3, color=["grey", "tab:blue", "tab:orange", "tab:green"])
+            ax.bar(range(len(vals)), vals, yerr=err, capsize=3, color=COLOURS[:len(vals)])
             ax.set_xticks(range(len(vals)), labels, rotation=30, fontsize=7, ha="right")
             ax.set_title(f"{'+'.join(pair)}: {metric}\n(prompt {prompt})", fontsize=8)
     fig.tight_layout()
@@ -130,7 +144,7 @@ def sample_grid(state, work: Path, pairs, args, steps: int) -> None:
     rows = []
     n = len(state["items"])
     for pair in pairs:
-        per_setting = [pictures(state, work, kinds, prompt, n, steps, args) for kinds in settings_of(pair).values()]
+        per_setting = [pictures(state, work, kinds, prompt, n, steps, args, f) for kinds, f in settings_of(pair).values()]
         for i in range(min(GRID, n)):
             it = state["items"][i]
             rows.append([common.rgb(it.conditions[pair[0]]), common.rgb(it.conditions[pair[1]]), it.image,

@@ -89,7 +89,8 @@ def test_every_setting_is_scored(tiny_runs):
         assert {("mini:edges", "edge_f1"), ("no control", "edge_f1"), ("mini:seg", "label_accuracy"),
                 ("mini:seg", "layout_edge_f1")} <= rows
     exp5 = json.loads((tiny_runs / "exp5_composition.json").read_text())["parts"]
-    assert {"perfect|none", "perfect|depth", "perfect|edges", "perfect|depth+edges"} <= set(exp5)
+    assert {"perfect|none", "perfect|depth", "perfect|edges", "perfect|depth+edges", "perfect|depthx2",
+            "perfect|edgesx2"} <= set(exp5)
     assert all({"edge_f1", "label_accuracy", "depth_rmse"} <= set(v) for v in exp5.values())
 
 
