@@ -48,11 +48,15 @@ def paths(args, name: str) -> tuple[Path, Path]:
     return out, work
 
 
+SETTINGS_FILES = ("recommended.json",)  # recommended sampling settings beside the weights: not weights
+
+
 def file_hash(path: Path) -> str:
-    """sha256 (first 16 hex) of a file, or of a folder's files in name order."""
+    """sha256 (first 16 hex) of a file, or of a folder's files in name order (settings files aside)."""
     path = Path(path)
     h = hashlib.sha256()
-    for f in sorted([path] if path.is_file() else (p for p in path.rglob("*") if p.is_file())):
+    files = [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file() and p.name not in SETTINGS_FILES)
+    for f in sorted(files):
         h.update(f.relative_to(path.parent).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

@@ -28,6 +28,7 @@ KEEP = {("edges", "mini:edges"): ("edge_f1", "edge_f1_exact", "fid", "kid"),
         ("edges", "no control"): ("edge_f1", "edge_f1_exact", "fid", "kid"),
         ("seg", "mini:seg"): ("label_accuracy", "label_miou", "fid", "kid")}
 GRID = 4  # samples kept per setting for the figure
+UNIFORM = "cond_uniform"  # the paper's plain cond-only arm: control on the cond branch, every scale 1
 
 
 def main(argv=None) -> int:
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
 
     p = common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 5.0, 9.0])
-    p.add_argument("--modes", nargs="+", default=list(MODES))
+    p.add_argument("--modes", nargs="+", default=[*MODES, UNIFORM])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--both-branch-cfg", type=float, nargs="+", default=[1.0, 3.0],
                    help="CFG scales at which the modes acting on both branches (balanced, prompt) run: with no "
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     n = args.n or (2 if args.tiny else 64)
     steps = 2 if args.tiny else args.steps
     cfgs = [5.0] if args.tiny else args.cfg
-    modes = ["balanced", "cfg_rw"] if args.tiny else args.modes
+    modes = ["balanced", "cfg_rw", UNIFORM] if args.tiny else args.modes
     both_cfg = cfgs if args.tiny else args.both_branch_cfg
     header = {"n": n, "steps": steps, "prompt": "none", "weights": common.weights_id(("edges", "seg")),
               "fid": not args.tiny}
@@ -53,7 +54,8 @@ def main(argv=None) -> int:
     for mode, cfg in plan(cfgs, modes, both_cfg):
         key = f"{mode}@cfg{cfg:g}"
         if not results.done(key):
-            results.put(key, run_setting(work, n, steps, cfg, mode, fid=not args.tiny))
+            run = run_uniform if mode == UNIFORM else run_setting
+            results.put(key, run(work, n, steps, cfg, mode, fid=not args.tiny))
             print(f"{key}: done", flush=True)
     figure(results, cfgs, modes, work, out)
     return 0
@@ -64,8 +66,10 @@ def plan(cfgs, modes, both_cfg) -> list[tuple[str, float]]:
     both-branch modes at `both_cfg` only."""
     from controlnet.pipeline.modes import cond_only
 
-    first = [(m, c) for c in cfgs for m in modes if cond_only(m) or c == min(cfgs)]
-    return first + [(m, c) for c in both_cfg for m in modes if not cond_only(m) and (m, c) not in first]
+    first = [(m, c) for c in cfgs for m in modes if m != UNIFORM and (cond_only(m) or c == min(cfgs))]
+    first += [(UNIFORM, c) for c in cfgs if UNIFORM in modes and c > 1]  # CFG 1: the same as balanced
+    return first + [(m, c) for c in both_cfg for m in modes
+                    if m != UNIFORM and not cond_only(m) and (m, c) not in first]
 
 
 def run_setting(work: Path, n: int, steps: int, cfg: float, mode: str, fid: bool) -> dict:
@@ -74,7 +78,7 @@ def run_setting(work: Path, n: int, steps: int, cfg: float, mode: str, fid: bool
     from controlnet.evaluation.world import world_scores
     from controlnet.files import save_image
 
-    s = EvalSettings(n=n, prompts=("none",), steps=steps, guidance_scale=cfg, mode=mode, fid=fid,
+    s = EvalSettings(n=n, prompts=("none",), steps=steps, guidance_scale=cfg, weight=1.0, mode=mode, fid=fid,
                      samples_in_grid=min(n, 64))
     result = evaluate("mini", list(ROWS.values()), "world", work / "eval", settings=s, progress=False)
     out = {"records": [r for r in result["records"] if r["metric"] in KEEP.get((r["condition"], r["row"]), ())],
@@ -88,6 +92,61 @@ def run_setting(work: Path, n: int, steps: int, cfg: float, mode: str, fid: bool
         if (kind, row) in KEEP:
             for i, img in enumerate(pictures[:GRID]):
                 save_image(img, sample_path(work, cfg, mode, row, i))
+    return out
+
+
+def run_uniform(work: Path, n: int, steps: int, cfg: float, mode: str, fid: bool) -> dict:
+    """The paper's cond-only arm, which no pipeline mode is (guess mode decays its scales): sampled
+    here with `ControlUnit(mode="control", layer_scales=[1, ...])` on the same samples and seeds as
+    `evaluate`, scored with the same functions (the evaluation has no option for layer scales)."""
+    from controlnet.assets import resolve_controlnet, resolve_model
+    from controlnet.checkpoints import load_controlnet
+    from controlnet.evaluation.world import world_scores
+    from controlnet.files import save_image
+    from controlnet.pipeline import ControlPipeline, ControlUnit
+
+    pipe = ControlPipeline.from_pretrained(resolve_model("mini"))
+    items = common.world_items(n)
+    records, pictures = [], {}
+    for kind, row in ROWS.items():
+        cn = load_controlnet(resolve_controlnet(row))
+
+        def units(idx, cn=cn, kind=kind):
+            return [ControlUnit(cn, [items[i].conditions[kind] for i in idx], weight=1.0, mode="control",
+                                layer_scales=[1.0] * cn.num_connections)]
+
+        key = {"row": row, "mode": UNIFORM, "cfg": cfg, "steps": steps, "weights": common.weights_id((kind,))}
+        pics = common.sample_cached(pipe, work, key, [""] * n, units, list(range(n)), steps, cfg)
+        per = [world_scores("edges", img, it) | world_scores(kind, img, it) for img, it in zip(pics, items)]
+        metrics = {"edges": ("edge_f1", "edge_f1_exact"), "seg": ("label_accuracy", "label_miou", "edge_f1")}[kind]
+        for m in metrics:
+            name = "layout_edge_f1" if kind == "seg" and m == "edge_f1" else m
+            records.append({"condition": kind, "row": row, "metric": name,
+                            **common.estimate([d[m][0] for d in per])})
+        pictures[row] = pics
+        for i, img in enumerate(pics[:GRID]):
+            save_image(img, sample_path(work, cfg, mode, row, i))
+    if fid:
+        records += quality(pictures, items)
+    return {"records": records, "not_computed": {} if fid else {"fid": "off", "kid": "off"}}
+
+
+def quality(pictures: dict, items) -> list[dict]:
+    """FID and KID of each row against the true pictures, as `controlnet evaluate` computes them."""
+    from controlnet.evaluation import fid, kid
+    from controlnet.evaluation.inception import inception_features, load_inception
+
+    net = load_inception()
+    ref = inception_features([it.image for it in items], net)
+    out = []
+    for row, pics in pictures.items():
+        feats = inception_features(pics, net)
+        k, k_std = kid(feats, ref, subsets=50, subset_size=max(2, len(feats) // 2))
+        cond = "edges" if row == ROWS["edges"] else "seg"
+        out += [{"condition": cond, "row": row, "metric": "fid", "value": fid(feats, ref), "ci_low": None,
+                 "ci_high": None, "n": len(feats)},
+                {"condition": cond, "row": row, "metric": "kid", "value": k, "ci_low": k - 1.96 * k_std,
+                 "ci_high": k + 1.96 * k_std, "n": len(feats)}]
     return out
 
 

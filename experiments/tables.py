@@ -37,7 +37,8 @@ def exp4(data: dict) -> str:
         recs = {(r["condition"], r["row"], r["metric"]): r for r in part["records"]}
         lines.append(f"| {mode} | {cfg} | " + " | ".join(fmt(recs.get(m), 1 if m[2] == "fid" else 3)
                                                        for m in metrics) + " |")
-        uncontrolled[cfg] = [recs.get(("edges", "no control", m)) for m in ("edge_f1", "edge_f1_exact", "kid")]
+        if ("edges", "no control", "edge_f1") in recs:
+            uncontrolled[cfg] = [recs.get(("edges", "no control", m)) for m in ("edge_f1", "edge_f1_exact", "kid")]
     for cfg, (f1, exact, kid) in uncontrolled.items():
         lines.append(f"| no control | {cfg} | {fmt(f1)} | {fmt(exact)} | | | {fmt(kid)} | |")
     return "\n".join(lines)

@@ -83,11 +83,12 @@ def test_zero_convolutions_change_nothing_gaussian_does(tiny_runs):
 
 def test_every_setting_is_scored(tiny_runs):
     exp4 = json.loads((tiny_runs / "exp4_cfg_rw.json").read_text())["parts"]
-    assert set(exp4) == {"balanced@cfg5", "cfg_rw@cfg5"}
-    for part in exp4.values():
+    assert set(exp4) == {"balanced@cfg5", "cfg_rw@cfg5", "cond_uniform@cfg5"}
+    for key, part in exp4.items():
         rows = {(r["row"], r["metric"]) for r in part["records"]}
-        assert {("mini:edges", "edge_f1"), ("no control", "edge_f1"), ("mini:seg", "label_accuracy"),
-                ("mini:seg", "layout_edge_f1")} <= rows
+        assert {("mini:edges", "edge_f1"), ("mini:seg", "label_accuracy"), ("mini:seg", "layout_edge_f1")} <= rows
+        if not key.startswith("cond_uniform"):  # evaluate's runs carry the uncontrolled row too
+            assert ("no control", "edge_f1") in rows
     exp5 = json.loads((tiny_runs / "exp5_composition.json").read_text())["parts"]
     assert {"perfect|none", "perfect|depth", "perfect|edges", "perfect|depth+edges", "perfect|depthx2",
             "perfect|edgesx2"} <= set(exp5)
