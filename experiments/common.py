@@ -51,11 +51,14 @@ def paths(args, name: str) -> tuple[Path, Path]:
 SETTINGS_FILES = ("recommended.json",)  # recommended sampling settings beside the weights: not weights
 
 
-def file_hash(path: Path) -> str:
-    """sha256 (first 16 hex) of a file, or of a folder's files in name order (settings files aside)."""
+def file_hash(path: Path, skip_dirs: str | None = None) -> str:
+    """sha256 (first 16 hex) of a file, or of a folder's files in name order (settings files aside,
+    and subfolders whose name starts with `skip_dirs`)."""
     path = Path(path)
     h = hashlib.sha256()
-    files = [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file() and p.name not in SETTINGS_FILES)
+    files = [path] if path.is_file() else (
+        p for p in path.rglob("*") if p.is_file() and p.name not in SETTINGS_FILES
+        and not (skip_dirs and p.relative_to(path).parts[0].startswith(skip_dirs)))
     for f in sorted(files):
         h.update(f.relative_to(path.parent).as_posix().encode())
         h.update(f.read_bytes())
@@ -74,7 +77,7 @@ def weights_id(controlnets=("edges", "seg", "depth")) -> dict:
     """Which built-in weights a result used: hashes of the model and each ControlNet, and the commit."""
     from controlnet.assets import mini_controlnet_dir, mini_model_dir
 
-    ids = {"model": file_hash(mini_model_dir())}
+    ids = {"model": file_hash(mini_model_dir(), skip_dirs="controlnet-")}  # the base model only
     ids.update({f"controlnet-{k}": file_hash(mini_controlnet_dir(k)) for k in controlnets})
     return {"commit": git_commit(), "sha256_16": ids}
 

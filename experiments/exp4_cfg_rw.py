@@ -18,6 +18,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
@@ -57,8 +59,58 @@ def main(argv=None) -> int:
             run = run_uniform if mode == UNIFORM else run_setting
             results.put(key, run(work, n, steps, cfg, mode, fid=not args.tiny))
             print(f"{key}: done", flush=True)
+    off_palette(results, work, n, steps)
     figure(results, cfgs, modes, work, out)
     return 0
+
+
+def off_palette(results, work: Path, n: int, steps: int) -> None:
+    """"Too strong", as a number: the share of pixels farther than `OFF` (RGB distance) from every
+    world colour and its texture tint, per setting and row (true pictures: 0). Read from the cached
+    pictures: `evaluate`'s cache (docs/evaluation.md: OUT/cache/<key>/key.json, <seed>.png) and
+    this script's own for cond_uniform."""
+    done = results.get("off_palette") if results.done("off_palette") else {}
+    if "true pictures" not in done:
+        done["true pictures"] = common.estimate([off_share(it.image) for it in common.world_items(n)])
+    for key in [k for k in results.data["parts"] if "@cfg" in k and k not in done]:
+        mode, cfg = key.split("@cfg")
+        rows = {row: cached_pictures(work, float(cfg), mode, row, n, steps) for row in ["no control", *ROWS.values()]}
+        done[key] = {row: common.estimate([off_share(p) for p in pics]) for row, pics in rows.items() if pics}
+    results.put("off_palette", done)
+
+
+OFF = 48.0
+
+
+def off_share(image) -> float:
+    from controlnet.world.palette import COLOURS, texture_tint
+
+    pal = np.array([c for rgb in COLOURS.values() for c in (rgb, texture_tint(rgb))], np.float32)
+    d = np.sqrt(((image.reshape(-1, 1, 3).astype(np.float32) - pal[None]) ** 2).sum(-1)).min(1)
+    return float((d > OFF).mean())
+
+
+def cached_pictures(work: Path, cfg: float, mode: str, row: str, n: int, steps: int) -> list:
+    """The n pictures of one setting and row from the newest complete cache folder that matches."""
+    import json
+
+    from controlnet.images import to_rgb8
+
+    found = []
+    for key_file in list((work / "eval" / "cache").glob("*/key.json")) + list((work / "cache").glob("*/key.json")):
+        k = json.loads(key_file.read_text())
+        if mode == UNIFORM or "row" in k:
+            ok = k.get("row") == row and k.get("mode") == mode and k.get("cfg") == cfg and k.get("steps") == steps
+        else:
+            sampling, cn = k.get("sampling") or {}, (k.get("controlnet") or {}).get("path", "")
+            ok = (k.get("prompt") == "none" and sampling.get("guidance_scale") == cfg and sampling.get("steps") == steps
+                  and (sampling.get("mode") is None if row == "no control"
+                       else sampling.get("mode") == mode and sampling.get("weight") == 1.0
+                       and cn.endswith(f"controlnet-{row.split(':')[1]}")))
+        files = [key_file.parent / f"{i}.png" for i in range(n)]
+        if ok and all(f.is_file() for f in files):
+            found.append((key_file.stat().st_mtime, files))
+    return [to_rgb8(f) for f in max(found, key=lambda t: t[0])[1]] if found else []
 
 
 def plan(cfgs, modes, both_cfg) -> list[tuple[str, float]]:
@@ -115,7 +167,7 @@ def run_uniform(work: Path, n: int, steps: int, cfg: float, mode: str, fid: bool
             return [ControlUnit(cn, [items[i].conditions[kind] for i in idx], weight=1.0, mode="control",
                                 layer_scales=[1.0] * cn.num_connections)]
 
-        key = {"row": row, "mode": UNIFORM, "cfg": cfg, "steps": steps, "weights": common.weights_id((kind,))}
+        key = {"row": row, "mode": UNIFORM, "cfg": cfg, "steps": steps, "weights": common.weights_id((kind,))["sha256_16"]}
         pics = common.sample_cached(pipe, work, key, [""] * n, units, list(range(n)), steps, cfg)
         per = [world_scores("edges", img, it) | world_scores(kind, img, it) for img, it in zip(pics, items)]
         metrics = {"edges": ("edge_f1", "edge_f1_exact"), "seg": ("label_accuracy", "label_miou", "edge_f1")}[kind]
@@ -157,7 +209,9 @@ def sample_path(work: Path, cfg: float, mode: str, row: str, i: int) -> Path:
 def value(results, keys, condition, row, metric):
     """The record from the first of `keys` (settings) that has been run."""
     for key in keys:
-        if results.done(key):
+        if metric == "off_palette" and results.done("off_palette") and key in results.get("off_palette"):
+            return results.get("off_palette")[key].get(row)
+        if results.done(key) and metric != "off_palette":
             for r in results.get(key)["records"]:
                 if (r["condition"], r["row"], r["metric"]) == (condition, row, metric):
                     return r
@@ -167,7 +221,8 @@ def value(results, keys, condition, row, metric):
 PANELS = [("edges", "mini:edges", "edge_f1", "edges: edge F1 (2 px)"),
           ("edges", "mini:edges", "edge_f1_exact", "edges: edge F1 (exact)"),
           ("seg", "mini:seg", "layout_edge_f1", "seg: layout edge F1 (2 px)"),
-          ("edges", "mini:edges", "kid", "edges row: KID (lower is better)")]
+          ("edges", "mini:edges", "kid", "edges row: KID (lower is better)"),
+          ("edges", "mini:edges", "off_palette", "edges row: off-palette pixels (lower is better)")]
 
 
 def figure(results, cfgs, modes, work: Path, out: Path) -> None:

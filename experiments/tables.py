@@ -29,18 +29,25 @@ def exp4(data: dict) -> str:
     metrics = [("edges", "mini:edges", "edge_f1"), ("edges", "mini:edges", "edge_f1_exact"),
                ("seg", "mini:seg", "layout_edge_f1"), ("seg", "mini:seg", "label_accuracy"),
                ("edges", "mini:edges", "kid"), ("edges", "mini:edges", "fid")]
-    lines = ["| mode | CFG | " + " | ".join(f"{c} {m}" for c, _, m in metrics) + " |",
-             "|---|---|" + "---|" * len(metrics)]
+    lines = ["| mode | CFG | " + " | ".join(f"{c} {m}" for c, _, m in metrics) + " | edges off-palette |",
+             "|---|---|" + "---|" * (len(metrics) + 1)]
     uncontrolled = {}
+    off = data["parts"].get("off_palette", {})
     for key, part in data["parts"].items():
+        if "@cfg" not in key:
+            continue
         mode, cfg = key.split("@cfg")
         recs = {(r["condition"], r["row"], r["metric"]): r for r in part["records"]}
         lines.append(f"| {mode} | {cfg} | " + " | ".join(fmt(recs.get(m), 1 if m[2] == "fid" else 3)
-                                                       for m in metrics) + " |")
+                                                       for m in metrics)
+                     + f" | {fmt(off.get(key, {}).get('mini:edges'))} |")
         if ("edges", "no control", "edge_f1") in recs:
             uncontrolled[cfg] = [recs.get(("edges", "no control", m)) for m in ("edge_f1", "edge_f1_exact", "kid")]
     for cfg, (f1, exact, kid) in uncontrolled.items():
-        lines.append(f"| no control | {cfg} | {fmt(f1)} | {fmt(exact)} | | | {fmt(kid)} | |")
+        nc = next((v.get("no control") for k, v in off.items() if k.endswith(f"@cfg{cfg}") and "no control" in v), None)
+        lines.append(f"| no control | {cfg} | {fmt(f1)} | {fmt(exact)} | | | {fmt(kid)} | | {fmt(nc)} |")
+    if "true pictures" in off:
+        lines.append(f"| true pictures | | | | | | | | {fmt(off['true pictures'])} |")
     return "\n".join(lines)
 
 

@@ -83,7 +83,11 @@ def test_zero_convolutions_change_nothing_gaussian_does(tiny_runs):
 
 def test_every_setting_is_scored(tiny_runs):
     exp4 = json.loads((tiny_runs / "exp4_cfg_rw.json").read_text())["parts"]
-    assert set(exp4) == {"balanced@cfg5", "cfg_rw@cfg5", "cond_uniform@cfg5"}
+    assert set(exp4) == {"balanced@cfg5", "cfg_rw@cfg5", "cond_uniform@cfg5", "off_palette"}
+    off = exp4.pop("off_palette")
+    assert off["true pictures"]["value"] == 0.0  # the world's own pictures use only its colours
+    assert set(off["balanced@cfg5"]) == {"no control", "mini:edges", "mini:seg"}
+    assert set(off["cond_uniform@cfg5"]) == {"mini:edges", "mini:seg"}
     for key, part in exp4.items():
         rows = {(r["row"], r["metric"]) for r in part["records"]}
         assert {("mini:edges", "edge_f1"), ("mini:seg", "label_accuracy"), ("mini:seg", "layout_edge_f1")} <= rows
