@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     plan = {"steps": 4 if tiny else args.steps, "every": 2 if tiny else args.every, "samples": 16 if tiny else 8000,
             "validation": 2 if tiny else 16, "batch": 2 if tiny else 32, "lr": 1e-3,
             "sample_steps": 2 if tiny else 20}
-    results = common.Results(out / f"{NAME}.json", {**plan, "weights": common.weights_id(("edges",))})
+    results = common.Results(out / f"{NAME}.json", {**plan, "weights": common.weights_id(())})  # trains its own
     if not results.done("safety"):
         results.put("safety", safety(n=2 if tiny else 8, steps=plan["sample_steps"]))
     if not args.no_train:
