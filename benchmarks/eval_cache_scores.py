@@ -1,0 +1,68 @@
+"""Extra scores from the pictures `controlnet evaluate` cached (OUT/cache/<key>/<seed>.png, key.json):
+
+  edges OUT...  edge F1 at 0, 1 and 2 px of every cached edges row under the perfect prompt (the issue-12
+                goals were set with the first benchmark's 1-px tolerance; evaluate reports 2 px and exact)
+  depth OUT     depth-order error, controlled minus no control, paired percentile bootstrap over pictures
+
+Usage: python benchmarks/eval_cache_scores.py edges eval-a eval-b | depth eval-depth (docs/mini.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from controlnet.evaluation.data import open_data
+from controlnet.evaluation.edges import edge_f1
+from controlnet.evaluation.fidelity import reextract
+from controlnet.evaluation.stats import mean_ci
+from controlnet.evaluation.world import order_errors
+from controlnet.images import load_image
+
+
+def _rows(out: Path, kind: str):
+    """(label, key, pictures) of the cached rows of `kind` (and no control) under the perfect prompt."""
+    n = json.loads((out / "metrics.json").read_text())["settings"]["n"]
+    for key_file in sorted((out / "cache").glob("*/key.json")):
+        key = json.loads(key_file.read_text())
+        if key["prompt"] != "perfect" or key.get("kind") not in (kind, None):
+            continue
+        label = "no control" if not key["controlnet"] else "/".join(Path(key["controlnet"]["path"]).parts[-2:])
+        yield label, key, [np.asarray(load_image(key_file.parent / f"{i}.png")) for i in range(n)]
+
+
+def edges(out: Path) -> None:
+    for label, key, pictures in _rows(out, "edges"):
+        data = open_data("world", pictures[0].shape[0], ("edges",), None, None)
+        conditions = [data.item(i).conditions["edges"] for i in range(len(pictures))]
+        maps = [reextract("canny", p) for p in pictures]
+        scores = []
+        for tol in (0, 1, 2):
+            e = mean_ci([edge_f1(m, c, tolerance=tol) for m, c in zip(maps, conditions)])
+            scores.append(f"{tol} px {e.value:.3f} [{e.low:.3f}, {e.high:.3f}]")
+        s = key["sampling"]
+        print(f"{out.name} | {label} | CFG {s['guidance_scale']} weight {s['weight']} | n={len(pictures)} | {' | '.join(scores)}")
+
+
+def depth(out: Path) -> None:
+    rows = {}
+    for label, _, pictures in _rows(out, "depth"):
+        data = open_data("world", pictures[0].shape[0], ("depth",), None, None)
+        rows[label] = np.array([order_errors(p, data.item(i).sample) for i, p in enumerate(pictures)])
+    (name, c), u = next((k, v) for k, v in rows.items() if k != "no control"), rows["no control"]
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(c), (2000, len(c)))
+    diffs = c[idx, 0].sum(1) / np.maximum(c[idx, 1].sum(1), 1) - u[idx, 0].sum(1) / np.maximum(u[idx, 1].sum(1), 1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    err_c, err_u = c[:, 0].sum() / c[:, 1].sum(), u[:, 0].sum() / u[:, 1].sum()
+    print(f"{name}: depth-order error {err_c:.3f} vs {err_u:.3f} (no control) over {c[:, 1].sum()} pairs; "
+          f"difference {err_c - err_u:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired bootstrap, 95%)")
+
+
+if __name__ == "__main__":
+    what, outs = sys.argv[1], [Path(a) for a in sys.argv[2:]]
+    for out in outs:
+        {"edges": edges, "depth": depth}[what](out)
