@@ -17,7 +17,7 @@ from PIL import PngImagePlugin
 from bad_input_tools import assert_user_error, full_disk, needs_posix, read_only, run_cli, unchanged
 from controlnet.errors import InputError
 from controlnet.pipeline import ControlPipeline, ControlUnit
-from tiny_models import random_hint, tiny_controlnet, tiny_pipeline
+from tiny_models import random_hint, save_base_and_controlnet, tiny_controlnet, tiny_pipeline
 
 W, H = 64, 48
 
@@ -26,9 +26,7 @@ W, H = 64, 48
 def files(tmp_path_factory):
     """A tiny SD1 base model folder, its ControlNet, an SDXL ControlNet, and condition images."""
     d = tmp_path_factory.mktemp("bad_generate")
-    pipe = tiny_pipeline("sd1")
-    pipe.save_pretrained(d / "base")
-    tiny_controlnet(pipe, seed=1).save_pretrained(d / "cn")
+    save_base_and_controlnet(d)
     tiny_controlnet(tiny_pipeline("sdxl")).save_pretrained(d / "cn_xl")
     random_hint(W, H, seed=1).save(d / "a.png")
     random_hint(W, 4 * H, seed=2).save(d / "tall.png")  # another aspect ratio than the output

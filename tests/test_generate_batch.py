@@ -10,7 +10,7 @@ from PIL import Image
 from bad_input_tools import assert_user_error, full_disk, needs_posix, read_only, run_cli, snapshot, unchanged
 from controlnet.pipeline import ControlPipeline
 from controlnet.pipeline.batch import pair_sources
-from tiny_models import random_hint, tiny_controlnet, tiny_pipeline
+from tiny_models import random_hint, save_base_and_controlnet
 
 W, H = 32, 32
 
@@ -18,9 +18,7 @@ W, H = 32, 32
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("batch")
-    pipe = tiny_pipeline("sd1")
-    pipe.save_pretrained(d / "base")
-    tiny_controlnet(pipe, seed=1).save_pretrained(d / "cn")
+    save_base_and_controlnet(d)
     (d / "edges").mkdir()
     random_hint(W, H, seed=1).save(d / "edges" / "a.png")
     random_hint(W, H, seed=2).convert("RGB").save(d / "edges" / "b.jpg")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tiny_models import random_hint, tiny_controlnet, tiny_pipeline
+from tiny_models import random_hint, save_base_and_controlnet
 
 W, H = 64, 48
 
@@ -20,9 +20,7 @@ def cli(argv: list[str]) -> int:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("generate")
-    pipe = tiny_pipeline("sd1")
-    pipe.save_pretrained(d / "base")
-    tiny_controlnet(pipe, seed=1).save_pretrained(d / "cn")
+    save_base_and_controlnet(d)
     random_hint(W, H, seed=1).save(d / "a.png")
     random_hint(2 * W, 2 * H, seed=2).convert("RGBA").save(d / "b.png")  # other size and alpha: resized, converted
     return d

@@ -13,7 +13,7 @@ from bad_input_tools import assert_user_error, unchanged
 from controlnet.errors import InputError
 from controlnet.pipeline import ControlPipeline, ControlUnit
 from controlnet.pipeline.schedule import check_schedule, factor_at, format_schedule, parse_schedule
-from tiny_models import random_hint, start_latents, tiny_controlnet, tiny_pipeline
+from tiny_models import random_hint, save_base_and_controlnet, start_latents, tiny_controlnet, tiny_pipeline
 
 W, H = 64, 48
 
@@ -144,9 +144,7 @@ def test_a_unit_at_factor_zero_is_not_run(sd1, monkeypatch):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("schedule_cli")
-    pipe = tiny_pipeline("sd1")
-    pipe.save_pretrained(d / "base")
-    tiny_controlnet(pipe, seed=1).save_pretrained(d / "cn")
+    save_base_and_controlnet(d)
     random_hint(W, H, seed=1).save(d / "a.png")
     return d
 

@@ -92,6 +92,14 @@ def tiny_controlnet(pipe, seed: int = 1, std: float = 0.05, **kwargs) -> Control
     return cn
 
 
+def save_base_and_controlnet(folder, family: str = "sd1"):
+    """The command-line tests' files: a tiny base model in `folder/base`, its ControlNet in `folder/cn`."""
+    pipe = tiny_pipeline(family)
+    pipe.save_pretrained(folder / "base")
+    tiny_controlnet(pipe, seed=1).save_pretrained(folder / "cn")
+    return pipe
+
+
 def controlnet_pipeline(pipe, controlnets):
     """diffusers' StableDiffusion(XL)ControlNetPipeline sharing `pipe`'s components; `controlnets`
     are ours, converted to diffusers' ControlNetModel (one, or a list for MultiControlNetModel)."""
