@@ -1,0 +1,66 @@
+"""Experiment 2 (the §4.2 ablation, experiments/exp2_ablation.py): its --tiny run trains the two
+ablation arms with Experiment 1's exact training arguments but the one changed flag, evaluates the
+three arms under the four prompt settings, and writes finite numbers and figures; a rerun skips
+what is done; it never writes over the real results."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from controlnet.errors import InputError
+from test_experiments import ROOT, check_png, load, numbers
+
+NAME = "exp2_ablation"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp2")
+    assert load(NAME).main(["--tiny", "-o", str(out)]) == 0
+    return out
+
+
+def test_tiny_run_scores_every_arm_under_every_prompt(tiny_run):
+    data = json.loads((tiny_run / f"{NAME}.json").read_text())
+    parts = data["parts"]
+    bad = [p for p, v in numbers(parts) if not math.isfinite(v)]
+    assert not bad, f"non-finite numbers at {bad[:5]}"
+    got = {(r["row"], r["prompt"], r["metric"]) for r in parts["eval"]["records"]}
+    for row in ("no control", "zero", "gaussian", "lite"):
+        for prompt in ("none", "insufficient", "conflicting", "perfect"):
+            assert {(row, prompt, "edge_f1"), (row, prompt, "prompt_adherence")} <= got
+    settings = parts["eval"]["settings"]
+    assert (settings["guidance_scale"], settings["weight"], settings["mode"]) == (5.0, 1.0, "balanced")
+    assert set(parts["curves"]) == {"zero", "gaussian", "lite"} and all(parts["curves"].values())
+    hashes = {v["sha256_16"] for v in data["header"]["runs"].values()}
+    assert len(hashes) == 3, "the three arms are three different networks"
+    for png in (f"{NAME}.png", f"{NAME}_curves.png", f"{NAME}_samples.png"):
+        check_png(tiny_run / png)
+
+
+def test_arms_differ_from_experiment_1_by_their_one_flag(tiny_run):
+    work = tiny_run / "work" / NAME
+    base = json.loads((work / "exp1" / "run" / "train_config.json").read_text())
+    for arm, changed in (("gaussian", {"connection_init": "gaussian"}), ("lite", {"copy": "lite"})):
+        cfg = json.loads((work / f"run-{arm}" / "train_config.json").read_text())
+        diff = {k for k in base.keys() | cfg.keys() if base.get(k) != cfg.get(k)}
+        assert diff == {"output_dir", *changed}, arm
+        assert all(cfg[k] == v for k, v in changed.items())
+
+
+def test_rerun_skips_finished_parts(tiny_run, monkeypatch):
+    module = load(NAME)
+    monkeypatch.setattr(module, "evaluate", lambda *a: pytest.fail("the evaluation ran again"))
+    monkeypatch.setattr(module.exp1, "read_curve", lambda *a: pytest.fail("the curves were read again"))
+    before = json.loads((tiny_run / f"{NAME}.json").read_text())["parts"]
+    assert module.main(["--tiny", "-o", str(tiny_run)]) == 0
+    assert json.loads((tiny_run / f"{NAME}.json").read_text())["parts"] == before
+
+
+@pytest.mark.parametrize("argv", [["--tiny"], ["--tiny", "-o", str(ROOT / "docs" / "reproduction")]])
+def test_tiny_never_writes_over_the_real_results(argv):
+    with pytest.raises(InputError, match="-o FOLDER"):
+        load(NAME).main(argv)
