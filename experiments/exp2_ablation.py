@@ -75,6 +75,8 @@ def eval_args(runs: dict[str, Path], out: Path, plan: dict) -> list[str]:
 def main(argv=None) -> int:
     p = common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--arm", choices=sorted(ARMS), default=None, help="only train this arm, then stop")
+    p.add_argument("--partial", action="store_true",
+                   help="train nothing: evaluate each unfinished arm's latest checkpoint (its step recorded)")
     args = p.parse_args(argv)
     out, work = common.paths(args, NAME)
     if args.arm:
@@ -82,18 +84,22 @@ def main(argv=None) -> int:
         return 0
     tiny = args.tiny
     plan = {"n": args.n or (2 if tiny else 48), "sample_steps": 2 if tiny else 20, "cfg": 5.0, "weight": 1.0,
-            "mode": "balanced", "fid": not tiny, "train_steps": 2 if tiny else None}
+            "mode": "balanced", "fid": not tiny}
     exp1_run = tiny_exp1(work) if tiny else EXP1 / "run"
-    runs = {"zero": exp1_run, **{arm: train_arm(exp1_run, work, arm, plan["train_steps"]) for arm in ARMS}}
-    plan["train_steps"] = json.loads((exp1_run / "train_config.json").read_text())["max_steps"]
+    runs = {"zero": exp1_run, **{arm: work / f"run-{arm}" for arm in ARMS}}
+    if not args.partial:
+        for arm in ARMS:
+            train_arm(exp1_run, work, arm, 2 if tiny else None)
+    weights = {arm: trained_weights(run) for arm, run in runs.items()}
     results = common.Results(out / f"{NAME}.json", {**plan, "weights": common.weights_id(()),
-                                                    "runs": {k: _run_id(v) for k, v in runs.items()}})
+                                                    "arms": {k: _arm_id(*v) for k, v in weights.items()}})
+    runs_w = {arm: w for arm, (w, _) in weights.items()}
     if not results.done("curves"):
         results.put("curves", {arm: exp1.read_curve(run / "validation") for arm, run in runs.items()})
     if not results.done("eval"):
-        results.put("eval", evaluate(runs, work / "eval", plan))
+        results.put("eval", evaluate(runs_w, work / "eval", plan))
     if not results.done("command"):
-        results.put("command", "controlnet " + " ".join(eval_args(runs, work / "eval", plan)))
+        results.put("command", "controlnet " + " ".join(eval_args(runs_w, work / "eval", plan)))
     figure(results, runs, work / "eval", out)
     return 0
 
@@ -105,9 +111,22 @@ def tiny_exp1(work: Path) -> Path:
     return work / "exp1" / "run"
 
 
-def _run_id(run: Path) -> dict:
-    """Which weights an arm is: its folder and the hash of its weights file."""
-    return {"path": str(run), "sha256_16": common.file_hash(run / "diffusion_pytorch_model.safetensors")}
+def trained_weights(run: Path) -> tuple[Path, int]:
+    """(weights folder, training step) of an arm: its final weights, else its latest checkpoint."""
+    from controlnet.errors import InputError
+
+    if (run / "diffusion_pytorch_model.safetensors").is_file():
+        return run, json.loads((run / "train_config.json").read_text())["max_steps"]
+    found = sorted((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else []
+    if not found:
+        raise InputError(f"{run} has neither final weights nor a checkpoint: train it (run without --partial)")
+    return found[-1] / "controlnet", json.loads((found[-1] / "state.json").read_text())["step"]
+
+
+def _arm_id(weights: Path, step: int) -> dict:
+    """Which weights an arm is: its folder, training step and the hash of its weights file."""
+    return {"path": str(weights), "step": step,
+            "sha256_16": common.file_hash(weights / "diffusion_pytorch_model.safetensors")}
 
 
 def evaluate(runs: dict[str, Path], folder: Path, plan: dict) -> dict:

@@ -35,7 +35,7 @@ def test_tiny_run_scores_every_arm_under_every_prompt(tiny_run):
     settings = parts["eval"]["settings"]
     assert (settings["guidance_scale"], settings["weight"], settings["mode"]) == (5.0, 1.0, "balanced")
     assert set(parts["curves"]) == {"zero", "gaussian", "lite"} and all(parts["curves"].values())
-    hashes = {v["sha256_16"] for v in data["header"]["runs"].values()}
+    hashes = {v["sha256_16"] for v in data["header"]["arms"].values()}
     assert len(hashes) == 3, "the three arms are three different networks"
     for png in (f"{NAME}.png", f"{NAME}_curves.png", f"{NAME}_samples.png"):
         check_png(tiny_run / png)
@@ -64,3 +64,19 @@ def test_rerun_skips_finished_parts(tiny_run, monkeypatch):
 def test_tiny_never_writes_over_the_real_results(argv):
     with pytest.raises(InputError, match="-o FOLDER"):
         load(NAME).main(argv)
+
+
+def test_partial_without_checkpoints_is_one_clear_error(tiny_run, tmp_path, monkeypatch):
+    module = load(NAME)
+    monkeypatch.setattr(module, "tiny_exp1", lambda work: tiny_run / "work" / NAME / "exp1" / "run")
+    with pytest.raises(InputError, match="neither final weights nor a checkpoint"):
+        module.main(["--tiny", "-o", str(tmp_path), "--partial"])
+    assert not (tmp_path / f"{NAME}.json").exists()
+
+
+def test_an_unfinished_arm_is_its_latest_checkpoint(tmp_path):
+    module = load(NAME)
+    for step in (166, 332):
+        (tmp_path / "checkpoints" / f"step-{step:06d}" / "controlnet").mkdir(parents=True)
+        (tmp_path / "checkpoints" / f"step-{step:06d}" / "state.json").write_text(json.dumps({"step": step}))
+    assert module.trained_weights(tmp_path) == (tmp_path / "checkpoints" / "step-000332" / "controlnet", 332)
