@@ -101,7 +101,35 @@ def main(argv=None) -> int:
     if not results.done("command"):
         results.put("command", "controlnet " + " ".join(eval_args(runs_w, work / "eval", plan)))
     figure(results, runs, work / "eval", out)
+    print(markdown(results.data["parts"]))
     return 0
+
+
+def markdown(parts: dict) -> str:
+    """The docs' tables: each metric by arm and prompt setting; validation F1 by step and arm."""
+    recs, lines = parts["eval"]["records"], []
+    for metric in ("edge_f1", "edge_f1_exact", "prompt_adherence", "fid", "kid"):
+        got = {(r["row"], r["prompt"]): r for r in recs if r["metric"] == metric}
+        if got:
+            lines += ["", f"| {metric} | " + " | ".join(PROMPTS) + " |", "|---" * (len(PROMPTS) + 1) + "|"]
+            lines += [f"| {LABELS[row]} | " + " | ".join(_cell(got.get((row, p))) for p in PROMPTS) + " |"
+                      for row in ROWS]
+    curves = parts["curves"]
+    for key in ("f1_empty", "f1_prompt"):
+        lines += ["", f"| step ({key}) | " + " | ".join(LABELS[a] for a in curves) + " |",
+                  "|---" * (len(curves) + 1) + "|"]
+        by_step = {a: {p["step"]: p[key] for p in c} for a, c in curves.items()}
+        for step in sorted(set.intersection(*(set(v) for v in by_step.values()))):
+            lines.append(f"| {step} | " + " | ".join(_cell(v[step]) for v in by_step.values()) + " |")
+    return "\n".join(lines)
+
+
+def _cell(r) -> str:
+    if r is None:
+        return ""
+    if r.get("ci_low") is None:
+        return f"{r['value']:.3g}"
+    return f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
 
 
 def tiny_exp1(work: Path) -> Path:
