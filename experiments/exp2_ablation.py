@@ -148,7 +148,22 @@ def trained_weights(run: Path) -> tuple[Path, int]:
     found = sorted((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else []
     if not found:
         raise InputError(f"{run} has neither final weights nor a checkpoint: train it (run without --partial)")
-    return found[-1] / "controlnet", json.loads((found[-1] / "state.json").read_text())["step"]
+    step = json.loads((found[-1] / "state.json").read_text())["step"]
+    return _frozen(found[-1] / "controlnet", run / f"at-step-{step:06d}"), step
+
+
+def _frozen(src: Path, dest: Path) -> Path:
+    """A copy of a checkpoint's weights that outlives the checkpoint (the trainer keeps only the
+    latest) at a fixed path (evaluate's picture cache is keyed by the weights' path and mtime)."""
+    import os
+    import shutil
+
+    if not dest.is_dir():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        os.replace(tmp, dest)
+    return dest
 
 
 def _arm_id(weights: Path, step: int) -> dict:

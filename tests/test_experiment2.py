@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -78,5 +79,9 @@ def test_an_unfinished_arm_is_its_latest_checkpoint(tmp_path):
     module = load(NAME)
     for step in (166, 332):
         (tmp_path / "checkpoints" / f"step-{step:06d}" / "controlnet").mkdir(parents=True)
+        (tmp_path / "checkpoints" / f"step-{step:06d}" / "controlnet" / "w").write_text(str(step))
         (tmp_path / "checkpoints" / f"step-{step:06d}" / "state.json").write_text(json.dumps({"step": step}))
-    assert module.trained_weights(tmp_path) == (tmp_path / "checkpoints" / "step-000332" / "controlnet", 332)
+    weights, step = module.trained_weights(tmp_path)
+    assert step == 332 and (weights / "w").read_text() == "332"
+    shutil.rmtree(tmp_path / "checkpoints")  # the trainer deletes old checkpoints: the copy stays
+    assert (weights / "w").read_text() == "332"
