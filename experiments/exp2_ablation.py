@@ -218,6 +218,9 @@ def figure(results, runs: dict[str, Path], eval_folder: Path, out: Path) -> None
         ax.set_xticks(range(len(PROMPTS)), PROMPTS, fontsize=8)
         ax.set_title(metric + (" (no interval)" if metric == "fid" else ""), fontsize=9)
     axes[0][0].legend(fontsize=7)
+    head = results.data["header"]
+    fig.suptitle("training steps: " + ", ".join(f"{LABELS[a]} {v['step']}" for a, v in head["arms"].items())
+                 + f"; CFG {head['cfg']:g}, weight {head['weight']:g}, n={head['n']}", fontsize=9)
     fig.tight_layout()
     save_figure(fig, out / f"{NAME}.png")
     curves(results.get("curves"), out)
