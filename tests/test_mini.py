@@ -60,13 +60,16 @@ def test_build_writes_a_diffusers_folder(built):
     assert (built / "model_samples.png").exists()
     from safetensors import safe_open
 
-    from controlnet.assets import available_controlnets
+    from controlnet.assets import available_controlnets, mini_controlnet_dir
     from controlnet.checkpoints import load_controlnet
+    from controlnet.recommended import read as read_recommended
 
     assert available_controlnets(model) == ["edges", "seg", "depth", "inpaint"]  # stage 3, by `controlnet train`
     for condition in ("edges", "seg", "depth", "inpaint"):
         assert report["stages"][f"controlnet-{condition}"]["steps"] == 4
         load_controlnet(model / f"controlnet-{condition}")  # loads
+        # the recipe's recommended sampling settings travel with a freshly built ControlNet
+        assert read_recommended(model / f"controlnet-{condition}") == read_recommended(mini_controlnet_dir(condition))
         with safe_open(next((model / f"controlnet-{condition}").glob("*.safetensors")), "pt") as f:
             assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # fp16 on disk
 

@@ -84,13 +84,19 @@ def _train_settings(model: Path, work: Path, condition: str, samples: int, world
 
 
 def _install(run: Path, target: Path) -> None:
-    """The trained ControlNet into the model folder, fp16 (half the bytes), replacing any older one."""
+    """The trained ControlNet into the model folder, fp16 (half the bytes), replacing any older one,
+    with the built-in one's recommended sampling settings (the recipe's sweep chose them)."""
     import torch
 
+    from controlnet.assets import MINI_DIR
     from controlnet.checkpoints import load_controlnet, save_controlnet
+    from controlnet.recommended import FILE
 
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_controlnet(load_controlnet(run), tmp, dtype=torch.float16)
+    shipped = MINI_DIR / target.name / FILE
+    if shipped.is_file():
+        shutil.copyfile(shipped, tmp / FILE)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
