@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     build = actions.add_parser("build-mini", help="train the miniature SD from scratch (every stage, resumable)")
     build.add_argument("out", help="build folder; rerun the same command to resume")
     build.add_argument("--budget-minutes", type=float, default=None,
-                       help="time for the whole recipe, ControlNet stages included (default 150)")
+                       help="time for the whole recipe, ControlNet stages included (default 175)")
     build.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     build.add_argument("--tiny", action="store_true", help="toy sizes and 3 steps per stage (a smoke test)")
     build.add_argument("--seed", type=int, default=None, help="world seed for the training samples (default 0)")

@@ -51,14 +51,14 @@ class MiniConfig:
     snr_gamma: float = 5.0  # min-SNR loss weighting (faster convergence); 0 = plain MSE
     ema_decay: float = 0.999
     latent_samples: int = 30_000  # world samples encoded once for the base stage
-    # the whole recipe, ControlNets included: 150 × (0.192 + 0.248 + 4 × 0.18) = 174 min of stage time; the
-    # autoencoder and U-Net keep the 120-minute recipe's 28.8 and 37.2 min, each ControlNet 27 (was 16.8)
-    budget_minutes: float = 150.0
+    # the whole recipe, ControlNets included: 175 × (0.165 + 0.213 + 4 × 0.154) = 174 min of stage time; the
+    # autoencoder and U-Net keep the 120-minute recipe's ~29 and ~37 min, each ControlNet ~27 (was 16.8)
+    budget_minutes: float = 175.0
     # small autoencoder batches: more updates per second of CPU beat bigger batches (measured)
-    vae: StageConfig = field(default_factory=lambda: StageConfig(8, 1e-3, 30_000, 0.192))
-    base: StageConfig = field(default_factory=lambda: StageConfig(64, 6e-4, 40_000, 0.248, warmup_steps=200))
+    vae: StageConfig = field(default_factory=lambda: StageConfig(8, 1e-3, 30_000, 0.165))
+    base: StageConfig = field(default_factory=lambda: StageConfig(64, 6e-4, 40_000, 0.213, warmup_steps=200))
     # one ControlNet per condition, trained by `controlnet train`; budget_share is per ControlNet
-    controlnet: StageConfig = field(default_factory=lambda: StageConfig(32, 1e-3, 40_000, 0.18, warmup_steps=0))
+    controlnet: StageConfig = field(default_factory=lambda: StageConfig(32, 1e-3, 40_000, 0.154, warmup_steps=0))
     controlnet_conditions: tuple[str, ...] = ("edges", "seg", "depth", "inpaint")
     controlnet_samples: int = 8000
 
