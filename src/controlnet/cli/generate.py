@@ -16,18 +16,17 @@ from pathlib import Path
 from controlnet.cli import quiet_libraries
 from controlnet.errors import InputError, MissingFileError
 
-UNIT_KEYS = ("image", "weight", "start", "end", "mode", "preprocess", "mask")
-UNIT_DEFAULTS = {"image": None, "weight": 1.0, "start": 0.0, "end": 1.0, "mode": "balanced", "preprocess": None, "mask": None}
-UNIT_KEYS += ("schedule", "schedule_interpolation")  # strength schedules (controlnet.pipeline.schedule)
-UNIT_DEFAULTS.update(schedule=None, schedule_interpolation="hold")
+# schedule, schedule_interpolation: strength schedules (controlnet.pipeline.schedule)
+UNIT_DEFAULTS = {"image": None, "weight": 1.0, "start": 0.0, "end": 1.0, "mode": "balanced", "preprocess": None, "mask": None,
+                 "schedule": None, "schedule_interpolation": "hold"}
+UNIT_KEYS = tuple(UNIT_DEFAULTS)
 CHUNK = "controlnet"
 ARG_OF_KEY = {"cfg": "guidance_scale"}  # the PNG keeps the name users know (A1111: "CFG scale")
 STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "scheduler", "eta", "seed", "num_images",
-               "width", "height", "resize", "init_image", "strength", "dtype")
-STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype")
+               "width", "height", "resize", "init_image", "strength", "dtype", "inpaint_mask", "inpaint_mode", "mask_blur")
+STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype",
+                  "inpaint_mask", "inpaint_mode")
 UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask")
-STORED_KEYS += ("inpaint_mask", "inpaint_mode", "mask_blur")  # inpainting (controlnet.pipeline.inpaint)
-STORED_STRINGS += ("inpaint_mask", "inpaint_mode")
 
 
 class UnitOption(argparse.Action):
