@@ -1,0 +1,76 @@
+"""Experiment 7 (Tables 2–3 in miniature, experiments/exp7_tables.py): its --tiny run trains the seg
+ControlNet and ControlNet-lite with Experiment 1's training arguments (the arms differ in `--copy
+lite` only), evaluates no control, both arms, the shipped seg ControlNet and the true pictures on
+world:seg, and writes finite numbers, tables and figures; a rerun skips what is done; it never
+writes over the real results."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from controlnet.errors import InputError
+from test_experiments import ROOT, check_png, load, numbers
+
+NAME = "exp7_tables"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp7")
+    assert load(NAME).main(["--tiny", "-o", str(out)]) == 0
+    return out
+
+
+def _config(path):
+    return json.loads(path.read_text())
+
+
+def test_every_row_is_scored_with_finite_numbers(tiny_run):
+    data = json.loads((tiny_run / f"{NAME}.json").read_text())
+    parts = data["parts"]
+    bad = [p for p, v in numbers(parts) if not math.isfinite(v)]
+    assert not bad, f"non-finite numbers at {bad[:5]}"
+    got = {(r["row"], r["prompt"], r["metric"]) for r in parts["eval"]["records"]}
+    for row in ("no control", "lite", "zero", "shipped", "truth", "truth_other"):
+        for prompt in ("perfect", "none"):
+            assert {(row, prompt, "label_miou"), (row, prompt, "label_accuracy")} <= got, (row, prompt)
+    settings = parts["eval"]["settings"]
+    assert (settings["guidance_scale"], settings["weight"], settings["mode"]) == (5.0, 1.0, "balanced")
+    assert settings["data"] == "world:seg"
+    truth = [r for r in parts["eval"]["records"] if r["row"] == "truth" and r["metric"] == "label_miou"]
+    assert all(r["value"] == 1.0 for r in truth), "the world's exact labels re-detect the true pictures exactly"
+    assert set(parts["curves"]) == {"zero", "lite"} and all(parts["curves"].values())
+    assert len({v["sha256_16"] for v in data["header"]["arms"].values()}) == 2
+    for png in (f"{NAME}.png", f"{NAME}_samples.png"):
+        check_png(tiny_run / png)
+
+
+def test_arms_differ_only_in_the_copy_flag_and_train_on_seg_pairs(tiny_run):
+    work = tiny_run / "work" / NAME
+    zero, lite = (_config(work / f"run-{arm}" / "train_config.json") for arm in ("zero", "lite"))
+    assert {k for k in zero.keys() | lite.keys() if zero.get(k) != lite.get(k)} == {"output_dir", "copy"}
+    assert (zero["copy"], lite["copy"]) == ("full", "lite")
+    exp1 = _config(work / "exp1" / "run" / "train_config.json")
+    changed = {k for k in exp1.keys() | zero.keys() if exp1.get(k) != zero.get(k)}
+    assert changed <= {"output_dir", "data", "cache_dir", "validation_images", "validation_prompts",
+                       "validation_annotator", "validate_every"}, changed
+    assert _config(work / "data" / "world.json")["condition"] == "seg"
+
+
+def test_rerun_skips_finished_parts(tiny_run, monkeypatch):
+    module = load(NAME)
+    monkeypatch.setattr(module, "evaluate", lambda *a: pytest.fail("the evaluation ran again"))
+    monkeypatch.setattr(module, "read_curve", lambda *a: pytest.fail("the curves were read again"))
+    monkeypatch.setattr(module, "train_args", lambda *a: pytest.fail("a finished arm was trained again"))
+    before = json.loads((tiny_run / f"{NAME}.json").read_text())["parts"]
+    assert module.main(["--tiny", "-o", str(tiny_run)]) == 0
+    assert json.loads((tiny_run / f"{NAME}.json").read_text())["parts"] == before
+
+
+@pytest.mark.parametrize("argv", [["--tiny"], ["--tiny", "-o", str(ROOT / "docs" / "reproduction")]])
+def test_tiny_never_writes_over_the_real_results(argv):
+    with pytest.raises(InputError, match="-o FOLDER"):
+        load(NAME).main(argv)
