@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
@@ -147,6 +149,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         ev = evaluate(runs, truth, work / "eval", plan)
         results.put("eval", {**ev, "wall_s": time.perf_counter() - t0})
+    if not results.done("layout"):
+        results.put("layout", layout(runs, truth["truth"], work / "eval" / "cache", plan["n"]))
     if not results.done("command"):
         results.put("command", "controlnet " + " ".join(eval_args(runs, truth, work / "eval", plan)))
     figure(results, runs, work / "eval", out)
@@ -199,6 +203,40 @@ def evaluate(runs: dict[str, Path], truth: dict[str, Path], folder: Path, plan: 
     return {"settings": metrics["settings"], "records": records, "not_computed": metrics["not_computed"]}
 
 
+def layout_miou(image, sample) -> float:
+    """Colour-blind re-detected layout: each true region (background, each visible shape) is matched
+    to the world colour that covers most of it in the picture, and scored by the IoU of the region
+    with all pixels of that colour; the mean over regions. Unlike `label_miou` it needs no colour
+    from the prompt, so it also judges the layout of pictures sampled without one; two regions of
+    one colour share their pixels, so even true pictures can score below 1 (the re-detector's limit)."""
+    from controlnet.evaluation.world import colour_names
+
+    names, labels = colour_names(image), sample.labels
+    ious = []
+    for region in np.unique(labels):
+        inside = labels == region
+        colours, counts = np.unique(names[inside], return_counts=True)
+        pred = names == colours[counts.argmax()]
+        ious.append((inside & pred).sum() / (inside | pred).sum())
+    return float(np.mean(ious))
+
+
+def layout(runs: dict[str, Path], truth: Path, cache: Path, n: int) -> list[dict]:
+    """`layout_miou` of every sampled row and the true pictures, per prompt setting, with intervals."""
+    from controlnet.images import to_rgb8
+
+    items = common.world_items(n)
+    out = []
+    for prompt in PROMPTS:
+        folders = {**_cached_rows(cache, runs, prompt), "truth": truth}
+        for row, folder in folders.items():
+            files = [folder / (f"{i:04d}.png" if row == "truth" else f"{i}.png") for i in range(n)]
+            if all(f.is_file() for f in files):
+                scores = [layout_miou(to_rgb8(f), it) for f, it in zip(files, items)]
+                out.append({"row": row, "prompt": prompt, "metric": "layout_miou", **common.estimate(scores)})
+    return out
+
+
 def read_curve(folder: Path) -> list[dict]:
     """Label accuracy and mIoU (the world's exact colour labels) of every validation grid (rows:
     condition | with caption | no prompt; condition i is world seed 1, sample i)."""
@@ -225,8 +263,13 @@ ROWS = ("no control", "lite", "zero", "shipped", "truth")
 LABELS = {"no control": "no control", "lite": "ControlNet-lite", "zero": "ControlNet (zero conv)",
           "shipped": "shipped mini:seg", "truth": "true pictures (ceiling)",
           "truth_other": "true pictures of other samples (FID floor)"}
-TABLE2 = ("label_miou", "label_accuracy")
+TABLE2 = ("label_miou", "layout_miou", "label_accuracy")
 TABLE3 = ("fid", "kid", "prompt_adherence", "clip_score")
+
+
+def _records(parts: dict) -> list[dict]:
+    """evaluate's records and the script's own layout scores."""
+    return parts["eval"]["records"] + parts.get("layout", [])
 
 
 def _rows(recs, metric, prompt) -> dict:
@@ -235,7 +278,7 @@ def _rows(recs, metric, prompt) -> dict:
 
 def markdown(parts: dict) -> str:
     """Table 2 (re-detected label mIoU and accuracy) and Table 3 (FID, KID, adherence), per prompt."""
-    recs, head, lines = parts["eval"]["records"], [], []
+    recs, head, lines = _records(parts), [], []
     rows = ROWS + ("truth_other",)
     for title, metrics, table_rows in (("Table 2", TABLE2, ROWS), ("Table 3", TABLE3, rows)):
         cols = [(m, p) for m in metrics for p in PROMPTS if _rows(recs, m, p)]
@@ -263,11 +306,15 @@ def figure(results, runs: dict[str, Path], eval_folder: Path, out: Path) -> None
 
     from controlnet.files import save_figure
 
-    recs = results.get("eval")["records"]
+    recs = _records(results.data["parts"])
     panels = [(m, p) for m in TABLE2 for p in PROMPTS] + [(m, "perfect") for m in ("fid", "kid", "prompt_adherence")]
     panels = [(m, p) for m, p in panels if _rows(recs, m, p)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.4), squeeze=False)
-    for ax, (metric, prompt) in zip(axes[0], panels):
+    cols = min(5, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.7 * cols, 3.3 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (metric, prompt) in zip(axes.ravel(), panels):
         got = _rows(recs, metric, prompt)
         rows = [r for r in ROWS + ("truth_other",) if r in got and not _meaningless(r, metric)]
         vals = [got[r]["value"] for r in rows]
@@ -297,7 +344,7 @@ def sample_grid(runs: dict[str, Path], eval_folder: Path, n: int, out: Path, k: 
     from controlnet.world.grid import image_grid
 
     folders = _cached_rows(eval_folder / "cache", runs)
-    if set(folders) != {"no control", "lite", "zero"}:
+    if not {"no control", "lite", "zero"} <= set(folders):
         return
     items = common.world_items(min(k, n))
     grid = [[common.rgb(it.conditions["seg"]), it.image]
@@ -305,13 +352,16 @@ def sample_grid(runs: dict[str, Path], eval_folder: Path, n: int, out: Path, k: 
     save_image(image_grid(grid, scale=2), out / f"{NAME}_samples.png")
 
 
-def _cached_rows(cache: Path, runs: dict[str, Path]) -> dict[str, Path]:
-    """evaluate's picture folders of the perfect-prompt world:seg rows, by row (from their key.json)."""
+def _cached_rows(cache: Path, runs: dict[str, Path], prompt: str = "perfect") -> dict[str, Path]:
+    """evaluate's picture folders of the world:seg rows under `prompt`, by row (from their key.json)."""
+    from controlnet.assets import mini_controlnet_dir
+
     paths = {str(Path(p).resolve()): arm for arm, p in runs.items()}
+    paths[str(mini_controlnet_dir("seg").resolve())] = "shipped"
     found = {}
     for key in sorted(cache.glob("*/key.json")) if cache.is_dir() else []:
         d = json.loads(key.read_text())
-        if d.get("prompt") != "perfect" or d.get("data") != "world:seg" or "sampling" not in d:
+        if d.get("prompt") != prompt or d.get("data") != "world:seg" or "sampling" not in d:
             continue
         cn = d.get("controlnet")
         row = "no control" if cn is None else paths.get(str(cn.get("path")) if isinstance(cn, dict) else "")

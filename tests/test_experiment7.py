@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from controlnet.errors import InputError
@@ -42,6 +43,9 @@ def test_every_row_is_scored_with_finite_numbers(tiny_run):
     assert settings["data"] == "world:seg"
     truth = [r for r in parts["eval"]["records"] if r["row"] == "truth" and r["metric"] == "label_miou"]
     assert all(r["value"] == 1.0 for r in truth), "the world's exact labels re-detect the true pictures exactly"
+    layout = {(r["row"], r["prompt"]) for r in parts["layout"]}
+    assert layout == {(row, p) for row in ("no control", "lite", "zero", "shipped", "truth")
+                      for p in ("perfect", "none")}
     assert set(parts["curves"]) == {"zero", "lite"} and all(parts["curves"].values())
     assert len({v["sha256_16"] for v in data["header"]["arms"].values()}) == 2
     for png in (f"{NAME}.png", f"{NAME}_samples.png"):
@@ -74,3 +78,22 @@ def test_rerun_skips_finished_parts(tiny_run, monkeypatch):
 def test_tiny_never_writes_over_the_real_results(argv):
     with pytest.raises(InputError, match="-o FOLDER"):
         load(NAME).main(argv)
+
+
+def test_layout_miou_is_blind_to_colour_but_not_to_the_layout():
+    from controlnet.world import World
+    from controlnet.world.palette import COLOURS
+
+    module = load(NAME)
+    world = World(seed=3, size=64)
+    single = next(world[i] for i in range(50) if len({s.colour for s in world[i].scene.shapes}
+                                                      | {world[i].scene.background}) == 2)
+    assert module.layout_miou(single.image, single) == 1.0
+    recoloured = np.zeros_like(single.image)  # the same regions painted in other world colours
+    used = {s.colour for s in single.scene.shapes} | {single.scene.background}
+    spare = [c for c in COLOURS if c not in used]
+    for region in np.unique(single.labels):
+        recoloured[single.labels == region] = COLOURS[spare[int(region)]]
+    assert module.layout_miou(recoloured, single) == 1.0
+    other = next(world[i] for i in range(50, 100) if world[i].labels.any())
+    assert module.layout_miou(other.image, single) < 0.9
