@@ -281,6 +281,17 @@ def score(images, items) -> dict:
     return {m: common.estimate([p[m] for p in per]) for m in METRICS}
 
 
+def paired(state, work: Path, prompt: str, args) -> dict:
+    """Transferred minus untransferred, picture by picture (same seeds, so the pairs share their noise):
+    each measure's mean difference with its 95% interval, and how far the pictures differ at all."""
+    a, b = (pictures(state, work, row, prompt, args) for row in ("community + transferred", "community + untransferred"))
+    sa, sb = ([picture_scores(img, it) for img, it in zip(pics, state["items"])] for pics in (a, b))
+    out = {m: common.estimate([x[m] - y[m] for x, y in zip(sa, sb)]) for m in METRICS}
+    out["mean_abs_pixel_difference"] = common.estimate(
+        [float(np.abs(x.astype(float) - y.astype(float)).mean()) for x, y in zip(a, b)])
+    return out
+
+
 # --- the run -----------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -310,8 +321,27 @@ def main(argv=None) -> int:
                 results.put(key, {**score(pics, state["items"]), "wall_s": round(time.perf_counter() - t0, 1),
                                   "cpu_s": round(time.process_time() - c0, 1)})
                 print(f"{key}: done", flush=True)
+        if not results.done(f"{prompt}|transferred - untransferred"):
+            results.put(f"{prompt}|transferred - untransferred", paired(state, work, prompt, args))
     figure(results, state, work, args)
+    print(table(results, args.prompts))
     return 0
+
+
+def table(results, prompts) -> str:
+    """The markdown table of docs/reproduction.md: every row's measures with their intervals."""
+    def cell(rec) -> str:
+        return f"{rec['value']:.3f} [{rec['ci_low']:.3f}, {rec['ci_high']:.3f}]"
+
+    lines = ["| prompt | row | edge F1 (2 px) | edge F1 (exact) | community palette | base palette | adherence (community) |",
+             "|---|---|---|---|---|---|---|"]
+    for prompt in prompts:
+        for row in (*TRUTH_ROWS, *ROWS, "transferred - untransferred"):
+            r = results.get(f"{prompt}|{row}")
+            lines.append(f"| {prompt} | {row} | " + " | ".join(cell(r[m]) for m in (
+                "edge_f1", "edge_f1_exact", "community_palette_accuracy", "base_palette_accuracy",
+                "community_adherence")) + " |")
+    return "\n".join(lines)
 
 
 def prepare(results, work: Path, ft: Finetune, hashes: dict, n: int) -> dict:

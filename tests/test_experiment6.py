@@ -80,6 +80,7 @@ def test_tiny_run_scores_every_row_with_finite_numbers(exp6, tiny_run):
     for prompt in ("perfect", "none"):
         for row in (*exp6.TRUTH_ROWS, *exp6.ROWS):
             assert set(exp6.METRICS) <= set(parts[f"{prompt}|{row}"]), (prompt, row)
+        assert set(exp6.METRICS) < set(parts[f"{prompt}|transferred - untransferred"])
     true, restyled = parts["perfect|true pictures"], parts["perfect|restyled true pictures"]
     assert true["base_palette_accuracy"]["value"] == 1.0 == restyled["community_palette_accuracy"]["value"]
     assert true["community_palette_accuracy"]["value"] == 0.0 == restyled["base_palette_accuracy"]["value"]
