@@ -87,6 +87,23 @@ def link_cache(src: Path, dest: Path) -> None:
             os.link(f, target)
 
 
+def link_eval_cache(src: Path, dest: Path, rows: dict[str, Path], prompts: list[str]) -> None:
+    """Experiment 2's cached evaluation pictures of our rows (no control, Experiment 1's run) linked
+    into ours: a folder is named by the hash of everything its pictures depend on (weights' path,
+    size and mtime, sampling settings, prompt setting), so `controlnet evaluate` reuses one only
+    when that is identical."""
+    paths = {None, *(str(p.resolve()) for p in rows.values())}
+    for key in src.glob("*/key.json") if src.is_dir() else []:
+        desc = json.loads(key.read_text())
+        if (desc.get("controlnet") or {}).get("path") not in paths or desc.get("prompt") not in prompts:
+            continue
+        for f in key.parent.iterdir():
+            target = dest / key.parent.name / f.name
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(f, target)
+
+
 def train_args(exp1_run: Path, data: Path, cache: Path, out: Path, max_samples: int, validate_every: int,
                steps: int | None = None) -> list[str]:
     """Experiment 1's `controlnet train` arguments (rebuilt as Experiment 2 does) on our export and
@@ -190,6 +207,9 @@ def main(argv=None) -> int:
     if not results.done("train_loss"):
         results.put("train_loss", {arm: last_loss(run) for arm, run in runs.items()})
     if not results.done("eval"):
+        if not args.tiny:  # tiny rows are other weights: nothing to reuse
+            link_eval_cache(common.WORK / "exp2_ablation" / "eval" / "cache", work / "eval" / "cache",
+                            {"exp1": exp1_run}, plan["prompts"])
         with timed(work, "evaluate"):
             results.put("eval", evaluate({a: w for a, (w, _) in weights.items()}, work / "eval", plan))
     results.put("timings", timings(work))
