@@ -25,13 +25,14 @@ from controlnet.images import load_image
 
 def _rows(out: Path, kind: str):
     """(label, key, pictures) of the cached rows of `kind` (and no control) under the perfect prompt."""
-    n = json.loads((out / "metrics.json").read_text())["settings"]["n"]
+    settings = json.loads((out / "metrics.json").read_text())["settings"]
+    n, seed = settings["n"], settings["seed"]  # picture i is drawn with seed + i, cached as <seed + i>.png
     for key_file in sorted((out / "cache").glob("*/key.json")):
         key = json.loads(key_file.read_text())
         if key["prompt"] != "perfect" or key.get("kind") not in (kind, None):
             continue
         label = "no control" if not key["controlnet"] else "/".join(Path(key["controlnet"]["path"]).parts[-2:])
-        yield label, key, [np.asarray(load_image(key_file.parent / f"{i}.png")) for i in range(n)]
+        yield label, key, [np.asarray(load_image(key_file.parent / f"{seed + i}.png")) for i in range(n)]
 
 
 def edges(out: Path) -> None:

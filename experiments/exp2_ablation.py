@@ -66,7 +66,7 @@ def eval_args(runs: dict[str, Path], out: Path, plan: dict) -> list[str]:
     the four prompt settings, explicit sampling settings."""
     args = ["evaluate", "--model", "mini", "--data", "world:edges", "--prompts", "all", "--n", str(plan["n"]),
             "--steps", str(plan["sample_steps"]), "--cfg", str(plan["cfg"]), "--weight", str(plan["weight"]),
-            "--mode", "balanced", "--seed", "0", "-o", str(out)]
+            "--mode", "balanced", "--scheduler", "ddim", "--seed", "0", "-o", str(out)]
     for run in runs.values():
         args += ["--controlnet", f"edges={run}"]
     return args + ([] if plan["fid"] else ["--no-fid"])

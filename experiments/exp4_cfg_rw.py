@@ -130,8 +130,8 @@ def run_setting(work: Path, n: int, steps: int, cfg: float, mode: str, fid: bool
     from controlnet.evaluation.world import world_scores
     from controlnet.files import save_image
 
-    s = EvalSettings(n=n, prompts=("none",), steps=steps, guidance_scale=cfg, weight=1.0, mode=mode, fid=fid,
-                     samples_in_grid=min(n, 64))
+    s = EvalSettings(n=n, prompts=("none",), steps=steps, guidance_scale=cfg, scheduler="ddim", weight=1.0, mode=mode,
+                     fid=fid, samples_in_grid=min(n, 64))  # every setting explicit: recommendations do not apply
     result = evaluate("mini", list(ROWS.values()), "world", work / "eval", settings=s, progress=False)
     out = {"records": [r for r in result["records"] if r["metric"] in KEEP.get((r["condition"], r["row"]), ())],
            "not_computed": {k: v for k, v in result["not_computed"].items() if k in ("fid", "kid")}}

@@ -36,9 +36,9 @@ def recommend(mini):
 
 def test_read_checks_values_and_ignores_notes(mini, recommend):
     assert recommended.read(mini / "controlnet-edges") == {}  # no file: nothing recommended
-    recommend(guidance_scale=2, weight=1.5, steps=12, mode="Balanced", note="sweep in docs/mini.md")
+    recommend(guidance_scale=2, weight=1.5, steps=12, mode="Balanced", scheduler="euler_a", note="sweep in docs/mini.md")
     assert recommended.read(mini / "controlnet-edges") == {"guidance_scale": 2.0, "weight": 1.5, "steps": 12,
-                                                          "mode": "balanced"}
+                                                          "mode": "balanced", "scheduler": "euler_a"}
     assert recommended.agreed([mini / "controlnet-edges", mini / "controlnet-seg"], "weight", 1.0) == 1.5
     recommend("seg", weight=2)
     assert recommended.agreed([mini / "controlnet-edges", mini / "controlnet-seg"], "weight", 1.0) == 1.0
@@ -51,6 +51,7 @@ def test_read_checks_values_and_ignores_notes(mini, recommend):
     ('{"weight": -1}', "weight must be in"),
     ('{"steps": 2.5}', "steps must be a whole number"),
     ('{"mode": "loud"}', "unknown control mode"),
+    ('{"scheduler": "fastest"}', "unknown scheduler 'fastest'"),
 ])
 def test_a_damaged_file_is_one_clear_error(mini, recommend, text, fragment):
     file = recommend()
@@ -73,14 +74,15 @@ def _params(folder):
 
 
 def test_generate_uses_them_unless_given_and_from_keeps_the_stored_values(mini, recommend, tmp_path, capsys):
-    recommend(guidance_scale=1.5, weight=0.7, steps=2)
+    recommend(guidance_scale=1.5, weight=0.7, steps=2, scheduler="euler_a")
     out = tmp_path / "a"
     assert run_cli(_generate(mini, out), capsys)[0] == 0
     params = _params(out)
-    assert (params["cfg"], params["steps"], params["units"][0]["weight"]) == (1.5, 2, 0.7)
-    assert run_cli(_generate(mini, out, "--weight", "1", "--cfg", "3", "--steps", "1"), capsys)[0] == 0
+    assert (params["cfg"], params["steps"], params["units"][0]["weight"], params["scheduler"]) == (1.5, 2, 0.7, "euler_a")
+    assert run_cli(_generate(mini, out, "--weight", "1", "--cfg", "3", "--steps", "1", "--scheduler", "ddim"),
+                   capsys)[0] == 0
     params = _params(out)
-    assert (params["cfg"], params["steps"], params["units"][0]["weight"]) == (3.0, 1, 1.0)
+    assert (params["cfg"], params["steps"], params["units"][0]["weight"], params["scheduler"]) == (3.0, 1, 1.0, "ddim")
     recommend(guidance_scale=2.5, weight=0.2, steps=3)  # a PNG's stored values win over newer recommendations
     png = sorted(out.glob("0*.png"))[-1]
     assert run_cli(["generate", "--from", str(png), "-o", str(tmp_path / "b")], capsys)[0] == 0
@@ -99,16 +101,18 @@ def test_a_damaged_file_stops_generate_demo_and_evaluate_before_sampling(mini, r
 
 
 def test_evaluate_records_the_recommended_settings_unless_given(mini, recommend, tmp_path, capsys):
-    recommend(guidance_scale=1.5, weight=0.5, steps=2)
+    recommend(guidance_scale=1.5, weight=0.5, steps=2, scheduler="euler")
     base = ["evaluate", "--model", str(mini), "--controlnet", f"edges={mini / 'controlnet-edges'}", "--data",
             "world:edges", "--n", "1", "--no-fid", "--grid-samples", "0"]
     assert run_cli([*base, "-o", str(tmp_path / "a")], capsys)[0] == 0
     settings = json.loads((tmp_path / "a" / "metrics.json").read_text())["settings"]
-    assert (settings["guidance_scale"], settings["weight"], settings["steps"], settings["mode"]) == (1.5, 0.5, 2, "balanced")
-    assert sorted(settings["recommended"]) == ["guidance_scale", "steps", "weight"]
-    assert run_cli([*base, "--cfg", "1", "--weight", "1", "-o", str(tmp_path / "b")], capsys)[0] == 0
+    assert (settings["guidance_scale"], settings["weight"], settings["steps"], settings["mode"],
+            settings["scheduler"]) == (1.5, 0.5, 2, "balanced", "euler")
+    assert sorted(settings["recommended"]) == ["guidance_scale", "scheduler", "steps", "weight"]
+    assert run_cli([*base, "--cfg", "1", "--weight", "1", "--scheduler", "ddim", "-o", str(tmp_path / "b")],
+                   capsys)[0] == 0
     settings = json.loads((tmp_path / "b" / "metrics.json").read_text())["settings"]
-    assert (settings["guidance_scale"], settings["weight"], settings["steps"]) == (1.0, 1.0, 2)
+    assert (settings["guidance_scale"], settings["weight"], settings["steps"], settings["scheduler"]) == (1.0, 1.0, 2, "ddim")
     assert settings["recommended"] == ["steps"]
 
 
@@ -129,3 +133,18 @@ def test_the_demo_uses_each_controlnets_weight_unless_given(mini, recommend, tmp
     assert np.array_equal(plain, controlled)
     plain, controlled = edges_row(weight=1.0)
     assert np.abs(plain - controlled).mean() > 1
+
+
+def test_the_demo_samples_with_the_recommended_sampler(mini, recommend, tmp_path):
+    from controlnet.cli.demo import make_demo
+
+    grids = []
+    for scheduler in ("ddim", "euler_a"):
+        for condition in ("edges", "seg", "depth"):
+            recommend(condition, steps=2, scheduler=scheduler)
+        make_demo(mini, tmp_path / f"{scheduler}.png", samples=1, progress=False)
+        grids.append(np.asarray(Image.open(tmp_path / f"{scheduler}.png")).astype(int))
+    cell = 4 * 64 + 4 * 2
+    maps, samples = np.s_[:, :cell], np.s_[:, cell:]  # the first column shows the condition maps
+    assert np.array_equal(grids[0][maps], grids[1][maps])
+    assert (grids[0][samples] != grids[1][samples]).mean() > 0.2

@@ -15,7 +15,7 @@ from controlnet import checks
 from controlnet.errors import InputError
 
 FILE = "recommended.json"
-KEYS = ("guidance_scale", "weight", "steps", "mode")
+KEYS = ("guidance_scale", "weight", "steps", "mode", "scheduler")
 NOTES = ("note", "measured")  # free text for readers, ignored
 
 
@@ -56,6 +56,10 @@ def _check(key: str, value):
         return checks.number("weight", value, lo=0.0, hi=10.0)
     if key == "steps":
         return checks.integer("steps", value, lo=1, hi=1000)
+    if key == "scheduler":
+        from controlnet.pipeline.schedulers import scheduler_names
+
+        return checks.choice("scheduler", value, scheduler_names())
     try:
         return mode_name(value)
     except ValueError as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 from controlnet import checks
 from controlnet.errors import InputError
 
-DEFAULTS = {"steps": 20, "guidance_scale": 5.0, "weight": 1.0}  # without a recommendation
+DEFAULTS = {"steps": 20, "guidance_scale": 5.0, "weight": 1.0, "scheduler": "ddim"}  # without a recommendation
 LINE_CONDITIONS = ("edges", "canny", "scribble", "outline")  # maps that are lines already
 SCALE = 4  # the grid's upscaling; outlines are drawn at this resolution, thinner than a source pixel
 
@@ -21,7 +21,7 @@ SCALE = 4  # the grid's upscaling; outlines are drawn at this resolution, thinne
 def make_demo(model: Path, out: Path, samples: int = 3, steps: int | None = None, guidance_scale: float | None = None,
               weight: float | None = None, seed: int = 0, progress: bool = True) -> tuple[Path, list[str]]:
     """Write the demo grid to `out`; returns (path, the conditions shown). Settings left None are
-    each ControlNet's recommended ones (`controlnet.recommended`), else 20 steps, CFG 5, weight 1."""
+    each ControlNet's recommended ones (`controlnet.recommended`), else 20 DDIM steps, CFG 5, weight 1."""
     from controlnet.assets import HELD_OUT_SEED, available_controlnets, mini_controlnet_dir
     from controlnet.checkpoints import load_controlnet
     from controlnet.files import save_image
@@ -34,7 +34,7 @@ def make_demo(model: Path, out: Path, samples: int = 3, steps: int | None = None
     conditions = available_controlnets(model)
     if not conditions:
         raise InputError(f"{model} has no controlnet-<condition>/ folders to demonstrate")
-    given = {"steps": steps, "guidance_scale": guidance_scale, "weight": weight}
+    given = {"steps": steps, "guidance_scale": guidance_scale, "weight": weight, "scheduler": None}
     settings = {c: _settings(mini_controlnet_dir(c, model), given) for c in conditions}  # a damaged file fails now
     pipe = ControlPipeline.from_pretrained(model)
     size = pipe.vae_scale_factor * pipe.unet.config.sample_size

@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="sampling steps (default: the ControlNets' recommended, else 20)")
     p.add_argument("--cfg", dest="guidance_scale", type=float, help="guidance scale (default: the ControlNets' "
                    "recommended when they agree, else 5)")
-    p.add_argument("--scheduler", default="ddim", help="sampler name (default ddim)")
+    p.add_argument("--scheduler", help="sampler name (default: the ControlNets' recommended, else ddim)")
     p.add_argument("--weight", type=float, help="control weight (default: the ControlNets' recommended when they "
                    "agree, else 1)")
     p.add_argument("--mode", help="balanced | prompt | control | cfg_rw (default: recommended, else balanced)")

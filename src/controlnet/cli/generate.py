@@ -73,7 +73,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the ControlNets' recommended, else 20)")
     p.add_argument("--cfg", dest="guidance_scale", type=float, default=None, help="classifier-free guidance scale (default: the "
                    "ControlNets' recommended, else 9.0; <= 1 turns CFG off)")
-    p.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, heun, lms, pndm, default")
+    p.add_argument("--scheduler", default=None, help="(default: the ControlNets' recommended, else ddim) ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, heun, lms, pndm, default")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first image; image k uses seed+k (default random)")
     p.add_argument("--num-images", type=int, default=1, help="how many images (default 1)")
@@ -202,8 +202,8 @@ def _resolve_models(args) -> None:
 
 def apply_recommended(args) -> None:
     """Values the user did not give come from the ControlNets' recommended settings
-    (`controlnet.recommended`), else the defaults: weight and mode per unit; CFG and steps when
-    the units agree."""
+    (`controlnet.recommended`), else the defaults: weight and mode per unit; CFG, steps and sampler
+    when the units agree."""
     from controlnet import recommended
 
     for u in args.units:
@@ -216,6 +216,8 @@ def apply_recommended(args) -> None:
         args.guidance_scale = recommended.agreed(nets, "guidance_scale", 9.0)
     if args.steps is None:
         args.steps = recommended.agreed(nets, "steps", 20)
+    if args.scheduler is None:
+        args.scheduler = recommended.agreed(nets, "scheduler", "ddim")
 
 
 def _unit_images(unit: dict, width, height, resize: str | None, inpaint_mask=None):

@@ -10,7 +10,7 @@ from controlnet.errors import InputError, MissingFileError
 
 MAX_N = 100_000
 # sampling settings left None take the ControlNets' recommended values (controlnet.recommended), else these
-SAMPLING_DEFAULTS = {"steps": 20, "guidance_scale": 5.0, "weight": 1.0, "mode": "balanced"}
+SAMPLING_DEFAULTS = {"steps": 20, "guidance_scale": 5.0, "weight": 1.0, "mode": "balanced", "scheduler": "ddim"}
 
 
 @dataclass
@@ -19,7 +19,7 @@ class EvalSettings:
     prompts: tuple[str, ...] = ("caption",)  # the perfect prompt in the world
     steps: int | None = None  # None: recommended, else SAMPLING_DEFAULTS
     guidance_scale: float | None = None
-    scheduler: str = "ddim"
+    scheduler: str | None = None
     weight: float | None = None
     mode: str | None = None
     seed: int = 0
@@ -45,7 +45,8 @@ class EvalSettings:
             self.steps = checks.integer("steps", self.steps, lo=1, hi=1000)
         if self.guidance_scale is not None:
             self.guidance_scale = checks.number("guidance_scale (--cfg)", self.guidance_scale, lo=0.0, hi=100.0)
-        self.scheduler = checks.choice("scheduler", self.scheduler, scheduler_names())
+        if self.scheduler is not None:
+            self.scheduler = checks.choice("scheduler", self.scheduler, scheduler_names())
         if self.weight is not None:
             self.weight = checks.number("weight", self.weight, lo=0.0, hi=10.0)
         try:
