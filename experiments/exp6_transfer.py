@@ -300,7 +300,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--weight", type=float, default=1.0, help="ControlNet weight")
-    p.add_argument("--finetune-steps", type=int, default=Finetune.steps)
+    p.add_argument("--finetune-steps", type=int, default=Finetune._field_defaults["steps"])
     args = p.parse_args(argv)
     out, work = common.paths(args, NAME)
     n = args.n or (2 if args.tiny else 48)
@@ -403,8 +403,8 @@ def figure(results, state, work: Path, args) -> None:
 
 
 def sample_grid(results, state, work: Path, args) -> None:
-    """Per sample: condition | base + ControlNet | community uncontrolled | community + untransferred |
-    community + transferred | the restyled true picture (perfect prompt)."""
+    """Per sample: condition | true picture | base + ControlNet | community uncontrolled | community +
+    untransferred | community + transferred | the restyled true picture (perfect prompt)."""
     from controlnet.files import save_image
     from controlnet.world.grid import image_grid
 
@@ -412,7 +412,7 @@ def sample_grid(results, state, work: Path, args) -> None:
     cols = ["base + edges", "community", "community + untransferred", "community + transferred"]
     pics = [pictures(state, work, row, prompt, args) for row in cols]
     items = state["items"]
-    rows = [[common.rgb(it.conditions["edges"]), *[p[i] for p in pics], restyle(it).image]
+    rows = [[common.rgb(it.conditions["edges"]), it.image, *[p[i] for p in pics], restyle(it).image]
             for i, it in enumerate(items[:GRID])]
     save_image(image_grid(rows, scale=3), results.path.with_name(f"{NAME}_samples.png"))
 
