@@ -45,6 +45,11 @@ SWAP = {**dict(PAIRS), **{b: a for a, b in PAIRS}}
 # model, ControlNet (None, "edges": the built-in one, "transferred": moved by `controlnet transfer`)
 ROWS = {"base": ("base", None), "base + edges": ("base", "edges"), "community": ("community", None),
         "community + untransferred": ("community", "edges"), "community + transferred": ("community", "transferred")}
+# Diagnostics (perfect prompt): the ControlNet alone reads another text than the U-Net's prompt.
+DIAGNOSTICS = {"base + edges, ControlNet reads no caption": ("base", "edges", "no caption"),
+               "community + untransferred, ControlNet reads no caption": ("community", "edges", "no caption"),
+               "community + transferred, ControlNet reads no caption": ("community", "transferred", "no caption"),
+               "community + untransferred, ControlNet reads base-palette caption": ("community", "edges", "base-palette caption")}
 TRUTH_ROWS = ("true pictures", "restyled true pictures")
 METRICS = ("edge_f1", "edge_f1_exact", "community_palette_accuracy", "base_palette_accuracy",
            "community_adherence", "base_adherence")
@@ -245,21 +250,47 @@ def pictures(state, work: Path, row: str, prompt: str, args) -> list[np.ndarray]
     from controlnet.evaluation.prompts import world_prompt
     from controlnet.pipeline import ControlPipeline, ControlUnit
 
-    model, cn = ROWS[row]
+    model, cn, text = (*ROWS[row], None) if row in ROWS else DIAGNOSTICS[row]
     if model not in state["pipes"]:
         state["pipes"][model] = ControlPipeline.from_pretrained(state["models"][model])
-    if cn and cn not in state["cns"]:
-        state["cns"][cn] = load_controlnet(state["controlnets"][cn])
     items = state["items"]
+    if cn and (cn, text) not in state["cns"]:
+        state["cns"][cn, text] = load_controlnet(state["controlnets"][cn])
+        if text:
+            _controlnet_text(state["cns"][cn, text], state["pipes"][model], items, text, state)
     prompts = [world_prompt(prompt, it.scene) for it in items]
 
     def units(idx):
-        return [ControlUnit(state["cns"][cn], [items[i].conditions["edges"] for i in idx], weight=args.weight)] if cn else []
+        state["run"] = idx  # the pictures of the next pipeline call (the ControlNet text override reads it)
+        return [ControlUnit(state["cns"][cn, text], [items[i].conditions["edges"] for i in idx], weight=args.weight)] if cn else []
 
     key = {"model": state["hashes"][model], "controlnet": cn and state["hashes"][cn], "prompt": prompt,
            "steps": args.steps, "cfg": args.cfg, "weight": args.weight if cn else None}
+    if text:
+        key["controlnet_text"] = text
     return common.sample_cached(state["pipes"][model], work, key, prompts, units, list(range(len(items))),
                                 args.steps, args.cfg)
+
+
+def _controlnet_text(cn, pipe, items, text: str, state) -> None:
+    """Diagnostic: the ControlNet (only; the U-Net keeps the prompt) reads another text in the
+    conditional half of the CFG batch: the empty prompt, or the caption in the base model's colour
+    words of what the community model is asked to paint (the restyled scene's caption)."""
+    import torch
+
+    from controlnet.world import caption
+
+    words = {"no caption": ["" for _ in items], "base-palette caption": [caption(restyle_scene(it.scene)) for it in items]}[text]
+    forward = cn.forward
+
+    def patched(x, t, states, *a, **k):
+        idx = state["run"]
+        with torch.no_grad():
+            cond = pipe.encode_prompt([words[i] for i in idx], ["" for _ in idx], False)[0]
+        assert states.shape[0] == 2 * len(idx), "guided batches only: [uncond; cond]"
+        return forward(x, t, torch.cat([states[: len(idx)], cond.to(states)]), *a, **k)
+
+    cn.forward = patched
 
 
 def picture_scores(image: np.ndarray, sample) -> dict[str, float]:
@@ -323,6 +354,13 @@ def main(argv=None) -> int:
                 print(f"{key}: done", flush=True)
         if not results.done(f"{prompt}|transferred - untransferred"):
             results.put(f"{prompt}|transferred - untransferred", paired(state, work, prompt, args))
+    for row in DIAGNOSTICS if "perfect" in args.prompts else ():
+        if not results.done(f"perfect|{row}"):
+            t0, c0 = time.perf_counter(), time.process_time()
+            pics = pictures(state, work, row, "perfect", args)
+            results.put(f"perfect|{row}", {**score(pics, state["items"]), "wall_s": round(time.perf_counter() - t0, 1),
+                                           "cpu_s": round(time.process_time() - c0, 1)})
+            print(f"perfect|{row}: done", flush=True)
     figure(results, state, work, args)
     print(table(results, args.prompts))
     return 0
@@ -336,7 +374,7 @@ def table(results, prompts) -> str:
     lines = ["| prompt | row | edge F1 (2 px) | edge F1 (exact) | community palette | base palette | adherence (community) |",
              "|---|---|---|---|---|---|---|"]
     for prompt in prompts:
-        for row in (*TRUTH_ROWS, *ROWS, "transferred - untransferred"):
+        for row in (*TRUTH_ROWS, *ROWS, "transferred - untransferred", *(DIAGNOSTICS if prompt == "perfect" else ())):
             r = results.get(f"{prompt}|{row}")
             lines.append(f"| {prompt} | {row} | " + " | ".join(cell(r[m]) for m in (
                 "edge_f1", "edge_f1_exact", "community_palette_accuracy", "base_palette_accuracy",
@@ -372,7 +410,8 @@ def truth_pictures(state, row: str) -> list[np.ndarray]:
 
 PANELS = (("edge_f1", "edge F1 (2 px)"), ("edge_f1_exact", "edge F1 (exact)"),
           ("community_palette_accuracy", "community-palette accuracy"), ("base_palette_accuracy", "base-palette accuracy"))
-COLOURS = ["silver", "lightsteelblue", "grey", "tab:blue", "tab:orange", "tab:green", "tab:red"]
+COLOURS = ["silver", "lightsteelblue", "grey", "tab:blue", "tab:orange", "tab:green", "tab:red", "cornflowerblue",
+           "yellowgreen", "salmon", "tab:olive"]
 
 
 def figure(results, state, work: Path, args) -> None:
@@ -384,17 +423,19 @@ def figure(results, state, work: Path, args) -> None:
 
     from controlnet.files import save_figure
 
-    rows = [*TRUTH_ROWS, *ROWS]
-    fig, axes = plt.subplots(len(args.prompts), len(PANELS), figsize=(3.4 * len(PANELS), 3.4 * len(args.prompts)),
+    fig, axes = plt.subplots(len(args.prompts), len(PANELS), figsize=(4.2 * len(PANELS), 4.2 * len(args.prompts)),
                              squeeze=False)
     for r, prompt in enumerate(args.prompts):
+        rows = [*TRUTH_ROWS, *ROWS, *(DIAGNOSTICS if prompt == "perfect" else ())]
+        labels = [row.replace(", ControlNet reads ", "\n(ControlNet: ") + (")" if row in DIAGNOSTICS else "")
+                  for row in rows]
         for c, (metric, title) in enumerate(PANELS):
             ax = axes[r][c]
             recs = [results.get(f"{prompt}|{row}")[metric] for row in rows]
             vals = [x["value"] for x in recs]
             err = [[v - x["ci_low"] for v, x in zip(vals, recs)], [x["ci_high"] - v for v, x in zip(vals, recs)]]
             ax.bar(range(len(rows)), vals, yerr=err, capsize=3, color=COLOURS[:len(rows)])
-            ax.set_xticks(range(len(rows)), rows, rotation=35, fontsize=7, ha="right")
+            ax.set_xticks(range(len(rows)), labels, rotation=40, fontsize=6, ha="right")
             ax.set_title(f"{title}\n(prompt: {prompt})", fontsize=8)
             ax.set_ylim(0, 1)
     fig.tight_layout()

@@ -105,3 +105,21 @@ def test_rerun_skips_finished_parts(exp6, tiny_run, monkeypatch):
 def test_tiny_never_writes_over_the_real_results(exp6, argv):
     with pytest.raises(InputError, match="-o FOLDER"):
         exp6.main(argv)
+
+
+def test_controlnet_text_override_is_exact_where_it_changes_nothing(exp6, tiny_run):
+    """The diagnostic that lets the ControlNet alone read the empty prompt gives, when the prompt is
+    empty anyway, the very pictures of the plain row; with a caption it changes them."""
+    import argparse
+
+    import common  # the experiments' shared module: `load` put its folder on sys.path
+
+    work = tiny_run / "work" / NAME
+    results = common.Results(tiny_run / f"{NAME}.json", json.loads((tiny_run / f"{NAME}.json").read_text())["header"])
+    state = exp6.prepare(results, work, exp6.Finetune.tiny(), results.data["header"]["weights"]["sha256_16"], 2)
+    args = argparse.Namespace(steps=2, cfg=5.0, weight=1.0)
+    row = "base + edges, ControlNet reads no caption"
+    same = exp6.pictures(state, work, row, "none", args), exp6.pictures(state, work, "base + edges", "none", args)
+    assert all(np.array_equal(a, b) for a, b in zip(*same))
+    other = exp6.pictures(state, work, row, "perfect", args), exp6.pictures(state, work, "base + edges", "perfect", args)
+    assert not all(np.array_equal(a, b) for a, b in zip(*other))
