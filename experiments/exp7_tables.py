@@ -146,9 +146,9 @@ def main(argv=None) -> int:
         results.put("curves", {arm: read_curve(work / f"run-{arm}" / "validation") for arm in ARMS})
     truth = true_pictures(work, plan["n"])
     if not results.done("eval"):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate(runs, truth, work / "eval", plan)
-        results.put("eval", {**ev, "wall_s": time.perf_counter() - t0})
+        results.put("eval", {**ev, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0})
     if not results.done("layout"):
         results.put("layout", layout(runs, truth["truth"], work / "eval" / "cache", plan["n"]))
     if not results.done("command"):
@@ -238,7 +238,7 @@ def layout(runs: dict[str, Path], truth: Path, cache: Path, n: int) -> list[dict
 
 
 def read_curve(folder: Path) -> list[dict]:
-    """Label accuracy and mIoU (the world's exact colour labels) of every validation grid (rows:
+    """Label accuracy, mIoU (the world's exact colour labels) and layout mIoU of every validation grid (rows:
     condition | with caption | no prompt; condition i is world seed 1, sample i)."""
     from controlnet.evaluation.world import label_scores
     from controlnet.images import to_rgb8
@@ -248,13 +248,15 @@ def read_curve(folder: Path) -> list[dict]:
     points = []
     for png in sorted(folder.glob("step-*.png")) if folder.is_dir() else []:
         grid = to_rgb8(png)
-        scores = {f"{m}_{p}": [] for m in ("accuracy", "miou") for p in ("prompt", "empty")}
+        scores = {f"{m}_{p}": [] for m in ("accuracy", "miou", "layout") for p in ("prompt", "empty")}
         for i, r in enumerate(range(0, grid.shape[0], SIZE)):
             row = grid[r:r + SIZE]
             for k, name in ((1, "prompt"), (2, "empty")):
-                acc, miou = label_scores(row[:, k * SIZE:(k + 1) * SIZE], world[i])
+                picture = row[:, k * SIZE:(k + 1) * SIZE]
+                acc, miou = label_scores(picture, world[i])
                 scores[f"accuracy_{name}"].append(acc)
                 scores[f"miou_{name}"].append(miou)
+                scores[f"layout_{name}"].append(layout_miou(picture, world[i]))
         points.append({"step": int(png.stem.split("-")[1]), **{k: common.estimate(v) for k, v in scores.items()}})
     return points
 
@@ -290,9 +292,9 @@ def markdown(parts: dict) -> str:
             lines.append(f"| {LABELS[row]} | " + " | ".join(exp2._cell(_rows(recs, m, p).get(row)) for m, p in cols)
                          + " |")
     for arm, curve in parts["curves"].items():
-        lines += ["", f"| step ({LABELS[arm]}) | miou caption | miou no prompt | accuracy caption |", "|---|---|---|---|"]
-        lines += [f"| {pt['step']} | {exp2._cell(pt['miou_prompt'])} | {exp2._cell(pt['miou_empty'])} | "
-                  f"{exp2._cell(pt['accuracy_prompt'])} |" for pt in curve]
+        keys = ("miou_prompt", "layout_prompt", "layout_empty", "accuracy_prompt")
+        lines += ["", f"| step ({LABELS[arm]}) | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {pt['step']} | " + " | ".join(exp2._cell(pt.get(k)) for k in keys) + " |" for pt in curve]
     return "\n".join(lines)
 
 
@@ -309,11 +311,14 @@ def figure(results, runs: dict[str, Path], eval_folder: Path, out: Path) -> None
     recs = _records(results.data["parts"])
     panels = [(m, p) for m in TABLE2 for p in PROMPTS] + [(m, "perfect") for m in ("fid", "kid", "prompt_adherence")]
     panels = [(m, p) for m, p in panels if _rows(recs, m, p)]
-    cols = min(5, len(panels))
-    nrows = -(-len(panels) // cols)
+    curve_keys = (("miou_prompt", "label mIoU, caption"), ("layout_empty", "layout mIoU, no prompt"))
+    cols = min(5, len(panels) + len(curve_keys))
+    nrows = -(-(len(panels) + len(curve_keys)) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(2.7 * cols, 3.3 * nrows), squeeze=False)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) + len(curve_keys):]:
         ax.axis("off")
+    for ax, (key, title) in zip(axes.ravel()[len(panels):], curve_keys):
+        _curve_panel(ax, results.get("curves"), key, f"validation (16): {title}")
     for ax, (metric, prompt) in zip(axes.ravel(), panels):
         got = _rows(recs, metric, prompt)
         rows = [r for r in ROWS + ("truth_other",) if r in got and not _meaningless(r, metric)]
@@ -329,6 +334,18 @@ def figure(results, runs: dict[str, Path], eval_folder: Path, out: Path) -> None
     fig.tight_layout()
     save_figure(fig, out / f"{NAME}.png")
     sample_grid(runs, eval_folder, head["n"], out)
+
+
+def _curve_panel(ax, curves: dict, key: str, title: str) -> None:
+    """One validation score against training step, each arm with its 95% band."""
+    for arm, points in curves.items():
+        x = [p["step"] for p in points]
+        ax.plot(x, [p[key]["value"] for p in points], marker=".", color=f"C{ROWS.index(arm)}", label=LABELS[arm])
+        ax.fill_between(x, [p[key]["ci_low"] for p in points], [p[key]["ci_high"] for p in points],
+                        color=f"C{ROWS.index(arm)}", alpha=0.15)
+    ax.set_xlabel("training step", fontsize=7)
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=6)
 
 
 def _meaningless(row: str, metric: str) -> bool:
