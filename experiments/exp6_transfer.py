@@ -13,9 +13,12 @@ its copied encoder. Rows, each with the perfect prompt and with none: base witho
 edges (reference), community without control, community + the untransferred edges ControlNet, and
 community + the transferred one. Edge F1 (2 px and exact) measures control, the palette
 accuracies measure style (without a prompt every palette is equally likely: style is not defined).
+Diagnostics (perfect prompt): the ControlNet alone reads the empty prompt, or the caption in the
+base model's colour words, while the U-Net keeps the caption: is a lost control the ControlNet's
+text pathway?
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python experiments/exp6_transfer.py            # ~35 min
-    .venv/bin/python experiments/exp6_transfer.py --tiny -o /tmp/exp6                     # seconds
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python experiments/exp6_transfer.py   # ~26 min wall here
+    .venv/bin/python experiments/exp6_transfer.py --tiny -o /tmp/exp6            # ~30 s
 """
 
 from __future__ import annotations
