@@ -102,15 +102,14 @@ def community_model(work: Path, ft: Finetune, base_hash: str, log=print) -> tupl
     model = folder / "model"
     if not (model / "model_index.json").is_file():
         t0, c0 = time.perf_counter(), time.process_time()
-        pipe, stage = _finetune(folder, ft)
-        tmp = folder / "model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        from controlnet.files import write_json
         from controlnet.mini import pipeline as mini_pipeline
 
+        pipe = _finetune(folder, ft)
+        tmp = folder / "model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
         mini_pipeline.save(pipe, tmp)  # fp16, as the built-in model
         os.replace(tmp, model)
-        from controlnet.files import write_json
-
         write_json(folder / "timing.json", {"wall_s": round(time.perf_counter() - t0, 1),
                                             "cpu_s": round(time.process_time() - c0, 1)})
         log(f"community model: {model}")
@@ -119,9 +118,8 @@ def community_model(work: Path, ft: Finetune, base_hash: str, log=print) -> tupl
 
 
 def _finetune(folder: Path, ft: Finetune):
-    """Run (or resume) the fine-tune with the mini recipe's stage loop; returns (pipeline, stage)."""
-    import torch
-
+    """Run (or resume) the fine-tune with the mini recipe's stage loop (checkpoints every 2 min);
+    returns the pipeline with the fine-tuned (EMA) U-Net."""
     from controlnet.assets import mini_model_dir
     from controlnet.mini import pipeline as mini_pipeline
     from controlnet.mini.loop import Stage, load_final, run_stage
@@ -135,8 +133,7 @@ def _finetune(folder: Path, ft: Finetune):
     run_stage(stage, progress=sys.stderr.isatty())
     load_final(stage)
     pipe.unet.eval()
-    torch.manual_seed(0)
-    return pipe, stage
+    return pipe
 
 
 def _step_fn(pipe, cache: dict, ft: Finetune):
