@@ -45,16 +45,19 @@ def plan_for(args) -> dict:
 
 def export(work: Path, plan: dict) -> dict:
     """The seg world pairs (seed 0 from 0, as Exp 1's edges pairs) and 16 validation pairs (seed 1);
-    returns the export's wall and CPU seconds (0 when already done)."""
+    the wall and CPU seconds of the training pairs' export go to time-export.json beside them."""
     from controlnet.cli import main as cli
+    from controlnet.files import write_json
 
-    t0, c0 = time.perf_counter(), time.process_time()
     for folder, n, seed in ((work / "data", plan["pairs"], 0), (work / "validation", plan["validation"], 1)):
         if not _complete(folder):
+            t0, c0 = time.perf_counter(), time.process_time()
             _ok(cli(["world", "export", str(folder), "--n", str(n), "--layout", "imagefolder", "--condition", "seg",
                      "--seed", str(seed), "--start", "0", "--size", str(SIZE), "--min-shapes", "1",
                      "--max-shapes", "3"]))
-    return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+            if seed == 0:
+                write_json(work / "time-export.json", {"wall_s": time.perf_counter() - t0,
+                                                       "cpu_s": time.process_time() - c0})
 
 
 def _complete(folder: Path) -> bool:
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
     out, work = common.paths(args, NAME)
     plan = plan_for(args)
     exp1_run = exp2.tiny_exp1(work) if args.tiny else EXP1 / "run"
-    timing = {"export": export(work, plan)}
+    export(work, plan)
     if not args.tiny:
         seed_cache(EXP1, work)
     for arm in ([args.arm] if args.arm else [] if args.partial else list(ARMS)):
@@ -141,7 +144,7 @@ def main(argv=None) -> int:
                                                     "arms": {k: exp2._arm_id(*v) for k, v in weights.items()}})
     runs = {arm: w for arm, (w, _) in weights.items()}
     if not results.done("timing"):
-        results.put("timing", {**timing, **{arm: _read(work / f"time-{arm}.json") for arm in ARMS}})
+        results.put("timing", {part: _read(work / f"time-{part}.json") for part in ("export", *ARMS)})
     if not results.done("curves"):
         results.put("curves", {arm: read_curve(work / f"run-{arm}" / "validation") for arm in ARMS})
     truth = true_pictures(work, plan["n"])
