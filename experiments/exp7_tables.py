@@ -224,20 +224,38 @@ def layout_miou(image, sample) -> float:
     return float(np.mean(ious))
 
 
-def layout(runs: dict[str, Path], truth: Path, cache: Path, n: int) -> list[dict]:
-    """`layout_miou` of every sampled row and the true pictures, per prompt setting, with intervals."""
+def per_picture(runs: dict[str, Path], truth: Path, cache: Path, n: int) -> dict:
+    """{(row, prompt): {metric: [score of picture i]}} for label and layout mIoU, from the pictures
+    evaluate drew (picture i = held-out sample i, seed i, in every row) and the true pictures."""
+    from controlnet.evaluation.world import label_scores
     from controlnet.images import to_rgb8
 
-    items = common.world_items(n)
-    out = []
+    items, out = common.world_items(n), {}
     for prompt in PROMPTS:
         folders = {**_cached_rows(cache, runs, prompt), "truth": truth}
         for row, folder in folders.items():
             files = [folder / (f"{i:04d}.png" if row == "truth" else f"{i}.png") for i in range(n)]
             if all(f.is_file() for f in files):
-                scores = [layout_miou(to_rgb8(f), it) for f, it in zip(files, items)]
-                out.append({"row": row, "prompt": prompt, "metric": "layout_miou", **common.estimate(scores)})
+                pics = [to_rgb8(f) for f in files]
+                out[row, prompt] = {"layout_miou": [layout_miou(p, it) for p, it in zip(pics, items)],
+                                    "label_miou": [label_scores(p, it)[1] for p, it in zip(pics, items)]}
     return out
+
+
+def layout(runs: dict[str, Path], truth: Path, cache: Path, n: int) -> dict:
+    """`layout_miou` of every sampled row and the true pictures with intervals, and paired
+    differences (the same samples and seeds in every row) of label and layout mIoU between rows."""
+    scores = per_picture(runs, truth, cache, n)
+    records = [{"row": row, "prompt": prompt, "metric": "layout_miou", **common.estimate(v["layout_miou"])}
+               for (row, prompt), v in scores.items()]
+    paired = [{"a": a, "b": b, "prompt": prompt, "metric": m,
+               **common.estimate(np.subtract(scores[a, prompt][m], scores[b, prompt][m]))}
+              for prompt in PROMPTS for a, b in PAIRS for m in ("label_miou", "layout_miou")
+              if (a, prompt) in scores and (b, prompt) in scores]
+    return {"records": records, "paired": paired}
+
+
+PAIRS = (("zero", "lite"), ("lite", "no control"), ("zero", "no control"), ("zero", "shipped"))
 
 
 def read_curve(folder: Path) -> list[dict]:
@@ -274,7 +292,7 @@ TABLE3 = ("fid", "kid", "prompt_adherence", "clip_score")
 
 def _records(parts: dict) -> list[dict]:
     """evaluate's records and the script's own layout scores."""
-    return parts["eval"]["records"] + parts.get("layout", [])
+    return parts["eval"]["records"] + parts.get("layout", {}).get("records", [])
 
 
 def _rows(recs, metric, prompt) -> dict:
@@ -294,6 +312,13 @@ def markdown(parts: dict) -> str:
         for row in table_rows:
             lines.append(f"| {LABELS[row]} | " + " | ".join(exp2._cell(_rows(recs, m, p).get(row)) for m, p in cols)
                          + " |")
+    paired = parts.get("layout", {}).get("paired", [])
+    if paired:
+        lines += ["", "| paired difference (same samples, seeds) | prompt | label mIoU | layout mIoU |", "|---|---|---|---|"]
+        got = {(r["a"], r["b"], r["prompt"], r["metric"]): r for r in paired}
+        lines += [f"| {LABELS[a]} − {LABELS[b]} | {p} | {exp2._cell(got.get((a, b, p, 'label_miou')))} | "
+                  f"{exp2._cell(got.get((a, b, p, 'layout_miou')))} |" for p in PROMPTS for a, b in PAIRS
+                  if (a, b, p, "layout_miou") in got]
     for arm, curve in parts["curves"].items():
         keys = ("miou_prompt", "layout_prompt", "layout_empty", "accuracy_prompt")
         lines += ["", f"| step ({LABELS[arm]}) | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]

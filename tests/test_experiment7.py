@@ -43,7 +43,9 @@ def test_every_row_is_scored_with_finite_numbers(tiny_run):
     assert settings["data"] == "world:seg"
     truth = [r for r in parts["eval"]["records"] if r["row"] == "truth" and r["metric"] == "label_miou"]
     assert all(r["value"] == 1.0 for r in truth), "the world's exact labels re-detect the true pictures exactly"
-    layout = {(r["row"], r["prompt"]) for r in parts["layout"]}
+    layout = {(r["row"], r["prompt"]) for r in parts["layout"]["records"]}
+    paired = {(r["a"], r["b"], r["prompt"], r["metric"]) for r in parts["layout"]["paired"]}
+    assert ("zero", "lite", "none", "layout_miou") in paired and ("zero", "lite", "perfect", "label_miou") in paired
     assert layout == {(row, p) for row in ("no control", "lite", "zero", "shipped", "truth")
                       for p in ("perfect", "none")}
     assert set(parts["curves"]) == {"zero", "lite"} and all(parts["curves"].values())
