@@ -184,7 +184,8 @@ def eval_args(runs: dict[str, Path], truth: dict[str, Path], out: Path, plan: di
     """`controlnet evaluate` on world:seg: no control, each arm, the shipped mini:seg, the picture rows."""
     args = ["evaluate", "--model", "mini", "--data", "world:seg", "--prompts", ",".join(plan["prompts"]),
             "--n", str(plan["n"]), "--steps", str(plan["sample_steps"]), "--cfg", str(plan["cfg"]),
-            "--weight", str(plan["weight"]), "--mode", plan["mode"], "--seed", "0", "-o", str(out)]
+            "--weight", str(plan["weight"]), "--mode", plan["mode"], "--scheduler", "ddim", "--seed", "0",
+            "-o", str(out)]
     for arm in ("lite", "zero"):
         args += ["--controlnet", f"seg={runs[arm]}"]
     args += ["--controlnet", "mini:seg"]
