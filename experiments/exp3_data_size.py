@@ -167,7 +167,7 @@ def rows(exp1_run: Path, work: Path) -> dict[str, Path]:
     """Every data size's run folder, Experiment 1's run among them, in order of size."""
     runs = {arm: work / f"run-{arm}" for arm in SIZES}
     runs["exp1"] = exp1_run
-    return runs
+    return dict(sorted(runs.items(), key=lambda kv: n_pairs(kv[1])))  # evaluate's grid columns by size
 
 
 def n_pairs(run: Path) -> int:
@@ -299,7 +299,7 @@ def figure(results, eval_folder: Path, out: Path) -> None:
     ax = axes[0]
     for k, prompt in enumerate(PROMPTS):
         got = {r["row"]: r for r in recs if r["metric"] == "edge_f1" and r["prompt"] == prompt}
-        xs = [arms[a]["pairs"] for a in order if a in got]
+        xs = [arms[a]["pairs"] * (0.96 + 0.08 * k) for a in order if a in got]  # side by side
         ys = np.array([got[a]["value"] for a in order if a in got])
         err = [ys - [exp2._or(got[a]["ci_low"], got[a]["value"]) for a in order if a in got],
                [exp2._or(got[a]["ci_high"], got[a]["value"]) for a in order if a in got] - ys]
@@ -308,7 +308,7 @@ def figure(results, eval_folder: Path, out: Path) -> None:
             ax.axhline(got["no control"]["value"], color=f"C{k}", ls=":", lw=1, label=f"no control ({prompt})")
     ax.set_xscale("log")
     ticks = sorted({arms[a]["pairs"] for a in order})
-    ax.set_xticks(ticks, [f"{t:,}" for t in ticks], fontsize=7)
+    ax.set_xticks(ticks, [f"{t / 1000:g}k" if t >= 1000 else str(t) for t in ticks], fontsize=7)
     ax.minorticks_off()
     ax.set_xlabel("training pairs (the same steps each)")
     ax.set_ylabel(f"edge F1 (held-out, n={head['n']})")
