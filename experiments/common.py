@@ -48,6 +48,22 @@ def paths(args, name: str) -> tuple[Path, Path]:
     return out, work
 
 
+def run_cli(argv: list[str]) -> None:
+    """Run a `controlnet` command in-process (as a user would type it); a failure ends the experiment
+    with the command's exit code, after the command has printed its one-line error."""
+    from controlnet.cli import main as cli
+
+    code = cli(argv)
+    if code != 0:
+        raise SystemExit(code)
+
+
+def export_complete(folder: Path) -> bool:
+    """Whether `controlnet world export` finished writing `folder` (an interrupted export resumes)."""
+    f = Path(folder) / "world.json"
+    return f.is_file() and bool(json.loads(f.read_text()).get("complete"))
+
+
 SETTINGS_FILES = ("recommended.json",)  # recommended sampling settings beside the weights: not weights
 
 

@@ -85,15 +85,13 @@ def safety(n: int, steps: int) -> dict:
 
 def train(work: Path, plan: dict) -> None:
     """World pairs exported and the ControlNet trained with the public commands (both resume)."""
-    from controlnet.cli import main as cli
-
     data, val, run = work / "data", work / "validation", work / "run"
     if (run / "diffusion_pytorch_model.safetensors").is_file():
         return
     for folder, n, seed in ((data, plan["samples"], 0), (val, plan["validation"], 1)):
-        if not _complete(folder):
-            _ok(cli(["world", "export", str(folder), "--n", str(n), "--layout", "imagefolder",
-                     "--condition", "edges", "--seed", str(seed), "--size", str(SIZE)]))
+        if not common.export_complete(folder):
+            common.run_cli(["world", "export", str(folder), "--n", str(n), "--layout", "imagefolder",
+                            "--condition", "edges", "--seed", str(seed), "--size", str(SIZE)])
     import json
 
     rows = [json.loads(x) for x in (val / "metadata.jsonl").read_text().splitlines() if x.strip()]
@@ -110,19 +108,7 @@ def train(work: Path, plan: dict) -> None:
             "--validation-prompts", *[r["text"] for r in rows]]
     if (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()):
         args += ["--resume", "latest"]
-    _ok(cli(args))
-
-
-def _complete(folder: Path) -> bool:
-    import json
-
-    f = folder / "world.json"
-    return f.is_file() and bool(json.loads(f.read_text()).get("complete"))
-
-
-def _ok(code: int) -> None:
-    if code != 0:
-        raise SystemExit(code)
+    common.run_cli(args)
 
 
 def read_curve(folder: Path) -> list[dict]:

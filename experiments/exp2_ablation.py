@@ -51,13 +51,9 @@ def train_args(exp1_run: Path, out: Path, extra: list[str], steps: int | None = 
 
 def train_arm(exp1_run: Path, work: Path, arm: str, steps: int | None = None) -> Path:
     """Train one ablation arm (skipped when its final weights exist)."""
-    from controlnet.cli import main as cli
-
     run = work / f"run-{arm}"
     if not (run / "diffusion_pytorch_model.safetensors").is_file():
-        code = cli(train_args(exp1_run, run, ARMS[arm], steps))
-        if code != 0:
-            raise SystemExit(code)
+        common.run_cli(train_args(exp1_run, run, ARMS[arm], steps))
     return run
 
 
@@ -174,11 +170,7 @@ def _arm_id(weights: Path, step: int) -> dict:
 
 def evaluate(runs: dict[str, Path], folder: Path, plan: dict) -> dict:
     """Run `controlnet evaluate` and keep its records, rows renamed to the arms."""
-    from controlnet.cli import main as cli
-
-    code = cli(eval_args(runs, folder, plan))
-    if code != 0:
-        raise SystemExit(code)
+    common.run_cli(eval_args(runs, folder, plan))
     metrics = json.loads((folder / "metrics.json").read_text())
     names = {f"edges={run}": arm for arm, run in runs.items()} | {"no control": "no control"}
     records = [{**r, "row": names[r["row"]]} for r in metrics["records"]]

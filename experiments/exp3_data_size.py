@@ -46,17 +46,15 @@ def plan_for(tiny: bool, n: int | None, fid: bool) -> dict:
 
 def export(work: Path, exp1_run: Path, n: int) -> Path:
     """World pairs exported with Experiment 1's settings but `n` of them (resumes; timed)."""
-    from controlnet.cli import main as cli
-
     src = Path(json.loads((exp1_run / "train_config.json").read_text())["data"][0])
     ws = json.loads((src / "world.json").read_text())
     data = work / "data"
-    if not exp1._complete(data):
+    if not common.export_complete(data):
         with timed(work, "export"):
-            exp1._ok(cli(["world", "export", str(data), "--n", str(n), "--layout", ws["layout"],
-                          "--condition", ws["condition"], "--seed", str(ws["seed"]), "--size", str(ws["size"]),
-                          "--start", str(ws["start"]), "--min-shapes", str(ws["min_shapes"]),
-                          "--max-shapes", str(ws["max_shapes"])]))
+            common.run_cli(["world", "export", str(data), "--n", str(n), "--layout", ws["layout"],
+                            "--condition", ws["condition"], "--seed", str(ws["seed"]), "--size", str(ws["size"]),
+                            "--start", str(ws["start"]), "--min-shapes", str(ws["min_shapes"]),
+                            "--max-shapes", str(ws["max_shapes"])])
     return data
 
 
@@ -119,8 +117,6 @@ def train_args(exp1_run: Path, data: Path, cache: Path, out: Path, max_samples: 
 
 def train_arm(exp1_run: Path, work: Path, arm: str, plan: dict) -> Path:
     """Train one data-size arm (skipped when its final weights exist; resumes from its checkpoint)."""
-    from controlnet.cli import main as cli
-
     run = work / f"run-{arm}"
     if not (run / "diffusion_pytorch_model.safetensors").is_file():
         link_cache(Path(json.loads((exp1_run / "train_config.json").read_text()).get("cache_dir") or "/nonexistent"),
@@ -128,7 +124,7 @@ def train_arm(exp1_run: Path, work: Path, arm: str, plan: dict) -> Path:
         args = train_args(exp1_run, work / "data", work / "cache", run, plan["sizes"][arm], plan["validate_every"],
                           plan["steps"])
         with timed(work, f"train-{arm}"):
-            exp1._ok(cli(args))
+            common.run_cli(args)
     return run
 
 
@@ -238,10 +234,8 @@ def eval_args(runs: dict[str, Path], out: Path, plan: dict) -> list[str]:
 
 def evaluate(runs: dict[str, Path], folder: Path, plan: dict) -> dict:
     """`controlnet evaluate` with a row per data size; its records, rows renamed to the arms."""
-    from controlnet.cli import main as cli
-
     args = eval_args(runs, folder, plan)
-    exp1._ok(cli(args))
+    common.run_cli(args)
     metrics = json.loads((folder / "metrics.json").read_text())
     names = {f"edges={run}": arm for arm, run in runs.items()} | {"no control": "no control"}
     return {"settings": metrics["settings"], "records": [{**r, "row": names[r["row"]]} for r in metrics["records"]],

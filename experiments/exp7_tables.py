@@ -46,28 +46,17 @@ def plan_for(args) -> dict:
 def export(work: Path, plan: dict) -> dict:
     """The seg world pairs (seed 0 from 0, as Exp 1's edges pairs) and 16 validation pairs (seed 1);
     the wall and CPU seconds of the training pairs' export go to time-export.json beside them."""
-    from controlnet.cli import main as cli
     from controlnet.files import write_json
 
     for folder, n, seed in ((work / "data", plan["pairs"], 0), (work / "validation", plan["validation"], 1)):
-        if not _complete(folder):
+        if not common.export_complete(folder):
             t0, c0 = time.perf_counter(), time.process_time()
-            _ok(cli(["world", "export", str(folder), "--n", str(n), "--layout", "imagefolder", "--condition", "seg",
-                     "--seed", str(seed), "--start", "0", "--size", str(SIZE), "--min-shapes", "1",
-                     "--max-shapes", "3"]))
+            common.run_cli(["world", "export", str(folder), "--n", str(n), "--layout", "imagefolder", "--condition", "seg",
+                            "--seed", str(seed), "--start", "0", "--size", str(SIZE), "--min-shapes", "1",
+                            "--max-shapes", "3"])
             if seed == 0:
                 write_json(work / "time-export.json", {"wall_s": time.perf_counter() - t0,
                                                        "cpu_s": time.process_time() - c0})
-
-
-def _complete(folder: Path) -> bool:
-    f = folder / "world.json"
-    return f.is_file() and bool(json.loads(f.read_text()).get("complete"))
-
-
-def _ok(code: int) -> None:
-    if code != 0:
-        raise SystemExit(code)
 
 
 def train_args(exp1_run: Path, work: Path, arm: str, plan: dict) -> list[str]:
@@ -109,13 +98,12 @@ def seed_cache(exp1_work: Path, work: Path) -> None:
 
 def train_arm(exp1_run: Path, work: Path, arm: str, plan: dict) -> Path:
     """Train one arm (skipped when its final weights exist); its wall/CPU time beside the run."""
-    from controlnet.cli import main as cli
     from controlnet.files import write_json
 
     run = work / f"run-{arm}"
     if not (run / "diffusion_pytorch_model.safetensors").is_file():
         t0, c0 = time.perf_counter(), time.process_time()
-        _ok(cli(train_args(exp1_run, work, arm, plan)))
+        common.run_cli(train_args(exp1_run, work, arm, plan))
         timing = work / f"time-{arm}.json"
         old = json.loads(timing.read_text()) if timing.is_file() else {"wall_s": 0.0, "cpu_s": 0.0, "sessions": 0}
         write_json(timing, {"wall_s": old["wall_s"] + time.perf_counter() - t0,
@@ -197,9 +185,7 @@ def eval_args(runs: dict[str, Path], truth: dict[str, Path], out: Path, plan: di
 def evaluate(runs: dict[str, Path], truth: dict[str, Path], folder: Path, plan: dict) -> dict:
     """Run `controlnet evaluate` and keep its records, rows renamed (no control, lite, zero, shipped,
     truth, truth_other)."""
-    from controlnet.cli import main as cli
-
-    _ok(cli(eval_args(runs, truth, folder, plan)))
+    common.run_cli(eval_args(runs, truth, folder, plan))
     metrics = json.loads((folder / "metrics.json").read_text())
     names = {f"seg={run}": arm for arm, run in runs.items()} | {"no control": "no control", "mini:seg": "shipped"}
     names |= {name: name for name in truth}
