@@ -35,6 +35,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_arm_options(p: argparse.ArgumentParser, arms, what: str = "train this arm") -> None:
+    """--arm (train one arm, then stop: arms can run in parallel) and --partial (evaluate what exists)."""
+    p.add_argument("--arm", choices=list(arms), default=None, help=f"only {what}, then stop")
+    p.add_argument("--partial", action="store_true",
+                   help="train nothing: evaluate each unfinished arm's latest checkpoint (its step recorded)")
+
+
 def paths(args, name: str) -> tuple[Path, Path]:
     """(results folder, work folder); tiny runs never write over the real results."""
     from controlnet.cli import quiet_libraries

@@ -70,9 +70,7 @@ def eval_args(runs: dict[str, Path], out: Path, plan: dict) -> list[str]:
 
 def main(argv=None) -> int:
     p = common.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--arm", choices=sorted(ARMS), default=None, help="only train this arm, then stop")
-    p.add_argument("--partial", action="store_true",
-                   help="train nothing: evaluate each unfinished arm's latest checkpoint (its step recorded)")
+    common.add_arm_options(p, sorted(ARMS), "train this arm")
     args = p.parse_args(argv)
     out, work = common.paths(args, NAME)
     if args.arm:

@@ -175,9 +175,7 @@ def n_pairs(run: Path) -> int:
 
 def main(argv=None) -> int:
     p = common.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--arm", choices=list(SIZES), default=None, help="only train this data size, then stop")
-    p.add_argument("--partial", action="store_true",
-                   help="train nothing: evaluate each unfinished arm's latest checkpoint (its step recorded)")
+    common.add_arm_options(p, list(SIZES), "train this data size")
     p.add_argument("--fid", action="store_true", help="also FID/KID in the evaluation (Inception features)")
     args = p.parse_args(argv)
     out, work = common.paths(args, NAME)

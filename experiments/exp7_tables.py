@@ -113,9 +113,7 @@ def train_arm(exp1_run: Path, work: Path, arm: str, plan: dict) -> Path:
 
 def main(argv=None) -> int:
     p = common.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--arm", choices=sorted(ARMS), default=None, help="only export and train this arm, then stop")
-    p.add_argument("--partial", action="store_true",
-                   help="train nothing: evaluate each unfinished arm's latest checkpoint (its step recorded)")
+    common.add_arm_options(p, sorted(ARMS), "export and train this arm")
     args = p.parse_args(argv)
     out, work = common.paths(args, NAME)
     plan = plan_for(args)

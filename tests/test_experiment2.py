@@ -6,13 +6,12 @@ what is done; it never writes over the real results."""
 from __future__ import annotations
 
 import json
-import math
 import shutil
 
 import pytest
 
 from controlnet.errors import InputError
-from test_experiments import ROOT, check_png, load, numbers
+from test_experiments import ROOT, assert_finite, check_png, load
 
 NAME = "exp2_ablation"
 
@@ -27,8 +26,7 @@ def tiny_run(tmp_path_factory):
 def test_tiny_run_scores_every_arm_under_every_prompt(tiny_run):
     data = json.loads((tiny_run / f"{NAME}.json").read_text())
     parts = data["parts"]
-    bad = [p for p, v in numbers(parts) if not math.isfinite(v)]
-    assert not bad, f"non-finite numbers at {bad[:5]}"
+    assert_finite(parts)
     got = {(r["row"], r["prompt"], r["metric"]) for r in parts["eval"]["records"]}
     for row in ("no control", "zero", "gaussian", "lite"):
         for prompt in ("none", "insufficient", "conflicting", "perfect"):

@@ -6,13 +6,12 @@ rerun skips what is done; it never writes over the real results."""
 from __future__ import annotations
 
 import json
-import math
 import shutil
 
 import pytest
 
 from controlnet.errors import InputError
-from test_experiments import ROOT, check_png, load, numbers
+from test_experiments import ROOT, assert_finite, check_png, load
 
 NAME = "exp3_data_size"
 
@@ -32,8 +31,7 @@ def test_tiny_run_scores_every_data_size(tiny_run):
     module = load(NAME)
     data = json.loads((tiny_run / f"{NAME}.json").read_text())
     parts, arms = data["parts"], data["header"]["arms"]
-    bad = [p for p, v in numbers(parts) if not math.isfinite(v)]
-    assert not bad, f"non-finite numbers at {bad[:5]}"
+    assert_finite(parts)
     assert {a: v["pairs"] for a, v in arms.items()} == {**module.TINY_SIZES, "exp1": 8}
     got = {(r["row"], r["prompt"]) for r in parts["eval"]["records"] if r["metric"] == "edge_f1"}
     assert got == {(row, p) for row in ("no control", *arms) for p in ("none", "perfect")}

@@ -6,7 +6,6 @@ draws its figures; a rerun skips what is done; it never writes over the real res
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from controlnet.errors import InputError
-from test_experiments import ROOT, check_png, load, numbers
+from test_experiments import ROOT, assert_finite, check_png, load
 
 NAME = "exp6_transfer"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -75,8 +74,7 @@ def test_transfer_moves_the_copy_by_exactly_community_minus_base(tiny_run):
 def test_tiny_run_scores_every_row_with_finite_numbers(exp6, tiny_run):
     data = json.loads((tiny_run / f"{NAME}.json").read_text())
     parts = data["parts"]
-    bad = [p for p, v in numbers(parts) if not math.isfinite(v)]
-    assert not bad, f"non-finite numbers at {bad[:5]}"
+    assert_finite(parts)
     for prompt in ("perfect", "none"):
         for row in (*exp6.TRUTH_ROWS, *exp6.ROWS):
             assert set(exp6.METRICS) <= set(parts[f"{prompt}|{row}"]), (prompt, row)

@@ -7,13 +7,12 @@ writes over the real results."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 
 from controlnet.errors import InputError
-from test_experiments import ROOT, check_png, load, numbers
+from test_experiments import ROOT, assert_finite, check_png, load
 
 NAME = "exp7_tables"
 
@@ -32,8 +31,7 @@ def _config(path):
 def test_every_row_is_scored_with_finite_numbers(tiny_run):
     data = json.loads((tiny_run / f"{NAME}.json").read_text())
     parts = data["parts"]
-    bad = [p for p, v in numbers(parts) if not math.isfinite(v)]
-    assert not bad, f"non-finite numbers at {bad[:5]}"
+    assert_finite(parts)
     got = {(r["row"], r["prompt"], r["metric"]) for r in parts["eval"]["records"]}
     for row in ("no control", "lite", "zero", "shipped", "truth", "truth_other"):
         for prompt in ("perfect", "none"):

@@ -32,6 +32,12 @@ def load(name: str):
     return module
 
 
+def assert_finite(parts, name: str = "") -> None:
+    """Every number of a results tree is finite (undefined figures are null with a note)."""
+    bad = [p for p, v in numbers(parts) if not math.isfinite(v)]
+    assert not bad, f"{name}: non-finite numbers at {bad[:5]}"
+
+
 def numbers(obj, path=""):
     """(path, value) of every number in a JSON tree, and every null 'value'."""
     if isinstance(obj, dict):
