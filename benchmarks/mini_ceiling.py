@@ -56,6 +56,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=64)
     args = p.parse_args()
+    if args.n < 1:
+        p.error(f"--n must be at least 1 (held-out pictures to score), got {args.n}")
     samples = list(World(seed=HELD_OUT_SEED, size=64, conditions=("edges",)).take(args.n, start=WORLD_START))
     truth = np.stack([s.image for s in samples])
     vae = load(mini_model_dir()).vae.eval()

@@ -11,22 +11,17 @@ import shutil
 import pytest
 
 from controlnet.errors import InputError
-from test_experiments import ROOT, assert_finite, check_png, load
+from test_experiments import ROOT, check_png, finite_results, load, tiny_run_fixture
 
 NAME = "exp2_ablation"
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("exp2")
-    assert load(NAME).main(["--tiny", "-o", str(out)]) == 0
-    return out
+tiny_run = tiny_run_fixture(NAME)
 
 
 def test_tiny_run_scores_every_arm_under_every_prompt(tiny_run):
-    data = json.loads((tiny_run / f"{NAME}.json").read_text())
+    data = finite_results(tiny_run, NAME)
     parts = data["parts"]
-    assert_finite(parts)
     got = {(r["row"], r["prompt"], r["metric"]) for r in parts["eval"]["records"]}
     for row in ("no control", "zero", "gaussian", "lite"):
         for prompt in ("none", "insufficient", "conflicting", "perfect"):

@@ -11,16 +11,12 @@ import shutil
 import pytest
 
 from controlnet.errors import InputError
-from test_experiments import ROOT, assert_finite, check_png, load
+from test_experiments import ROOT, check_png, finite_results, load, tiny_run_fixture
 
 NAME = "exp3_data_size"
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("exp3")
-    assert load(NAME).main(["--tiny", "-o", str(out)]) == 0
-    return out
+tiny_run = tiny_run_fixture(NAME)
 
 
 def _config(run):
@@ -29,9 +25,8 @@ def _config(run):
 
 def test_tiny_run_scores_every_data_size(tiny_run):
     module = load(NAME)
-    data = json.loads((tiny_run / f"{NAME}.json").read_text())
+    data = finite_results(tiny_run, NAME)
     parts, arms = data["parts"], data["header"]["arms"]
-    assert_finite(parts)
     assert {a: v["pairs"] for a, v in arms.items()} == {**module.TINY_SIZES, "exp1": 8}
     got = {(r["row"], r["prompt"]) for r in parts["eval"]["records"] if r["metric"] == "edge_f1"}
     assert got == {(row, p) for row in ("no control", *arms) for p in ("none", "perfect")}

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from controlnet.errors import InputError
-from test_experiments import ROOT, assert_finite, check_png, load
+from test_experiments import ROOT, check_png, finite_results, load
 
 NAME = "exp6_transfer"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -72,9 +72,8 @@ def test_transfer_moves_the_copy_by_exactly_community_minus_base(tiny_run):
 
 
 def test_tiny_run_scores_every_row_with_finite_numbers(exp6, tiny_run):
-    data = json.loads((tiny_run / f"{NAME}.json").read_text())
+    data = finite_results(tiny_run, NAME)
     parts = data["parts"]
-    assert_finite(parts)
     for prompt in ("perfect", "none"):
         for row in (*exp6.TRUTH_ROWS, *exp6.ROWS):
             assert set(exp6.METRICS) <= set(parts[f"{prompt}|{row}"]), (prompt, row)

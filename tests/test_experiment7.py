@@ -12,16 +12,12 @@ import numpy as np
 import pytest
 
 from controlnet.errors import InputError
-from test_experiments import ROOT, assert_finite, check_png, load
+from test_experiments import ROOT, check_png, finite_results, load, tiny_run_fixture
 
 NAME = "exp7_tables"
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("exp7")
-    assert load(NAME).main(["--tiny", "-o", str(out)]) == 0
-    return out
+tiny_run = tiny_run_fixture(NAME)
 
 
 def _config(path):
@@ -29,9 +25,8 @@ def _config(path):
 
 
 def test_every_row_is_scored_with_finite_numbers(tiny_run):
-    data = json.loads((tiny_run / f"{NAME}.json").read_text())
+    data = finite_results(tiny_run, NAME)
     parts = data["parts"]
-    assert_finite(parts)
     got = {(r["row"], r["prompt"], r["metric"]) for r in parts["eval"]["records"]}
     for row in ("no control", "lite", "zero", "shipped", "truth", "truth_other"):
         for prompt in ("perfect", "none"):
