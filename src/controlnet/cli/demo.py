@@ -60,8 +60,7 @@ def _settings(folder: Path, given: dict) -> dict:
     """The sampling settings of one ControlNet's rows: the user's, else its recommended, else defaults."""
     from controlnet import recommended
 
-    stored = {**DEFAULTS, **recommended.read(folder)}
-    return {k: stored[k] if v is None else v for k, v in given.items()}
+    return {k: recommended.choose(k, v, [folder], DEFAULTS[k])[0] for k, v in given.items()}
 
 
 def _demo_rows(pipe, cn, condition: str, picked: list, settings: dict) -> list[list]:

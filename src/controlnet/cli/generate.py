@@ -207,17 +207,12 @@ def apply_recommended(args) -> None:
     from controlnet import recommended
 
     for u in args.units:
-        stored = recommended.read(u["controlnet"])
         for key in ("weight", "mode"):
-            if key in stored and not u.get(f"_{key}_set"):
-                u[key] = stored[key]
+            u[key] = recommended.choose(key, u[key] if u.get(f"_{key}_set") else None, [u["controlnet"]], u[key])[0]
     nets = [u["controlnet"] for u in args.units]
-    if args.guidance_scale is None:
-        args.guidance_scale = recommended.agreed(nets, "guidance_scale", 9.0)
-    if args.steps is None:
-        args.steps = recommended.agreed(nets, "steps", 20)
-    if args.scheduler is None:
-        args.scheduler = recommended.agreed(nets, "scheduler", "ddim")
+    args.guidance_scale = recommended.choose("guidance_scale", args.guidance_scale, nets, 9.0)[0]
+    args.steps = recommended.choose("steps", args.steps, nets, 20)[0]
+    args.scheduler = recommended.choose("scheduler", args.scheduler, nets, "ddim")[0]
 
 
 def _unit_images(unit: dict, width, height, resize: str | None, inpaint_mask=None):

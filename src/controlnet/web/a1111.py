@@ -124,6 +124,12 @@ async def module_list():
     return modules.module_list()
 
 
+@router.get("/controlnet/control_types")
+async def control_types(request: Request):
+    """sd-webui-controlnet's Control Type filter: each type's preprocessors and models, with defaults."""
+    return modules.control_types(_service(request).engine.controlnet_titles())
+
+
 @router.get("/controlnet/settings")
 async def settings(request: Request):
     return {"control_net_unit_count": _service(request).limits.units}

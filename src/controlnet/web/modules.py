@@ -67,6 +67,42 @@ def module_list() -> dict:
     return {"module_list": [NONE, *mods], "module_detail": detail}
 
 
+# sd-webui-controlnet's Control Types: name -> (module name prefixes, model name keywords, default module);
+# a type is listed when something offered here belongs to it
+CONTROL_TYPES = {
+    "Canny": (("canny", "invert"), ("canny", "edge"), "canny"),
+    "Depth": (("depth",), ("depth",), "depth_midas"),
+    "NormalMap": (("normal",), ("normal",), "normal_bae"),
+    "OpenPose": (("openpose", "pose", "dw_openpose"), ("openpose", "pose"), "openpose_full"),
+    "MLSD": (("mlsd", "invert"), ("mlsd",), "mlsd"),
+    "Lineart": (("lineart", "invert"), ("lineart",), "lineart_standard"),
+    "SoftEdge": (("softedge",), ("softedge", "hed"), "softedge"),
+    "Scribble/Sketch": (("scribble", "binary", "threshold", "invert"), ("scribble", "sketch"), "scribble"),
+    "Segmentation": (("seg",), ("seg",), "seg_ofade20k"),
+    "Shuffle": (("shuffle",), ("shuffle",), "shuffle"),
+    "Tile/Blur": (("tile", "blur"), ("tile", "blur"), "tile_resample"),
+    "Inpaint": (("inpaint",), ("inpaint",), "inpaint_only"),
+    "Recolor": (("recolor",), ("recolor",), "recolor_luminance"),
+    "T2I-Adapter": (("t2ia", "color"), ("t2ia", "t2i"), "color"),
+}
+
+
+def control_types(model_titles: list[str]) -> dict:
+    """The body of GET /controlnet/control_types, in sd-webui-controlnet's shape: per type its
+    preprocessors ("none" first), models ("None" first), default preprocessor and model."""
+    names = module_list()["module_list"]
+    out = {"All": {"module_list": names, "model_list": ["None", *model_titles], "default_option": NONE, "default_model": "None"}}
+    for kind, (prefixes, keywords, default) in CONTROL_TYPES.items():
+        mods = [n for n in names[1:] if n.startswith(prefixes)]
+        models = [t for t in model_titles if any(k in t.split(" [")[0].lower() for k in keywords)]
+        if not mods and not models:
+            continue
+        out[kind] = {"module_list": [NONE, *mods], "model_list": ["None", *models],
+                     "default_option": default if default in mods else (mods or [NONE])[0],
+                     "default_model": (models or ["None"])[0]}
+    return {"control_types": out}
+
+
 def bind_sliders(field: str, module: str, processor_res, threshold_a, threshold_b, warnings: list) -> tuple[int, dict]:
     """(detect resolution, annotator params) from A1111's sliders. -1 means the default; like A1111,
     a value outside the slider's range falls back to the default (noted in `warnings`) because

@@ -47,6 +47,7 @@ def info(req: GenerationRequest, out: Generated, job_id: str, model_title: str) 
         "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": 1, "is_using_inpainting_conditioning": False,
         "version": controlnet.__version__, "job_id": job_id, "interrupted": out.interrupted,
         "detected_maps": len(out.maps), "warnings": out.warnings,
+        "recommended": req.recommended,  # the values the request left out, taken from the ControlNets' recommended.json
     }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from controlnet import checks
+from controlnet import checks, recommended
 from controlnet.errors import InputError
 from controlnet.images import resize_mode as canonical_resize
 from controlnet.web import modules
@@ -30,6 +30,14 @@ RESIZE_INTS = {0: "just_resize", 1: "crop_and_resize", 2: "resize_and_fill", 3: 
 SAMPLERS = {"Euler a": "euler_a", "Euler": "euler", "LMS": "lms", "Heun": "heun", "DPM2": "dpm2", "DPM2 a": "dpm2_a",
             "DPM++ 2S a": "dpmpp_2s_a", "DPM++ 2M": "dpmpp_2m", "DPM++ 2M Karras": "dpmpp_2m_karras", "DDIM": "ddim",
             "PLMS": "pndm", "UniPC": "unipc", "DEIS": "deis", "DDPM": "ddpm"}
+SAMPLER_LABELS = {ours: label for label, ours in SAMPLERS.items()}
+MODE_LABELS = {"balanced": "Balanced", "prompt": "My prompt is more important", "control": "ControlNet is more important"}
+# what a request (and the page) gets for a value it leaves out and its ControlNets recommend nothing:
+# A1111's defaults, except DDIM (as before); with a recommendation, recommended.choose's rule applies
+DEFAULTS = {"cfg_scale": 7.0, "sampler_name": "DDIM", "steps": 20, "weight": 1.0, "control_mode": "Balanced"}
+# A1111 field -> the key of recommended.json
+RECOMMENDED_KEYS = {"cfg_scale": "guidance_scale", "sampler_name": "scheduler", "steps": "steps", "weight": "weight",
+                    "control_mode": "mode"}
 
 
 @dataclass
@@ -72,6 +80,7 @@ class GenerationRequest:
     strength: float = 0.75
     echo: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    recommended: dict = field(default_factory=dict)  # field -> value taken from the ControlNets' recommended.json
 
 
 @dataclass
@@ -123,11 +132,11 @@ def _bool(name: str, value, default: bool) -> bool:
     raise FieldError(name, f"must be true or false, got {value!r}")
 
 
-def sampler_name(body: dict) -> tuple[str, str]:
+def sampler_name(body: dict, default: str = DEFAULTS["sampler_name"]) -> tuple[str, str]:
     """(our scheduler name, the label A1111 reports) from sampler_name / sampler_index (+ scheduler 'Karras')."""
     from controlnet.pipeline.schedulers import ALIASES, SCHEDULERS
 
-    label = body.get("sampler_name") or body.get("sampler_index") or "DDIM"
+    label = body.get("sampler_name") or body.get("sampler_index") or default
     if not isinstance(label, str):
         raise FieldError("sampler_name", f"must be a sampler name (text), got {label!r}")
     ours = {k.lower(): v for k, v in SAMPLERS.items()}.get(label.strip().lower())
@@ -137,6 +146,27 @@ def sampler_name(body: dict) -> tuple[str, str]:
     if ours not in SCHEDULERS:
         raise FieldError("sampler_name", f"unknown sampler {label!r}; GET /sdapi/v1/samplers lists them: {', '.join(SAMPLERS)}")
     return ours, label
+
+
+def _recommended(name: str, given, nets: list, report: dict):
+    """`given`, else what the ControlNets at `nets` recommend for A1111 field `name`
+    (recommended.choose's rule, shared with `controlnet generate`), else DEFAULTS; a recommended
+    value is also put in `report` (info.recommended) under the field's full name."""
+    short = name.rsplit(".", 1)[-1]
+    value, taken = recommended.choose(RECOMMENDED_KEYS[short], given, nets, None)
+    if not taken:
+        return given
+    value = {"sampler_name": SAMPLER_LABELS, "control_mode": MODE_LABELS}.get(short, {}).get(value, value)
+    report[name] = value
+    return value
+
+
+def recommended_settings(nets: list) -> dict:
+    """A1111 field -> the value the ControlNets at `nets` recommend (what an omitted field gets)."""
+    report: dict = {}
+    for name in RECOMMENDED_KEYS:
+        _recommended(name, None, nets, report)
+    return report
 
 
 # ---------------------------------------------------------------------------------------- units
@@ -177,7 +207,7 @@ def _unit_image(name: str, value, max_pixels: int):
     return decode_image(name, value, max_pixels)
 
 
-def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list) -> UnitRequest | None:
+def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list, report: dict | None = None) -> UnitRequest | None:
     """One sd-webui-controlnet unit; None when it is not enabled."""
     where = f"{UNITS_FIELD}[{index}]"
     if not isinstance(raw, dict):
@@ -195,7 +225,10 @@ def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list) -> Unit
                                           "to limit a unit to a region send effective_region_mask")
     resolution, params = (512, {}) if module is None else modules.bind_sliders(
         where, module, u.get("processor_res"), u.get("threshold_a"), u.get("threshold_b"), warnings)
-    mode = control_mode(f"{where}.control_mode", u.get("control_mode", "Balanced"))
+    net, report = [catalog.controlnets[model]], {} if report is None else report
+    u["weight"] = _recommended(f"{where}.weight", u.get("weight"), net, report)
+    u["control_mode"] = _recommended(f"{where}.control_mode", u.get("control_mode"), net, report)
+    mode = control_mode(f"{where}.control_mode", DEFAULTS["control_mode"] if u["control_mode"] is None else u["control_mode"])
     if u.get("guessmode"):
         mode = "control"
     start = _prefixed(where, lambda: _number("guidance_start", u, 0.0, 0.0, 1.0))
@@ -205,7 +238,7 @@ def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list) -> Unit
         image=_unit_image(f"{where}.image", u.get("image"), limits.max_input_pixels),
         module=module, resolution=resolution, params=params,
         pixel_perfect=_bool(f"{where}.pixel_perfect", u.get("pixel_perfect"), False),
-        weight=_prefixed(where, lambda: _number("weight", u, 1.0, 0.0, 2.0)),
+        weight=_prefixed(where, lambda: _number("weight", u, DEFAULTS["weight"], 0.0, 2.0)),
         start=start, end=end, mode=mode,
         resize=resize(f"{where}.resize_mode", u.get("resize_mode", "Crop and Resize")),
         region_mask=_unit_image(f"{where}.effective_region_mask", u.get("effective_region_mask"), limits.max_input_pixels),
@@ -221,7 +254,7 @@ def _prefixed(where: str, fn):
         raise FieldError(f"{where}.{exc.field}", str(exc).removeprefix(f"{exc.field}: ")) from None
 
 
-def parse_units(body: dict, catalog, limits: Limits, warnings: list) -> list[UnitRequest]:
+def parse_units(body: dict, catalog, limits: Limits, warnings: list, report: dict | None = None) -> list[UnitRequest]:
     scripts = body.get("alwayson_scripts") or {}
     if not isinstance(scripts, dict):
         raise FieldError("alwayson_scripts", "must be an object of {script title: {args: [...]}}")
@@ -236,7 +269,7 @@ def parse_units(body: dict, catalog, limits: Limits, warnings: list) -> list[Uni
                                       "A1111 would drop the rest silently, this server refuses")
     units = []
     for i, raw in enumerate(args):
-        unit = parse_unit(i, raw, catalog, limits, warnings)
+        unit = parse_unit(i, raw, catalog, limits, warnings, report)
         if unit is not None:
             if unit.start > unit.end:
                 raise FieldError(f"{unit.field}.guidance_start", f"{unit.start} is after guidance_end {unit.end}")
@@ -258,14 +291,20 @@ def parse_generation(kind: str, body, catalog, limits: Limits) -> GenerationRequ
     if batch_size * n_iter > limits.max_batch:
         raise FieldError("batch_size", f"batch_size × n_iter = {batch_size * n_iter} images, more than the "
                                        f"{limits.max_batch} allowed per request (--max-batch)")
-    sampler, label = sampler_name(body)
+    report: dict = {}
+    units = parse_units(body, catalog, limits, warnings, report)
+    nets = [catalog.controlnets[u.model] for u in units]
+    shared = {name: _recommended(name, body.get(name), nets, report) for name in ("cfg_scale", "steps")}
+    if not (body.get("sampler_name") or body.get("sampler_index")):
+        shared["sampler_name"] = _recommended("sampler_name", None, nets, report)
+    sampler, label = sampler_name({**body, **{k: v for k, v in shared.items() if v is not None}})
     req = GenerationRequest(
         kind=kind, prompt=_text("prompt", body), negative_prompt=_text("negative_prompt", body),
-        seed=None if seed == -1 else seed, steps=_int("steps", body, 20, lo=1, hi=limits.max_steps),
-        cfg=_number("cfg_scale", body, 7.0, lo=0.0, hi=100.0), sampler=sampler, sampler_label=label,
+        seed=None if seed == -1 else seed, steps=_int("steps", shared, DEFAULTS["steps"], lo=1, hi=limits.max_steps),
+        cfg=_number("cfg_scale", shared, DEFAULTS["cfg_scale"], lo=0.0, hi=100.0), sampler=sampler, sampler_label=label,
         eta=_number("eta", body, 0.0, lo=0.0, hi=1.0),
         width=_int("width", body, 512, lo=8, hi=limits.max_side), height=_int("height", body, 512, lo=8, hi=limits.max_side),
-        batch_size=batch_size, n_iter=n_iter, units=parse_units(body, catalog, limits, warnings), warnings=warnings,
+        batch_size=batch_size, n_iter=n_iter, units=units, warnings=warnings, recommended=report,
     )
     if kind == "img2img":
         _img2img(req, body, limits)
