@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import requests
 
-from serve_tools import b64png, body, decode, engine, running_server, square
+from serve_tools import b64png, body, decode, engine, running_server, square, unit
 
 webuiapi = pytest.importorskip("webuiapi", reason="the serve extra is not installed (webuiapi)")
 
@@ -161,3 +161,65 @@ def test_unknown_job_is_404(server):
     url, _ = server
     r = requests.get(f"{url}/jobs/nope")
     assert r.status_code == 404 and "no job" in r.json()["detail"]
+
+
+def test_omitted_settings_follow_the_controlnets_recommendation(server):
+    """As `controlnet generate`: a value the request leaves out takes what its ControlNets' recommended.json
+    says (CFG, sampler, steps when they agree; weight and control mode per unit), reported in info.recommended;
+    explicit values win; without units, A1111's defaults."""
+    from controlnet import recommended
+    from controlnet.assets import mini_controlnet_dir
+    from controlnet.web.schema import DEFAULTS, SAMPLER_LABELS
+
+    url, _ = server
+    stored = recommended.read(mini_controlnet_dir("edges"))
+    assert stored, "the built-in edges ControlNet carries recommended settings"
+    post = lambda b: requests.post(f"{url}/sdapi/v1/txt2img", json=b).json()  # noqa: E731
+    bare = body(seed=9, units=[unit()])
+    for key in ("cfg_scale", "sampler_name"):
+        del bare[key]
+    got = post(bare)
+    info = json.loads(got["info"])
+    want = {"cfg_scale": stored["guidance_scale"], "sampler_name": SAMPLER_LABELS[stored["scheduler"]],
+            "alwayson_scripts.controlnet.args[0].weight": stored["weight"]}
+    assert {k: info["recommended"][k] for k in want} == want and "steps" not in info["recommended"]  # steps were given
+    assert (info["cfg_scale"], info["sampler_name"]) == (want["cfg_scale"], want["sampler_name"])
+    explicit = post(body(seed=9, units=[unit(weight=stored["weight"])], cfg_scale=stored["guidance_scale"],
+                         sampler_name=want["sampler_name"]))
+    assert np.array_equal(decode(got["images"][0]), decode(explicit["images"][0]))  # those values were used
+    assert json.loads(explicit["info"])["recommended"] == {"alwayson_scripts.controlnet.args[0].control_mode": "Balanced"}
+    mine = json.loads(post({**bare, "cfg_scale": 5, "sampler_name": "DDIM"})["info"])  # explicit values win
+    assert (mine["cfg_scale"], mine["sampler_name"]) == (5, "DDIM") and "cfg_scale" not in mine["recommended"]
+    plain = json.loads(post({k: v for k, v in bare.items() if k != "alwayson_scripts"})["info"])
+    assert (plain["cfg_scale"], plain["sampler_name"], plain["recommended"]) == (DEFAULTS["cfg_scale"], DEFAULTS["sampler_name"], {})
+    # /config gives the page the same values
+    assert requests.get(url + "/config").json()["recommended"][next(
+        t for t in requests.get(url + "/controlnet/model_list").json()["model_list"] if t.startswith("mini-edges"))][
+        "cfg_scale"] == stored["guidance_scale"]
+
+
+def test_control_types(server):
+    """sd-webui-controlnet's GET /controlnet/control_types: per type its preprocessors and models, with defaults."""
+    url, _ = server
+    types = requests.get(url + "/controlnet/control_types").json()["control_types"]
+    modules = requests.get(url + "/controlnet/module_list").json()["module_list"]
+    models = requests.get(url + "/controlnet/model_list").json()["model_list"]
+    assert types["All"] == {"module_list": modules, "model_list": ["None", *models], "default_option": "none", "default_model": "None"}
+    canny = types["Canny"]
+    edges = next(t for t in models if t.startswith("mini-edges"))
+    assert canny["default_option"] == "canny" and canny["default_model"] == edges
+    assert canny["module_list"][0] == "none" and "canny" in canny["module_list"] and "mlsd" not in canny["module_list"]
+    assert canny["model_list"] == ["None", edges]
+    for kind, entry in types.items():
+        assert set(entry) == {"module_list", "model_list", "default_option", "default_model"}, kind
+        assert set(entry["module_list"]) <= set(modules) and set(entry["model_list"]) <= {"None", *models}, kind
+        assert entry["default_option"] in entry["module_list"] and entry["default_model"] in entry["model_list"], kind
+
+
+def test_favicon_is_served(server):
+    url, _ = server
+    page = requests.get(url + "/").text
+    assert 'rel="icon"' in page
+    for path in ("/favicon.ico", "/static/favicon.svg"):
+        r = requests.get(url + path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml") and b"<svg" in r.content
