@@ -228,7 +228,7 @@ function showError(err, unit = null) {  // at the control it names (and its unit
     control.classList.add("invalid");
     control.setAttribute("aria-invalid", "true");
     const slot = el("span", { class: "field-error", id: `${id}-error`, text: message });
-    (control.closest("label") || control).after(slot);
+    (control.closest("label") || control.parentElement).append(slot);
     control.scrollIntoView({ block: "center" });
   }
 }
