@@ -233,7 +233,7 @@ def test_recommended_settings_and_errors_at_their_controls(page, tmp_path):
 
 def test_inpaint_mask_drawn_on_the_page(page, tmp_path):
     """An init image makes it img2img; the mask drawn over it goes as A1111's `mask`: a PNG of the
-    init image's size, white where drawn (repaint), black elsewhere."""
+    init image's size, white where drawn (repaint), black elsewhere; an uploaded mask goes as it is."""
     from PIL import Image
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -258,10 +258,19 @@ def test_inpaint_mask_drawn_on_the_page(page, tmp_path):
     assert mask.shape == (64, 64)
     drawn = mask > 127
     assert drawn[:32, :32].sum() > 20 and not drawn[32:, :].any() and not drawn[:, 32:].any()
+    # an uploaded mask replaces the drawing and goes as it is
+    uploaded = np.zeros((64, 64, 3), np.uint8)
+    uploaded[40:, 40:] = 255
+    find(By.ID, "clear-mask").click()
+    find(By.ID, "inpaint-mask").send_keys(_png(tmp_path, "mask.png", uploaded))
+    _wait(browser, lambda d: d.execute_script("return state.maskDrawn"))
+    second = _generate(browser)
+    body = json.loads(browser.execute_script("return window.sent[window.sent.length - 1][1]"))
+    assert np.array_equal(np.array(Image.open(io.BytesIO(base64.b64decode(body["mask"]))).convert("RGB")), uploaded)
     if "not supported" in text:
         pytest.skip(f"this branch's server does not inpaint yet: {text}")
-    assert text == "done" and browser.find_elements(By.CSS_SELECTOR, "#gallery img.output")
-    assert browser.find_element(By.CSS_SELECTOR, "#gallery .run-label").text.startswith("#1 img2img")
+    assert text == second == "done" and browser.find_elements(By.CSS_SELECTOR, "#gallery img.output")
+    assert browser.find_element(By.CSS_SELECTOR, "#gallery .run-label").text.startswith("#2 img2img")
 
 
 @pytest.mark.parametrize("width", PHONE_WIDTHS)
