@@ -4,13 +4,12 @@ job and waiting for it while watching the connection, and turning errors into HT
 from __future__ import annotations
 
 import asyncio
-import json
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from controlnet.errors import ControlNetError, InputError
-from controlnet.web import results, schema
+from controlnet.web import guard, results, schema
 from controlnet.web.guard import Limits
 from controlnet.web.jobs import Job, JobQueue, QueueFull
 
@@ -29,7 +28,7 @@ class BadRequest(Exception):
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
-_ERROR_NAMES = {404: "NotFound", 413: "PayloadTooLarge", 422: "InputError", 500: "InternalError", 503: "ServiceUnavailable"}
+_ERROR_NAMES = {403: "Forbidden", 404: "NotFound", 413: "PayloadTooLarge", 415: "UnsupportedMediaType", 422: "InputError", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
 def as_bad_request(exc: BaseException) -> BadRequest:
@@ -60,11 +59,16 @@ class Service:
         return results.generation_response(job.request, out, job.id, self.model_title)
 
     async def body(self, request: Request):
-        raw = await request.body()
+        """The JSON body; only `Content-Type: application/json`, which no web page can send here
+        cross-site without the browser asking first (a form or text/plain body is refused)."""
+        content_type = request.headers.get("content-type")
+        if not guard.is_json(content_type):
+            raise BadRequest(415, f"Content-Type: send the body as JSON with Content-Type: application/json (got "
+                                  f"{content_type or 'none'}; with curl: -H 'Content-Type: application/json')", "Content-Type")
         try:
-            return json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(422, f"the body is not valid JSON ({exc})", "body") from None
+            return guard.parse_json(await request.body())
+        except InputError as exc:
+            raise as_bad_request(exc) from None
 
     def parse(self, kind: str, body):
         try:
@@ -74,9 +78,9 @@ class Service:
         except InputError as exc:
             raise as_bad_request(exc) from None
 
-    def submit(self, kind: str, req, polled: bool = False) -> Job:
+    def submit(self, kind: str, req, polled: bool = False, owner: str | None = None) -> Job:
         try:
-            return self.queue.submit(kind, req, polled)
+            return self.queue.submit(kind, req, polled, owner)
         except QueueFull as exc:
             raise BadRequest(503, f"{exc} (the queue holds {self.limits.queue_size} jobs, --queue-size)",
                              headers={"Retry-After": str(exc.retry_after)}) from None
