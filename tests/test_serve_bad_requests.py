@@ -213,6 +213,26 @@ def test_serve_cli_bad_options(capsys):
     assert_user_error(["serve", "--api-auth", "alice"], capsys, "--api-auth", "user:password")
     assert_user_error(["serve", "--queue-size", "0"], capsys, "--queue-size")
     assert_user_error(["serve", "--model", "mini", "--controlnet-dir", "/no/such/dir"], capsys, "--controlnet-dir")
+    assert_user_error(["serve", "--cors-allow-origins", "http://ok.example,app.example/page"], capsys, "--cors-allow-origins",
+                      "app.example/page")
+    assert_user_error(["serve", "--cors-allow-origin-regex", "https://(.*"], capsys, "--cors-allow-origins-regex")
+
+
+def test_cors_flags_reach_the_server(monkeypatch):
+    """--cors-allow-origins (or A1111's singular spelling) and the regex: those pages get a preflight answer."""
+    import uvicorn
+    from starlette.testclient import TestClient
+
+    from controlnet.cli import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.update(app=app))
+    monkeypatch.setattr("controlnet.web.engine.Engine", lambda *a, **k: _FakeEngine())
+    assert main(["serve", "--cors-allow-origin", "http://localhost:3000", "--cors-allow-origins-regex", r"https://.*\.example"]) == 0
+    client = TestClient(served["app"])
+    for origin, status in (("http://localhost:3000", 200), ("https://a.example", 200), ("http://evil.example", 403)):
+        r = client.options("/jobs/txt2img", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert r.status_code == status and (r.headers.get("access-control-allow-origin") == origin) == (status == 200), origin
 
 
 def test_listen_without_auth_warns(monkeypatch, capsys):
