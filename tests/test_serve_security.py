@@ -196,3 +196,32 @@ def test_no_answer_shows_the_servers_paths(server):
     for where, text in texts.items():
         for path in _server_paths():
             assert path not in text, (where, path)
+
+
+@pytest.mark.parametrize("message, shown", [
+    ("/tmp/models/bad.safetensors: truncated", "bad.safetensors: truncated"),
+    ("[Errno 2] No such file or directory: '/usr/lib/nothing/x.so'", "[Errno 2] No such file or directory: 'x.so'"),
+    ("PosixPath('/home/someone/cn/') (a folder)", "PosixPath('cn') (a folder)"),
+    ("GET /controlnet/model_list lists them; /sdapi/v1/samplers too", None),  # API routes stay
+    ("data:image/png;base64, http://host/usr/x, a 1/2 chance, ~/x, /nosuchroot/x", None),
+])
+def test_messages_name_files_not_paths(message, shown):
+    from controlnet.web.guard import hide_paths
+
+    assert hide_paths(message) == (shown or message)
+
+
+def test_a_broken_checkpoint_is_named_by_its_file(server, tmp_path, monkeypatch):
+    """A ControlNet in --controlnet-dir that cannot be loaded: 422 naming the unit's model field and
+    the file's name, not the folder it lives in."""
+    url, _ = server
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint" * 64)
+    monkeypatch.setitem(engine().controlnets, "broken", broken)
+    monkeypatch.setitem(engine().hashes, "broken", "00000000")
+    r = requests.post(url + "/sdapi/v1/txt2img", json=body(units=[unit(model="broken")]), auth=ALICE)
+    job = requests.post(url + "/jobs/txt2img", json=body(units=[unit(model="broken")]), auth=ALICE).json()["job_id"]
+    _wait(lambda: requests.get(f"{url}/jobs/{job}", auth=ALICE).json()["state"] == "failed")
+    for answer in (r.json(), requests.get(f"{url}/jobs/{job}", auth=ALICE).json()["error"]):
+        assert answer["field"] == "alwayson_scripts.controlnet.args[0].model", answer
+        assert "broken.safetensors" in answer["detail"] and str(tmp_path) not in answer["detail"], answer

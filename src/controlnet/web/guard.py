@@ -9,6 +9,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -316,3 +317,22 @@ def _path(where: str, key, in_object: bool) -> str:
     if not in_object:
         return f"{where}[{key}]"
     return f"{where}.{key}" if where else str(key)
+
+
+# ------------------------------------------------------------------ the server's paths
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/[^\s'\"`,;:()\[\]{}<>]+")
+_ROUTES = ("sdapi", "controlnet", "jobs", "static", "config")  # named in messages: never shortened
+
+
+def hide_paths(text: str) -> str:
+    """Error messages name files by their names only: '/srv/models/x.safetensors: truncated' ->
+    'x.safetensors: truncated'. Only paths on this machine's disk are shortened (their first folder
+    exists), so API routes such as /controlnet/model_list stay as they are."""
+    def name(match: re.Match) -> str:
+        path = match.group()
+        first = path.split("/")[1]
+        if not first or first in _ROUTES or not os.path.isdir("/" + first):
+            return path
+        return path.rstrip("/").rsplit("/", 1)[-1] or path
+    return _ABSOLUTE_PATH.sub(name, text)

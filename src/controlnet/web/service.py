@@ -32,14 +32,15 @@ _ERROR_NAMES = {403: "Forbidden", 404: "NotFound", 413: "PayloadTooLarge", 415: 
 
 
 def as_bad_request(exc: BaseException) -> BadRequest:
-    """A user error (InputError, a FieldError naming its field) -> 422; anything else -> 500."""
+    """A user error (InputError, a FieldError naming its field) -> 422; anything else -> 500. The
+    server's paths in a message are shortened to file names."""
     if isinstance(exc, BadRequest):
         return exc
     if isinstance(exc, (InputError, ControlNetError)):
-        return BadRequest(422, str(exc), getattr(exc, "field", None))
+        return BadRequest(422, guard.hide_paths(str(exc)), getattr(exc, "field", None))
     if isinstance(exc, MemoryError):
         return BadRequest(500, "out of memory (try a smaller size or batch)")
-    return BadRequest(500, f"internal error (a bug in controlnet): {type(exc).__name__}: {exc}")
+    return BadRequest(500, guard.hide_paths(f"internal error (a bug in controlnet): {type(exc).__name__}: {exc}"))
 
 
 class Service:
