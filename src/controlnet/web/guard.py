@@ -163,12 +163,12 @@ class Origins:
     @classmethod
     def from_flags(cls, allow: str | None = None, regex: str | None = None, host: str | None = None) -> Origins:
         keys = []
-        for item in (allow or "").split(","):
-            item = item.strip()
-            if item and item != "*" and _origin_key(item) is None:
+        for item in filter(None, (part.strip() for part in (allow or "").split(","))):
+            key = "*" if item == "*" else _origin_key(item)
+            if key is None:
                 raise InputError(f"--cors-allow-origins: expected origins such as http://localhost:3000 "
                                  f"(scheme://host[:port], comma-separated), got {item!r}")
-            keys += [item if item == "*" else _origin_key(item)] if item else []
+            keys.append(key)
         try:
             re.compile(regex or "")
         except re.error as exc:
