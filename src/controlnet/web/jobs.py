@@ -86,10 +86,9 @@ class JobQueue:
         """The job if `owner` sent it (another user's job is as unknown as one that never was)."""
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is not None and job.owner != owner:
+        if job is None or job.owner != owner:
             return None
-        if job is not None:
-            job.last_seen = time.monotonic()
+        job.last_seen = time.monotonic()
         return job
 
     def position(self, job: Job) -> int:
