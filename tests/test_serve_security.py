@@ -129,9 +129,13 @@ def test_loopback_server_refuses_other_host_names(server, host):
         assert "DNS rebinding" in r.json()["detail"] and f"http://127.0.0.1:{_port(url)}/" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LOCALHOST.", "[::1]", "127.0.0.2", "mybox", "app.localhost"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LOCALHOST.", "[::1]", "127.0.0.2", "mybox", "app.localhost",
+                                  "this machine"])
 def test_loopback_names_and_the_configured_host_are_answered(server, host):
+    import socket
+
     url, _ = server
+    host = socket.gethostname() if host == "this machine" else host
     for port in (f":{_port(url)}", ":80", ""):  # any port: a proxy or a tunnel may forward another one
         r = requests.get(url + "/config", auth=ALICE, headers={"Host": host + port})
         assert r.status_code == 200, (host + port, r.text)

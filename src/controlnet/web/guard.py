@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -232,12 +233,13 @@ def _is_loopback(name: str) -> bool:
 
 
 class LoopbackHost:
-    """A server listening on a loopback address answers only to loopback names (and --host): a web
-    page whose own name was re-pointed at 127.0.0.1 (DNS rebinding) still sends that name in `Host`,
-    and is refused. A server listening on other addresses is protected by --api-auth instead."""
+    """A request that arrives on a loopback address must name this machine in `Host`: localhost, a
+    loopback address, the machine's own name or --host. A web page whose own name was re-pointed at
+    127.0.0.1 (DNS rebinding) still sends that name, and is refused. Requests arriving on other
+    addresses (--listen) are protected by --api-auth instead."""
 
     def __init__(self, app, hosts: tuple[str, ...] = ()):
-        self.app, self.hosts = app, hosts
+        self.app, self.hosts = app, (*hosts, socket.gethostname().lower())
 
     async def __call__(self, scope, receive, send):
         server = scope.get("server") or ("", None)
