@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from controlnet.errors import InputError
+from controlnet.web.inputs import FieldError
 
 
 @dataclass(frozen=True)
@@ -277,8 +278,6 @@ def is_json(content_type: str | None) -> bool:
 def parse_json(raw: bytes):
     """The body as JSON, refused (FieldError naming the field) when it is malformed, nested deeper
     than MAX_JSON_DEPTH, or holds a lone surrogate, which is no text any model, PNG or JSON answer can carry."""
-    from controlnet.web.inputs import FieldError
-
     try:
         value = json.loads(raw or b"null")
     except RecursionError:
@@ -295,8 +294,6 @@ def _too_deep() -> str:
 
 def _check_tree(value) -> None:
     """Walks the parsed body without recursion: depth and text (keys included)."""
-    from controlnet.web.inputs import FieldError
-
     stack = [({"": value}, "", -1)]
     while stack:
         node, where, depth = stack.pop()
