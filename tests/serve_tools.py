@@ -35,11 +35,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(limits=None, auth=None):
+def running_server(limits=None, auth=None, origins=None):
     """Yields (base URL, app) of a server started on a free port; stopped (worker included) on exit."""
     from controlnet.web import create_app
 
-    app = create_app(engine(), limits, auth)
+    app = create_app(engine(), limits, auth, origins)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -148,7 +148,7 @@ def test_disconnected_client_does_not_leave_work_running(server):
     queue = app.state.service.queue
     payload = json.dumps(body(seed=4, steps=150)).encode()
     sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-    sock.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
     _wait(lambda: queue.current is not None and queue.current.step > 0)
     job = queue.current

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import numpy as np
 import pytest
@@ -38,6 +39,13 @@ def _big_png(side: int) -> str:
     buf = io.BytesIO()
     Image.new("L", (side, side)).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def _nested(depth: int):
+    value = [1.0]
+    for _ in range(depth - 1):
+        value = [value]
+    return value
 
 
 def _unit_body(**fields):
@@ -81,6 +89,24 @@ CASES = {
     "cfg NaN-like": (body(cfg_scale="nan"), 422, ["finite"], "cfg_scale"),
     "seed negative": (body(seed=-5), 422, ["seed"], "seed"),
     "body too large": (body(prompt="x" * (2 * 1024 * 1024)), 413, ["larger than 1 mb"], None),
+    "100,000 nested lists": (b"[" * 100_000 + b"]" * 100_000, 422, ["deeper than 32 levels"], "body"),
+    "100,000 nested objects": (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, 422, ["deeper than 32 levels"], "body"),
+    "100,000 nested lists in a unit": (b'{"prompt": "x", "alwayson_scripts": {"controlnet": {"args": [' + b"[" * 100_000
+                                       + b"]" * 100_000 + b"]}}}", 422, ["deeper than 32 levels"], "body"),
+    "40 nested lists in a unit": (_unit_body(advanced_weighting=_nested(40)), 422, ["deeper than 32 levels"], "body"),
+    "lone surrogate in prompt": (body(prompt="a \ud800 circle"), 422, ["lone surrogate", "utf-8"], "prompt"),
+    "lone surrogate in negative_prompt": (body(negative_prompt="\udfff"), 422, ["lone surrogate"], "negative_prompt"),
+    "lone surrogate in sampler_name": (body(sampler_name="Euler\ud800"), 422, ["lone surrogate"], "sampler_name"),
+    "lone surrogate in styles": (body(styles=["ok", "\ud800"]), 422, ["lone surrogate"], "styles[1]"),
+    "lone surrogate in override_settings": (body(override_settings={"sd_model_checkpoint": "\udc00"}), 422, ["lone surrogate"],
+                                            "override_settings.sd_model_checkpoint"),
+    "lone surrogate in a key": ({**body(), "\ud800": 1}, 422, ["lone surrogate"], "body"),
+    "lone surrogate in a unit module": (_unit_body(module="canny\ud800"), 422, ["lone surrogate"],
+                                       "alwayson_scripts.controlnet.args[0].module"),
+    "lone surrogate in a unit model": (_unit_body(model="\ud800"), 422, ["lone surrogate"], "alwayson_scripts.controlnet.args[0].model"),
+    "lone surrogate in a unit image": (_unit_body(image="\ud800"), 422, ["lone surrogate"], "alwayson_scripts.controlnet.args[0].image"),
+    "lone surrogate in a unit mode": (_unit_body(control_mode="\ud800"), 422, ["lone surrogate"],
+                                      "alwayson_scripts.controlnet.args[0].control_mode"),
 }
 
 
@@ -112,6 +138,30 @@ def test_bad_detect_request(server, payload, words):
     url, _ = server
     r = _post(url, "/controlnet/detect", payload)
     assert r.status_code == 422 and all(w in r.json()["detail"].lower() for w in words), r.text
+
+
+@pytest.mark.parametrize("path, payload, field", [
+    ("/controlnet/detect", {"controlnet_module": "canny\ud800", "controlnet_images": [b64png(square())]}, "controlnet_module"),
+    ("/sdapi/v1/options", {"sd_model_checkpoint": "mini\ud800"}, "sd_model_checkpoint"),
+    ("/sdapi/v1/img2img", {**body(), "init_images": ["\ud800"]}, "init_images[0]"),
+    ("/jobs/txt2img", body(prompt="\ud800"), "prompt"),
+    ("/jobs/detect", {"controlnet_module": "canny", "controlnet_images": [b64png(square())], "x": _nested(33)}, "body"),
+    ("/sdapi/v1/options", {"a": _nested(40)}, "body"),
+])
+def test_every_json_route_refuses_surrogates_and_deep_nesting(server, path, payload, field):
+    url, app = server
+    before = len(app.state.service.queue.jobs())
+    r = _post(url, path, payload)
+    assert r.status_code == 422 and r.json()["field"] == field, r.text
+    assert ("lone surrogate" if field != "body" else "deeper than 32") in r.json()["detail"]
+    assert len(app.state.service.queue.jobs()) == before
+
+
+def test_json_nesting_up_to_the_limit_is_read():
+    from controlnet.web.guard import MAX_JSON_DEPTH, parse_json
+
+    assert parse_json(json.dumps({"a": _nested(MAX_JSON_DEPTH - 1)}).encode()) == {"a": _nested(MAX_JSON_DEPTH - 1)}
+    assert parse_json(json.dumps("\ud83d\ude00 a pair is fine").encode()) == "\U0001F600 a pair is fine"
 
 
 def test_img2img_bad_requests(server):
@@ -163,6 +213,26 @@ def test_serve_cli_bad_options(capsys):
     assert_user_error(["serve", "--api-auth", "alice"], capsys, "--api-auth", "user:password")
     assert_user_error(["serve", "--queue-size", "0"], capsys, "--queue-size")
     assert_user_error(["serve", "--model", "mini", "--controlnet-dir", "/no/such/dir"], capsys, "--controlnet-dir")
+    assert_user_error(["serve", "--cors-allow-origins", "http://ok.example,app.example/page"], capsys, "--cors-allow-origins",
+                      "app.example/page")
+    assert_user_error(["serve", "--cors-allow-origin-regex", "https://(.*"], capsys, "--cors-allow-origins-regex")
+
+
+def test_cors_flags_reach_the_server(monkeypatch):
+    """--cors-allow-origins (or A1111's singular spelling) and the regex: those pages get a preflight answer."""
+    import uvicorn
+    from starlette.testclient import TestClient
+
+    from controlnet.cli import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.update(app=app))
+    monkeypatch.setattr("controlnet.web.engine.Engine", lambda *a, **k: _FakeEngine())
+    assert main(["serve", "--cors-allow-origin", "http://localhost:3000", "--cors-allow-origins-regex", r"https://.*\.example"]) == 0
+    client = TestClient(served["app"])
+    for origin, status in (("http://localhost:3000", 200), ("https://a.example", 200), ("http://evil.example", 403)):
+        r = client.options("/jobs/txt2img", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert r.status_code == status and (r.headers.get("access-control-allow-origin") == origin) == (status == 200), origin
 
 
 def test_listen_without_auth_warns(monkeypatch, capsys):

@@ -64,7 +64,7 @@ def _stored_config(metadata: dict, path: Path) -> dict | None:
         return None
     try:
         stored = json.loads(metadata[CONFIG_METADATA_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         stored = None
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path}: the config stored in the file's header is corrupt; pass config= to load it")

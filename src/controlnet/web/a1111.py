@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from controlnet.web import modules
+from controlnet.web.guard import user_of
 from controlnet.web.schema import SAMPLERS
 from controlnet.web.service import BadRequest
 
@@ -24,7 +25,7 @@ def _service(request: Request):
 async def _generate(kind: str, request: Request) -> JSONResponse:
     service = _service(request)
     req = service.parse(kind, await service.body(request))
-    job = service.submit(kind, req)
+    job = service.submit(kind, req, owner=user_of(request))
     result = await service.wait(job, request)
     return JSONResponse(result, headers={"X-Job-Id": job.id})
 
@@ -41,10 +42,11 @@ async def img2img(request: Request):
 
 @router.get("/sdapi/v1/progress")
 async def progress(request: Request):
-    """A1111's progress of the running job; state.job is its id (GET /jobs/{id} for a given one)."""
+    """A1111's progress of the running job when it is the caller's (another user's job shows as
+    idle); state.job is its id (GET /jobs/{id} for a given one)."""
     queue = _service(request).queue
     job = queue.current
-    if job is None:
+    if job is None or job.owner != user_of(request):
         return {"progress": 0.0, "eta_relative": 0.0, "current_image": None, "textinfo": None,
                 "state": {"skipped": False, "interrupted": False, "job": "", "job_count": queue.waiting,
                           "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}}
@@ -59,8 +61,9 @@ async def progress(request: Request):
 @router.post("/sdapi/v1/interrupt")
 @router.post("/sdapi/v1/skip")
 async def interrupt(request: Request):
-    """Stops the running job only (queued jobs go on); it answers with the images reached so far."""
-    job = _service(request).queue.interrupt_current()
+    """Stops the running job only, and only when it is the caller's (queued jobs go on); it answers
+    with the images reached so far."""
+    job = _service(request).queue.interrupt_current(owner=user_of(request))
     return {"interrupted": job.id if job else None}
 
 
@@ -69,7 +72,7 @@ async def sd_models(request: Request):
     service = _service(request)
     engine = service.engine
     return [{"title": service.model_title, "model_name": engine.model_name, "hash": engine.model_hash,
-             "sha256": None, "filename": str(engine.model_path), "config": None}]
+             "sha256": None, "filename": engine.model_path.name, "config": None}]  # a name: the server's paths stay private
 
 
 @router.get("/sdapi/v1/samplers")
@@ -139,6 +142,6 @@ async def settings(request: Request):
 async def detect(request: Request):
     service = _service(request)
     req = service.parse("detect", await service.body(request))
-    job = service.submit("detect", req)
+    job = service.submit("detect", req, owner=user_of(request))
     result = await service.wait(job, request)
     return JSONResponse(result, headers={"X-Job-Id": job.id})

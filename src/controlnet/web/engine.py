@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controlnet.errors import InputError, MissingFileError
+from controlnet.errors import ControlNetError, InputError, MissingFileError
 from controlnet.web.schema import DetectRequest, GenerationRequest, UnitRequest
 
 WEIGHT_FILES = (".safetensors", ".pth", ".ckpt", ".bin")
@@ -119,10 +119,20 @@ class Engine:
         except InputError as exc:
             raise InputError(f"{u.field}: {exc}") from None
 
+    def loaded_controlnet(self, u: UnitRequest):
+        """The unit's ControlNet; a checkpoint that cannot be loaded is named by the unit's model field."""
+        from controlnet.web.inputs import FieldError
+
+        try:
+            return self.controlnet(u.model)
+        except (InputError, ControlNetError) as exc:
+            raise FieldError(f"{u.field}.model", f"{u.model} cannot be loaded on this server ({exc}); "
+                                                 "GET /controlnet/model_list lists the others") from None
+
     def units(self, req: GenerationRequest) -> list:
         from controlnet.pipeline import ControlUnit
 
-        return [ControlUnit(self.controlnet(u.model), self.condition(u, req.width, req.height), weight=u.weight,
+        return [ControlUnit(self.loaded_controlnet(u), self.condition(u, req.width, req.height), weight=u.weight,
                             start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
                             resize=u.resize, name=u.field) for u in req.units]
 

@@ -35,6 +35,7 @@ class Job:
     kind: str  # txt2img | img2img | detect
     request: Any
     polled: bool = False  # submitted through /jobs: abandoned when nobody asks for it
+    owner: str | None = None  # the --api-auth user who sent it; only they see it (None: no auth)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     state: str = "queued"
     step: int = 0
@@ -70,8 +71,8 @@ class JobQueue:
 
     # ------------------------------------------------------------------ clients
 
-    def submit(self, kind: str, request, polled: bool = False) -> Job:
-        job = Job(kind, request, polled)
+    def submit(self, kind: str, request, polled: bool = False, owner: str | None = None) -> Job:
+        job = Job(kind, request, polled, owner)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -81,11 +82,13 @@ class JobQueue:
             self._trim()
         return job
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job if `owner` sent it (another user's job is as unknown as one that never was)."""
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is not None:
-            job.last_seen = time.monotonic()
+        if job is None or job.owner != owner:
+            return None
+        job.last_seen = time.monotonic()
         return job
 
     def position(self, job: Job) -> int:
@@ -100,10 +103,12 @@ class JobQueue:
         """Stop a job: a queued one never starts, a running one stops at its next step."""
         job.stop.set()
 
-    def interrupt_current(self) -> Job | None:
+    def interrupt_current(self, owner: str | None = None) -> Job | None:
+        """Stops the running job if `owner` sent it."""
         job = self.current
-        if job is not None:
-            job.stop.set()
+        if job is None or job.owner != owner:
+            return None
+        job.stop.set()
         return job
 
     def retry_after(self) -> int:
