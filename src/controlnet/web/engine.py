@@ -110,9 +110,14 @@ class Engine:
     def condition(self, u: UnitRequest, width: int, height: int) -> np.ndarray:
         """The unit's map at the output size: its preprocessor run on the image, or the image as given."""
         from controlnet.annotators import annotate
+        from controlnet.web.modules import is_inpaint
 
         if u.module is None:
             return u.image
+        if is_inpaint(u.module):
+            from controlnet.pipeline.inpaint import inpaint_map
+
+            return inpaint_map(u.image, u.mask)  # the control_v11p_sd15_inpaint hint: -1 where repainted
         try:
             return annotate(u.module, u.image, u.resolution, width=width, height=height, pixel_perfect=u.pixel_perfect,
                             resize_mode=u.resize, **u.params)
@@ -124,7 +129,8 @@ class Engine:
 
         return [ControlUnit(self.controlnet(u.model), self.condition(u, req.width, req.height), weight=u.weight,
                             start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
-                            resize=u.resize, name=u.field) for u in req.units]
+                            resize=u.resize, name=u.field, schedule=u.schedule,
+                            schedule_interpolation=u.schedule_interpolation) for u in req.units]
 
     def generate(self, req: GenerationRequest, on_step: Callable[[int, int], None]) -> Generated:
         """n_iter batches of batch_size images (seeds seed, seed+1, ...); `on_step(done, total)` after
@@ -132,6 +138,11 @@ class Engine:
         import random
 
         units = self.units(req)
+        init = req.init_image
+        if req.mask is not None and req.inpaint_fill:
+            from controlnet.pipeline.inpaint import fill_masked
+
+            init = fill_masked(init, req.mask)
         seed = req.seed if req.seed is not None else random.randint(0, 2**32 - 1 - req.batch_size * req.n_iter)
         per_iter = min(int(req.steps * req.strength), req.steps) if req.init_image is not None else req.steps
         total, out = per_iter * req.n_iter, Generated([], [], [], [], warnings=list(req.warnings))
@@ -145,8 +156,9 @@ class Engine:
             try:
                 res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
                                 guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta, seed=seed + it * req.batch_size,
-                                num_images=req.batch_size, width=req.width, height=req.height, init_image=req.init_image,
-                                strength=req.strength, callback=step, progress=False)
+                                num_images=req.batch_size, width=req.width, height=req.height, init_image=init,
+                                strength=req.strength, mask_image=req.mask, inpaint_mode=req.inpaint_mode,
+                                mask_blur=req.mask_blur, init_resize=req.init_resize, callback=step, progress=False)
             except Interrupted:
                 if "x" in last:
                     self._keep_partial(out, last["x"], seed + it * req.batch_size, req)

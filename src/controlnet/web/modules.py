@@ -1,27 +1,44 @@
 """The preprocessors ("modules") the server offers, in A1111's terms: each one's sliders
 (processor_res, threshold_a, threshold_b) mapped onto the annotator's own parameters.
 
-Annotators that need a local model file are left out: a request may not name server paths.
+Only what can run here is offered: annotators that need a local model file are left out (a request
+may not name server paths), and so are those whose optional package is missing (checked once).
+The inpaint modules are not annotators: they take the unit's mask (`controlnet.web.schema`).
 """
 
 from __future__ import annotations
 
+import functools
+
 from controlnet.errors import InputError
 
 NONE = "none"
-# A1111 / sd-webui-controlnet names -> ours (its "(from white bg & black line)" style labels are cut at " (")
-A1111_NAMES = {"t2ia_color_grid": "color", "openpose": "pose", "blur": "blur_gaussian", "tile": "tile_resample"}
+# A1111 / sd-webui-controlnet names -> ours (its "(from white bg & black line)" style labels are cut at " ("); the
+# depth and seg names map to our annotators of the same maps (MiDaS depth, ADE20K palette), which need local weights
+A1111_NAMES = {"t2ia_color_grid": "color", "openpose": "pose", "blur": "blur_gaussian", "tile": "tile_resample",
+               "depth_midas": "depth", "depth_leres": "depth", "depth_zoe": "depth", "depth_anything": "depth",
+               "seg_ofade20k": "seg_ade20k", "seg_ufade20k": "seg_ade20k"}
+# sd-webui-controlnet's inpaint modules -> ours; `inpaint` is its old name of inpaint_global_harmonious
+INPAINT_MODULES = {"inpaint_only": "inpaint_only", "inpaint_global_harmonious": "inpaint_global_harmonious",
+                   "inpaint": "inpaint_global_harmonious"}
+NOT_OFFERED = {"inpaint_only+lama": "needs the LaMa weights (ControlNetLama.pth), which this package does not include; "
+                                    "use inpaint_only"}
 
 
+def is_inpaint(module: str | None) -> bool:
+    return module in INPAINT_MODULES.values()
+
+
+@functools.cache
 def offered() -> dict:
-    """name -> Annotator for every annotator that runs without a local model file."""
+    """name -> Annotator for every annotator that runs here: no local model file, nothing missing."""
     from controlnet.annotators import list_annotators
 
-    return {a.name: a for a in list_annotators() if not any(p.required for p in a.params)}
+    return {a.name: a for a in list_annotators() if not any(p.required for p in a.params) and a.unavailable() is None}
 
 
 def resolve(field: str, name) -> str | None:
-    """A module name (ours, an alias or A1111's label) -> our annotator name; "none" -> None."""
+    """A module name (ours, an alias or A1111's label) -> our annotator or inpaint module name; "none" -> None."""
     from controlnet.annotators import get_annotator
     from controlnet.web.inputs import FieldError
 
@@ -32,14 +49,31 @@ def resolve(field: str, name) -> str | None:
     key = name.split(" (")[0].strip().lower()
     if key in ("", NONE):
         return None
+    if key in INPAINT_MODULES:
+        return INPAINT_MODULES[key]
+    if key in NOT_OFFERED:
+        raise FieldError(field, f"module {name!r} {NOT_OFFERED[key]}")
     available = offered()
     try:
         spec = get_annotator(A1111_NAMES.get(key, key))
     except InputError:
         spec = None
-    if spec is None or spec.name not in available:
-        raise FieldError(field, f"unknown module {name!r}; GET /controlnet/module_list lists them: none, {', '.join(available)}")
+    if spec is None:
+        raise FieldError(field, f"unknown module {name!r}; GET /controlnet/module_list lists them: "
+                                f"{', '.join(module_list()['module_list'])}")
+    if spec.name not in available:
+        raise FieldError(field, f"module {name!r} ({spec.name}) {_why_not_offered(spec)}; GET /controlnet/module_list "
+                                "lists what runs here")
     return spec.name
+
+
+def _why_not_offered(spec) -> str:
+    reason = spec.unavailable()
+    if reason:
+        return f"cannot run on this server: {reason}"
+    return (f"needs weights: {spec.needs}, and this server loads no annotator weights (a request may not name server "
+            f"paths); run `controlnet annotate {spec.name} photo.png -o map.png --param model=...` where the "
+            "weights are and send map.png with module none")
 
 
 def threshold_params(spec) -> list:
@@ -62,9 +96,10 @@ def sliders(spec) -> list[dict]:
 def module_list() -> dict:
     """The body of GET /controlnet/module_list."""
     mods = offered()
-    detail = {NONE: {"model_free": False, "sliders": []}}
+    inpaint = sorted(set(INPAINT_MODULES.values()))
+    detail = {name: {"model_free": False, "sliders": []} for name in (NONE, *inpaint)}
     detail.update({name: {"model_free": False, "sliders": sliders(spec)} for name, spec in mods.items()})
-    return {"module_list": [NONE, *mods], "module_detail": detail}
+    return {"module_list": [NONE, *inpaint, *mods], "module_detail": detail}
 
 
 def bind_sliders(field: str, module: str, processor_res, threshold_a, threshold_b, warnings: list) -> tuple[int, dict]:
@@ -73,6 +108,8 @@ def bind_sliders(field: str, module: str, processor_res, threshold_a, threshold_
     clients send their own defaults (webuiapi: 64, 64) for every module."""
     from controlnet import annotators
 
+    if is_inpaint(module):
+        return 512, {}  # no sliders (clients send their defaults for every module)
     spec = annotators.get_annotator(module)
     resolution = 512
     if processor_res is not None and processor_res != -1:
