@@ -3,6 +3,8 @@ client and by plain HTTP, on the built-in mini model; job ids, progress, interru
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import socket
 import time
@@ -213,6 +215,36 @@ def test_module_list_offers_only_what_runs_here(server):
         r = requests.post(f"{url}/sdapi/v1/txt2img", json=body(units=[{"enabled": True, "module": "openpose",
                                                                         "model": "mini-edges", "image": b64png(square())}]))
         assert r.status_code == 422 and "mediapipe" in r.json()["detail"], r.text
+
+
+def test_annotator_dir_offers_depth_midas(server, tmp_path):
+    """A1111's depth_midas is our depth annotator: without weights a 422 says where to put them; with them in
+    the server's --annotator-dir it is listed and runs, its map exactly the annotator's."""
+    from PIL import Image
+
+    from controlnet.annotators import annotate
+    from test_annotators_learned import save_dpt
+
+    url, _ = server
+    detect = {"controlnet_module": "depth_midas", "controlnet_input_images": [b64png(square())]}
+    r = requests.post(f"{url}/controlnet/detect", json=detect)
+    assert r.status_code == 422 and "put a transformers depth-estimation folder" in r.json()["detail"], r.text
+    assert "--annotator-dir" in r.json()["detail"]
+    e = engine()
+    save_dpt(tmp_path / "depth")
+    e.annotator_dir = tmp_path
+    try:
+        listed = requests.get(url + "/controlnet/module_list").json()["module_list"]
+        assert {"depth", "normal_midas"} <= set(listed) and "seg_ade20k" not in listed
+        r = requests.post(f"{url}/controlnet/detect", json=detect)
+        assert r.status_code == 200, r.text
+        got = np.array(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).convert("RGB"))
+        assert np.array_equal(got, annotate("depth", square(), 512, model=tmp_path / "depth"))
+        r = requests.post(f"{url}/controlnet/detect", json={**detect, "controlnet_module": "seg_ofade20k"})
+        assert r.status_code == 422 and "as seg_ade20k in this server's --annotator-dir" in r.json()["detail"]
+        assert str(tmp_path) not in r.json()["detail"]  # no server path in answers
+    finally:
+        e.annotator_dir = None
 
 
 def test_plain_http_units_schema(server):

@@ -259,6 +259,7 @@ def test_serve_cli_bad_options(capsys):
     assert_user_error(["serve", "--api-auth", "alice"], capsys, "--api-auth", "user:password")
     assert_user_error(["serve", "--queue-size", "0"], capsys, "--queue-size")
     assert_user_error(["serve", "--model", "mini", "--controlnet-dir", "/no/such/dir"], capsys, "--controlnet-dir")
+    assert_user_error(["serve", "--annotator-dir", "/no/such/dir"], capsys, "--annotator-dir")
 
 
 def test_listen_without_auth_warns(monkeypatch, capsys):

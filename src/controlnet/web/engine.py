@@ -66,10 +66,14 @@ def find_controlnets(model: str, folder: str | os.PathLike | None) -> dict[str, 
 class Engine:
     """The base model (loaded now) and the ControlNets (each loaded on first use, then kept)."""
 
-    def __init__(self, model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32"):
+    def __init__(self, model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32",
+                 annotator_dir=None):
         from controlnet.assets import resolve_model
         from controlnet.pipeline import ControlPipeline
 
+        self.annotator_dir = None if annotator_dir is None else Path(annotator_dir).resolve()
+        if self.annotator_dir is not None and not self.annotator_dir.is_dir():
+            raise MissingFileError(f"--annotator-dir: {annotator_dir} is not a folder")
         self.model_name = "mini" if model == "mini" else Path(model).stem
         self.model_path = resolve_model(model)
         self.dtype = dtype
@@ -120,7 +124,7 @@ class Engine:
             return inpaint_map(u.image, u.mask)  # the control_v11p_sd15_inpaint hint: -1 where repainted
         try:
             return annotate(u.module, u.image, u.resolution, width=width, height=height, pixel_perfect=u.pixel_perfect,
-                            resize_mode=u.resize, **u.params)
+                            resize_mode=u.resize, **u.params, **self.annotator_weights(u.module))
         except InputError as exc:
             raise InputError(f"{u.field}: {exc}") from None
 
@@ -193,4 +197,12 @@ class Engine:
     def detect(self, req: DetectRequest) -> list[np.ndarray]:
         from controlnet.annotators import annotate
 
-        return [annotate(req.module, image, req.resolution, **req.params) for image in req.images]
+        weights = self.annotator_weights(req.module)
+        return [annotate(req.module, image, req.resolution, **req.params, **weights) for image in req.images]
+
+    def annotator_weights(self, module: str) -> dict:
+        """The `model` parameter of a learned annotator: its weights in --annotator-dir (none for the others)."""
+        from controlnet.web.modules import weights_path
+
+        path = weights_path(module, self.annotator_dir)
+        return {} if path is None else {"model": str(path)}

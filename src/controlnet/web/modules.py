@@ -1,14 +1,16 @@
 """The preprocessors ("modules") the server offers, in A1111's terms: each one's sliders
 (processor_res, threshold_a, threshold_b) mapped onto the annotator's own parameters.
 
-Only what can run here is offered: annotators that need a local model file are left out (a request
-may not name server paths), and so are those whose optional package is missing (checked once).
-The inpaint modules are not annotators: they take the unit's mask (`controlnet.web.schema`).
+Only what can run here is offered: annotators whose optional package is missing are left out
+(checked once), and so are those that need weights unless the server was given them in its
+`--annotator-dir` (a request may not name server paths). The inpaint modules are not annotators:
+they take the unit's mask (`controlnet.web.schema`).
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from controlnet.errors import InputError
 
@@ -21,6 +23,15 @@ A1111_NAMES = {"t2ia_color_grid": "color", "openpose": "pose", "blur": "blur_gau
 # sd-webui-controlnet's inpaint modules -> ours; `inpaint` is its old name of inpaint_global_harmonious
 INPAINT_MODULES = {"inpaint_only": "inpaint_only", "inpaint_global_harmonious": "inpaint_global_harmonious",
                    "inpaint": "inpaint_global_harmonious"}
+DEPTH = "a transformers depth-estimation folder, e.g. a copy of Intel/dpt-hybrid-midas (the MiDaS of depth_midas)"
+# learned annotator -> (its weights' name in --annotator-dir, what to put there)
+WEIGHTS = {"depth": ("depth", DEPTH), "normal_midas": ("depth", DEPTH),
+           "seg_ade20k": ("seg_ade20k", "a transformers ADE20K segmentation folder, e.g. a copy of "
+                                        "openmmlab/upernet-convnext-small"),
+           "lineart_realistic": ("sk_model.pth", "sk_model.pth from lllyasviel/Annotators"),
+           "lineart_coarse": ("sk_model2.pth", "sk_model2.pth from lllyasviel/Annotators"),
+           "softedge_hed": ("ControlNetHED.pth", "ControlNetHED.pth from lllyasviel/Annotators"),
+           "scribble_hed": ("ControlNetHED.pth", "ControlNetHED.pth from lllyasviel/Annotators")}
 NOT_OFFERED = {"inpaint_only+lama": "needs the LaMa weights (ControlNetLama.pth), which this package does not include; "
                                     "use inpaint_only"}
 
@@ -29,16 +40,27 @@ def is_inpaint(module: str | None) -> bool:
     return module in INPAINT_MODULES.values()
 
 
+def weights_path(module: str | None, weights: Path | None) -> Path | None:
+    """The weights of a learned annotator in the server's --annotator-dir (`weights`), if they are there."""
+    if weights is None or module not in WEIGHTS:
+        return None
+    path = Path(weights) / WEIGHTS[module][0]
+    return path if path.exists() else None
+
+
 @functools.cache
-def offered() -> dict:
-    """name -> Annotator for every annotator that runs here: no local model file, nothing missing."""
+def offered(weights: Path | None = None) -> dict:
+    """name -> Annotator for every annotator that runs here: its optional package installed, and no weights
+    needed or its weights in the --annotator-dir `weights`."""
     from controlnet.annotators import list_annotators
 
-    return {a.name: a for a in list_annotators() if not any(p.required for p in a.params) and a.unavailable() is None}
+    return {a.name: a for a in list_annotators() if a.unavailable() is None
+            and (not any(p.required for p in a.params) or weights_path(a.name, weights) is not None)}
 
 
-def resolve(field: str, name) -> str | None:
-    """A module name (ours, an alias or A1111's label) -> our annotator or inpaint module name; "none" -> None."""
+def resolve(field: str, name, weights: Path | None = None) -> str | None:
+    """A module name (ours, an alias or A1111's label) -> our annotator or inpaint module name; "none" -> None.
+    `weights`: the server's --annotator-dir."""
     from controlnet.annotators import get_annotator
     from controlnet.web.inputs import FieldError
 
@@ -53,27 +75,29 @@ def resolve(field: str, name) -> str | None:
         return INPAINT_MODULES[key]
     if key in NOT_OFFERED:
         raise FieldError(field, f"module {name!r} {NOT_OFFERED[key]}")
-    available = offered()
+    available = offered(weights)
     try:
         spec = get_annotator(A1111_NAMES.get(key, key))
     except InputError:
         spec = None
     if spec is None:
         raise FieldError(field, f"unknown module {name!r}; GET /controlnet/module_list lists them: "
-                                f"{', '.join(module_list()['module_list'])}")
+                                f"{', '.join(module_list(weights)['module_list'])}")
     if spec.name not in available:
-        raise FieldError(field, f"module {name!r} ({spec.name}) {_why_not_offered(spec)}; GET /controlnet/module_list "
-                                "lists what runs here")
+        raise FieldError(field, f"module {name!r} ({spec.name}) {_why_not_offered(spec, weights)}; "
+                                "GET /controlnet/module_list lists what runs here")
     return spec.name
 
 
-def _why_not_offered(spec) -> str:
+def _why_not_offered(spec, weights: Path | None) -> str:
     reason = spec.unavailable()
     if reason:
         return f"cannot run on this server: {reason}"
-    return (f"needs weights: {spec.needs}, and this server loads no annotator weights (a request may not name server "
-            f"paths); run `controlnet annotate {spec.name} photo.png -o map.png --param model=...` where the "
-            "weights are and send map.png with module none")
+    if spec.name not in WEIGHTS:
+        return f"needs {spec.needs}, which this server cannot be given"
+    entry, what = WEIGHTS[spec.name]
+    where = "this server's --annotator-dir" if weights else "a folder DIR and start the server with --annotator-dir DIR"
+    return f"needs weights: put {what} as {entry} in {where}"
 
 
 def threshold_params(spec) -> list:
@@ -93,9 +117,9 @@ def sliders(spec) -> list[dict]:
     return out
 
 
-def module_list() -> dict:
-    """The body of GET /controlnet/module_list."""
-    mods = offered()
+def module_list(weights: Path | None = None) -> dict:
+    """The body of GET /controlnet/module_list (`weights`: the server's --annotator-dir)."""
+    mods = offered(weights)
     inpaint = sorted(set(INPAINT_MODULES.values()))
     detail = {name: {"model_free": False, "sliders": []} for name in (NONE, *inpaint)}
     detail.update({name: {"model_free": False, "sliders": sliders(spec)} for name, spec in mods.items()})

@@ -268,7 +268,7 @@ def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list) -> Unit
     if model is None:
         raise FieldError(f"{where}.model", f"unknown ControlNet {u.get('model')!r}; GET /controlnet/model_list lists them: "
                                            f"{', '.join(catalog.controlnet_titles()) or '(none)'}")
-    module = modules.resolve(f"{where}.module", u.get("module"))
+    module = modules.resolve(f"{where}.module", u.get("module"), catalog.annotator_dir)
     image, mask = _unit_mask(where, u, module, limits.max_input_pixels)
     schedule, interpolation = _schedule(where, u, warnings)
     resolution, params = (512, {}) if module is None else modules.bind_sliders(
@@ -450,11 +450,12 @@ def _echo(body: dict) -> dict:
     return short(body)
 
 
-def parse_detect(body, limits: Limits) -> DetectRequest:
-    """POST /controlnet/detect: accepts controlnet_input_images and webuiapi's controlnet_images."""
+def parse_detect(body, limits: Limits, weights=None) -> DetectRequest:
+    """POST /controlnet/detect: accepts controlnet_input_images and webuiapi's controlnet_images (`weights`: the
+    server's --annotator-dir)."""
     if not isinstance(body, dict):
         raise FieldError("body", f"must be a JSON object, got {type(body).__name__}")
-    module = modules.resolve("controlnet_module", body.get("controlnet_module", "none"))
+    module = modules.resolve("controlnet_module", body.get("controlnet_module", "none"), weights)
     if module is None:
         raise FieldError("controlnet_module", "give a module to run (GET /controlnet/module_list); 'none' detects nothing")
     if modules.is_inpaint(module):
