@@ -75,9 +75,9 @@ CASES = {
     "URL": (_unit_body(image="https://example.com/a.png"), 422, ["urls are not accepted"], "alwayson_scripts.controlnet.args[0].image"),
     "too many pixels": (_unit_body(image=_big_png(1024)), 422, ["1024×1024", "--max-input-pixels"], "alwayson_scripts.controlnet.args[0].image"),
     "unknown module": (_unit_body(module="cany"), 422, ["unknown module", "canny"], "alwayson_scripts.controlnet.args[0].module"),
-    "module needing a server file": (_unit_body(module="depth"), 422, ["needs weights", "controlnet annotate depth"],
+    "module needing a server file": (_unit_body(module="depth"), 422, ["needs weights", "--annotator-dir", "as depth"],
                                      "alwayson_scripts.controlnet.args[0].module"),
-    "A1111 depth_midas": (_unit_body(module="depth_midas"), 422, ["needs weights", "depth folder"], f"{U}.module"),
+    "A1111 depth_midas": (_unit_body(module="depth_midas"), 422, ["needs weights", "depth-estimation folder", "dpt-hybrid-midas"], f"{U}.module"),
     "A1111 seg_ofade20k": (_unit_body(module="seg_ofade20k"), 422, ["needs weights", "ade20k"], f"{U}.module"),
     "inpaint_only+lama": (_unit_body(module="inpaint_only+lama", model="mini-inpaint"), 422, ["lama", "inpaint_only"],
                           f"{U}.module"),
@@ -161,7 +161,7 @@ def test_bad_generation_request(server, name):
     ({"controlnet_module": "canny", "controlnet_input_images": ["data:image/png;base64,%%%"]}, ["not valid base64"]),
     ({"controlnet_module": "canny", "controlnet_images": ["/home/user/photo.png"]}, ["file paths"]),
     ({"controlnet_module": "inpaint_only", "controlnet_images": [b64png(square())]}, ["use it in a controlnet unit"]),
-    ({"controlnet_module": "depth_midas", "controlnet_images": [b64png(square())]}, ["needs weights"]),
+    ({"controlnet_module": "depth_midas", "controlnet_images": [b64png(square())]}, ["needs weights", "--annotator-dir"]),
 ])
 def test_bad_detect_request(server, payload, words):
     url, _ = server
