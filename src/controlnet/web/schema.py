@@ -173,13 +173,6 @@ def resize(name: str, value) -> str:
     return mode
 
 
-def _optional_image(name: str, value, max_pixels: int) -> np.ndarray | None:
-    """A base64 image; "" or null = none."""
-    if value is None or value == "":
-        return None
-    return decode_image(name, value, max_pixels)
-
-
 def _mask(name: str, value, max_pixels: int) -> np.ndarray | None:
     """A base64 mask -> bool (True = repaint) by the pipeline's one mask rule; "" or null = none."""
     from controlnet.pipeline.inpaint import binary_mask
@@ -254,6 +247,13 @@ def _checked(name: str, check, value):
         return check(value, name)
     except InputError as exc:
         raise FieldError(name, str(exc).removeprefix(name).lstrip(": ")) from None
+
+
+def _optional_image(name: str, value, max_pixels: int) -> np.ndarray | None:
+    """A base64 image; "" or null = none."""
+    if value is None or value == "":
+        return None
+    return decode_image(name, value, max_pixels)
 
 
 def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list) -> UnitRequest | None:
