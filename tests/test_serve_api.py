@@ -149,6 +149,8 @@ def test_img2img_mask_with_alpha_follows_the_pipeline_rule(server):
 
 
 def _txt2img(url, units, seed=7):
+    """The units at weight 1, Balanced (explicit: an omitted value would follow the ControlNet's recommendation)."""
+    units = [{"weight": 1.0, "control_mode": "Balanced", **u} for u in units]
     r = requests.post(f"{url}/sdapi/v1/txt2img", json=body(seed=seed, steps=4, units=units))
     assert r.status_code == 200, r.text
     return [decode(b) for b in r.json()["images"]], json.loads(r.json()["info"])
