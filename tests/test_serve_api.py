@@ -134,6 +134,22 @@ def test_img2img_mask_fields(server):
     assert not np.array_equal(plain[~mask], picture[~mask])  # without a mask the whole picture changes
 
 
+def test_img2img_grey_mask_is_rounded_as_a1111(server):
+    """An anti-aliased or JPEG mask (what a drawn stroke gives) is rounded at half intensity, as A1111 rounds
+    its masks, and info.warnings says how many pixels were; the result is that of the rounded mask."""
+    url, _ = server
+    mask = _box_mask()
+    grey = mask.astype(np.uint8) * 255
+    grey[16:40, 40] = 140  # an anti-aliased edge: repainted
+    grey[16:40, 15] = 90  # another: kept
+    got, info = _img2img(url, mask=b64png(grey), mask_blur=0, inpainting_fill=1)
+    rounded = mask.copy()
+    rounded[16:40, 40] = True
+    want, plain = _img2img(url, mask=_png(rounded), mask_blur=0, inpainting_fill=1)
+    assert np.array_equal(got, want) and not plain["warnings"]
+    assert any(w.startswith("mask: 48 grey or coloured pixels") for w in info["warnings"]), info["warnings"]
+
+
 def test_img2img_mask_with_alpha_follows_the_pipeline_rule(server):
     """A mask drawn on a transparent layer is read by the package's one mask rule: the result is the pipeline's
     for the same RGBA mask (as `generate --inpaint-mask` reads it)."""

@@ -173,20 +173,40 @@ def resize(name: str, value) -> str:
     return mode
 
 
-def _mask(name: str, value, max_pixels: int) -> np.ndarray | None:
-    """A base64 mask -> bool (True = repaint) by the pipeline's one mask rule; "" or null = none."""
+def _mask(name: str, value, max_pixels: int, warnings: list) -> np.ndarray | None:
+    """A base64 mask -> bool (True = repaint) by the pipeline's one mask rule, after rounding its grey or
+    coloured pixels (anti-aliased strokes, JPEG) to black or white at half intensity, as A1111 rounds its
+    masks (`info.warnings` says how many); "" or null = none."""
     from controlnet.pipeline.inpaint import binary_mask
 
     image = _optional_image(name, value, max_pixels)
     if image is None:
         return None
+    image, rounded = _rounded(image)
+    if rounded:
+        warnings.append(f"{name}: {rounded:,} grey or coloured pixels were rounded to black (keep) or white (repaint)")
     try:
         return binary_mask(image, "the mask")
     except InputError as exc:
         raise FieldError(name, str(exc)) from None
 
 
-def _unit_image(name: str, value, max_pixels: int) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+def _rounded(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """(the image with its colour channels each pixel's mean rounded to 0 or full scale, how many pixels
+    changed); an alpha channel is left to the mask rule."""
+    channels = 1 if image.ndim == 2 else (1 if image.shape[2] <= 2 else 3)
+    colour = image.reshape(*image.shape[:2], -1)[:, :, :channels].astype(np.float64)
+    top = 1.0 if np.issubdtype(image.dtype, np.floating) else float(np.iinfo(image.dtype).max)
+    white = colour.mean(axis=2) > top / 2
+    changed = int(np.count_nonzero((colour != np.where(white, top, 0.0)[:, :, None]).any(axis=2)))
+    if not changed:
+        return image, 0
+    out = image.reshape(*image.shape[:2], -1).copy()
+    out[:, :, :channels] = np.where(white, top, 0)[:, :, None].astype(image.dtype)
+    return out.reshape(image.shape), changed
+
+
+def _unit_image(name: str, value, max_pixels: int, warnings: list) -> tuple[np.ndarray | None, np.ndarray | None, str]:
     """A1111's image forms: a base64 string, {"image", "mask"}, [image, mask]; "" or null = none.
     -> (image, mask, the mask's field name)."""
     mask, mask_name = None, f"{name}.mask"
@@ -197,14 +217,15 @@ def _unit_image(name: str, value, max_pixels: int) -> tuple[np.ndarray | None, n
             raise FieldError(name, "give one image, or [image, mask] (a list of several images is not supported)")
         value, mask, mask_name = value[0], value[1] if len(value) == 2 else None, f"{name}[1]"
         name = f"{name}[0]"
-    return _optional_image(name, value, max_pixels), _mask(mask_name, mask, max_pixels), mask_name
+    return _optional_image(name, value, max_pixels), _mask(mask_name, mask, max_pixels, warnings), mask_name
 
 
-def _unit_mask(where: str, u: dict, module: str | None, max_pixels: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _unit_mask(where: str, u: dict, module: str | None, max_pixels: int,
+               warnings: list) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(image, inpaint mask) of a unit: the mask from its image ({"image", "mask"} or [image, mask]) or its
     `mask` field; an all-black mask (an empty sketch layer, which A1111 clients send) is no mask."""
-    image, mask, mask_name = _unit_image(f"{where}.image", u.get("image"), max_pixels)
-    own = _mask(f"{where}.mask", u.get("mask"), max_pixels)
+    image, mask, mask_name = _unit_image(f"{where}.image", u.get("image"), max_pixels, warnings)
+    own = _mask(f"{where}.mask", u.get("mask"), max_pixels, warnings)
     if own is not None:
         if mask is not None:
             raise FieldError(f"{where}.mask", f"the unit's mask is given twice (also in {mask_name}); give it once")
@@ -269,7 +290,7 @@ def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list) -> Unit
         raise FieldError(f"{where}.model", f"unknown ControlNet {u.get('model')!r}; GET /controlnet/model_list lists them: "
                                            f"{', '.join(catalog.controlnet_titles()) or '(none)'}")
     module = modules.resolve(f"{where}.module", u.get("module"), catalog.annotator_dir)
-    image, mask = _unit_mask(where, u, module, limits.max_input_pixels)
+    image, mask = _unit_mask(where, u, module, limits.max_input_pixels, warnings)
     schedule, interpolation = _schedule(where, u, warnings)
     resolution, params = (512, {}) if module is None else modules.bind_sliders(
         where, module, u.get("processor_res"), u.get("threshold_a"), u.get("threshold_b"), warnings)
@@ -367,7 +388,7 @@ def _img2img(req: GenerationRequest, body: dict, limits: Limits) -> None:
     req.strength = _number("denoising_strength", body, 0.75, lo=0.0, hi=1.0)
     if req.strength == 0.0:
         raise FieldError("denoising_strength", "0 leaves nothing to sample; give a value in (0, 1]")
-    mask = _mask("mask", body.get("mask"), limits.max_input_pixels)
+    mask = _mask("mask", body.get("mask"), limits.max_input_pixels, req.warnings)
     if mask is not None:
         _img2img_mask(req, body, mask)
     for u in req.units:
