@@ -132,6 +132,11 @@ def test_img2img_mask_fields(server):
     assert np.array_equal(filled[~mask], picture[~mask]) and not np.array_equal(filled, got)
     plain, _ = _img2img(url)
     assert not np.array_equal(plain[~mask], picture[~mask])  # without a mask the whole picture changes
+    _, info = _img2img(url, mask=_png(mask), inpaint_full_res=True, initial_noise_multiplier=1.2, mask_round=False,
+                       mask_blur_x=8)
+    said = " ".join(info["warnings"])
+    for field in ("inpaint_full_res", "initial_noise_multiplier", "mask_round", "mask_blur_x"):
+        assert field in said, info["warnings"]  # not offered: reported, not silently dropped
 
 
 def test_img2img_grey_mask_is_rounded_as_a1111(server):

@@ -187,6 +187,9 @@ IMG2IMG_CASES = {
     "inpainting_fill out of range": (_img2img(mask=MASK, inpainting_fill=7), ["[0, 3]"], "inpainting_fill"),
     "mask_blur negative": (_img2img(mask=MASK, mask_blur=-1), ["mask_blur"], "mask_blur"),
     "mask_blur not a number": (_img2img(mask=MASK, mask_blur="soft"), ["must be a number"], "mask_blur"),
+    "initial_noise_multiplier not a number": (_img2img(initial_noise_multiplier="x"), ["must be a number"],
+                                              "initial_noise_multiplier"),
+    "mask_round not a bool": (_img2img(mask=MASK, mask_round="maybe"), ["true or false"], "mask_round"),
     "inpaint_full_res not a bool": (_img2img(mask=MASK, inpaint_full_res="only masked"), ["true or false"], "inpaint_full_res"),
     "unit mask of another size than the init image": (_img2img(alwayson_scripts={"controlnet": {"args": [
         {"enabled": True, "module": "inpaint_only", "model": "mini-inpaint", "mask": SMALL_MASK}]}}), ["32×32", "64×64"],

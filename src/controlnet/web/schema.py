@@ -388,6 +388,8 @@ def _img2img(req: GenerationRequest, body: dict, limits: Limits) -> None:
     req.strength = _number("denoising_strength", body, 0.75, lo=0.0, hi=1.0)
     if req.strength == 0.0:
         raise FieldError("denoising_strength", "0 leaves nothing to sample; give a value in (0, 1]")
+    if _number("initial_noise_multiplier", body, 1.0, lo=0.0) != 1.0:
+        req.warnings.append("initial_noise_multiplier is not offered: the noise was not scaled (1 was used)")
     mask = _mask("mask", body.get("mask"), limits.max_input_pixels, req.warnings)
     if mask is not None:
         _img2img_mask(req, body, mask)
@@ -426,6 +428,8 @@ def _img2img_mask(req: GenerationRequest, body: dict, mask: np.ndarray) -> None:
         raise FieldError("inpainting_fill", f"{fill} ({INPAINTING_FILLS[fill]}) is not offered; use 0 (fill) or 1 "
                                             "(original); denoising_strength 1 starts the masked area from pure noise")
     req.inpaint_fill = fill == 0
+    if not _bool("mask_round", body.get("mask_round"), True):
+        req.warnings.append("mask_round false is not offered: the mask was rounded to black and white")
     if _bool("inpaint_full_res", body.get("inpaint_full_res"), False):
         req.warnings.append(f"inpaint_full_res (inpaint area: only masked) is not offered: the whole picture was "
                             f"inpainted at {req.width}×{req.height}, and inpaint_full_res_padding was not used")
