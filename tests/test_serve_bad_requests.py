@@ -161,6 +161,23 @@ def test_bad_detect_request(server, payload, words):
     assert r.status_code == 422 and all(w in r.json()["detail"].lower() for w in words), r.text
 
 
+def test_img2img_bad_requests(server):
+    url, _ = server
+    r = _post(url, "/sdapi/v1/img2img", body())
+    assert r.status_code == 422 and r.json()["field"] == "init_images"
+    r = _post(url, "/sdapi/v1/img2img", {**body(), "init_images": [b64png(square())], "mask": b64png(square())})
+    assert r.status_code == 422 and r.json()["field"] == "mask" and "empty" in r.json()["detail"]  # red rounds to black
+    r = _post(url, "/sdapi/v1/img2img", {**body(), "init_images": [b64png(square())], "denoising_strength": 0})
+    assert r.status_code == 422 and r.json()["field"] == "denoising_strength"
+
+
+def test_other_models_refused(server):
+    url, _ = server
+    r = _post(url, "/sdapi/v1/options", {"sd_model_checkpoint": "v1-5-pruned.safetensors"})
+    assert r.status_code == 422 and "serves mini" in r.json()["detail"]
+    assert _post(url, "/sdapi/v1/options", {"sd_model_checkpoint": "mini", "samples_format": "png"}).status_code == 200
+
+
 def _img2img(**fields) -> dict:
     return {**body(), "init_images": [b64png(square())], **fields}
 
@@ -201,7 +218,7 @@ IMG2IMG_CASES = {
 
 
 @pytest.mark.parametrize("name", list(IMG2IMG_CASES))
-def test_img2img_bad_requests(server, name):
+def test_img2img_inpainting_bad_requests(server, name):
     url, app = server
     payload, words, field = IMG2IMG_CASES[name]
     before = len(app.state.service.queue.jobs())
@@ -212,13 +229,6 @@ def test_img2img_bad_requests(server, name):
     for word in words:
         assert word.lower() in answer["detail"].lower(), answer
     assert len(app.state.service.queue.jobs()) == before  # nothing was queued
-
-
-def test_other_models_refused(server):
-    url, _ = server
-    r = _post(url, "/sdapi/v1/options", {"sd_model_checkpoint": "v1-5-pruned.safetensors"})
-    assert r.status_code == 422 and "serves mini" in r.json()["detail"]
-    assert _post(url, "/sdapi/v1/options", {"sd_model_checkpoint": "mini", "samples_format": "png"}).status_code == 200
 
 
 @pytest.mark.parametrize("auth", [None, ("alice", "wrong"), ("bob", "s3cret")])
@@ -252,8 +262,8 @@ def test_queue_full_is_503_with_retry_after(server):
 def test_serve_cli_bad_options(capsys):
     assert_user_error(["serve", "--api-auth", "alice"], capsys, "--api-auth", "user:password")
     assert_user_error(["serve", "--queue-size", "0"], capsys, "--queue-size")
-    assert_user_error(["serve", "--model", "mini", "--controlnet-dir", "/no/such/dir"], capsys, "--controlnet-dir")
     assert_user_error(["serve", "--annotator-dir", "/no/such/dir"], capsys, "--annotator-dir")
+    assert_user_error(["serve", "--model", "mini", "--controlnet-dir", "/no/such/dir"], capsys, "--controlnet-dir")
 
 
 def test_listen_without_auth_warns(monkeypatch, capsys):
