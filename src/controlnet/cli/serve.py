@@ -15,9 +15,9 @@ def register(sub) -> None:
                        description="Serve a web page and the AUTOMATIC1111 / sd-webui-controlnet HTTP API. "
                        "Open http://127.0.0.1:7860/ in a browser; clients such as webuiapi use the same port.")
     p.add_argument("--model", default="mini", help="base model: a diffusers folder, a single-file checkpoint, or mini (default)")
-    p.add_argument("--controlnet-dir", help="a folder of ControlNet checkpoints (files or diffusers folders) to offer")
     p.add_argument("--annotator-dir", metavar="DIR", help="weights of the learned preprocessors to offer: DIR/depth, "
                    "DIR/seg_ade20k (transformers folders), DIR/sk_model.pth, DIR/sk_model2.pth, DIR/ControlNetHED.pth")
+    p.add_argument("--controlnet-dir", help="a folder of ControlNet checkpoints (files or diffusers folders) to offer")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860, as A1111)")
     p.add_argument("--listen", action="store_true", help="listen on all interfaces (0.0.0.0); use with --api-auth")
