@@ -103,6 +103,17 @@ class Annotator:
     learned: bool = False
     needs: str = ""  # what must be installed or provided locally, for the listing
     aliases: tuple[str, ...] = field(default=())
+    requires: Callable[[], Any] | None = None  # raises InputError (what to install) when it cannot run here
+
+    def unavailable(self) -> str | None:
+        """Why this annotator cannot run in this install (a missing optional package), or None."""
+        if self.requires is None:
+            return None
+        try:
+            self.requires()
+        except InputError as exc:
+            return str(exc)
+        return None
 
     def bind(self, given: dict[str, Any]) -> dict[str, Any]:
         """All parameter values: defaults overridden by `given`, unknown names rejected."""

@@ -16,6 +16,8 @@ def register(sub) -> None:
                        description="Serve a web page and the AUTOMATIC1111 / sd-webui-controlnet HTTP API. "
                        "Open http://127.0.0.1:7860/ in a browser; clients such as webuiapi use the same port.")
     p.add_argument("--model", default="mini", help="base model: a diffusers folder, a single-file checkpoint, or mini (default)")
+    p.add_argument("--annotator-dir", metavar="DIR", help="weights of the learned preprocessors to offer: DIR/depth, "
+                   "DIR/seg_ade20k (transformers folders), DIR/sk_model.pth, DIR/sk_model2.pth, DIR/ControlNetHED.pth")
     p.add_argument("--controlnet-dir", help="a folder of ControlNet checkpoints (files or diffusers folders) to offer")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; on a "
                    "loopback address it answers only to localhost, loopback addresses and this name: no DNS rebinding)")
@@ -70,7 +72,7 @@ def run(args) -> int:
     from controlnet.cli import quiet_libraries
 
     quiet_libraries()
-    engine = Engine(args.model, args.controlnet_dir, device=args.device, dtype=args.dtype)
+    engine = Engine(args.model, args.controlnet_dir, device=args.device, dtype=args.dtype, annotator_dir=args.annotator_dir)
     print(f"controlnet serve: {engine.model_name} with {len(engine.controlnets)} ControlNet(s) on http://{host}:{port}/",
           file=sys.stderr)
     uvicorn.run(create_app(engine, lim, auth, origins), host=host, port=port, log_level="warning")

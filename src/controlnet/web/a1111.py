@@ -123,8 +123,8 @@ async def model_list(request: Request):
 
 
 @router.get("/controlnet/module_list")
-async def module_list():
-    return modules.module_list()
+async def module_list(request: Request):
+    return modules.module_list(_service(request).engine.annotator_dir)
 
 
 @router.get("/controlnet/control_types")

@@ -66,10 +66,14 @@ def find_controlnets(model: str, folder: str | os.PathLike | None) -> dict[str, 
 class Engine:
     """The base model (loaded now) and the ControlNets (each loaded on first use, then kept)."""
 
-    def __init__(self, model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32"):
+    def __init__(self, model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32",
+                 annotator_dir=None):
         from controlnet.assets import resolve_model
         from controlnet.pipeline import ControlPipeline
 
+        self.annotator_dir = None if annotator_dir is None else Path(annotator_dir).resolve()
+        if self.annotator_dir is not None and not self.annotator_dir.is_dir():
+            raise MissingFileError(f"--annotator-dir: {annotator_dir} is not a folder")
         self.model_name = "mini" if model == "mini" else Path(model).stem
         self.model_path = resolve_model(model)
         self.dtype = dtype
@@ -110,12 +114,17 @@ class Engine:
     def condition(self, u: UnitRequest, width: int, height: int) -> np.ndarray:
         """The unit's map at the output size: its preprocessor run on the image, or the image as given."""
         from controlnet.annotators import annotate
+        from controlnet.web.modules import is_inpaint
 
         if u.module is None:
             return u.image
+        if is_inpaint(u.module):
+            from controlnet.pipeline.inpaint import inpaint_map
+
+            return inpaint_map(u.image, u.mask)  # the control_v11p_sd15_inpaint hint: -1 where repainted
         try:
             return annotate(u.module, u.image, u.resolution, width=width, height=height, pixel_perfect=u.pixel_perfect,
-                            resize_mode=u.resize, **u.params)
+                            resize_mode=u.resize, **u.params, **self.annotator_weights(u.module))
         except InputError as exc:
             raise InputError(f"{u.field}: {exc}") from None
 
@@ -134,7 +143,8 @@ class Engine:
 
         return [ControlUnit(self.loaded_controlnet(u), self.condition(u, req.width, req.height), weight=u.weight,
                             start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
-                            resize=u.resize, name=u.field) for u in req.units]
+                            resize=u.resize, name=u.field, schedule=u.schedule,
+                            schedule_interpolation=u.schedule_interpolation) for u in req.units]
 
     def generate(self, req: GenerationRequest, on_step: Callable[[int, int], None]) -> Generated:
         """n_iter batches of batch_size images (seeds seed, seed+1, ...); `on_step(done, total)` after
@@ -142,6 +152,11 @@ class Engine:
         import random
 
         units = self.units(req)
+        init = req.init_image
+        if req.mask is not None and req.inpaint_fill:
+            from controlnet.pipeline.inpaint import fill_masked
+
+            init = fill_masked(init, req.mask)
         seed = req.seed if req.seed is not None else random.randint(0, 2**32 - 1 - req.batch_size * req.n_iter)
         per_iter = min(int(req.steps * req.strength), req.steps) if req.init_image is not None else req.steps
         total, out = per_iter * req.n_iter, Generated([], [], [], [], warnings=list(req.warnings))
@@ -155,8 +170,9 @@ class Engine:
             try:
                 res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
                                 guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta, seed=seed + it * req.batch_size,
-                                num_images=req.batch_size, width=req.width, height=req.height, init_image=req.init_image,
-                                strength=req.strength, callback=step, progress=False)
+                                num_images=req.batch_size, width=req.width, height=req.height, init_image=init,
+                                strength=req.strength, mask_image=req.mask, inpaint_mode=req.inpaint_mode,
+                                mask_blur=req.mask_blur, init_resize=req.init_resize, callback=step, progress=False)
             except Interrupted:
                 if "x" in last:
                     self._keep_partial(out, last["x"], seed + it * req.batch_size, req)
@@ -191,4 +207,12 @@ class Engine:
     def detect(self, req: DetectRequest) -> list[np.ndarray]:
         from controlnet.annotators import annotate
 
-        return [annotate(req.module, image, req.resolution, **req.params) for image in req.images]
+        weights = self.annotator_weights(req.module)
+        return [annotate(req.module, image, req.resolution, **req.params, **weights) for image in req.images]
+
+    def annotator_weights(self, module: str) -> dict:
+        """The `model` parameter of a learned annotator: its weights in --annotator-dir (none for the others)."""
+        from controlnet.web.modules import weights_path
+
+        path = weights_path(module, self.annotator_dir)
+        return {} if path is None else {"model": str(path)}

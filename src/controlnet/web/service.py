@@ -74,7 +74,7 @@ class Service:
     def parse(self, kind: str, body):
         try:
             if kind == "detect":
-                return schema.parse_detect(body, self.limits)
+                return schema.parse_detect(body, self.limits, self.engine.annotator_dir)
             return schema.parse_generation(kind, body, self.engine, self.limits)
         except InputError as exc:
             raise as_bad_request(exc) from None
