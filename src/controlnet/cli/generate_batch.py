@@ -43,8 +43,8 @@ def _save(out, args, paths: list[Path]) -> None:
     from tqdm.auto import tqdm
 
     import controlnet
-    from controlnet.cli.generate import parameters, png_info
     from controlnet.files import save_image
+    from controlnet.parameters import parameters, png_info
 
     base = parameters(args)
     base.update(width=out.images[0].width, height=out.images[0].height, num_images=1, version=controlnet.__version__)

@@ -16,7 +16,7 @@ def png_b64(image, params: dict | None = None) -> str:
     """Raw base64 (no data: prefix: A1111 clients decode it as is) of a PNG, with parameters when given."""
     from PIL import Image
 
-    from controlnet.cli.generate import png_info
+    from controlnet.parameters import png_info
 
     if not isinstance(image, Image.Image):
         image = Image.fromarray(image)
@@ -29,7 +29,7 @@ def png_b64(image, params: dict | None = None) -> str:
 def info(req: GenerationRequest, out: Generated, job_id: str, model_title: str) -> dict:
     """A1111's `Processed.js()` fields (what clients read), plus job_id, interrupted and warnings."""
     import controlnet
-    from controlnet.cli.generate import a1111_line
+    from controlnet.parameters import a1111_line
 
     n = len(out.images)
     return {
