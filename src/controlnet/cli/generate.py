@@ -215,7 +215,7 @@ def run(args) -> int:
     apply_recommended(args)
     outdir = writable_folder(args.outdir, "output folder (-o)", create=False)  # before minutes of sampling, not after
     if is_batch(args):  # a unit's --image is a folder: one output per picture
-        return run_batch(args, outdir)
+        return run_batch(args, outdir, Models(progress=False), sample)
     save_outputs(sample(args, Models()), args, outdir)
     return 0
 

@@ -17,7 +17,7 @@ LOWER_IS_BETTER = ("depth_rmse", "depth_order_error", "fid", "kid")
 def score_all(ctx, rows, kinds, annotator, params, inception, clip) -> dict:
     from controlnet.checkpoints import load_controlnet
     from controlnet.evaluation.cache import ImageCache
-    from controlnet.evaluation.run import UNCONTROLLED, generate_row
+    from controlnet.evaluation.rows import UNCONTROLLED, generate_row
 
     s = ctx.settings
     plan = [(kind, setting, row) for kind in kinds for setting in s.prompts
