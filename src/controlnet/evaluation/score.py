@@ -79,8 +79,8 @@ def _prompt(ctx, setting, item) -> str:
 
 def _per_image(ctx, kind, images, annotator, params, prompts, clip) -> dict:
     """{metric: (values, weights)} over the row's pictures."""
-    from controlnet.evaluation.fidelity import control_fidelity_scores
-    from controlnet.evaluation.world import world_scores
+    from controlnet.metrics.fidelity import control_fidelity_scores
+    from controlnet.metrics.world import world_scores
 
     scores = []
     for img, item in zip(images, ctx.items):

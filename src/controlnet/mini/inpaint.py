@@ -18,8 +18,8 @@ def repaint_mask(sample) -> np.ndarray:
 
 def masked_label_accuracy(image: np.ndarray, sample) -> float:
     """Share of the masked pixels whose nearest world colour is the one the scene puts there
-    (`controlnet.evaluation.world`'s label accuracy, restricted to the mask)."""
-    from controlnet.evaluation.world import colour_labels, colour_names
+    (`controlnet.metrics.world`'s label accuracy, restricted to the mask)."""
+    from controlnet.metrics.world import colour_labels, colour_names
 
     mask = repaint_mask(sample)
     return float((colour_names(image)[mask] == colour_labels(sample)[mask]).mean())
