@@ -104,6 +104,10 @@ class Annotator:
     needs: str = ""  # what must be installed or provided locally, for the listing
     aliases: tuple[str, ...] = field(default=())
 
+    def threshold_params(self) -> list[Param]:
+        """The parameters A1111's threshold_a and threshold_b set: the first two numeric ones."""
+        return [p for p in self.params if p.kind in (int, float)][:2]
+
     def bind(self, given: dict[str, Any]) -> dict[str, Any]:
         """All parameter values: defaults overridden by `given`, unknown names rejected."""
         known = {p.name: p for p in self.params}

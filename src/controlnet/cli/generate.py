@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from controlnet.cli import quiet_libraries
 from controlnet.errors import InputError, MissingFileError
-from controlnet.parameters import UNIT_DEFAULTS, apply_parameters, parameters, png_info, read_parameters
+from controlnet.parameters import UNIT_DEFAULTS, UNIT_IMAGES, parameters, png_info, replay
 
 
 class UnitOption(argparse.Action):
@@ -24,7 +25,9 @@ class UnitOption(argparse.Action):
         units = getattr(namespace, "units", None) or []
         if self.dest == "controlnet":
             units.append({"controlnet": value, **UNIT_DEFAULTS})
-        elif not units:
+        elif self.dest in UNIT_IMAGES and (not units or (units[-1]["controlnet"] is None and units[-1].get(f"_{self.dest}_set"))):
+            units.append({"controlnet": None, **UNIT_DEFAULTS})  # a picture for a --from replay's unit
+        elif not units or units[-1]["controlnet"] is None:
             raise argparse.ArgumentError(self, f"give --controlnet FILE before {option_string}")
         elif units[-1].get(f"_{self.dest}_set"):
             raise argparse.ArgumentError(self, f"{option_string} given twice for unit {len(units)}; give --controlnet first")
@@ -63,7 +66,8 @@ def register(sub) -> None:
                    "ControlNets' recommended, else 9.0; <= 1 turns CFG off)")
     p.add_argument("--scheduler", default=None, help="(default: the ControlNets' recommended, else ddim) ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, heun, lms, pndm, default")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the first image; image k uses seed+k (default random)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first image, 0..4294967295; image k uses seed+k, "
+                   "wrapping to 0 past the top (default random)")
     p.add_argument("--num-images", type=int, default=1, help="how many images (default 1)")
     p.add_argument("--width", type=int, help="output width, a multiple of 8 (default: from the first condition image)")
     p.add_argument("--height", type=int, help="output height, a multiple of 8")
@@ -137,13 +141,16 @@ def _unit_images(unit: dict, width, height, resize: str | None, inpaint_mask=Non
 
         return inpaint_map(image, inpaint_mask), mask
     try:
-        from controlnet.annotators import annotate
+        from controlnet.annotators import annotate, get_annotator
     except ImportError:
         raise InputError("--preprocess needs the annotators (controlnet.annotators), which are not available in this install") from None
-    if width and height:
-        return annotate(unit["preprocess"], image, width=width, height=height, pixel_perfect=True,
-                        resize_mode=resize or "crop_and_resize"), mask
-    return annotate(unit["preprocess"], image), mask
+    # how the preprocessor runs, recorded in the unit (its PNG stores it; a --from replay gives it back)
+    unit["processor_res"] = unit["processor_res"] or 512
+    unit["pixel_perfect"] = bool(width and height) if unit["pixel_perfect"] is None else unit["pixel_perfect"]
+    unit["preprocess_params"] = get_annotator(unit["preprocess"]).bind(unit["preprocess_params"] or {})
+    size = {"width": width, "height": height, "resize_mode": resize or "crop_and_resize"} if width and height else {}
+    return annotate(unit["preprocess"], image, unit["processor_res"], pixel_perfect=unit["pixel_perfect"], **size,
+                    **unit["preprocess_params"]), mask
 
 
 def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe, nets: dict | None = None) -> list:
@@ -210,7 +217,10 @@ def run(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     quiet_libraries()
     if args.from_png:
-        apply_parameters(args, read_parameters(args.from_png))
+        for note in replay(args, args.from_png):
+            print(note, file=sys.stderr)
+    elif any(u["controlnet"] is None for u in args.units):
+        raise InputError("give --controlnet FILE before --image (without it, --image gives a --from replay's pictures)")
     _resolve_models(args)
     apply_recommended(args)
     outdir = writable_folder(args.outdir, "output folder (-o)", create=False)  # before minutes of sampling, not after

@@ -44,7 +44,7 @@ def resolve(field: str, name) -> str | None:
 
 def threshold_params(spec) -> list:
     """The annotator parameters that A1111's threshold_a and threshold_b set (its first two numbers)."""
-    return [p for p in spec.params if p.kind in (int, float)][:2]
+    return spec.threshold_params()
 
 
 def sliders(spec) -> list[dict]:

@@ -17,7 +17,8 @@ import numpy as np
 from controlnet import checks
 from controlnet.errors import InputError
 from controlnet.images import resize_mode as canonical_resize
-from controlnet.web import modules
+from controlnet.parameters import A1111_SAMPLERS as SAMPLERS
+from controlnet.web import modules, unsupported
 from controlnet.web.guard import Limits
 from controlnet.web.inputs import FieldError, decode_image
 
@@ -26,10 +27,6 @@ UNIT_ALIASES = {"input_image": "image", "guidance": "guidance_end", "lowvram": "
 CONTROL_MODES = {"balanced": "balanced", "my prompt is more important": "prompt", "controlnet is more important": "control",
                  "0": "balanced", "1": "prompt", "2": "control", "prompt": "prompt", "control": "control", "cfg_rw": "cfg_rw"}
 RESIZE_INTS = {0: "just_resize", 1: "crop_and_resize", 2: "resize_and_fill", 3: "just_resize"}
-# A1111 sampler names -> ours (controlnet.pipeline.schedulers)
-SAMPLERS = {"Euler a": "euler_a", "Euler": "euler", "LMS": "lms", "Heun": "heun", "DPM2": "dpm2", "DPM2 a": "dpm2_a",
-            "DPM++ 2S a": "dpmpp_2s_a", "DPM++ 2M": "dpmpp_2m", "DPM++ 2M Karras": "dpmpp_2m_karras", "DDIM": "ddim",
-            "PLMS": "pndm", "UniPC": "unipc", "DEIS": "deis", "DDPM": "ddpm"}
 
 
 @dataclass
@@ -70,6 +67,7 @@ class GenerationRequest:
     units: list[UnitRequest]
     init_image: np.ndarray | None = None
     strength: float = 0.75
+    init_resize: str = "just_resize"  # img2img resize_mode: how the init image is fitted (A1111's default 0)
     echo: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -106,6 +104,16 @@ def _int(name: str, body: dict, default, lo=None, hi=None) -> int:
         raise FieldError(name, str(exc).removeprefix(f"{name} ")) from None
 
 
+def _side(name: str, body: dict, limits: Limits) -> int:
+    """width / height: a multiple of 8 (the VAE's scale) up to --max-side; the error names both."""
+    value = _int(name, body, 512, lo=8, hi=limits.max_side)
+    if value % 8:
+        low, high = value - value % 8, value - value % 8 + 8
+        hint = f"{low} or {high}" if high <= limits.max_side else str(low)
+        raise FieldError(name, f"must be a multiple of 8 in [8, {limits.max_side}] (--max-side), got {value}; use {hint}")
+    return value
+
+
 def _text(name: str, body: dict, default: str = "") -> str:
     value = body.get(name, default)
     if value is None:
@@ -132,11 +140,26 @@ def sampler_name(body: dict) -> tuple[str, str]:
         raise FieldError("sampler_name", f"must be a sampler name (text), got {label!r}")
     ours = {k.lower(): v for k, v in SAMPLERS.items()}.get(label.strip().lower())
     ours = ours or ALIASES.get(label.strip().lower(), label.strip().lower())
-    if ours == "dpmpp_2m" and str(body.get("scheduler", "")).lower() == "karras":
-        ours = "dpmpp_2m_karras"
     if ours not in SCHEDULERS:
         raise FieldError("sampler_name", f"unknown sampler {label!r}; GET /sdapi/v1/samplers lists them: {', '.join(SAMPLERS)}")
-    return ours, label
+    return schedule_type(ours, label, body.get("scheduler")), label
+
+
+def schedule_type(ours: str, label: str, value) -> str:
+    """A1111's `scheduler` (Schedule type) applied to the sampler: Automatic is each sampler's own;
+    Karras runs with DPM++ 2M; anything else is refused, never dropped."""
+    if value is not None and not isinstance(value, str):
+        raise FieldError("scheduler", f"must be a schedule type name (text), got {value!r}")
+    key = (value or "automatic").strip().lower()
+    if key == "automatic" or (key == "karras" and ours == "dpmpp_2m_karras"):
+        return ours
+    if key == "karras" and ours == "dpmpp_2m":
+        return "dpmpp_2m_karras"
+    if key == "karras":
+        raise FieldError("scheduler", f"Karras runs with sampler DPM++ 2M only here, not with {label!r}; "
+                                      "use scheduler 'Automatic' or sampler_name 'DPM++ 2M'")
+    raise FieldError("scheduler", f"schedule type {value!r} is not offered here; use 'Automatic' (any sampler) "
+                                  "or 'Karras' (DPM++ 2M); GET /sdapi/v1/schedulers lists them")
 
 
 # ---------------------------------------------------------------------------------------- units
@@ -185,6 +208,7 @@ def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list) -> Unit
     u = {UNIT_ALIASES.get(k.lower(), k.lower()): v for k, v in raw.items()}
     if not _bool(f"{where}.enabled", u.get("enabled"), False):
         return None
+    unsupported.check_unit(where, u)
     model = catalog.find_controlnet(u.get("model"))
     if model is None:
         raise FieldError(f"{where}.model", f"unknown ControlNet {u.get('model')!r}; GET /controlnet/model_list lists them: "
@@ -252,7 +276,8 @@ def parse_generation(kind: str, body, catalog, limits: Limits) -> GenerationRequ
     if not isinstance(body, dict):
         raise FieldError("body", f"must be a JSON object, got {type(body).__name__}")
     warnings: list[str] = []
-    seed = _int("seed", body, -1, lo=-1, hi=2**32 - 1 - limits.max_batch)
+    unsupported.check_request(body, catalog.model_name, warnings)
+    seed = _int("seed", body, -1, lo=-1, hi=2**32 - 1)  # image k: seed + k, wrapping to 0 (pipeline.sampling.seed_at)
     batch_size = _int("batch_size", body, 1, lo=1, hi=limits.max_batch)
     n_iter = _int("n_iter", body, 1, lo=1, hi=limits.max_batch)
     if batch_size * n_iter > limits.max_batch:
@@ -264,7 +289,7 @@ def parse_generation(kind: str, body, catalog, limits: Limits) -> GenerationRequ
         seed=None if seed == -1 else seed, steps=_int("steps", body, 20, lo=1, hi=limits.max_steps),
         cfg=_number("cfg_scale", body, 7.0, lo=0.0, hi=100.0), sampler=sampler, sampler_label=label,
         eta=_number("eta", body, 0.0, lo=0.0, hi=1.0),
-        width=_int("width", body, 512, lo=8, hi=limits.max_side), height=_int("height", body, 512, lo=8, hi=limits.max_side),
+        width=_side("width", body, limits), height=_side("height", body, limits),
         batch_size=batch_size, n_iter=n_iter, units=parse_units(body, catalog, limits, warnings), warnings=warnings,
     )
     if kind == "img2img":
@@ -288,6 +313,7 @@ def _img2img(req: GenerationRequest, body: dict, limits: Limits) -> None:
     req.strength = _number("denoising_strength", body, 0.75, lo=0.0, hi=1.0)
     if req.strength == 0.0:
         raise FieldError("denoising_strength", "0 leaves nothing to sample; give a value in (0, 1]")
+    req.init_resize = resize("resize_mode", body.get("resize_mode", 0))  # 3 (latent upscale) resizes as 0
     for u in req.units:
         if u.image is None:
             u.image = req.init_image  # A1111: a unit without an image uses the init image
