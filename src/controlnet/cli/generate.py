@@ -3,7 +3,8 @@
 Units are given as repeated groups: `--controlnet FILE --image IMG [--weight W --start S --end E
 --mode M --preprocess NAME --mask IMG --schedule F:S,...]`; the per-unit options after a `--controlnet` belong to it.
 Every PNG carries its full parameters as JSON in the `controlnet` text chunk (and an A1111-style
-`parameters` line), and `--from PNG` samples that exact image again.
+`parameters` line), and `--from PNG` samples that exact image again (`--from PNG --image IMG`
+gives the pictures a PNG does not store, e.g. one made by the server).
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from controlnet.parameters import UNIT_DEFAULTS, UNIT_IMAGES, parameters, png_in
 
 
 class UnitOption(argparse.Action):
-    """`--controlnet` opens a unit; the per-unit options that follow fill in its fields."""
+    """`--controlnet` opens a unit; the per-unit options that follow fill in its fields. `--image` and
+    `--mask` without a `--controlnet` give the pictures of a `--from` replay's units, in order."""
 
     def __call__(self, parser, namespace, value, option_string=None):
         units = getattr(namespace, "units", None) or []
+        if self.dest in UNIT_IMAGES and (not units or (units[-1]["controlnet"] is None and units[-1].get(f"_{self.dest}_set"))):
+            units.append({"controlnet": None, **UNIT_DEFAULTS})  # the pictures of a --from replay's next unit
         if self.dest == "controlnet":
             units.append({"controlnet": value, **UNIT_DEFAULTS})
-        elif self.dest in UNIT_IMAGES and (not units or (units[-1]["controlnet"] is None and units[-1].get(f"_{self.dest}_set"))):
-            units.append({"controlnet": None, **UNIT_DEFAULTS})  # a picture for a --from replay's unit
-        elif not units or units[-1]["controlnet"] is None:
+        elif not units or (units[-1]["controlnet"] is None and self.dest not in UNIT_IMAGES):
             raise argparse.ArgumentError(self, f"give --controlnet FILE before {option_string}")
         elif units[-1].get(f"_{self.dest}_set"):
             raise argparse.ArgumentError(self, f"{option_string} given twice for unit {len(units)}; give --controlnet first")
