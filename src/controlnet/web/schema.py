@@ -313,6 +313,9 @@ def _img2img(req: GenerationRequest, body: dict, limits: Limits) -> None:
     req.strength = _number("denoising_strength", body, 0.75, lo=0.0, hi=1.0)
     if req.strength == 0.0:
         raise FieldError("denoising_strength", "0 leaves nothing to sample; give a value in (0, 1]")
+    if int(req.steps * req.strength) < 1:
+        raise FieldError("denoising_strength", f"{req.strength:g} of {req.steps} steps leaves no step to run; "
+                                               f"raise denoising_strength to at least {1 / req.steps:.3g} or steps")
     req.init_resize = resize("resize_mode", body.get("resize_mode", 0))  # 3 (latent upscale) resizes as 0
     for u in req.units:
         if u.image is None:
