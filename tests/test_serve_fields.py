@@ -132,3 +132,12 @@ def test_img2img_resize_mode_is_applied(server):
     assert r.status_code == 422 and r.json()["field"] == "resize_mode"
     r = post(url, {**body(steps=2), "init_images": [b64png(wide)], "denoising_strength": 0.3}, "/sdapi/v1/img2img")
     assert r.status_code == 422 and r.json()["field"] == "denoising_strength" and "at least 0.5" in r.json()["detail"]
+
+
+def test_a_units_own_refusal_names_the_unit(server):
+    """What ControlUnit refuses in the worker (here advanced_weighting that is not a list) is a 422
+    whose `field` is the unit's, as the schema's own refusals are."""
+    url, _ = server
+    r = post(url, body(units=[unit(advanced_weighting="strong")]))
+    assert r.status_code == 422, r.text
+    assert r.json().get("field", "").startswith("alwayson_scripts.controlnet.args[0]"), r.json()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from controlnet.errors import InputError, MissingFileError
+from controlnet.web.inputs import FieldError
 from controlnet.web.schema import DetectRequest, GenerationRequest, UnitRequest
 
 WEIGHT_FILES = (".safetensors", ".pth", ".ckpt", ".bin")
@@ -119,14 +120,24 @@ class Engine:
             return annotate(u.module, u.image, u.resolution, width=width, height=height, pixel_perfect=u.pixel_perfect,
                             resize_mode=u.resize, **u.params)
         except InputError as exc:
-            raise InputError(f"{u.field}: {exc}") from None
+            raise FieldError(u.field, str(exc)) from None
 
     def units(self, req: GenerationRequest) -> list:
+
+        return [self._unit(u, req) for u in req.units]
+
+    def _unit(self, u: UnitRequest, req: GenerationRequest):
+        """One ControlUnit; what it refuses (its label is the unit's field) is a 422 naming the field."""
         from controlnet.pipeline import ControlUnit
 
-        return [ControlUnit(self.controlnet(u.model), self.condition(u, req.width, req.height), weight=u.weight,
-                            start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
-                            resize=u.resize, name=u.field) for u in req.units]
+        try:
+            return ControlUnit(self.controlnet(u.model), self.condition(u, req.width, req.height), weight=u.weight,
+                               start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
+                               resize=u.resize, name=u.field)
+        except FieldError:
+            raise
+        except InputError as exc:
+            raise FieldError(u.field, str(exc).removeprefix(f"{u.field}: ")) from None
 
     def generate(self, req: GenerationRequest, on_step: Callable[[int, int], None]) -> Generated:
         """n_iter batches of batch_size images (seeds seed, seed+1, ...); `on_step(done, total)` after
