@@ -149,7 +149,8 @@ def a1111_line(params: dict) -> str:
     fields = {"Steps": params["steps"], "Sampler": sampler, "Schedule type": schedule, "CFG scale": _number(params["cfg"]),
               "Seed": params["seed"], "Size": f"{params['width']}x{params['height']}", "Model": model_label(params["model"])}
     if params.get("init_image") or "init_image" in params.get("unstored", []):
-        fields["Denoising strength"] = _number(params["strength"] if params["strength"] is not None else 0.75)
+        default = 1.0 if params.get("inpaint_mask") else 0.75  # generate's --strength default
+        fields["Denoising strength"] = _number(params["strength"] if params["strength"] is not None else default)
     for i, u in enumerate(params["units"]):
         index = u.get("index", i)  # the server's: the unit's place among the request's units
         fields[f"ControlNet {index}"] = unit_infotext(u, u.get("resize") or params["resize"])
