@@ -160,3 +160,23 @@ def test_cli_stores_how_its_preprocessor_ran(tmp_path, capsys):
     cn = webui_controlnet_unit(a1111_fields(text["parameters"])["ControlNet 0"])
     assert (cn["processor_res"], cn["threshold_a"], cn["threshold_b"], cn["pixel_perfect"]) == ("512", "100", "200", "True")
     assert cn["model"] == "mini-edges"
+
+
+@pytest.mark.parametrize("unit_fields, fragments", [
+    ({"processor_res": "big"}, ["units[0].processor_res", "wrong type"]),
+    ({"pixel_perfect": "yes"}, ["units[0].pixel_perfect", "wrong type"]),
+    ({"preprocess_params": [1, 2]}, ["units[0].preprocess_params", "wrong type"]),
+    ({"preprocess": "canny", "preprocess_params": {"radius": 3}}, ["canny", "no parameter radius"]),
+])
+def test_damaged_preprocessor_settings_are_named(tmp_path, capsys, unit_fields, fragments):
+    from PIL import PngImagePlugin
+
+    condition = tmp_path / "square.png"
+    Image.fromarray(square()).save(condition)
+    stored = {"model": "mini", "prompt": "a", "negative_prompt": "", "steps": 1, "seed": 0, "width": 64, "height": 64,
+              "units": [{"controlnet": "mini:edges", "image": str(condition), **unit_fields}]}
+    info = PngImagePlugin.PngInfo()
+    info.add_text("controlnet", json.dumps(stored))
+    png = tmp_path / "edited.png"
+    Image.fromarray(square()).save(png, pnginfo=info)
+    assert_user_error(["generate", "--from", png, "-o", tmp_path / "again"], capsys, *fragments)
