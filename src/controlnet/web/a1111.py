@@ -109,7 +109,7 @@ async def set_options(request: Request):
     if wanted is not None and str(wanted).split(" [")[0] != service.engine.model_name:
         raise BadRequest(422, f"sd_model_checkpoint: this server serves {service.model_title} only (--model)", "sd_model_checkpoint")
     ignored = [key for key in body if key != "sd_model_checkpoint"]
-    return {"warnings": [f"{key}: not applied (options cannot be changed on this server)" for key in ignored]} if ignored else None
+    return {"warnings": [f"{key!a}: not applied (options cannot be changed on this server)" for key in ignored]} if ignored else None
 
 
 @router.get("/controlnet/version")

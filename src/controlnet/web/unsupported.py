@@ -9,6 +9,11 @@ from __future__ import annotations
 from controlnet.web.inputs import FieldError
 
 
+def _shown(key) -> str:
+    """A client's key as text that can be sent back (a lone surrogate is escaped, not a 500)."""
+    return str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _off(value) -> bool:
     """The field's "not asked for" values: A1111's defaults, null, empty."""
     return value in (None, False, 0, "", "None", [], {}) or value == -1
@@ -77,7 +82,7 @@ def _override_settings(settings, model_name: str, warnings: list[str]) -> None:
                 raise FieldError("override_settings.sd_model_checkpoint",
                                  f"this server serves {model_name} only (--model), got {value!r}")
         else:
-            warnings.append(f"override_settings.{key}: not applied (options cannot be changed on this server)")
+            warnings.append(f"override_settings.{_shown(key)}: not applied (options cannot be changed on this server)")
 
 
 def _alwayson(scripts) -> None:
@@ -86,7 +91,7 @@ def _alwayson(scripts) -> None:
         return  # schema.parse_units names the wrong type
     for name in scripts:
         if str(name).lower() != "controlnet":
-            raise FieldError(f"alwayson_scripts.{name}", "not offered here; only ControlNet runs (alwayson_scripts.controlnet)")
+            raise FieldError(f"alwayson_scripts.{_shown(name)}", "not offered here; only ControlNet runs (alwayson_scripts.controlnet)")
 
 
 def check_unit(where: str, unit: dict) -> None:
