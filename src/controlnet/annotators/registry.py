@@ -115,6 +115,10 @@ class Annotator:
             return str(exc)
         return None
 
+    def threshold_params(self) -> list[Param]:
+        """The parameters A1111's threshold_a and threshold_b set: the first two numeric ones."""
+        return [p for p in self.params if p.kind in (int, float)][:2]
+
     def bind(self, given: dict[str, Any]) -> dict[str, Any]:
         """All parameter values: defaults overridden by `given`, unknown names rejected."""
         known = {p.name: p for p in self.params}

@@ -144,12 +144,17 @@ def _prompts(prompt, negative_prompt, num_images) -> tuple[list[str], list[str]]
     return prompts, negatives
 
 
+def seed_at(seed: int, k: int) -> int:
+    """Image k's seed: seed + k, wrapping past MAX_SEED to 0 (seeds are unsigned 32-bit, as A1111's)."""
+    return (seed + k) % (MAX_SEED + 1)
+
+
 def _seeds(seed, batch: int) -> list[int]:
-    """Image k uses seed + k; None picks a random first seed."""
+    """Image k uses seed_at(seed, k); None picks a random first seed."""
     if seed is None:
-        seed = random.randint(0, MAX_SEED - batch)
-    seed = checks.integer("seed", seed, lo=0, hi=MAX_SEED - batch + 1)
-    return [seed + k for k in range(batch)]
+        seed = random.randint(0, MAX_SEED)
+    seed = checks.integer("seed", seed, lo=0, hi=MAX_SEED)
+    return [seed_at(seed, k) for k in range(batch)]
 
 
 def _check_latents(latents, shape: tuple) -> None:

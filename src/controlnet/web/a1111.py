@@ -88,8 +88,9 @@ async def schedulers():
 
 @router.get("/sdapi/v1/scripts")
 async def scripts():
-    # webuiapi sets has_controlnet when "controlnet m2m" is listed
-    return {"txt2img": ["controlnet m2m"], "img2img": ["controlnet m2m"]}
+    """No selectable script runs here (script_name is refused), so none is listed. (webuiapi reads
+    "controlnet m2m" here only to send an empty ControlNet unit list when it has no units.)"""
+    return {"txt2img": [], "img2img": []}
 
 
 @router.get("/sdapi/v1/options")
@@ -101,7 +102,8 @@ async def get_options(request: Request):
 
 @router.post("/sdapi/v1/options")
 async def set_options(request: Request):
-    """Options cannot be changed on this server; switching to another model is refused, the rest ignored."""
+    """Options cannot be changed on this server: switching to another model is refused, the other
+    options are not applied, which the answer says ({"warnings": [...]}; A1111 answers null)."""
     service = _service(request)
     body = await service.body(request)
     if not isinstance(body, dict):
@@ -109,7 +111,8 @@ async def set_options(request: Request):
     wanted = body.get("sd_model_checkpoint")
     if wanted is not None and str(wanted).split(" [")[0] != service.engine.model_name:
         raise BadRequest(422, f"sd_model_checkpoint: this server serves {service.model_title} only (--model)", "sd_model_checkpoint")
-    return None
+    ignored = [key for key in body if key != "sd_model_checkpoint"]
+    return {"warnings": [f"{key!a}: not applied (options cannot be changed on this server)" for key in ignored]} if ignored else None
 
 
 @router.get("/controlnet/version")

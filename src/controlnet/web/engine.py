@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from controlnet.errors import ControlNetError, InputError, MissingFileError
+from controlnet.web.inputs import FieldError
 from controlnet.web.schema import DetectRequest, GenerationRequest, UnitRequest
 
 WEIGHT_FILES = (".safetensors", ".pth", ".ckpt", ".bin")
@@ -30,6 +31,8 @@ class Generated:
     params: list[dict]  # per image: the `controlnet generate` PNG parameters
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)
+    partial_seeds: list[int] = field(default_factory=list)  # the pictures decoded from an interrupted run
+    partial_step: int = 0  # ... at this step of its schedule
 
 
 def short_hash(path: Path) -> str:
@@ -126,12 +129,10 @@ class Engine:
             return annotate(u.module, u.image, u.resolution, width=width, height=height, pixel_perfect=u.pixel_perfect,
                             resize_mode=u.resize, **u.params, **self.annotator_weights(u.module))
         except InputError as exc:
-            raise InputError(f"{u.field}: {exc}") from None
+            raise FieldError(u.field, str(exc)) from None
 
     def loaded_controlnet(self, u: UnitRequest):
         """The unit's ControlNet; a checkpoint that cannot be loaded is named by the unit's model field."""
-        from controlnet.web.inputs import FieldError
-
         try:
             return self.controlnet(u.model)
         except (InputError, ControlNetError) as exc:
@@ -139,17 +140,28 @@ class Engine:
                                                  "GET /controlnet/model_list lists the others") from None
 
     def units(self, req: GenerationRequest) -> list:
+        return [self._unit(u, req) for u in req.units]
+
+    def _unit(self, u: UnitRequest, req: GenerationRequest):
+        """One ControlUnit; what it refuses (its label is the unit's field) is a 422 naming the field."""
         from controlnet.pipeline import ControlUnit
 
-        return [ControlUnit(self.loaded_controlnet(u), self.condition(u, req.width, req.height), weight=u.weight,
-                            start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
-                            resize=u.resize, name=u.field, schedule=u.schedule,
-                            schedule_interpolation=u.schedule_interpolation) for u in req.units]
+        try:
+            return ControlUnit(self.loaded_controlnet(u), self.condition(u, req.width, req.height), weight=u.weight,
+                               start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
+                               resize=u.resize, name=u.field, schedule=u.schedule,
+                               schedule_interpolation=u.schedule_interpolation)
+        except FieldError:
+            raise
+        except InputError as exc:
+            raise FieldError(u.field, str(exc).removeprefix(f"{u.field}: ")) from None
 
     def generate(self, req: GenerationRequest, on_step: Callable[[int, int], None]) -> Generated:
         """n_iter batches of batch_size images (seeds seed, seed+1, ...); `on_step(done, total)` after
         each step may raise Interrupted: the images reached so far are decoded and returned."""
         import random
+
+        from controlnet.pipeline.sampling import seed_at
 
         units = self.units(req)
         init = req.init_image
@@ -164,18 +176,19 @@ class Engine:
             last = {}
 
             def step(i, t, x, it=it, last=last):
-                last["x"] = x
+                last["x"], last["step"] = x, i + 1
                 on_step(min(it * per_iter + i + 1, total), total)
 
             try:
                 res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
-                                guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta, seed=seed + it * req.batch_size,
+                                guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta, seed=seed_at(seed, it * req.batch_size),
                                 num_images=req.batch_size, width=req.width, height=req.height, init_image=init,
                                 strength=req.strength, mask_image=req.mask, inpaint_mode=req.inpaint_mode,
                                 mask_blur=req.mask_blur, init_resize=req.init_resize, callback=step, progress=False)
             except Interrupted:
                 if "x" in last:
-                    self._keep_partial(out, last["x"], seed + it * req.batch_size, req)
+                    self._keep_partial(out, last["x"], seed_at(seed, it * req.batch_size), req)
+                    out.partial_step = last["step"]
                 out.interrupted = True
                 break
             out.images += res.images
@@ -187,22 +200,47 @@ class Engine:
 
     def _keep_partial(self, out: Generated, x, seed: int, req: GenerationRequest) -> None:
         from controlnet.pipeline.images import to_pil
+        from controlnet.pipeline.sampling import seed_at
 
         pixels = self.pipe.decode(x)
         out.images += [to_pil(p) for p in pixels]
-        out.seeds += [seed + k for k in range(len(pixels))]
+        out.partial_seeds = [seed_at(seed, k) for k in range(len(pixels))]
+        out.seeds += out.partial_seeds
 
     def png_parameters(self, req: GenerationRequest, seed: int, out: Generated) -> dict:
-        """What `controlnet generate` stores in a PNG (its `controlnet` chunk); uploaded images have no path."""
+        """What `controlnet generate` stores in a PNG (its `controlnet` chunk), with names, not this
+        server's paths: `generate --from` finds the built-in models by name; uploaded images are
+        listed as `unstored` (a replay takes them from its command line)."""
         import controlnet
+        from controlnet.annotators import get_annotator
+        from controlnet.web.modules import is_inpaint
 
         resize = req.units[0].resize if req.units else "crop_and_resize"
-        units = [{"controlnet": str(self.controlnets[u.model]), "image": None, "weight": u.weight, "start": u.start,
-                  "end": u.end, "mode": u.mode, "preprocess": u.module, "mask": None, "resize": u.resize} for u in req.units]
-        return {"model": str(self.model_path), "config": None, "prompt": req.prompt, "negative_prompt": req.negative_prompt,
-                "steps": req.steps, "cfg": req.cfg, "scheduler": req.sampler, "eta": req.eta, "seed": seed, "num_images": 1,
-                "width": req.width, "height": req.height, "resize": resize, "init_image": None, "strength": req.strength,
-                "dtype": self.dtype, "units": units, "version": controlnet.__version__}
+        units = [{"index": u.index, "controlnet": self.controlnet_ref(u.model), "image": None, "weight": u.weight, "start": u.start,
+                  "end": u.end, "mode": u.mode, "preprocess": u.module, "mask": None, "resize": u.resize,
+                  "processor_res": u.resolution if u.module else None, "pixel_perfect": u.pixel_perfect,
+                  "preprocess_params": get_annotator(u.module).bind(u.params) if u.module and not is_inpaint(u.module) else None}
+                 for u in req.units]
+        img2img = req.init_image is not None
+        params = {"model": "mini" if self.model_name == "mini" else self.model_path.name, "config": None, "prompt": req.prompt,
+                  "negative_prompt": req.negative_prompt, "steps": req.steps, "cfg": req.cfg, "scheduler": req.sampler,
+                  "eta": req.eta, "seed": seed, "num_images": 1, "width": req.width, "height": req.height, "resize": resize,
+                  "init_image": None, "strength": req.strength if img2img else None, "dtype": self.dtype, "units": units,
+                  "unstored": [f"units[{i}].image" for i in range(len(units))] + (["init_image"] if img2img else []),
+                  "version": controlnet.__version__}
+        if seed in out.partial_seeds:
+            params["interrupted"] = {"step": out.partial_step}
+        return params
+
+    def controlnet_ref(self, name: str) -> str:
+        """How `generate --controlnet` names one of this server's ControlNets: `mini:edges` for a
+        built-in one, else its file or folder name (no server path)."""
+        from controlnet.assets import MINI_DIR
+
+        path = self.controlnets[name]
+        if path.parent.resolve() == MINI_DIR.resolve() and path.name.startswith("controlnet-"):
+            return "mini:" + path.name.removeprefix("controlnet-")
+        return path.name
 
     def detect(self, req: DetectRequest) -> list[np.ndarray]:
         from controlnet.annotators import annotate

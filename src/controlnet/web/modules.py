@@ -102,7 +102,7 @@ def _why_not_offered(spec, weights: Path | None) -> str:
 
 def threshold_params(spec) -> list:
     """The annotator parameters that A1111's threshold_a and threshold_b set (its first two numbers)."""
-    return [p for p in spec.params if p.kind in (int, float)][:2]
+    return spec.threshold_params()
 
 
 def sliders(spec) -> list[dict]:

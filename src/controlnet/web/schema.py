@@ -17,7 +17,9 @@ import numpy as np
 from controlnet import checks, recommended
 from controlnet.errors import InputError
 from controlnet.images import resize_mode as canonical_resize
-from controlnet.web import modules
+from controlnet.parameters import A1111_SAMPLERS as SAMPLERS
+from controlnet.parameters import MODE_LABELS
+from controlnet.web import modules, unsupported
 from controlnet.web.guard import Limits
 from controlnet.web.inputs import FieldError, decode_image
 
@@ -27,12 +29,7 @@ UNIT_ALIASES = {"input_image": "image", "guidance": "guidance_end", "lowvram": "
 CONTROL_MODES = {"balanced": "balanced", "my prompt is more important": "prompt", "controlnet is more important": "control",
                  "0": "balanced", "1": "prompt", "2": "control", "prompt": "prompt", "control": "control", "cfg_rw": "cfg_rw"}
 RESIZE_INTS = {0: "just_resize", 1: "crop_and_resize", 2: "resize_and_fill", 3: "just_resize"}
-# A1111 sampler names -> ours (controlnet.pipeline.schedulers)
-SAMPLERS = {"Euler a": "euler_a", "Euler": "euler", "LMS": "lms", "Heun": "heun", "DPM2": "dpm2", "DPM2 a": "dpm2_a",
-            "DPM++ 2S a": "dpmpp_2s_a", "DPM++ 2M": "dpmpp_2m", "DPM++ 2M Karras": "dpmpp_2m_karras", "DDIM": "ddim",
-            "PLMS": "pndm", "UniPC": "unipc", "DEIS": "deis", "DDPM": "ddpm"}
 SAMPLER_LABELS = {ours: label for label, ours in SAMPLERS.items()}
-MODE_LABELS = {"balanced": "Balanced", "prompt": "My prompt is more important", "control": "ControlNet is more important"}
 # what a request (and the page) gets for a value it leaves out and its ControlNets recommend nothing:
 # A1111's defaults, except DDIM (as before); with a recommendation, recommended.choose's rule applies
 DEFAULTS = {"cfg_scale": 7.0, "sampler_name": "DDIM", "steps": 20, "weight": 1.0, "control_mode": "Balanced"}
@@ -82,7 +79,7 @@ class GenerationRequest:
     units: list[UnitRequest]
     init_image: np.ndarray | None = None
     strength: float = 0.75
-    init_resize: str = "crop_and_resize"  # how init_image (and mask) are fitted to width×height
+    init_resize: str = "just_resize"  # img2img resize_mode: how the init image (and mask) are fitted (A1111's default 0)
     mask: np.ndarray | None = None  # inpainting: bool, True = repaint, init_image's size
     inpaint_mode: str = "inpaint_only"  # A1111 keeps the predicted x0 outside the mask (controlnet.pipeline.inpaint)
     mask_blur: float | None = None  # the paste-back's sigma in pixels (None: no paste-back)
@@ -124,6 +121,16 @@ def _int(name: str, body: dict, default, lo=None, hi=None) -> int:
         raise FieldError(name, str(exc).removeprefix(f"{name} ")) from None
 
 
+def _side(name: str, body: dict, limits: Limits) -> int:
+    """width / height: a multiple of 8 (the VAE's scale) up to --max-side; the error names both."""
+    value = _int(name, body, 512, lo=8, hi=limits.max_side)
+    if value % 8:
+        low, high = value - value % 8, value - value % 8 + 8
+        hint = f"{low} or {high}" if high <= limits.max_side else str(low)
+        raise FieldError(name, f"must be a multiple of 8 in [8, {limits.max_side}] (--max-side), got {value}; use {hint}")
+    return value
+
+
 def _text(name: str, body: dict, default: str = "") -> str:
     value = body.get(name, default)
     if value is None:
@@ -150,11 +157,26 @@ def sampler_name(body: dict, default: str = DEFAULTS["sampler_name"]) -> tuple[s
         raise FieldError("sampler_name", f"must be a sampler name (text), got {label!r}")
     ours = {k.lower(): v for k, v in SAMPLERS.items()}.get(label.strip().lower())
     ours = ours or ALIASES.get(label.strip().lower(), label.strip().lower())
-    if ours == "dpmpp_2m" and str(body.get("scheduler", "")).lower() == "karras":
-        ours = "dpmpp_2m_karras"
     if ours not in SCHEDULERS:
         raise FieldError("sampler_name", f"unknown sampler {label!r}; GET /sdapi/v1/samplers lists them: {', '.join(SAMPLERS)}")
-    return ours, label
+    return schedule_type(ours, label, body.get("scheduler")), label
+
+
+def schedule_type(ours: str, label: str, value) -> str:
+    """A1111's `scheduler` (Schedule type) applied to the sampler: Automatic is each sampler's own;
+    Karras runs with DPM++ 2M; anything else is refused, never dropped."""
+    if value is not None and not isinstance(value, str):
+        raise FieldError("scheduler", f"must be a schedule type name (text), got {value!r}")
+    key = (value or "automatic").strip().lower()
+    if key == "automatic" or (key == "karras" and ours == "dpmpp_2m_karras"):
+        return ours
+    if key == "karras" and ours == "dpmpp_2m":
+        return "dpmpp_2m_karras"
+    if key == "karras":
+        raise FieldError("scheduler", f"Karras runs with sampler DPM++ 2M only here, not with {label!r}; "
+                                      "use scheduler 'Automatic' or sampler_name 'DPM++ 2M'")
+    raise FieldError("scheduler", f"schedule type {value!r} is not offered here; use 'Automatic' (any sampler) "
+                                  "or 'Karras' (DPM++ 2M); GET /sdapi/v1/schedulers lists them")
 
 
 def _recommended(name: str, given, nets: list, report: dict):
@@ -315,6 +337,7 @@ def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list, report:
     u = {UNIT_ALIASES.get(k.lower(), k.lower()): v for k, v in raw.items()}
     if not _bool(f"{where}.enabled", u.get("enabled"), False):
         return None
+    unsupported.check_unit(where, u)
     model = catalog.find_controlnet(u.get("model"))
     if model is None:
         raise FieldError(f"{where}.model", f"unknown ControlNet {u.get('model')!r}; GET /controlnet/model_list lists them: "
@@ -383,7 +406,8 @@ def parse_generation(kind: str, body, catalog, limits: Limits) -> GenerationRequ
     if not isinstance(body, dict):
         raise FieldError("body", f"must be a JSON object, got {type(body).__name__}")
     warnings: list[str] = []
-    seed = _int("seed", body, -1, lo=-1, hi=2**32 - 1 - limits.max_batch)
+    unsupported.check_request(body, catalog.model_name, warnings)
+    seed = _int("seed", body, -1, lo=-1, hi=2**32 - 1)  # image k: seed + k, wrapping to 0 (pipeline.sampling.seed_at)
     batch_size = _int("batch_size", body, 1, lo=1, hi=limits.max_batch)
     n_iter = _int("n_iter", body, 1, lo=1, hi=limits.max_batch)
     if batch_size * n_iter > limits.max_batch:
@@ -401,7 +425,7 @@ def parse_generation(kind: str, body, catalog, limits: Limits) -> GenerationRequ
         seed=None if seed == -1 else seed, steps=_int("steps", shared, DEFAULTS["steps"], lo=1, hi=limits.max_steps),
         cfg=_number("cfg_scale", shared, DEFAULTS["cfg_scale"], lo=0.0, hi=100.0), sampler=sampler, sampler_label=label,
         eta=_number("eta", body, 0.0, lo=0.0, hi=1.0),
-        width=_int("width", body, 512, lo=8, hi=limits.max_side), height=_int("height", body, 512, lo=8, hi=limits.max_side),
+        width=_side("width", body, limits), height=_side("height", body, limits),
         batch_size=batch_size, n_iter=n_iter, units=units, warnings=warnings, recommended=report,
     )
     if kind == "img2img":
@@ -427,8 +451,10 @@ def _img2img(req: GenerationRequest, body: dict, limits: Limits) -> None:
     req.strength = _number("denoising_strength", body, 0.75, lo=0.0, hi=1.0)
     if req.strength == 0.0:
         raise FieldError("denoising_strength", "0 leaves nothing to sample; give a value in (0, 1]")
-    if _number("initial_noise_multiplier", body, 1.0, lo=0.0) != 1.0:
-        req.warnings.append("initial_noise_multiplier is not offered: the noise was not scaled (1 was used)")
+    if int(req.steps * req.strength) < 1:
+        raise FieldError("denoising_strength", f"{req.strength:g} of {req.steps} steps leaves no step to run; "
+                                               f"raise denoising_strength to at least {1 / req.steps:.3g} or steps")
+    _number("initial_noise_multiplier", body, 1.0, lo=0.0)  # checked; not applied (web.unsupported says so)
     mask = _mask("mask", body.get("mask"), limits.max_input_pixels, req.warnings)
     if mask is not None:
         _img2img_mask(req, body, mask)
