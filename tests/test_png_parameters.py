@@ -72,7 +72,7 @@ def test_server_png_has_names_and_preprocessor_settings_and_replays_with_the_cli
 
 
 def test_infotext_is_sd_webui_controlnets(tmp_path):
-    png, _ = server_picture(tmp_path, body(seed=3, steps=2, units=[unit(**CANNY_UNIT, control_mode=2)], sampler_name="Euler a"))
+    png, _ = server_picture(tmp_path, body(seed=3, steps=2, units=[unit(**CANNY_UNIT, control_mode=2, weight=1)], sampler_name="Euler a"))
     fields = a1111_fields(Image.open(png).text["parameters"])
     assert fields["Sampler"] == "Euler a" and fields["Schedule type"] == "Automatic" and fields["Seed"] == "3"
     assert fields["Model"] == "mini" and fields["Size"] == "64x64"

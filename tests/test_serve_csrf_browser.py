@@ -11,7 +11,7 @@ import json
 import threading
 
 from serve_tools import running_server
-from test_serve_browser import browser, pytestmark  # noqa: F401 - headless chromium, skipped where it is missing
+from test_serve_browser import chrome, pytestmark  # noqa: F401 - headless chromium, skipped where it is missing
 
 EVIL_PAGE = """<!doctype html><html><body>
 <form id="f" method="POST" action="TARGET/jobs/txt2img" enctype="text/plain" target="sink">
@@ -53,13 +53,13 @@ def other_site(html: str):
         server.server_close()
 
 
-def test_another_sites_page_cannot_start_jobs(browser):  # noqa: F811 - the fixture imported above
+def test_another_sites_page_cannot_start_jobs(chrome):  # noqa: F811 - the fixture imported above
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     with running_server() as (url, app), other_site(EVIL_PAGE.replace("TARGET", url)) as evil:
-        browser.get(evil)
-        WebDriverWait(browser, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-results"))
-        results = json.loads(browser.find_element(By.TAG_NAME, "body").get_attribute("data-results"))
+        chrome.get(evil)
+        WebDriverWait(chrome, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-results"))
+        results = json.loads(chrome.find_element(By.TAG_NAME, "body").get_attribute("data-results"))
         assert results == {"simple": "answered opaque", "json": "blocked"}, results  # the preflight was refused
         assert app.state.service.queue.jobs() == []  # neither the fetches nor the form started anything
