@@ -261,6 +261,8 @@ def test_annotator_dir_offers_depth_midas(server, tmp_path):
     try:
         listed = requests.get(url + "/controlnet/module_list").json()["module_list"]
         assert {"depth", "normal_midas"} <= set(listed) and "seg_ade20k" not in listed
+        depth_type = requests.get(url + "/controlnet/control_types").json()["control_types"]["Depth"]
+        assert "depth" in depth_type["module_list"]  # the Control Type filter offers what module_list does
         r = requests.post(f"{url}/controlnet/detect", json=detect)
         assert r.status_code == 200, r.text
         got = np.array(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).convert("RGB"))

@@ -133,7 +133,8 @@ async def module_list(request: Request):
 @router.get("/controlnet/control_types")
 async def control_types(request: Request):
     """sd-webui-controlnet's Control Type filter: each type's preprocessors and models, with defaults."""
-    return modules.control_types(_service(request).engine.controlnet_titles())
+    engine = _service(request).engine
+    return modules.control_types(engine.controlnet_titles(), engine.annotator_dir)
 
 
 @router.get("/controlnet/settings")

@@ -146,10 +146,11 @@ CONTROL_TYPES = {
 }
 
 
-def control_types(model_titles: list[str]) -> dict:
+def control_types(model_titles: list[str], weights: Path | None = None) -> dict:
     """The body of GET /controlnet/control_types, in sd-webui-controlnet's shape: per type its
-    preprocessors ("none" first), models ("None" first), default preprocessor and model."""
-    names = module_list()["module_list"]
+    preprocessors ("none" first, those module_list offers), models ("None" first), default
+    preprocessor and model."""
+    names = module_list(weights)["module_list"]
     out = {"All": {"module_list": names, "model_list": ["None", *model_titles], "default_option": NONE, "default_model": "None"}}
     for kind, (prefixes, keywords, default) in CONTROL_TYPES.items():
         mods = [n for n in names[1:] if n.startswith(prefixes)]
