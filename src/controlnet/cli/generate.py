@@ -18,7 +18,7 @@ from controlnet.errors import InputError, MissingFileError
 
 # schedule, schedule_interpolation: strength schedules (controlnet.pipeline.schedule)
 UNIT_DEFAULTS = {"image": None, "weight": 1.0, "start": 0.0, "end": 1.0, "mode": "balanced", "preprocess": None, "mask": None,
-                 "schedule": None, "schedule_interpolation": "hold"}
+                 "schedule": None, "schedule_interpolation": "hold", "control_type": None}
 UNIT_KEYS = tuple(UNIT_DEFAULTS)
 CHUNK = "controlnet"
 ARG_OF_KEY = {"cfg": "guidance_scale"}  # the PNG keeps the name users know (A1111: "CFG scale")
@@ -26,7 +26,7 @@ STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "
                "width", "height", "resize", "init_image", "strength", "dtype", "inpaint_mask", "inpaint_mode", "mask_blur")
 STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype",
                   "inpaint_mask", "inpaint_mode")
-UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask")
+UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask", "control_type")
 
 
 class UnitOption(argparse.Action):
@@ -64,6 +64,8 @@ def register(sub) -> None:
     unit.add_argument("--mode", action=UnitOption, metavar="MODE", help="balanced | prompt | control (guess mode) | cfg_rw")
     unit.add_argument("--preprocess", action=UnitOption, metavar="NAME", help="run this annotator on --image first (e.g. canny)")
     unit.add_argument("--mask", action=UnitOption, metavar="IMG", help="restrict the unit to the white area of this image")
+    unit.add_argument("--control-type", action=UnitOption, metavar="TYPE", help="a union ControlNet's condition type: openpose, "
+                      "depth, hed/pidi/scribble/ted, canny/lineart/anime_lineart/mlsd, normal, segment, tile, repaint (ProMax)")
     unit.add_argument("--schedule", action=UnitOption, metavar="F:S,...", help="weight over the steps: keyframes "
                       "FRACTION:FACTOR, e.g. 0:1,0.5:0.3 (the weight x 0.3 from half the steps on)")
     unit.add_argument("--schedule-interpolation", action=UnitOption, metavar="HOW", help="hold (default: each factor "
@@ -259,7 +261,8 @@ def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe, net
             nets[key] = load_controlnet(u["controlnet"], dtype=pipe.unet.dtype, device=pipe.device)
         units.append(ControlUnit(nets[key], image, weight=u["weight"], start=u["start"], end=u["end"], mode=u["mode"],
                                  mask=mask, resize=resize, name=f"unit {i + 1} ({Path(u['controlnet']).name})",
-                                 schedule=u["schedule"], schedule_interpolation=u["schedule_interpolation"]))
+                                 schedule=u["schedule"], schedule_interpolation=u["schedule_interpolation"],
+                                 control_type=u.get("control_type")))
     return units
 
 

@@ -26,6 +26,7 @@ architecture intends (and as ComfyUI/A1111 behave for one condition per unit).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -164,6 +165,11 @@ class UnionControlNet(ControlNet):
         nn.init.zeros_(self.spatial_ch_projs.bias)
         self.control_type_proj = Timesteps(c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift)
         self.control_add_embedding = TimestepEmbedding(c.addition_time_embed_dim * num_control_type, c.block_out_channels[0] * 4)
+
+    @staticmethod
+    def _get_init_keys(input_class):
+        """ConfigMixin's init keys (from_config, from_pretrained): ours and the base ControlNet's."""
+        return set(inspect.signature(input_class.__init__).parameters) | set(inspect.signature(ControlNet.__init__).parameters)
 
     @property
     def control_types(self) -> list[str]:
