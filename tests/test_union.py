@@ -12,11 +12,17 @@ from safetensors.torch import load_file, save_file
 from bad_input_tools import assert_user_error, run_cli
 from controlnet.checkpoints import load_controlnet, save_controlnet
 from controlnet.errors import CheckpointError, InputError
-from controlnet.nn.controlnet import UNET_KEYS
 from controlnet.nn.union import UnionControlNet, control_type_index
 from controlnet.pipeline import ControlPipeline, ControlUnit, UnionCondition
 from controlnet.tiny import tiny_unet_config
-from tiny_models import random_hint, save_base_and_controlnet, start_latents, tiny_controlnet, tiny_pipeline
+from tiny_models import (
+    random_hint,
+    save_base_and_controlnet,
+    start_latents,
+    tiny_controlnet,
+    tiny_pipeline,
+    tiny_union,
+)
 
 W, H = 64, 48  # latent 8x6
 TOL = dict(atol=1e-4, rtol=0)
@@ -27,21 +33,6 @@ PROMAX_NAME = "controlnet-union-sdxl-1.0-promax.safetensors"
 def _no_grad():
     with torch.no_grad():
         yield
-
-
-def tiny_union(unet_config: dict, types: int = 8, seed: int = 0, **kw) -> UnionControlNet:
-    """A random union ControlNet for a U-Net config, its zero modules randomised so every part shows."""
-    torch.manual_seed(seed)
-    width = unet_config["block_out_channels"][0]
-    cn = UnionControlNet(**{k: unet_config[k] for k in UNET_KEYS if k in unet_config}, num_control_type=types,
-                         num_trans_channel=width, num_proj_channel=width, num_trans_head=8,
-                         conditioning_embedding_out_channels=(16, 32, 48, 64), **kw).eval()
-    g = torch.Generator().manual_seed(seed)
-    zero = [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out, cn.spatial_ch_projs]
-    with torch.no_grad():
-        for p in (p for module in zero for p in module.parameters()):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return cn
 
 
 @pytest.fixture(scope="module")
