@@ -39,6 +39,47 @@ UNET = dict(
 )
 
 
+# SDXL's ControlNet config (diffusers' controlnet-*-sdxl-1.0 config.json), for the FLOP count
+SDXL = dict(
+    block_out_channels=(320, 640, 1280), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), use_linear_projection=True,
+    cross_attention_dim=2048, addition_embed_type="text_time", addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816, layers_per_block=2,
+)
+
+
+def sdxl_tflops() -> dict:
+    """TFLOP of one ControlNet forward (one sample) at SDXL's real shapes, 1024², counted on the meta
+    device (nothing allocated): plain ControlNet, union with 1 and 2 conditions; with the hint
+    encoder (one call per image) and without (each sampling step)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from controlnet.nn import ControlNet
+    from controlnet.nn.union import UnionControlNet
+
+    with torch.device("meta"):
+        plain, union = ControlNet(**SDXL), UnionControlNet(**SDXL, num_control_type=8)
+        x, hint = torch.randn(1, 4, 128, 128), torch.randn(1, 3, 1024, 1024)
+        common = dict(timestep=torch.ones(1), encoder_hidden_states=torch.randn(1, 77, 2048),
+                      added_cond_kwargs={"text_embeds": torch.randn(1, 1280), "time_ids": torch.randn(1, 6)})
+        e, one, two = plain.embed_hint(hint), union.embed_conditions([hint], [1]), union.embed_conditions([hint, hint], [1, 3])
+    runs = {
+        "ControlNet": lambda: plain(x, hint=hint, **common),
+        "union, 1 condition": lambda: union(x, hint=[hint], control_types=[1], **common),
+        "union, 2 conditions": lambda: union(x, hint=[hint, hint], control_types=[1, 3], **common),
+        # per sampling step: the pipeline computes E(c) once per image, not per step
+        "ControlNet, E(c) cached": lambda: plain(x, hint_embedding=e, **common),
+        "union, 1 condition, E(c) cached": lambda: union(x, hint_embedding=one, **common),
+        "union, 2 conditions, E(c) cached": lambda: union(x, hint_embedding=two, **common),
+    }
+    flops = {}
+    for name, run in runs.items():
+        with FlopCounterMode(display=False) as counter:
+            run()
+        flops[name] = counter.get_total_flops() / 1e12
+    return flops
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=4)
@@ -46,9 +87,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write the numbers here")
+    ap.add_argument("--flops-only", action="store_true", help="only count the FLOPs at SDXL's shapes (no timing)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
+    if args.flops_only:
+        print(sdxl_tflops())
+        return
 
     pipe = tiny_pipeline("sdxl", unet_config=UNET)
     union = tiny_union(dict(pipe.unet.config), types=8, conditioning_embedding_out_channels=(48, 96, 192, 384))
@@ -89,8 +134,13 @@ def main() -> None:
     }
     for name, r in ratios.items():
         print(f"{name:<54} {r:5.3f}")
+    tflops = sdxl_tflops()
+    print("SDXL shapes, 1024², one forward of one sample (meta device): "
+          + ", ".join(f"{k} {v:.3f} TFLOP" for k, v in tflops.items())
+          + f"; 2 conditions / 1: {tflops['union, 2 conditions'] / tflops['union, 1 condition']:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "seconds_per_image": best, "ratios": ratios}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"args": vars(args), "seconds_per_image": best, "ratios": ratios,
+                                               "sdxl_tflop_per_forward": tflops}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -404,3 +404,11 @@ def test_generate_control_type_errors_are_one_line(cli_files, tmp_path, capsys):
     assert_user_error(generate(d, tmp_path, *unit), capsys, "needs a control type", "--control-type")
     assert_user_error(generate(d, tmp_path, "--controlnet", d / "cn", "--image", d / "a.png", "--control-type", "canny"),
                       capsys, "plain ControlNet", "drop the control type")
+
+
+def test_union_on_another_base_family_is_refused_naming_both(sdxl):
+    _, cn = sdxl
+    sd1 = ControlPipeline.from_diffusers(tiny_pipeline("sd1"))
+    unit = ControlUnit(cn, random_hint(W, H), control_type="depth", resize=None, name="unit 1 (promax.safetensors)")
+    with pytest.raises(InputError, match=r"unit 1 \(promax.safetensors\) was made for a sdxl-like base model but the base model is custom"):
+        sd1("a red cube", [unit], steps=1, progress=False, output_type="latent")
