@@ -113,6 +113,8 @@ def test_type_names_follow_xinsir_and_a1111():
                                                "anime_lineart", "normal", "segment", "tile", "repaint", "inpaint")] == \
         [0, 1, 2, 2, 3, 3, 3, 3, 4, 5, 6, 7, 7]
     assert control_type_index("Soft Edge", 8) == 2 and control_type_index("hed/pidi/scribble/ted", 8) == 2
+    a1111 = ("OpenPose", "Depth", "Soft Edge", "Hard Edge", "Normal Map", "Segmentation", "Tile", "Inpaint")  # its enum
+    assert [control_type_index(n, 8) for n in a1111] == list(range(8))
     with pytest.raises(InputError, match="tile and repaint need the ProMax"):
         control_type_index("tile", 6)
 
