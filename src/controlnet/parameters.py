@@ -13,7 +13,7 @@ from controlnet.errors import InputError, MissingFileError
 # preprocess_params, pixel_perfect: how --preprocess ran (None: the command's defaults)
 UNIT_DEFAULTS = {"image": None, "weight": 1.0, "start": 0.0, "end": 1.0, "mode": "balanced", "preprocess": None, "mask": None,
                  "schedule": None, "schedule_interpolation": "hold", "processor_res": None, "preprocess_params": None,
-                 "pixel_perfect": None}
+                 "pixel_perfect": None, "control_type": None}
 UNIT_KEYS = tuple(UNIT_DEFAULTS)
 CHUNK = "controlnet"
 ARG_OF_KEY = {"cfg": "guidance_scale"}  # the PNG keeps the name users know (A1111: "CFG scale")
@@ -21,7 +21,7 @@ STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "
                "width", "height", "resize", "init_image", "strength", "dtype", "inpaint_mask", "inpaint_mode", "mask_blur")
 STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype",
                   "inpaint_mask", "inpaint_mode")
-UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask")
+UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask", "control_type")
 UNIT_IMAGES = ("image", "mask")  # paths a replay may take from the command line instead
 # A1111 sampler names -> ours (controlnet.pipeline.schedulers); "DPM++ 2M Karras" is A1111's older label
 A1111_SAMPLERS = {"Euler a": "euler_a", "Euler": "euler", "LMS": "lms", "Heun": "heun", "DPM2": "dpm2", "DPM2 a": "dpm2_a",

@@ -57,6 +57,8 @@ def register(sub) -> None:
     unit.add_argument("--mode", action=UnitOption, metavar="MODE", help="balanced | prompt | control (guess mode) | cfg_rw")
     unit.add_argument("--preprocess", action=UnitOption, metavar="NAME", help="run this annotator on --image first (e.g. canny)")
     unit.add_argument("--mask", action=UnitOption, metavar="IMG", help="restrict the unit to the white area of this image")
+    unit.add_argument("--control-type", action=UnitOption, metavar="TYPE", help="a union ControlNet's condition type: openpose, "
+                      "depth, hed/pidi/scribble/ted, canny/lineart/anime_lineart/mlsd, normal, segment, tile, repaint (ProMax)")
     unit.add_argument("--schedule", action=UnitOption, metavar="F:S,...", help="weight over the steps: keyframes "
                       "FRACTION:FACTOR, e.g. 0:1,0.5:0.3 (the weight x 0.3 from half the steps on)")
     unit.add_argument("--schedule-interpolation", action=UnitOption, metavar="HOW", help="hold (default: each factor "
@@ -164,7 +166,8 @@ def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe, net
             nets[key] = load_controlnet(u["controlnet"], dtype=pipe.unet.dtype, device=pipe.device)
         units.append(ControlUnit(nets[key], image, weight=u["weight"], start=u["start"], end=u["end"], mode=u["mode"],
                                  mask=mask, resize=resize, name=f"unit {i + 1} ({Path(u['controlnet']).name})",
-                                 schedule=u["schedule"], schedule_interpolation=u["schedule_interpolation"]))
+                                 schedule=u["schedule"], schedule_interpolation=u["schedule_interpolation"],
+                                 control_type=u.get("control_type")))
     return units
 
 
