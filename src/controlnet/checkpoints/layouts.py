@@ -4,6 +4,7 @@
 - "original-bare": the same with the prefix stripped (community fp16 files);
 - "controlldm": a full ControlLDM checkpoint (ControlNet + SD U-Net + VAE + CLIP, ControlNet 1.0);
 - "diffusers": diffusers' `ControlNetModel` key names (also our native layout);
+- "control-lora": Stability AI's Control-LoRA (marker key `lora_controlnet`; `checkpoints/control_lora.py`);
 - "sd": a Stable Diffusion checkpoint with no ControlNet in it (a common mix-up);
 - "unknown".
 """
@@ -17,6 +18,8 @@ PREFIX = "control_model."
 
 def detect_layout(keys) -> str:
     keys = set(keys)
+    if "lora_controlnet" in keys:
+        return "control-lora"
     if any(k.startswith(PREFIX) for k in keys):
         if any(k.startswith("model.diffusion_model.") for k in keys):
             return "controlldm"

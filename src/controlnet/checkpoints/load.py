@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from controlnet.checkpoints.config_files import config_override, read_json_config
+from controlnet.checkpoints.families import FAMILIES
 from controlnet.checkpoints.infer import infer_config
 from controlnet.checkpoints.io import check_finite, read_tensors
 from controlnet.checkpoints.layouts import PREFIX, control_part, describe_unknown, detect_layout
@@ -45,11 +46,13 @@ def read_controlnet_state(path: str | os.PathLike, *, check: bool = True) -> tup
             f"{path}: this is a Stable Diffusion checkpoint without a ControlNet in it; "
             "pass it as the base model, and a ControlNet file as the control"
         )
-    if layout not in ("diffusers", *ORIGINAL_LAYOUTS):
+    if layout not in ("diffusers", *ORIGINAL_LAYOUTS, *FAMILIES):
         raise CheckpointError(describe_unknown(tensors, str(path)))
     if check:
         check_finite({k: v for k, v in tensors.items() if layout != "controlldm" or k.startswith(PREFIX)}, str(path))
     stored = _stored_config(metadata, path)
+    if layout in FAMILIES:
+        return FAMILIES[layout].read(tensors, str(path)), stored, layout
     if layout == "diffusers":
         return tensors, stored, layout
     try:
@@ -115,18 +118,24 @@ def load_controlnet(
     config: dict | str | os.PathLike | None = None,
     dtype: torch.dtype | str | None = None,
     device: str | torch.device = "cpu",
+    base=None,
 ) -> ControlNet:
     """A `ControlNet` from any layout: an original 1.0/1.1 `.pth`/`.safetensors` (prefixed, bare or
     full ControlLDM), a diffusers folder or single file. `config` (dict, `config.json`, or an original
     `cldm_*.yaml`) overrides what is stored or inferred. `dtype` (any spelling: fp16, float16,
-    torch.float16...) defaults to float32; `loaded_from["dtype"]` tells what the file stores."""
+    torch.float16...) defaults to float32; `loaded_from["dtype"]` tells what the file stores. `base` (a diffusers
+    U-Net, pipeline or base folder) is needed by the families stored relative to their base model
+    (Control-LoRA; `controlnet.checkpoints.families`)."""
     path, target, device = Path(path), parse_dtype(dtype) or torch.float32, check_device(device)
     override = config_override(config)
     state, stored, layout = read_controlnet_state(path)
-    full = {**(stored if stored is not None else infer_config(state, str(path), path.name)), **override}
-    cn = _build(full, path, layout)
-    _check_keys(cn, state, path, layout)
-    cn.load_state_dict(state, strict=True, assign=True)
+    if layout in FAMILIES:
+        cn = FAMILIES[layout].build(state, base, str(path))
+    else:
+        full = {**(stored if stored is not None else infer_config(state, str(path), path.name)), **override}
+        cn = _build(full, path, layout)
+        _check_keys(cn, state, path, layout)
+        cn.load_state_dict(state, strict=True, assign=True)
     torch.nn.Module.to(cn, device=device, dtype=target)  # not ModelMixin.to, which warns on every dtype cast
     cn.loaded_from = {"path": str(path), "layout": layout, "dtype": stored_dtype(state)}
     return cn.eval()
