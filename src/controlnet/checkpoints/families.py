@@ -12,18 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from controlnet.checkpoints import control_lora
+from controlnet.checkpoints import control_lora, t2i_adapter
 from controlnet.errors import CheckpointError
 
 
 @dataclass(frozen=True)
 class Family:
-    read: Callable[[dict, str], dict]            # (file tensors, source) -> state in our key names
-    build: Callable[[dict, object, str], object]  # (state, base U-Net or None, source) -> network
+    read: Callable[[dict, str], dict]                   # (file tensors, source) -> state in our key names
+    build: Callable[[dict, dict | None, object, str], object]  # (state, stored config, base U-Net, source) -> network
     describe: Callable[[dict], dict]             # state -> inspect's family-specific lines
 
 
-def _build_control_lora(state: dict, base, source: str):
+def _build_control_lora(state: dict, config: dict | None, base, source: str):
     if base is None:
         raise control_lora.needs_base(source, state)
     return control_lora.build_control_lora(state, base_unet(base), source)
@@ -36,8 +36,14 @@ def _describe_control_lora(state: dict) -> dict:
             if "controlnet_cond_embedding.conv_in.weight" in state else None}
 
 
+def _build_t2i_adapter(state: dict, config: dict | None, base, source: str):
+    return t2i_adapter.build(state, config, source)
+
+
 FAMILIES: dict[str, Family] = {
     "control-lora": Family(control_lora.control_lora_to_ours, _build_control_lora, _describe_control_lora),
+    "t2i-adapter": Family(lambda tensors, source: tensors, _build_t2i_adapter, t2i_adapter.describe),
+    "t2i-adapter-original": Family(t2i_adapter.original_to_diffusers, _build_t2i_adapter, t2i_adapter.describe),
 }
 
 

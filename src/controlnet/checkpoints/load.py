@@ -86,10 +86,12 @@ def _read_folder(path: Path, check: bool) -> tuple[dict, dict, str]:
     config = read_json_config(config_file)
     tensors, _ = read_tensors(weights)
     layout = detect_layout(tensors)
-    if layout != "diffusers":
+    if layout != "diffusers" and layout not in FAMILIES:
         raise CheckpointError(f"{weights}: expected diffusers ControlNet keys, found the {layout!r} layout")
     if check:
         check_finite(tensors, str(weights))
+    if layout in FAMILIES:
+        return FAMILIES[layout].read(tensors, str(weights)), config, layout
     return tensors, config, "diffusers-folder"
 
 
@@ -130,7 +132,7 @@ def load_controlnet(
     override = config_override(config)
     state, stored, layout = read_controlnet_state(path)
     if layout in FAMILIES:
-        cn = FAMILIES[layout].build(state, base, str(path))
+        cn = FAMILIES[layout].build(state, stored, base, str(path))
     else:
         full = {**(stored if stored is not None else infer_config(state, str(path), path.name)), **override}
         cn = _build(full, path, layout)

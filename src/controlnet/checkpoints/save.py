@@ -56,6 +56,8 @@ def save_controlnet(
     original-layout file (`control_model.` keys, `.safetensors` or `.pth`). `dtype` (any spelling)
     casts floating tensors. Safetensors files carry the exact config, so they reload without guessing."""
     path, target = Path(path), parse_dtype(dtype)
+    if getattr(cn, "is_adapter", False):
+        return _save_adapter(cn, path, layout, target)
     kind = output_kind(path, layout, cn.config.copy)
     state = {k: (v.to(target) if target is not None and v.is_floating_point() else v).detach().cpu()
              for k, v in cn.state_dict().items()}
@@ -73,10 +75,10 @@ def save_controlnet(
     return path
 
 
-def _write_folder(path: Path, state: dict, config: dict, meta: dict) -> None:
+def _write_folder(path: Path, state: dict, config: dict, meta: dict, class_name: str | None = None) -> None:
     """Weights and config.json, both complete before either replaces an old one."""
     diffusers_compatible = all(config.get(k, v) == v for k, v in OWN_DEFAULTS.items())
-    header = {"_class_name": "ControlNetModel" if diffusers_compatible else "ControlNet",
+    header = {"_class_name": class_name or ("ControlNetModel" if diffusers_compatible else "ControlNet"),
               "_diffusers_version": _diffusers_version()}
     body = {k: v for k, v in config.items() if not (diffusers_compatible and k in OWN_DEFAULTS)}
     created = not path.exists()
@@ -90,6 +92,20 @@ def _write_folder(path: Path, state: dict, config: dict, meta: dict) -> None:
             with contextlib.suppress(OSError):
                 path.rmdir()
         raise
+
+
+def _save_adapter(net, path: Path, layout: str, target) -> Path:
+    """A T2I-Adapter in diffusers' layout: a folder (`T2IAdapter.from_pretrained` loads it) or one file."""
+    if layout != "diffusers" or path.suffix in PICKLE_SUFFIXES:
+        raise InputError(f"{path}: a T2I-Adapter is written in the diffusers layout only (a folder or a .safetensors file)")
+    state = {k: (v.to(target) if target is not None and v.is_floating_point() else v).detach().cpu()
+             for k, v in net.adapter.state_dict().items()}
+    config = {k: v for k, v in net.adapter.config.items() if not k.startswith("_")}
+    if path.suffix == ".safetensors":
+        write_safetensors(state, path, {CONFIG_METADATA_KEY: json.dumps(config)})
+    else:
+        _write_folder(path, state, config, {}, class_name="T2IAdapter")
+    return path
 
 
 def _diffusers_version() -> str:

@@ -28,6 +28,7 @@ def controlled_unet(
     added_cond_kwargs: dict[str, torch.Tensor] | None = None,
     lock_encoder: bool = False,
     checkpoint_decoder: bool = False,
+    adapter_features: Sequence[torch.Tensor] | None = None,
     **unet_kwargs,
 ) -> torch.Tensor:
     """The noise prediction of the locked U-Net with ControlNets, paper §3.1 at every connection:
@@ -44,13 +45,15 @@ def controlled_unet(
     convs) it equals the plain U-Net bit for bit. Training passes `lock_encoder` (no autograd through
     F(x; Θ), paper §3.2) and may `checkpoint_decoder`. `unet_kwargs`: class_labels, timestep_cond,
     attention_mask, encoder_attention_mask, cross_attention_kwargs, as diffusers takes them.
+    `adapter_features` (T2I-Adapters', summed and scaled) enter inside F(x; Θ), not at the skips
+    (`controlnet.nn.t2i_adapter`).
     """
     z = sum_residuals(controls)                                                   # Σ Z(F(x + Z(c; Θz1); Θc); Θz2)
     if z is not None:
         check_residuals(unet, sample, z)
     with torch.no_grad() if lock_encoder else contextlib.nullcontext():
         emb, attn = unet_conditioning(unet, sample, timestep, encoder_hidden_states, added_cond_kwargs, **unet_kwargs)
-        f, mid = unet_encoder(unet, sample, emb, attn)                            # F(x; Θ)
+        f, mid = unet_encoder(unet, sample, emb, attn, adapter_features)          # F(x; Θ)
     if z is not None:
         f = tuple(fi + zi.to(fi.dtype) for fi, zi in zip(f, z.down, strict=True))  # y_c = F(x; Θ) + Z(...)
         mid = mid + z.mid.to(mid.dtype)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from controlnet import checks
 from controlnet.errors import InputError
 from controlnet.nn import ControlResiduals, controlled_unet, family_of, unet_connection_shapes
+from controlnet.nn import t2i_adapter as t2i
 from controlnet.pipeline import images as img
 from controlnet.pipeline import inpaint as inp
 from controlnet.pipeline.loading import load_folder, load_single_file
@@ -305,6 +306,8 @@ class ControlPipeline:
         """Hint(s) -> E(c) once; mode + weight (+ mask per resolution) -> per-connection scales.
         The ControlNet runs in the U-Net's dtype and device unless the unit names a dtype."""
         cn, label = unit.controlnet, unit.name or f"unit {index + 1}"
+        if t2i.is_adapter(cn):
+            return self._prepare_adapter(unit, width, height, batch, label)
         check_compatible(cn, self.unet, self.vae_scale_factor, label)
         if not unit.off:
             wanted = unit.dtype or self.unet.dtype
@@ -321,6 +324,26 @@ class ControlPipeline:
         # shuffle-type (global pooling) models act on the cond branch only, as in A1111 and diffusers
         only = cond_only(unit.mode) or bool(cn.config.get("global_pool_conditions", False))
         return _Prepared(unit, embedding, self._unit_scales(unit, width, height, label), only), [img.to_pil(h) for h in hints]
+
+    def _prepare_adapter(self, unit: ControlUnit, width: int, height: int, batch: int, label: str) -> tuple[_Prepared, list]:
+        """A T2I-Adapter unit: its features computed once, checked against this U-Net; its scale is the weight."""
+        net = unit.controlnet
+        if unit.mode != "balanced" or unit.layer_scales is not None or unit.mask is not None:
+            raise InputError(f"{label}: a T2I-Adapter takes a weight, start/end and a schedule; not a mode, layer_scales or mask")
+        wanted = unit.dtype or self.unet.dtype
+        if net.dtype != wanted or net.device != self.device:
+            net.to(device=self.device, dtype=wanted)
+        pictures = unit.image if isinstance(unit.image, (list, tuple)) else [unit.image]
+        if len(pictures) not in (1, batch):
+            raise InputError(f"{label}: give one condition image or one per image ({batch}), got {len(pictures)}")
+        hints = [img.hint_tensor(p, width, height, unit.resize) for p in pictures]
+        features = net.embed_hint(torch.cat(hints).to(net.device, net.dtype)[:, : net.hint_channels])
+        try:
+            t2i.check_features(features, self.unet.config, (height // self.vae_scale_factor, width // self.vae_scale_factor),
+                               net.made_for)
+        except ValueError as exc:
+            raise InputError(f"{label}: {exc}") from None
+        return _Prepared(unit, features, [unit.weight], False), [img.to_pil(h) for h in hints]
 
     def _unit_scales(self, unit: ControlUnit, width: int, height: int, label: str) -> list:
         """weight x (the mode's or the unit's own) per-connection scales, times the mask pooled to each resolution."""
@@ -510,10 +533,13 @@ class ControlPipeline:
         for i, t in enumerate(tqdm(call.timesteps, disable=not call.progress, desc="sampling", leave=False)):
             x_in = sched.scale_model_input(torch.cat([x, x]) if call.guided else x, t)
             # a unit outside its window, or at factor 0 in its strength schedule, is not run at all
-            controls = [self._residuals(p, x_in, t, text, call, f) for p in prepared
-                        if active(i, n, p.unit.start, p.unit.end) and (f := p.unit.factor_at(i / n)) > 0]
+            running = [(p, f) for p in prepared if active(i, n, p.unit.start, p.unit.end) and (f := p.unit.factor_at(i / n)) > 0]
+            controls = [self._residuals(p, x_in, t, text, call, f) for p, f in running if not t2i.is_adapter(p.unit.controlnet)]
+            features = t2i.sum_features([(p.embedding, p.scales[0] * f) for p, f in running
+                                         if t2i.is_adapter(p.unit.controlnet)], x_in.shape[0])
             unet_in = inp.unet_input(call.inpaint, x_in)  # 9-channel inpainting U-Nets: + mask, masked picture
-            eps = controlled_unet(self.unet, unet_in, t, text.states, controls, added_cond_kwargs=text.added)
+            eps = controlled_unet(self.unet, unet_in, t, text.states, controls, added_cond_kwargs=text.added,
+                                  adapter_features=features)
             if call.guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + call.guidance_scale * (cond - uncond)
