@@ -20,7 +20,7 @@ from controlnet.errors import CheckpointError
 class Family:
     read: Callable[[dict, str], dict]                   # (file tensors, source) -> state in our key names
     build: Callable[[dict, dict | None, object, str], object]  # (state, stored config, base U-Net, source) -> network
-    describe: Callable[[dict], dict]             # state -> inspect's family-specific lines
+    describe: Callable[[dict, str], dict]        # (state, source) -> inspect's family-specific lines
 
 
 def _build_control_lora(state: dict, config: dict | None, base, source: str):
@@ -29,7 +29,7 @@ def _build_control_lora(state: dict, config: dict | None, base, source: str):
     return control_lora.build_control_lora(state, base_unet(base), source)
 
 
-def _describe_control_lora(state: dict) -> dict:
+def _describe_control_lora(state: dict, source: str) -> dict:
     return {"family": "control-lora", "made_for": control_lora.made_for(state),
             "rank": "/".join(map(str, control_lora.ranks(state))),
             "hint_channels": state["controlnet_cond_embedding.conv_in.weight"].shape[1]
@@ -40,10 +40,23 @@ def _build_t2i_adapter(state: dict, config: dict | None, base, source: str):
     return t2i_adapter.build(state, config, source)
 
 
+def _controlnet_xs(state: dict, *args) -> None:
+    """Named, so the user learns what the file is; the two-way coupling is not implemented yet."""
+    source = args[-1]
+    cross = next((v.shape[1] for k, v in state.items() if k.endswith("attn2.to_k.weight")), None)
+    base = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}.get(cross, "a custom base")
+    raise CheckpointError(
+        f"{source}: a ControlNet-XS (made for {base}, cross-attention width {cross}; diffusers' ControlNetXSAdapter keys): not "
+        "supported yet. It is coupled both ways with the U-Net encoder, not added to it; diffusers' "
+        "UNetControlNetXSModel.from_unet(unet, controlnet=ControlNetXSAdapter.from_pretrained(...)) runs it"
+    )
+
+
 FAMILIES: dict[str, Family] = {
     "control-lora": Family(control_lora.control_lora_to_ours, _build_control_lora, _describe_control_lora),
     "t2i-adapter": Family(lambda tensors, source: tensors, _build_t2i_adapter, t2i_adapter.describe),
     "t2i-adapter-original": Family(t2i_adapter.original_to_diffusers, _build_t2i_adapter, t2i_adapter.describe),
+    "controlnet-xs": Family(lambda tensors, source: tensors, _controlnet_xs, _controlnet_xs),
 }
 
 

@@ -6,6 +6,7 @@
 - "diffusers": diffusers' `ControlNetModel` key names (also our native layout);
 - "control-lora": Stability AI's Control-LoRA (marker key `lora_controlnet`; `checkpoints/control_lora.py`);
 - "t2i-adapter", "t2i-adapter-original": diffusers' and TencentARC's T2I-Adapter keys (`checkpoints/t2i_adapter.py`);
+- "controlnet-xs": diffusers' ControlNetXSAdapter / UNetControlNetXSModel keys (named, not loaded yet);
 - "sd": a Stable Diffusion checkpoint with no ControlNet in it (a common mix-up);
 - "unknown".
 """
@@ -23,6 +24,8 @@ def detect_layout(keys) -> str:
         return "control-lora"
     if any(k.startswith("adapter.body.") for k in keys):
         return "t2i-adapter"
+    if any(".base_to_ctrl." in k or k.startswith("base_to_ctrl.") for k in keys):
+        return "controlnet-xs"
     if "body.0.block1.weight" in keys or "body.0.body.0.block1.weight" in keys:
         return "t2i-adapter-original"
     if any(k.startswith(PREFIX) for k in keys):

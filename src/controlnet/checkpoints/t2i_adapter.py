@@ -72,6 +72,13 @@ def _resnets_per_level(state: dict) -> int:
 
 def infer_config(state: dict, source: str) -> dict:
     """T2IAdapter(**config) for a state in diffusers' key names."""
+    try:
+        return _config_from_shapes(state, source)
+    except (KeyError, IndexError) as exc:
+        raise CheckpointError(f"{source}: a T2I-Adapter without tensor {exc.args[0]!r}: the file is truncated or damaged") from None
+
+
+def _config_from_shapes(state: dict, source: str) -> dict:
     levels = sorted({int(m[1]) for k in state if (m := re.match(r"adapter\.body\.(\d+)\.", k))})
     resnets = {int(m[1]) for k in state if (m := re.match(r"adapter\.body\.0\.resnets\.(\d+)\.", k))}
     if not levels or not resnets:
@@ -110,8 +117,8 @@ def build(state: dict, config: dict | None, source: str):
     return T2IAdapterNet(adapter.eval()).eval()
 
 
-def describe(state: dict) -> dict:
-    config = infer_config(state, "the file")
+def describe(state: dict, source: str) -> dict:
+    config = infer_config(state, source)
     return {"family": "t2i-adapter", "adapter_type": config["adapter_type"],
             "made_for": "sdxl" if config["adapter_type"] == "full_adapter_xl" else "sd1/sd2",
             "hint_channels": config["in_channels"], "channels": config["channels"]}

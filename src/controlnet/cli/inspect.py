@@ -45,7 +45,7 @@ def _describe_family(path, state: dict, layout: str, nonfinite: list) -> dict:
     return {
         "path": str(path),
         "layout": layout,
-        **FAMILIES[layout].describe(state),
+        **FAMILIES[layout].describe(state, str(path)),
         "parameters": sum(v.numel() for v in state.values()),
         "tensors": len(state),
         "dtype": ", ".join(f"{d} ({n})" for d, n in dtypes.most_common()),
