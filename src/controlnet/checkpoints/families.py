@@ -40,23 +40,48 @@ def _build_t2i_adapter(state: dict, config: dict | None, base, source: str):
     return t2i_adapter.build(state, config, source)
 
 
-def _controlnet_xs(state: dict, *args) -> None:
-    """Named, so the user learns what the file is; the two-way coupling is not implemented yet."""
-    source = args[-1]
+def _xs_made_for(state: dict) -> str:
     cross = next((v.shape[1] for k, v in state.items() if k.endswith("attn2.to_k.weight")), None)
-    base = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}.get(cross, "a custom base")
-    raise CheckpointError(
-        f"{source}: a ControlNet-XS (made for {base}, cross-attention width {cross}; diffusers' ControlNetXSAdapter keys): not "
-        "supported yet. It is coupled both ways with the U-Net encoder, not added to it; diffusers' "
-        "UNetControlNetXSModel.from_unet(unet, controlnet=ControlNetXSAdapter.from_pretrained(...)) runs it"
-    )
+    return f"{ {768: 'SD 1.x', 1024: 'SD 2.x', 2048: 'SDXL'}.get(cross, 'a custom base')} (cross-attention width {cross})"
+
+
+def _build_controlnet_xs(state: dict, config: dict | None, base, source: str):
+    """diffusers' `ControlNetXSAdapter` from a folder's config.json (or the config this package stores)."""
+    import inspect
+
+    from diffusers import ControlNetXSAdapter
+
+    from controlnet.nn.controlnet_xs import ControlNetXSNet
+
+    if not config:
+        raise CheckpointError(f"{source}: a ControlNet-XS made for {_xs_made_for(state)} without its config.json; give "
+                              "its diffusers folder (config.json beside the weights): its widths are not all in the shapes")
+    allowed = set(inspect.signature(ControlNetXSAdapter.__init__).parameters) - {"self"}
+    try:
+        adapter = ControlNetXSAdapter(**{k: v for k, v in config.items() if k in allowed})
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise CheckpointError(f"{source}: its config.json does not build a ControlNet-XS adapter: {exc}") from None
+    expected = adapter.state_dict()
+    misfit = [k for k in expected if k not in state] + [k for k in state if k not in expected]
+    misfit += [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if misfit:
+        raise CheckpointError(f"{source}: a ControlNet-XS whose tensors do not fit its config ({len(misfit)}, first: "
+                              f"{misfit[0]}): the file is truncated or damaged")
+    adapter.load_state_dict(state, strict=True)
+    return ControlNetXSNet(adapter.eval()).eval()
+
+
+def _describe_controlnet_xs(state: dict, source: str) -> dict:
+    return {"family": "controlnet-xs", "made_for": _xs_made_for(state),
+            "hint_channels": state["controlnet_cond_embedding.conv_in.weight"].shape[1]
+            if "controlnet_cond_embedding.conv_in.weight" in state else None}
 
 
 FAMILIES: dict[str, Family] = {
     "control-lora": Family(control_lora.control_lora_to_ours, _build_control_lora, _describe_control_lora),
     "t2i-adapter": Family(lambda tensors, source: tensors, _build_t2i_adapter, t2i_adapter.describe),
     "t2i-adapter-original": Family(t2i_adapter.original_to_diffusers, _build_t2i_adapter, t2i_adapter.describe),
-    "controlnet-xs": Family(lambda tensors, source: tensors, _controlnet_xs, _controlnet_xs),
+    "controlnet-xs": Family(lambda tensors, source: tensors, _build_controlnet_xs, _describe_controlnet_xs),
 }
 
 

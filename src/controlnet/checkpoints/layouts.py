@@ -6,7 +6,7 @@
 - "diffusers": diffusers' `ControlNetModel` key names (also our native layout);
 - "control-lora": Stability AI's Control-LoRA (marker key `lora_controlnet`; `checkpoints/control_lora.py`);
 - "t2i-adapter", "t2i-adapter-original": diffusers' and TencentARC's T2I-Adapter keys (`checkpoints/t2i_adapter.py`);
-- "controlnet-xs": diffusers' ControlNetXSAdapter / UNetControlNetXSModel keys (named, not loaded yet);
+- "controlnet-xs": diffusers' ControlNetXSAdapter keys (`checkpoints/families.py`);
 - "sd": a Stable Diffusion checkpoint with no ControlNet in it (a common mix-up);
 - "unknown".
 """

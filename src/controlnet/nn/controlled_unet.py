@@ -60,6 +60,29 @@ def controlled_unet(
     return unet_decoder(unet, f, mid, emb, attn, checkpointing=checkpoint_decoder)
 
 
+def controlled_unet_xs(coupled, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, hint: torch.Tensor,
+                       scale: float = 1.0, *, apply_control: bool = True, added_cond_kwargs=None) -> torch.Tensor:
+    """The noise prediction of a U-Net coupled with a ControlNet-XS (diffusers' `UNetControlNetXSModel`,
+    `coupled`). Not the paper's y_c = F(x; Θ) + Z(...): the two encoders exchange features both ways at
+    every sub-block k (conv_in; each resnet+attention pair; each downsampler; the middle block):
+
+        c_0 = conv_in_c(x) + E(c),          h_0 = conv_in(x) + s · C2B_0(c_0)
+        c_k = G_k([c_{k-1}, B2C_k(h_{k-1})]; Θc)          (the control encoder reads the base's features)
+        h_k = F_k(h_{k-1}; Θ) + s · C2B_k(c_k)            (the base encoder gets the control's back)
+        decoder sub-block j:  h ← h + s · C2B'_j(c_skip_j), then the base's own skip as usual
+
+    x           the noisy latent;  c  the hint;  E  the hint encoder (`controlnet_cond_embedding`)
+    F_k, Θ      the locked base U-Net's sub-block k and weights;  h_k its features
+    G_k, Θc     the control encoder's sub-block k (narrower: `size_ratio`) and weights;  c_k its features
+    B2C_k       base → control convs (`base_to_ctrl`), concatenated to the control's input
+    C2B_k       control → base zero convs (`ctrl_to_base`; `up_connections` in the decoder, fed the
+                control's skips c_skip_j)
+    s           the conditioning scale (the unit's weight); `apply_control=False` runs the base alone
+    """
+    return coupled(sample, timestep, encoder_hidden_states, controlnet_cond=hint, conditioning_scale=scale,
+                   added_cond_kwargs=added_cond_kwargs, apply_control=apply_control, return_dict=False)[0]
+
+
 def unet_connection_shapes(unet, latent_hw: tuple[int, int]) -> list[tuple[int, int, int]]:
     """(channels, h, w) of every skip connection, then the middle block, for a latent of `latent_hw`."""
     return connection_shapes(unet.config, latent_hw)
