@@ -106,3 +106,32 @@ def test_generate_and_the_only_unit_rule(tmp_path_factory, capsys):
     random_adapter(xl).save_pretrained(d / "xs-xl")
     assert_user_error([*common, "--controlnet", d / "xs-xl", "--image", d / "hint.png", "-o", d / "out3"], capsys,
                       "xs-xl", "ControlNet-XS made for", "does not fit this base")
+
+
+@pytest.mark.parametrize("damage,message", [("truncate", "truncated"), ("drop", "do not fit its config")])
+def test_damaged_xs_folder_gets_one_line_errors(case, tmp_path, capsys, damage, message):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    _, _, folder = case
+    bad = tmp_path / "xs"
+    shutil.copytree(folder, bad)
+    weights = bad / "diffusion_pytorch_model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:-2000])
+    else:
+        state = load_file(str(weights))
+        del state["control_to_base_for_conv_in.weight"]
+        save_file(state, str(weights))
+    assert_user_error(["inspect", bad] if damage == "truncate" else ["convert", bad, tmp_path / "out", "--to", "diffusers"],
+                      capsys, str(bad), message)
+
+
+def test_convert_round_trips_to_a_single_file_and_back(case, tmp_path, capsys):
+    """An XS adapter written as one .safetensors carries its config, so it reloads without config.json."""
+    _, _, folder = case
+    code, _, err = run_cli(["convert", folder, tmp_path / "xs.safetensors", "--to", "diffusers"], capsys)
+    assert code == 0, err
+    again, first = load_controlnet(tmp_path / "xs.safetensors"), load_controlnet(folder)
+    assert all(torch.equal(v, first.adapter.state_dict()[k]) for k, v in again.adapter.state_dict().items())

@@ -222,4 +222,4 @@ def test_convert_writes_a_diffusers_adapter(cli_files, tmp_path, capsys):
     mine = load_controlnet(src).adapter.state_dict()
     assert theirs.config.adapter_type == "full_adapter"
     assert all(torch.equal(v, mine[k]) for k, v in theirs.state_dict().items())
-    assert_user_error(["convert", src, tmp_path / "x.pth", "--to", "original"], capsys, "diffusers layout only")
+    assert_user_error(["convert", src, tmp_path / "x.pth", "--to", "original"], capsys, "T2IAdapter is written in the diffusers layout only")
