@@ -126,8 +126,9 @@ def load_controlnet(
     full ControlLDM), a diffusers folder or single file. `config` (dict, `config.json`, or an original
     `cldm_*.yaml`) overrides what is stored or inferred. `dtype` (any spelling: fp16, float16,
     torch.float16...) defaults to float32; `loaded_from["dtype"]` tells what the file stores. `base` (a diffusers
-    U-Net, pipeline or base folder) is needed by the families stored relative to their base model
-    (Control-LoRA; `controlnet.checkpoints.families`)."""
+    U-Net, pipeline or base folder) is needed by the families stored relative to their base model.
+    A Control-LoRA gives a plain ControlNet; a T2I-Adapter or ControlNet-XS file gives that family's
+    network (`controlnet.checkpoints.families`)."""
     path, target, device = Path(path), parse_dtype(dtype) or torch.float32, check_device(device)
     override = config_override(config)
     state, stored, layout = read_controlnet_state(path)
