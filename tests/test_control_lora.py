@@ -97,12 +97,19 @@ def test_diffusers_drops_stored_biases_of_factored_layers_we_keep_them(saved):
     assert torch.equal(ours.conv_in.bias, tensors["input_blocks.0.0.bias"])
 
 
-def test_merged_once_at_load_a_plain_controlnet(saved):
-    """No factor survives loading: the result is an ordinary ControlNet with merged weights."""
-    unet, tensors, path = saved("sd1", 4)
-    ours = load_controlnet(path, base=unet)
+def test_merged_once_at_load_a_plain_controlnet(tmp_path):
+    """No factor survives loading: the result is an ordinary ControlNet with merged weights, and a
+    tensor the file leaves out (a norm here) is the base's, copied."""
+    unet = tiny_unet("sd1")
+    tensors = random_control_lora(unet, rank=4)
+    del tensors["input_blocks.1.0.in_layers.0.weight"]
+    write_safetensors(tensors, tmp_path / "cl.safetensors")
+    ours = load_controlnet(tmp_path / "cl.safetensors", base=unet)
+    assert torch.equal(ours.down_blocks[0].resnets[0].norm1.weight, unet.down_blocks[0].resnets[0].norm1.weight)
     names = [n for n, _ in ours.named_parameters()]
     assert not any(n.endswith((".up", ".down")) or "lora" in n for n in names)
+    base_storage = {p.data_ptr() for p in unet.parameters()}
+    assert not any(p.data_ptr() in base_storage for p in ours.parameters())  # training it cannot touch the U-Net
     w = unet.conv_in.weight + (tensors["input_blocks.0.0.up"].flatten(1) @ tensors["input_blocks.0.0.down"].flatten(1)).reshape(32, 4, 3, 3)
     assert torch.allclose(ours.conv_in.weight, w, atol=1e-6)
 

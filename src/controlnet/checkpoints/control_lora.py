@@ -102,7 +102,8 @@ def _filled(cn: ControlNet, state: dict, unet, source: str) -> ControlNet:
         if up.shape[0] != w.shape[0] or down.shape[1:] != w.shape[1:]:
             _refuse(source, state, unet, f"{module}: factors {tuple(up.shape)} @ {tuple(down.shape)}, base weight {tuple(w.shape)}")
         up, down = up.to(w.device, torch.float32), down.to(w.device, torch.float32)  # merged where the base lives
-        weights[key] = w.float() + (up.flatten(1) @ down.flatten(1)).reshape(w.shape)  # W_unet + up @ down
+        # W_unet + up @ down, summed in float32, kept in the base's dtype: one layer at a time in extra memory
+        weights[key] = (w.float() + (up.flatten(1) @ down.flatten(1)).reshape(w.shape)).to(w.dtype)
     for key, value in state.items():
         if key.endswith(FACTORS):
             continue
@@ -111,13 +112,13 @@ def _filled(cn: ControlNet, state: dict, unet, source: str) -> ControlNet:
         if tuple(value.shape) != tuple(expected[key].shape):
             _refuse(source, state, unet, f"{key} {tuple(value.shape)} vs {tuple(expected[key].shape)}")
         weights[key] = value
-    for key in expected:
-        weights.setdefault(key, base.get(key))
+    for key in expected:  # copies: the ControlNet must not share storage with the U-Net it came from
+        weights.setdefault(key, base[key].clone() if key in base else None)
     missing = [k for k, v in weights.items() if v is None]
     if missing:
         raise CheckpointError(f"{source}: a Control-LoRA missing {len(missing)} ControlNet tensors (first: {missing[0]}): "
                               "the file is truncated or damaged")
-    cn.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True, assign=True)
+    cn.load_state_dict(weights, strict=True, assign=True)  # load_controlnet casts to the dtype asked for
     return cn
 
 
