@@ -151,3 +151,30 @@ def randomize_connections(cn, seed: int = 0, std: float = 0.05) -> None:
         for conv in convs:
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * std)
             conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * std)
+
+
+def random_control_lora(unet, rank: int = 4, seed: int = 0, std: float = 0.05, base_biases: bool = False) -> dict:
+    """A random Control-LoRA file's tensors for `unet` (original key names, marker included): low-rank
+    factors for every Linear/Conv weight of the copied encoder, the rest in full. `base_biases` stores
+    the U-Net's own biases for the factored layers (what diffusers' loader assumes)."""
+    from controlnet.checkpoints.original_keys import ours_to_original
+    from controlnet.nn.controlnet import ControlNet
+
+    g = torch.Generator().manual_seed(seed)
+    cn = ControlNet.from_unet(unet, load_weights=False, device="meta")
+    base = unet.state_dict()
+    state = {}
+    for name, module in cn.named_modules():
+        params = dict(module.named_parameters(recurse=False))
+        copied = not name.startswith("controlnet_")
+        for pname, p in params.items():
+            key = f"{name}.{pname}"
+            if copied and pname == "weight" and p.ndim >= 2:
+                kernel = [1] * (p.ndim - 2)
+                state[f"{name}.up"] = torch.randn(p.shape[0], rank, *kernel, generator=g) * std
+                state[f"{name}.down"] = torch.randn(rank, *p.shape[1:], generator=g) * std
+            elif copied and pname == "bias" and base_biases and "weight" in params and params["weight"].ndim >= 2:
+                state[key] = base[key].detach().clone()
+            else:
+                state[key] = torch.randn(p.shape, generator=g) * std + (1.0 if pname == "weight" and p.ndim == 1 else 0.0)
+    return {**ours_to_original(state, cn.config.layers_per_block), "lora_controlnet": torch.tensor([])}

@@ -28,13 +28,14 @@ def check_output(dst: PathLike, layout: str, overwrite: bool) -> Path:
 
 
 def convert_controlnet(src: PathLike, dst: PathLike, *, layout: str, dtype=None, config=None,
-                       overwrite: bool = False) -> Path:
-    """Any ControlNet checkpoint `src` written at `dst` in `layout` ("diffusers" or "original")."""
+                       overwrite: bool = False, base=None) -> Path:
+    """Any ControlNet checkpoint `src` written at `dst` in `layout` ("diffusers" or "original"); a
+    Control-LoRA needs its `base` model (folder or U-Net) and comes out as a plain ControlNet."""
     src, target = Path(src), parse_dtype(dtype)
     dst = check_output(dst, layout, overwrite)
     if dst.exists() and dst.resolve() == src.resolve():
         raise InputError(f"SRC and DST are the same path ({src}); write the conversion elsewhere")
-    cn = load_controlnet(src, config=config)
+    cn = load_controlnet(src, config=config, base=base)
     return save_controlnet(cn, dst, layout=layout, dtype=target or cn.loaded_from["dtype"])
 
 

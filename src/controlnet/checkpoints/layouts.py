@@ -4,6 +4,9 @@
 - "original-bare": the same with the prefix stripped (community fp16 files);
 - "controlldm": a full ControlLDM checkpoint (ControlNet + SD U-Net + VAE + CLIP, ControlNet 1.0);
 - "diffusers": diffusers' `ControlNetModel` key names (also our native layout);
+- "control-lora": Stability AI's Control-LoRA (marker key `lora_controlnet`; `checkpoints/control_lora.py`);
+- "t2i-adapter", "t2i-adapter-original": diffusers' and TencentARC's T2I-Adapter keys (`checkpoints/t2i_adapter.py`);
+- "controlnet-xs": diffusers' ControlNetXSAdapter keys (`checkpoints/families.py`);
 - "sd": a Stable Diffusion checkpoint with no ControlNet in it (a common mix-up);
 - "unknown".
 """
@@ -17,6 +20,14 @@ PREFIX = "control_model."
 
 def detect_layout(keys) -> str:
     keys = set(keys)
+    if "lora_controlnet" in keys:
+        return "control-lora"
+    if any(k.startswith("adapter.body.") for k in keys):
+        return "t2i-adapter"
+    if any(".base_to_ctrl." in k or k.startswith("base_to_ctrl.") for k in keys):
+        return "controlnet-xs"
+    if "body.0.block1.weight" in keys or "body.0.body.0.block1.weight" in keys:
+        return "t2i-adapter-original"
     if any(k.startswith(PREFIX) for k in keys):
         if any(k.startswith("model.diffusion_model.") for k in keys):
             return "controlldm"

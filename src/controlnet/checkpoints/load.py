@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from controlnet.checkpoints.config_files import config_override, read_json_config
+from controlnet.checkpoints.families import FAMILIES
 from controlnet.checkpoints.infer import infer_config
 from controlnet.checkpoints.io import check_finite, read_tensors
 from controlnet.checkpoints.layouts import PREFIX, control_part, describe_unknown, detect_layout
@@ -47,11 +48,13 @@ def read_controlnet_state(path: str | os.PathLike, *, check: bool = True) -> tup
             f"{path}: this is a Stable Diffusion checkpoint without a ControlNet in it; "
             "pass it as the base model, and a ControlNet file as the control"
         )
-    if layout not in ("diffusers", *ORIGINAL_LAYOUTS):
+    if layout not in ("diffusers", *ORIGINAL_LAYOUTS, *FAMILIES):
         raise CheckpointError(describe_unknown(tensors, str(path)))
     if check:
         check_finite({k: v for k, v in tensors.items() if layout != "controlldm" or k.startswith(PREFIX)}, str(path))
     stored = _stored_config(metadata, path)
+    if layout in FAMILIES:
+        return FAMILIES[layout].read(tensors, str(path)), stored, layout
     if layout == "diffusers":
         return tensors, stored, layout
     try:
@@ -85,10 +88,12 @@ def _read_folder(path: Path, check: bool) -> tuple[dict, dict, str]:
     config = read_json_config(config_file)
     tensors, _ = read_tensors(weights)
     layout = detect_layout(tensors)
-    if layout != "diffusers":
+    if layout != "diffusers" and layout not in FAMILIES:
         raise CheckpointError(f"{weights}: expected diffusers ControlNet keys, found the {layout!r} layout")
     if check:
         check_finite(tensors, str(weights))
+    if layout in FAMILIES:
+        return FAMILIES[layout].read(tensors, str(weights)), config, layout
     return tensors, config, "diffusers-folder"
 
 
@@ -123,23 +128,37 @@ def load_controlnet(
     config: dict | str | os.PathLike | None = None,
     dtype: torch.dtype | str | None = None,
     device: str | torch.device = "cpu",
+    base=None,
 ) -> ControlNet:
     """A `ControlNet` from any layout: an original 1.0/1.1 `.pth`/`.safetensors` (prefixed, bare or
     full ControlLDM), a diffusers folder or single file. `config` (dict, `config.json`, or an original
     `cldm_*.yaml`) overrides what is stored or inferred. `dtype` (any spelling: fp16, float16,
-    torch.float16...) defaults to float32; `loaded_from["dtype"]` tells what the file stores."""
+    torch.float16...) defaults to float32; `loaded_from["dtype"]` tells what the file stores. `base` (a diffusers
+    U-Net, pipeline or base folder) is needed by the families stored relative to their base model.
+    A Control-LoRA gives a plain ControlNet; a T2I-Adapter or ControlNet-XS file gives that family's
+    network (`controlnet.checkpoints.families`)."""
     path, target, device = Path(path), parse_dtype(dtype) or torch.float32, check_device(device)
     override = config_override(config)
     state, stored, layout = read_controlnet_state(path)
-    base = with_union_fields(stored, state, str(path)) if stored is not None else infer_config(state, str(path), path.name)
-    full = {**base, **override}
-    cn = _build(full, path, layout)
-    _check_keys(cn, state, path, layout)
-    cn.load_state_dict(state, strict=True, assign=True)
+    if layout in FAMILIES:
+        cn = FAMILIES[layout].build(state, stored, base, str(path))
+    else:
+        found = with_union_fields(stored, state, str(path)) if stored is not None else infer_config(state, str(path), path.name)
+        full = {**found, **override}
+        cn = _build(full, path, layout)
+        _check_keys(cn, state, path, layout)
+        cn.load_state_dict(state, strict=True, assign=True)
     torch.nn.Module.to(cn, device=device, dtype=target)  # not ModelMixin.to, which warns on every dtype cast
     cn.loaded_from = {"path": str(path), "layout": layout, "dtype": stored_dtype(state),
-                      "family": "union" if isinstance(cn, UnionControlNet) else cn.family}
+                      "family": _family(cn, layout)}
     return cn.eval()
+
+
+def _family(cn, layout: str) -> str:
+    """What `loaded_from["family"]` says: the family's name beyond the classic ControlNet, else the base's."""
+    if isinstance(cn, UnionControlNet):
+        return "union"
+    return layout if layout in FAMILIES else cn.family
 
 
 def _check_keys(cn: ControlNet, state: dict, path: Path, layout: str) -> None:

@@ -56,6 +56,8 @@ def save_controlnet(
     original-layout file (`control_model.` keys, `.safetensors` or `.pth`). `dtype` (any spelling)
     casts floating tensors. Safetensors files carry the exact config, so they reload without guessing."""
     path, target = Path(path), parse_dtype(dtype)
+    if getattr(cn, "is_adapter", False) or getattr(cn, "is_xs", False):
+        return _save_adapter(cn, path, layout, target)
     kind = output_kind(path, layout, cn.config.copy)
     if layout == "original" and cn.diffusers_class_name != "ControlNetModel":
         raise InputError(f"a {cn.diffusers_class_name} has no original-layout equivalent (its public files all use "
@@ -93,6 +95,22 @@ def _write_folder(path: Path, state: dict, config: dict, meta: dict, class_name:
             with contextlib.suppress(OSError):
                 path.rmdir()
         raise
+
+
+def _save_adapter(net, path: Path, layout: str, target) -> Path:
+    """A T2I-Adapter or ControlNet-XS adapter in diffusers' layout: a folder (`T2IAdapter` /
+    `ControlNetXSAdapter.from_pretrained` loads it) or one file carrying its config."""
+    name = type(net.adapter).__name__
+    if layout != "diffusers" or path.suffix in PICKLE_SUFFIXES:
+        raise InputError(f"{path}: a {name} is written in the diffusers layout only (a folder or a .safetensors file)")
+    state = {k: (v.to(target) if target is not None and v.is_floating_point() else v).detach().cpu()
+             for k, v in net.adapter.state_dict().items()}
+    config = {k: v for k, v in net.adapter.config.items() if not k.startswith("_")}
+    if path.suffix == ".safetensors":
+        write_safetensors(state, path, {CONFIG_METADATA_KEY: json.dumps(config)})
+    else:
+        _write_folder(path, state, config, {}, class_name=name)
+    return path
 
 
 def _diffusers_version() -> str:

@@ -7,7 +7,7 @@ def run(args) -> int:
     from controlnet.checkpoints import convert_controlnet
 
     out = convert_controlnet(args.src, args.dst, layout=args.to, dtype=args.dtype, config=args.config,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, base=args.base)
     print(f"wrote {out} ({args.to} layout{', ' + args.dtype if args.dtype else ''})")
     return 0
 
@@ -19,5 +19,7 @@ def register(sub) -> None:
     p.add_argument("--to", choices=("diffusers", "original"), required=True)
     p.add_argument("--dtype", default=None, help="cast floating tensors: fp32, fp16 or bf16 (default: as stored)")
     p.add_argument("--config", default=None, help="config.json or cldm_*.yaml overriding the inferred architecture")
+    p.add_argument("--base", default=None, help="for a Control-LoRA: the diffusers base model folder it was made for "
+                   "(the output is a plain ControlNet)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)

@@ -163,7 +163,7 @@ def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe, net
     for i, (u, (image, mask)) in enumerate(zip(specs, images)):
         key = str(Path(u["controlnet"]).resolve())
         if key not in nets:
-            nets[key] = load_controlnet(u["controlnet"], dtype=pipe.unet.dtype, device=pipe.device)
+            nets[key] = load_controlnet(u["controlnet"], dtype=pipe.unet.dtype, device=pipe.device, base=pipe.unet)
         units.append(ControlUnit(nets[key], image, weight=u["weight"], start=u["start"], end=u["end"], mode=u["mode"],
                                  mask=mask, resize=resize, name=f"unit {i + 1} ({Path(u['controlnet']).name})",
                                  schedule=u["schedule"], schedule_interpolation=u["schedule_interpolation"],

@@ -11,12 +11,15 @@ def describe(path: str | Path) -> dict:
     import torch
 
     from controlnet.checkpoints import infer_config, read_controlnet_state
+    from controlnet.checkpoints.families import FAMILIES
     from controlnet.checkpoints.union import with_union_fields
     from controlnet.nn.controlnet import family_of
     from controlnet.nn.union import control_type_names, is_union
 
     state, stored, layout = read_controlnet_state(path, check=False)  # NaN weights are reported, not refused
     nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if layout in FAMILIES:
+        return _describe_family(path, state, layout, nonfinite)
     config = with_union_fields(stored, state, str(path)) if stored is not None else infer_config(state, str(path), Path(path).name)
     dtypes = Counter(str(v.dtype).removeprefix("torch.") for v in state.values())
     union = {"base": family_of(config), "control_types": ", ".join(control_type_names(config["num_control_type"]))
@@ -35,6 +38,22 @@ def describe(path: str | Path) -> dict:
         "connections": 1 + len([k for k in state if k.startswith("controlnet_down_blocks.") and k.endswith(".weight")]),
         "global_pool": bool(config.get("global_pool_conditions", False)),
         "config_source": "stored in file" if stored is not None else "inferred from shapes",
+        "non_finite_tensors": f"{len(nonfinite)} (first: {nonfinite[0]}): the file is corrupt" if nonfinite else "none",
+    }
+
+
+def _describe_family(path, state: dict, layout: str, nonfinite: list) -> dict:
+    """The lines of a Control-LoRA, T2I-Adapter, ...: its family's own facts (`checkpoints.families`)."""
+    from controlnet.checkpoints.families import FAMILIES
+
+    dtypes = Counter(str(v.dtype).removeprefix("torch.") for v in state.values())
+    return {
+        "path": str(path),
+        "layout": layout,
+        **FAMILIES[layout].describe(state, str(path)),
+        "parameters": sum(v.numel() for v in state.values()),
+        "tensors": len(state),
+        "dtype": ", ".join(f"{d} ({n})" for d, n in dtypes.most_common()),
         "non_finite_tensors": f"{len(nonfinite)} (first: {nonfinite[0]}): the file is corrupt" if nonfinite else "none",
     }
 

@@ -38,23 +38,35 @@ def additive_mask(mask, dtype):
     return None if mask is None else ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
 
 
-def encoder_blocks(model, h, emb, attn) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+def encoder_blocks(model, h, emb, attn, intrablock=None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """(features of every connection but the last, middle block output) of the down blocks and
-    middle block of `model` (a U-Net, or a ControlNet's trainable copy), from `h` after conv_in."""
-    features = (h,)
+    middle block of `model` (a U-Net, or a ControlNet's trainable copy), from `h` after conv_in.
+    `intrablock`: T2I-Adapter features, added where diffusers adds `down_intrablock_additional_residuals`
+    (`controlnet.nn.t2i_adapter`)."""
+    features, pending = (h,), list(intrablock or ())
     for block in model.down_blocks:
-        h, res = block(hidden_states=h, temb=emb, **attn) if _cross(block) else block(hidden_states=h, temb=emb)
+        if _cross(block):
+            extra = {"additional_residuals": pending.pop(0).to(h.dtype)} if pending else {}
+            h, res = block(hidden_states=h, temb=emb, **attn, **extra)
+        else:
+            h, res = block(hidden_states=h, temb=emb)
+            if pending:  # diffusers adds in place: the block's output is also its last skip
+                h = h + pending.pop(0).to(h.dtype)
+                res = (*res[:-1], h)
         features += res
     if model.mid_block is not None:
         h = model.mid_block(h, emb, **attn) if _cross(model.mid_block) else model.mid_block(h, emb)
+        if pending and pending[0].shape == h.shape:  # SDXL adapters' 4th feature
+            h = h + pending.pop(0).to(h.dtype)
     return features, h
 
 
-def unet_encoder(unet, sample, emb, attn) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """F(x; Θ): the locked encoder's skip features and middle block output."""
+def unet_encoder(unet, sample, emb, attn, intrablock=None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """F(x; Θ): the locked encoder's skip features and middle block output (with T2I-Adapter
+    features added inside it when `intrablock` is given)."""
     if unet.config.center_input_sample:
         sample = 2 * sample - 1.0
-    return encoder_blocks(unet, unet.conv_in(sample), emb, attn)
+    return encoder_blocks(unet, unet.conv_in(sample), emb, attn, intrablock)
 
 
 def unet_decoder(unet, skips, h, emb, attn, checkpointing: bool = False) -> torch.Tensor:

@@ -23,6 +23,9 @@ from tqdm.auto import tqdm
 from controlnet import checks
 from controlnet.errors import InputError
 from controlnet.nn import ControlResiduals, controlled_unet, family_of, unet_connection_shapes
+from controlnet.nn import t2i_adapter as t2i
+from controlnet.nn.controlled_unet import controlled_unet_xs
+from controlnet.nn.controlnet_xs import is_xs
 from controlnet.pipeline import images as img
 from controlnet.pipeline import inpaint as inp
 from controlnet.pipeline.loading import load_folder, load_single_file
@@ -310,6 +313,8 @@ class ControlPipeline:
         """Hint(s) -> E(c) once; mode + weight (+ mask per resolution) -> per-connection scales.
         The ControlNet runs in the U-Net's dtype and device unless the unit names a dtype."""
         cn, label = unit.controlnet, unit.name or f"unit {index + 1}"
+        if t2i.is_adapter(cn) or is_xs(cn):
+            return self._prepare_adapter(unit, width, height, batch, label)
         check_compatible(cn, self.unet, self.vae_scale_factor, label)
         if not unit.off:
             wanted = unit.dtype or self.unet.dtype
@@ -339,6 +344,33 @@ class ControlPipeline:
         if cn.config.get("conditioning_channels", 3) != 3:
             hint = hint[:, : cn.config.conditioning_channels]
         return hint, [img.to_pil(h) for h in hints]
+
+    def _prepare_adapter(self, unit: ControlUnit, width: int, height: int, batch: int, label: str) -> tuple[_Prepared, list]:
+        """A T2I-Adapter unit (its features computed once, checked against this U-Net) or a ControlNet-XS
+        unit (its hint, and the coupled U-Net built once); the scale is the weight."""
+        net, kind = unit.controlnet, "ControlNet-XS" if is_xs(unit.controlnet) else "T2I-Adapter"
+        if unit.mode != "balanced" or unit.layer_scales is not None or unit.mask is not None:
+            raise InputError(f"{label}: a {kind} takes a weight, start/end and a schedule; not a mode, layer_scales or mask")
+        wanted = unit.dtype or self.unet.dtype
+        if net.dtype != wanted or net.device != self.device:
+            net.to(device=self.device, dtype=wanted)
+        pictures = unit.image if isinstance(unit.image, (list, tuple)) else [unit.image]
+        if len(pictures) not in (1, batch):
+            raise InputError(f"{label}: give one condition image or one per image ({batch}), got {len(pictures)}")
+        hints = [img.hint_tensor(p, width, height, unit.resize) for p in pictures]
+        if is_xs(net):
+            try:
+                net.coupled(self.unet)
+            except ValueError as exc:
+                raise InputError(f"{label}: {exc}") from None
+            return _Prepared(unit, net.embed_hint(torch.cat(hints).to(self.device)), [unit.weight], False), [img.to_pil(h) for h in hints]
+        features = net.embed_hint(torch.cat(hints).to(net.device, net.dtype)[:, : net.hint_channels])
+        try:
+            t2i.check_features(features, self.unet.config, (height // self.vae_scale_factor, width // self.vae_scale_factor),
+                               net.made_for)
+        except ValueError as exc:
+            raise InputError(f"{label}: {exc}") from None
+        return _Prepared(unit, features, [unit.weight], False), [img.to_pil(h) for h in hints]
 
     def _unit_scales(self, unit: ControlUnit, width: int, height: int, label: str) -> list:
         """weight x (the mode's or the unit's own) per-connection scales, times the mask pooled to each resolution."""
@@ -525,13 +557,22 @@ class ControlPipeline:
         """The sampling loop: units in their window, the controlled U-Net, guidance, the scheduler step."""
         sched, n = call.scheduler, len(call.timesteps)
         step_kwargs = _step_kwargs(sched, call.eta, gens)
+        if any(is_xs(p.unit.controlnet) for p in prepared) and len(prepared) > 1:
+            raise InputError("a ControlNet-XS unit must be the only unit: its U-Net is coupled with it, so other "
+                             "ControlNets and adapters cannot be added to the same pass")
         for i, t in enumerate(tqdm(call.timesteps, disable=not call.progress, desc="sampling", leave=False)):
             x_in = sched.scale_model_input(torch.cat([x, x]) if call.guided else x, t)
             # a unit outside its window, or at factor 0 in its strength schedule, is not run at all
-            controls = [self._residuals(p, x_in, t, text, call, f) for p in prepared
-                        if active(i, n, p.unit.start, p.unit.end) and (f := p.unit.factor_at(i / n)) > 0]
+            running = [(p, f) for p in prepared if active(i, n, p.unit.start, p.unit.end) and (f := p.unit.factor_at(i / n)) > 0]
             unet_in = inp.unet_input(call.inpaint, x_in)  # 9-channel inpainting U-Nets: + mask, masked picture
-            eps = controlled_unet(self.unet, unet_in, t, text.states, controls, added_cond_kwargs=text.added)
+            if prepared and is_xs(prepared[0].unit.controlnet):
+                eps = self._predict_xs(prepared[0], running, unet_in, t, text)
+            else:
+                controls = [self._residuals(p, x_in, t, text, call, f) for p, f in running if not t2i.is_adapter(p.unit.controlnet)]
+                features = t2i.sum_features([(p.embedding, p.scales[0] * f) for p, f in running
+                                             if t2i.is_adapter(p.unit.controlnet)], x_in.shape[0])
+                eps = controlled_unet(self.unet, unet_in, t, text.states, controls, added_cond_kwargs=text.added,
+                                      adapter_features=features)
             if call.guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + call.guidance_scale * (cond - uncond)
@@ -543,6 +584,13 @@ class ControlPipeline:
                 if torch.is_tensor(replaced):
                     x = replaced
         return x
+
+    def _predict_xs(self, p: _Prepared, running: list, unet_in: torch.Tensor, t, text: _Text) -> torch.Tensor:
+        """The U-Net coupled with a ControlNet-XS; outside the unit's window it runs without control."""
+        factor = next((f for q, f in running if q is p), 0.0)
+        hint = torch.cat([p.embedding] * (unet_in.shape[0] // p.embedding.shape[0])).to(self.unet.dtype)
+        return controlled_unet_xs(p.unit.controlnet.coupled(self.unet), unet_in, t, text.states, hint, p.scales[0] * factor,
+                                  apply_control=factor > 0, added_cond_kwargs=text.added)
 
     def _residuals(self, p: _Prepared, x_in: torch.Tensor, t, text: _Text, call: _Call, factor: float = 1.0) -> tuple:
         """One unit's (residuals, scales) for this step, its scales times the schedule's `factor` (1: unchanged);
