@@ -19,7 +19,7 @@ LAYERS = [
     ("controlnet.training",),
     ("controlnet.metrics",),  # metric definitions, shared by training and evaluation
     ("controlnet.world",),
-    ("controlnet.parameters", "controlnet.recommended"),  # PNG parameters, recommended settings
+    ("controlnet.parameters", "controlnet.recommended", "controlnet.tiny"),  # PNG parameters, recommended settings, random test models
     ("controlnet.pipeline",),
     ("controlnet.checkpoints",),
     ("controlnet.nn", "controlnet.annotators"),
