@@ -19,7 +19,11 @@ from diffusers.models.embeddings import (
     PatchEmbed,
 )
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.transformers.transformer_flux import FluxPosEmbed, FluxSingleTransformerBlock, FluxTransformerBlock
+from diffusers.models.transformers.transformer_flux import (
+    FluxPosEmbed,
+    FluxSingleTransformerBlock,
+    FluxTransformerBlock,
+)
 from diffusers.models.transformers.transformer_sd3 import SD3SingleTransformerBlock
 from torch import nn
 
