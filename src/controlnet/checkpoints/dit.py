@@ -28,7 +28,7 @@ from controlnet.checkpoints.io import check_finite, read_tensors, save_safetenso
 from controlnet.dtypes import parse_dtype
 from controlnet.errors import CheckpointError, InputError
 from controlnet.files import atomic_file
-from controlnet.nn.dit_controlnet import SD35_CONTROL_TYPES, FluxControlNet, SD3ControlNet
+from controlnet.nn.dit_controlnet import FLUX_UNION_MODES, SD35_CONTROL_TYPES, FluxControlNet, SD3ControlNet
 
 DIT_LAYOUTS = ("sd3-diffusers", "sd35-original", "flux-diffusers", "xlabs-original")
 NOT_CONTROLNETS = {
@@ -232,6 +232,7 @@ def infer_flux_config(state: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------- reading
 
+DIT_CLASSES = (SD3ControlNet, FluxControlNet)
 MODEL_CLASSES = {"sd3-diffusers": SD3ControlNet, "sd35-original": SD3ControlNet,
                  "flux-diffusers": FluxControlNet, "xlabs-original": FluxControlNet}
 
@@ -382,3 +383,65 @@ def _write_folder(path: Path, state: dict, config: dict, meta: dict, cls) -> Non
         save_safetensors(state, weights, meta, destination=path / WEIGHTS_NAMES[0])
         config_file.write_text(json.dumps({"_class_name": name, "_diffusers_version": diffusers.__version__, **config},
                                           indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- inspect
+
+FAMILY_NAMES = {"flux-control": "FLUX.1 Control (Canny/Depth dev; control latent concatenated on the input)",
+                "flux-control-lora": "FLUX.1 Control LoRA (widens a Flux base's input layer)",
+                "flux-base": "Flux base transformer (not a ControlNet)", "sd3-base": "SD3 base transformer (not a ControlNet)"}
+
+
+def describe_dit(path: str | os.PathLike) -> dict:
+    """What `controlnet inspect` shows for a DiT file: family, layout, blocks, index rule, inputs."""
+    path = Path(path)
+    layout = dit_layout_of(path)
+    if layout not in DIT_LAYOUTS and not path.is_dir():
+        state, _ = read_tensors(path)
+        return {"path": str(path), "layout": layout, "family": FAMILY_NAMES[layout],
+                "parameters": sum(v.numel() for v in state.values()), "tensors": len(state),
+                "note": NOT_CONTROLNETS[layout]}
+    state, stored, layout, facts = read_dit_state(path, check=False)
+    config = {**(stored if stored is not None else infer_dit_config(state, layout, str(path))), **facts}
+    sd3 = MODEL_CLASSES[layout.removesuffix("-folder")] is SD3ControlNet
+    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    info = {
+        "path": str(path), "layout": layout, "family": _family(config, sd3),
+        "parameters": sum(v.numel() for v in state.values()), "tensors": len(state),
+        "dtype": ", ".join(sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})),
+        "width": config["num_attention_heads"] * config["attention_head_dim"],
+        "blocks": config["num_layers"] if sd3 else f"{config['num_layers']} double + {config['num_single_layers']} single",
+        "index_rule": "sd3" if sd3 else ("xlabs" if config.get("conditioning_embedding_channels") else "flux"),
+        "control_input": _control_input(config, sd3),
+        "config_source": "stored in file" if stored is not None else "inferred from shapes",
+        "non_finite_tensors": f"{len(nonfinite)} (first: {nonfinite[0]}): the file is corrupt" if nonfinite else "none",
+    }
+    if sd3:
+        info["hint_transform"] = config.get("hint_transform", "identity")
+        info["pooled_projections"] = "zeros" if config.get("force_zeros_for_pooled_projection", True) else "real"
+    elif config.get("num_mode"):
+        info["control_modes"] = f"{config['num_mode']} ({', '.join(f'{k} {v}' for k, v in FLUX_UNION_MODES.items())})"
+    return info
+
+
+def _family(config: dict, sd3: bool) -> str:
+    if sd3:
+        if config.get("joint_attention_dim") is None:
+            return "SD3.5 ControlNet (Stability AI; single blocks, no text stream)"
+        return "SD3 ControlNet inpainting" if config.get("extra_conditioning_channels") else "SD3 ControlNet (InstantX)"
+    if config.get("conditioning_embedding_channels"):
+        return "Flux ControlNet (XLabs; pixel hint encoder)"
+    if config.get("num_mode"):
+        return "Flux ControlNet union (InstantX / Shakker-Labs)"
+    if config["in_channels"] % 17 == 0:
+        return "Flux ControlNet inpainting"
+    return "Flux ControlNet (InstantX / Shakker-Labs)"
+
+
+def _control_input(config: dict, sd3: bool) -> str:
+    if sd3:
+        extra = config.get("extra_conditioning_channels", 0)
+        return f"VAE latent ({config['in_channels']} ch{f' + {extra} mask' if extra else ''})"
+    if config.get("conditioning_embedding_channels"):
+        return "pixels in [-1, 1] (3 ch), through the hint encoder"
+    return f"packed VAE latent ({config['in_channels']} ch)"

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from controlnet.checkpoints.config_files import config_override, read_json_config
+from controlnet.checkpoints.dit import dit_layout_of, load_dit_controlnet
 from controlnet.checkpoints.infer import infer_config
 from controlnet.checkpoints.io import check_finite, read_tensors
 from controlnet.checkpoints.layouts import PREFIX, control_part, describe_unknown, detect_layout
@@ -119,7 +120,10 @@ def load_controlnet(
     """A `ControlNet` from any layout: an original 1.0/1.1 `.pth`/`.safetensors` (prefixed, bare or
     full ControlLDM), a diffusers folder or single file. `config` (dict, `config.json`, or an original
     `cldm_*.yaml`) overrides what is stored or inferred. `dtype` (any spelling: fp16, float16,
-    torch.float16...) defaults to float32; `loaded_from["dtype"]` tells what the file stores."""
+    torch.float16...) defaults to float32; `loaded_from["dtype"]` tells what the file stores.
+    SD3/SD3.5 and Flux ControlNets (`checkpoints.dit`) come back as `SD3ControlNet` / `FluxControlNet`."""
+    if dit_layout_of(path) is not None:
+        return load_dit_controlnet(path, config=config, dtype=dtype, device=device)
     path, target, device = Path(path), parse_dtype(dtype) or torch.float32, check_device(device)
     override = config_override(config)
     state, stored, layout = read_controlnet_state(path)

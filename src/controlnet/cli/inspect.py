@@ -11,8 +11,11 @@ def describe(path: str | Path) -> dict:
     import torch
 
     from controlnet.checkpoints import infer_config, read_controlnet_state
+    from controlnet.checkpoints.dit import describe_dit, dit_layout_of
     from controlnet.nn.controlnet import family_of
 
+    if dit_layout_of(path) is not None:
+        return describe_dit(path)
     state, stored, layout = read_controlnet_state(path, check=False)  # NaN weights are reported, not refused
     nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     config = stored if stored is not None else infer_config(state, str(path), Path(path).name)
