@@ -14,6 +14,7 @@ control latent is concatenated on the base's input channels; full or LoRA), SD3 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -215,6 +216,11 @@ def infer_flux_config(state: dict) -> dict:
     if norm is None:
         raise CheckpointError("no transformer block in the file: cannot tell the head width")
     head, hint = norm.shape[0], state.get("input_hint_block.conv_out.weight")
+    control_in = state["controlnet_x_embedder.weight"].shape[1]
+    if control_in != x.shape[1]:
+        raise CheckpointError(f"its control input takes {control_in} channels and its image input {x.shape[1]}: "
+                              "an inpainting variant with extra mask channels (alimama), which diffusers' "
+                              "FluxControlNetModel and this package do not run")
     mode = state.get("controlnet_mode_embedder.weight")
     return {
         "patch_size": math.isqrt(x.shape[1] // hint.shape[0]) if hint is not None else 1,
@@ -295,6 +301,8 @@ def infer_dit_config(state: dict, layout: str, source: str) -> dict:
     infer = infer_sd3_config if MODEL_CLASSES[layout.removesuffix("-folder")] is SD3ControlNet else infer_flux_config
     try:
         return infer(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{source} ({layout} layout): {exc}") from None
     except KeyError as exc:
         raise CheckpointError(f"{source} ({layout} layout): missing tensor {exc.args[0]!r}; "
                               "the file is incomplete or not the ControlNet it looks like") from None
@@ -310,7 +318,7 @@ def load_dit_controlnet(path, *, config=None, dtype=None, device="cpu"):
     state, stored, layout, facts = read_dit_state(path)
     cls = MODEL_CLASSES[layout.removesuffix("-folder")]
     full = {**(stored if stored is not None else infer_dit_config(state, layout, str(path))), **facts, **override}
-    allowed = set(cls.__init__.__code__.co_varnames[1:cls.__init__.__code__.co_argcount])
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
     try:
         with torch.device("meta"):
             cn = cls(**{k: v for k, v in full.items() if k in allowed})
@@ -433,8 +441,6 @@ def _family(config: dict, sd3: bool) -> str:
         return "Flux ControlNet (XLabs; pixel hint encoder)"
     if config.get("num_mode"):
         return "Flux ControlNet union (InstantX / Shakker-Labs)"
-    if config["in_channels"] % 17 == 0:
-        return "Flux ControlNet inpainting"
     return "Flux ControlNet (InstantX / Shakker-Labs)"
 
 
