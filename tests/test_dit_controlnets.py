@@ -463,3 +463,13 @@ def test_a_fused_qkv_that_does_not_split_in_three_is_refused(sai, tmp_path):
     save_file(state, tmp_path / "sai.safetensors")
     with pytest.raises(CheckpointError, match=r"sai\.safetensors.*sd35-original.*qkv"):
         load_controlnet(tmp_path / "sai.safetensors")
+
+
+def test_a_dit_controlnet_given_to_a_unet_pipeline_gets_one_line_before_sampling(sd3):
+    from controlnet.errors import InputError
+    from controlnet.pipeline import check_compatible
+    from controlnet.tiny import tiny_unet
+
+    net = SD3ControlNet(**INSTANTX_SD3)
+    with pytest.raises(InputError, match="unit 1 is a sd3-controlnet for a transformer base"):
+        check_compatible(net, tiny_unet("sd1"), 8, "unit 1")

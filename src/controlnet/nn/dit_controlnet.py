@@ -57,6 +57,15 @@ def hint_transform_fn(name: str):
         raise ValueError(f"unknown hint transform {name!r}; one of {', '.join(HINT_TRANSFORMS)}") from None
 
 
+def refuse_on_unet(cn, label: str, base: str) -> None:
+    """A DiT ControlNet handed to a U-Net pipeline or trainer fails with this line, not deep in a forward."""
+    from controlnet.errors import InputError
+
+    if isinstance(cn, (SD3ControlNet, FluxControlNet)):
+        raise InputError(f"{label} is a {cn.family} for a transformer base (SD3/Flux), but the base model is a "
+                         f"{base} U-Net; use a ControlNet trained for {base}")
+
+
 class SD3ControlNet(ModelMixin, ConfigMixin):
     """`SD3ControlNetModel`'s network: InstantX (joint blocks, zero pooled projections), the SAI
     SD3.5-Large files (`joint_attention_dim=None`: single blocks, no text stream, the base's

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from controlnet import checks
 from controlnet.errors import InputError
 from controlnet.nn import ControlResiduals, controlled_unet, family_of, unet_connection_shapes
+from controlnet.nn.dit_controlnet import refuse_on_unet
 from controlnet.pipeline import images as img
 from controlnet.pipeline import inpaint as inp
 from controlnet.pipeline.loading import load_folder, load_single_file
@@ -189,6 +190,7 @@ def _step_kwargs(sched, eta: float, gens: list[torch.Generator]) -> dict:
 def check_compatible(cn, unet, vae_scale_factor: int, label: str = "ControlNet") -> None:
     """Refuse a ControlNet made for another base family before sampling starts."""
     base = family_of(unet.config)
+    refuse_on_unet(cn, label, base)
     mine = family_of(cn.config)
     keys = ("cross_attention_dim", "addition_embed_type", "block_out_channels", "layers_per_block", "in_channels")
     diff = [k for k in keys if _norm(cn.config.get(k)) != _norm(unet.config.get(k))]
