@@ -473,3 +473,19 @@ def test_a_dit_controlnet_given_to_a_unet_pipeline_gets_one_line_before_sampling
     net = SD3ControlNet(**INSTANTX_SD3)
     with pytest.raises(InputError, match="unit 1 is a sd3-controlnet for a transformer base"):
         check_compatible(net, tiny_unet("sd1"), 8, "unit 1")
+
+
+def test_flux_control_models_take_the_control_latent_on_their_input_channels(flux):
+    _, _, i = flux
+    base = randomized(_flux_control_base(32), 21)
+    g = torch.Generator().manual_seed(22)
+    control = torch.randn(1, 16, 16, generator=g)
+    args = (i["e"], i["p"], i["t"], i["img_ids"], i["txt_ids"], i["g"])
+    with torch.no_grad():  # FluxControlPipeline: transformer(cat([latents, control_latents], dim=2))
+        want = base(torch.cat([i["x"], control], dim=2), *args).sample
+        got = controlled_flux(base, i["x"], *args, control_tokens=control)
+    assert float((got - want).abs().max()) <= TOL
+    with pytest.raises(ValueError, match="FLUX.1 Control model"):
+        controlled_flux(base, i["x"], *args)
+    with pytest.raises(ValueError, match="without a concatenated control"):
+        controlled_flux(flux[0], i["x"], *args, control_tokens=control)

@@ -77,6 +77,18 @@ def _check(controls: Sequence[DiTResiduals], hidden: torch.Tensor, base: str) ->
                                  "model or image size")
 
 
+def concat_control(transformer, tokens: torch.Tensor, control_tokens: torch.Tensor | None) -> torch.Tensor:
+    """FLUX.1 Control's input: [x; c] on the channel axis (`FluxControlPipeline`); checks that the
+    base is such a model exactly when a control latent is given."""
+    width = transformer.x_embedder.in_features
+    given = tokens.shape[-1] + (control_tokens.shape[-1] if control_tokens is not None else 0)
+    if given != width:
+        kind = "a FLUX.1 Control model (it needs the control latent)" if width == 2 * tokens.shape[-1] else \
+            "a Flux base without a concatenated control input"
+        raise ValueError(f"the base's input layer takes {width} channels but got {given}: it is {kind}")
+    return tokens if control_tokens is None else torch.cat([tokens, control_tokens.to(tokens.dtype)], dim=2)
+
+
 def controlled_sd3(
     transformer,
     hidden_states: torch.Tensor,
@@ -116,10 +128,14 @@ def controlled_flux(
     guidance: torch.Tensor | None = None,
     controls: Sequence[DiTResiduals] = (),
     joint_attention_kwargs: dict | None = None,
+    control_tokens: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The prediction of diffusers' `FluxTransformer2DModel` (packed tokens in and out) with ControlNets;
-    `timestep` and `guidance` as the Flux pipelines pass them (t/1000; multiplied by 1000 here)."""
+    `timestep` and `guidance` as the Flux pipelines pass them (t/1000; multiplied by 1000 here).
+    `control_tokens`: the packed control latent of a FLUX.1 Control model (Canny/Depth dev), which
+    takes it concatenated on the input channels instead of through a ControlNet."""
     t = transformer
+    hidden_states = concat_control(t, hidden_states, control_tokens)
     h = t.x_embedder(hidden_states)
     _check(controls, h, "Flux")
     timestep = timestep.to(h.dtype) * 1000
