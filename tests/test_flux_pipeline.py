@@ -178,3 +178,73 @@ def test_sizes_and_control_images_that_do_not_fit_the_base_are_refused(parts):
     control_base = FluxTransformer2DModel(**dict(FLUX_BASE, in_channels=32, out_channels=16))
     with pytest.raises(InputError, match="needs control_image"):
         _ours(vae, control_base, [], text, "latent")
+
+
+# ------------------------------------------------------------------------------------------ from text, from a folder
+
+@pytest.fixture(scope="module")
+def flux_folder(parts, tmp_path_factory):
+    """A tiny Flux base written as diffusers writes it (FluxPipeline.save_pretrained): CLIP + T5."""
+    from diffusers import FluxPipeline
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import CLIPTextModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    from controlnet.offline_tokenizer import offline_clip_tokenizer
+    from controlnet.tiny import BYTE_VOCAB, clip_text_config, tiny_text_kwargs
+
+    vae, base, _, _, _, _ = parts
+    root = tmp_path_factory.mktemp("flux")
+    words = ["<pad>", "</s>", "<unk>", "a", "red", "cube", "blue", "ball", "on", "grass"]
+    t5_tok = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    t5_tok.pre_tokenizer = Whitespace()
+    tokenizer_2 = PreTrainedTokenizerFast(tokenizer_object=t5_tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(30)
+    text_encoder = CLIPTextModel(clip_text_config(BYTE_VOCAB, **tiny_text_kwargs(32, layers=2))).eval()
+    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=len(words), d_model=32, d_ff=37, d_kv=8, num_layers=2,
+                                             num_heads=4, decoder_start_token_id=0)).eval()
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, transformer=base,
+                        text_encoder=text_encoder, tokenizer=offline_clip_tokenizer(root / "clip_tok"),
+                        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
+    pipe.save_pretrained(root / "base")
+    return root / "base", pipe
+
+
+def test_a_flux_folder_from_a_prompt_equals_diffusers(parts, flux_folder):
+    from controlnet.pipeline.flux import FluxBase
+
+    _, _, refs, hints, _, _ = parts
+    folder, pipe = flux_folder
+    ref = FluxControlNetPipeline(**pipe.components, controlnet=refs["union"])
+    ref.set_progress_bar_config(disable=True)
+    base = FluxBase.from_pretrained(folder)
+    common = dict(height=SIZE, width=SIZE, num_inference_steps=3, guidance_scale=3.5, max_sequence_length=16,
+                  output_type="pt")
+    for negative in (None, "blue ball"):
+        cfg = dict(negative_prompt=negative, true_cfg_scale=2.0) if negative else {}
+        want = ref(prompt="a red cube on grass", control_image=hints[0], control_mode=2, controlnet_conditioning_scale=0.8,
+                   generator=torch.Generator().manual_seed(0), **common, **cfg).images
+        got = base("a red cube on grass", [FluxControl(ours_of(refs["union"]), hints[0], 0.8, mode=2)],
+                   width=SIZE, height=SIZE, steps=3, max_sequence_length=16, generator=torch.Generator().manual_seed(0),
+                   **cfg)
+        _agree(want, got)
+
+
+def test_a_flux_folder_is_refused_by_the_unet_pipeline_with_one_line(flux_folder):
+    from controlnet.pipeline import ControlPipeline
+
+    with pytest.raises(InputError, match="is a Flux base model"):
+        ControlPipeline.from_pretrained(flux_folder[0])
+
+
+def test_a_flux_folder_without_its_t5_names_what_is_missing(flux_folder, tmp_path):
+    import shutil
+
+    from controlnet.errors import MissingFileError
+    from controlnet.pipeline.flux import FluxBase
+
+    shutil.copytree(flux_folder[0], tmp_path / "base")
+    shutil.rmtree(tmp_path / "base" / "text_encoder_2")
+    with pytest.raises(MissingFileError, match="text_encoder_2"):
+        FluxBase.from_pretrained(tmp_path / "base")

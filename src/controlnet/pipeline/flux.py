@@ -176,3 +176,54 @@ def _check(controls, transformer, control_image, width: int, height: int, vae) -
     if concat != (control_image is not None):
         raise InputError("a FLUX.1 Control base needs control_image" if concat else
                          "control_image is for FLUX.1 Control bases; this base takes hints through ControlNets")
+
+
+def encode_flux_prompt(tokenizer, text_encoder, tokenizer_2, text_encoder_2, prompts: list[str],
+                       max_sequence_length: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T5 token states, CLIP pooled vector) as Flux takes them: CLIP padded to its own length,
+    T5 to `max_sequence_length` (512 for dev, 256 for schnell); longer prompts are truncated."""
+    if not 1 <= max_sequence_length <= 512:
+        raise InputError(f"max_sequence_length must be 1..512, got {max_sequence_length}")
+    clip = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+    t5 = tokenizer_2(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+                     return_tensors="pt").input_ids
+    with torch.no_grad():
+        pooled = text_encoder(clip.to(text_encoder.device), output_hidden_states=False).pooler_output
+        states = text_encoder_2(t5.to(text_encoder_2.device), output_hidden_states=False)[0]
+    return states.to(text_encoder_2.dtype), pooled.to(text_encoder.dtype)
+
+
+@dataclass
+class FluxBase:
+    """A Flux base model's components, loaded offline from a diffusers folder (`from_pretrained`)."""
+
+    transformer: object
+    vae: object
+    scheduler: object
+    text_encoder: object
+    tokenizer: object
+    text_encoder_2: object
+    tokenizer_2: object
+
+    @classmethod
+    def from_pretrained(cls, path, *, dtype=None, device="cpu", variant: str | None = None) -> FluxBase:
+        from controlnet.pipeline.loading import load_folder
+
+        parts = load_folder(path, dtype=dtype, device=device, variant=variant)
+        if parts.pop("kind") != "flux":
+            raise InputError(f"{path} is not a Flux base model (its model_index.json names another pipeline)")
+        parts.pop("force_zeros_for_empty_prompt")
+        return cls(**parts)
+
+    def __call__(self, prompt: str | list[str], controls: list[FluxControl] = (), *, negative_prompt=None,
+                 max_sequence_length: int = 512, **kwargs):
+        """`sample_flux` from text; `negative_prompt` with `true_cfg_scale` > 1 for true CFG."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        encode = lambda p: encode_flux_prompt(self.tokenizer, self.text_encoder, self.tokenizer_2,  # noqa: E731
+                                              self.text_encoder_2, p, max_sequence_length)
+        embeds, pooled = encode(prompts)
+        if negative_prompt is not None:
+            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+            kwargs["negative_prompt_embeds"], kwargs["negative_pooled_prompt_embeds"] = encode(negatives)
+        return sample_flux(self.transformer, self.vae, self.scheduler, embeds, pooled, controls, **kwargs)

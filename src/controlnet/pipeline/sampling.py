@@ -259,6 +259,9 @@ class ControlPipeline:
         else:
             parts = load_folder(path, dtype=dtype, device=device, variant=variant)
         kind, zeros = parts.pop("kind"), parts.pop("force_zeros_for_empty_prompt")
+        if kind == "flux":
+            raise InputError(f"{path} is a Flux base model: sample it with controlnet.pipeline.flux.FluxBase "
+                             "(the U-Net pipeline and its commands do not take transformer bases yet)")
         return cls(**parts, kind=kind, force_zeros_for_empty_prompt=zeros)
 
     @classmethod
