@@ -489,3 +489,12 @@ def test_flux_control_models_take_the_control_latent_on_their_input_channels(flu
         controlled_flux(base, i["x"], *args)
     with pytest.raises(ValueError, match="without a concatenated control"):
         controlled_flux(flux[0], i["x"], *args, control_tokens=control)
+
+
+@pytest.mark.parametrize("width,what", [(128, "FLUX.1 Control LoRA"), (64, "a Flux LoRA")])
+def test_flux_loras_are_named_and_refused(tmp_path, width, what):
+    lora = {"transformer.x_embedder.lora_A.weight": torch.zeros(4, width),
+            "transformer.x_embedder.lora_B.weight": torch.zeros(3072, 4)}
+    save_file(lora, tmp_path / "lora.safetensors")
+    with pytest.raises(CheckpointError, match=what):
+        load_controlnet(tmp_path / "lora.safetensors")

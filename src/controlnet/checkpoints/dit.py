@@ -37,6 +37,7 @@ NOT_CONTROLNETS = {
                     "input channels, so it is a base model, not a ControlNet; load it as the base",
     "flux-control-lora": "a FLUX.1 Control LoRA (Canny/Depth dev -lora): it widens a Flux base's input layer; "
                          "apply it to a Flux base, it is not a ControlNet",
+    "flux-lora": "a Flux LoRA, not a ControlNet; apply it to a Flux base",
     "flux-base": "a Flux base transformer, not a ControlNet; pass it as the base model",
     "sd3-base": "an SD3 base transformer, not a ControlNet; pass it as the base model",
 }
@@ -55,8 +56,10 @@ def detect_dit_layout(shapes: dict[str, tuple]) -> str | None:
         return "sd35-original" if any(k.endswith(".adaLN_modulation.1.bias") for k in shapes) else "sd3-diffusers"
     if has("controlnet_x_embedder.weight"):
         return "flux-diffusers"
-    if any("lora" in k and ("img_in" in k or "x_embedder" in k) for k in shapes):
-        return "flux-control-lora"
+    lora_in = [shape for k, shape in shapes.items() if "lora" in k and ("img_in" in k or "x_embedder" in k)
+               and ("lora_A" in k or "down" in k)]
+    if lora_in:  # FLUX.1 Control LoRAs widen the input layer from 64 packed channels to 128
+        return "flux-control-lora" if any(shape[-1] == 128 for shape in lora_in) else "flux-lora"
     for inp, out, blocks in (("img_in.weight", "final_layer.linear.weight", "double_blocks."),
                              ("x_embedder.weight", "proj_out.weight", "single_transformer_blocks.")):
         if has(inp) and has(out) and any(k.startswith(blocks) for k in shapes):
@@ -397,6 +400,7 @@ def _write_folder(path: Path, state: dict, config: dict, meta: dict, cls) -> Non
 
 FAMILY_NAMES = {"flux-control": "FLUX.1 Control (Canny/Depth dev; control latent concatenated on the input)",
                 "flux-control-lora": "FLUX.1 Control LoRA (widens a Flux base's input layer)",
+                "flux-lora": "Flux LoRA (not a ControlNet)",
                 "flux-base": "Flux base transformer (not a ControlNet)", "sd3-base": "SD3 base transformer (not a ControlNet)"}
 
 
