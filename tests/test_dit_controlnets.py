@@ -498,3 +498,34 @@ def test_flux_loras_are_named_and_refused(tmp_path, width, what):
     save_file(lora, tmp_path / "lora.safetensors")
     with pytest.raises(CheckpointError, match=what):
         load_controlnet(tmp_path / "lora.safetensors")
+
+
+@pytest.mark.parametrize("damage", ["scalar hint conv", "empty control_type", "nan control_type", "no blocks",
+                                    "zero-width head"])
+def test_hostile_shapes_get_one_line_naming_the_file(sai, flux, tmp_path, capsys, damage):
+    if damage in ("empty control_type", "nan control_type"):
+        state = sai_original_state(sai[1])
+        state["control_type"] = torch.zeros(0) if damage.startswith("empty") else torch.tensor(float("nan"))
+        fragment = "control_type"
+    else:
+        state = {k: v.contiguous() for k, v in flux[1]["xlabs" if damage == "scalar hint conv" else "instantx"].state_dict().items()}
+        if damage == "scalar hint conv":
+            state["input_hint_block.conv_out.weight"] = torch.zeros(())
+        elif damage == "no blocks":
+            state = {k: v for k, v in state.items() if "transformer_blocks" not in k}
+        else:
+            state["transformer_blocks.0.attn.norm_q.weight"] = torch.zeros(0)
+        fragment = "flux-diffusers"
+    save_file(state, tmp_path / "bad.safetensors")
+    for command in (["inspect", tmp_path / "bad.safetensors"],
+                    ["convert", tmp_path / "bad.safetensors", tmp_path / "out", "--to", "diffusers"]):
+        assert_user_error(command, capsys, "bad.safetensors", fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_config_with_a_wrong_field_is_one_line(flux, tmp_path, capsys):
+    flux[1]["instantx"].save_pretrained(tmp_path / "cn")
+    config = json.loads((tmp_path / "cn" / "config.json").read_text())
+    config["num_attention_heads"] = "two"
+    (tmp_path / "cn" / "config.json").write_text(json.dumps(config))
+    assert_user_error(["inspect", tmp_path / "cn"], capsys, "does not build a FluxControlNet")

@@ -265,8 +265,9 @@ def read_dit_state(path: str | os.PathLike, *, check: bool = True) -> tuple[dict
         raise _not_a_controlnet(path, layout)
     facts = {}
     if layout == "sd35-original" and "control_type" in tensors:
-        kind = round(float(tensors.pop("control_type").float().reshape(-1)[0]))
-        if kind not in SD35_CONTROL_TYPES:
+        value = tensors.pop("control_type").float().reshape(-1)
+        kind = round(float(value[0])) if value.numel() == 1 and torch.isfinite(value).all() else value.tolist()[:4]
+        if not isinstance(kind, int) or kind not in SD35_CONTROL_TYPES:
             raise CheckpointError(f"{path}: control_type {kind} is none of the SD3.5 ControlNets' "
                                   f"({', '.join(f'{k} {v[0]}' for k, v in SD35_CONTROL_TYPES.items())})")
         facts["hint_transform"] = SD35_CONTROL_TYPES[kind][1]
@@ -309,6 +310,21 @@ def infer_dit_config(state: dict, layout: str, source: str) -> dict:
     except KeyError as exc:
         raise CheckpointError(f"{source} ({layout} layout): missing tensor {exc.args[0]!r}; "
                               "the file is incomplete or not the ControlNet it looks like") from None
+    except (IndexError, ZeroDivisionError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{source} ({layout} layout): its tensor shapes describe no ControlNet ({exc})") from None
+
+
+def build_dit(path, state: dict, stored: dict | None, layout: str, facts: dict, override: dict | None = None):
+    """The (meta-device) net a file describes: stored config, else the one read off the tensors, then
+    the layout's own facts and the caller's overrides; a config that builds nothing is one line."""
+    cls = MODEL_CLASSES[layout.removesuffix("-folder")]
+    full = {**(stored if stored is not None else infer_dit_config(state, layout, str(path))), **facts, **(override or {})}
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    try:
+        with torch.device("meta"):
+            return cls(**{k: v for k, v in full.items() if k in allowed})
+    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, RuntimeError, AttributeError) as exc:
+        raise CheckpointError(f"{path} ({layout} layout): its config does not build a {cls.__name__}: {exc}") from None
 
 
 def load_dit_controlnet(path, *, config=None, dtype=None, device="cpu"):
@@ -319,14 +335,7 @@ def load_dit_controlnet(path, *, config=None, dtype=None, device="cpu"):
     path, target, device = Path(path), parse_dtype(dtype) or torch.float32, check_device(device)
     override = config_override(config)
     state, stored, layout, facts = read_dit_state(path)
-    cls = MODEL_CLASSES[layout.removesuffix("-folder")]
-    full = {**(stored if stored is not None else infer_dit_config(state, layout, str(path))), **facts, **override}
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    try:
-        with torch.device("meta"):
-            cn = cls(**{k: v for k, v in full.items() if k in allowed})
-    except (ValueError, TypeError, KeyError, ZeroDivisionError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} ({layout} layout): its config does not build a {cls.__name__}: {exc}") from None
+    cn = build_dit(path, state, stored, layout, facts, override)
     _check_keys(cn, state, path, layout)
     cn.load_state_dict(state, strict=True, assign=True)
     torch.nn.Module.to(cn, device=device, dtype=target)
@@ -414,7 +423,7 @@ def describe_dit(path: str | os.PathLike) -> dict:
                 "parameters": sum(v.numel() for v in state.values()), "tensors": len(state),
                 "note": NOT_CONTROLNETS[layout]}
     state, stored, layout, facts = read_dit_state(path, check=False)
-    config = {**(stored if stored is not None else infer_dit_config(state, layout, str(path))), **facts}
+    config = dict(build_dit(path, state, stored, layout, facts).config)  # validated, defaults filled in
     sd3 = MODEL_CLASSES[layout.removesuffix("-folder")] is SD3ControlNet
     nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     info = {
