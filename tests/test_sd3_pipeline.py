@@ -158,3 +158,68 @@ def test_guidance_without_negative_embeddings_and_odd_sizes_are_refused(parts):
     with pytest.raises(InputError, match="multiples of 2"):
         sample_sd3(base, vae, _scheduler(), text["prompt_embeds"], text["pooled_prompt_embeds"],
                    width=7, height=8, steps=1, guidance_scale=1.0)
+
+
+# ------------------------------------------------------------------------------------------ from text, from a folder
+
+@pytest.fixture(scope="module")
+def sd3_folder(parts, tmp_path_factory):
+    """A tiny SD3 base written as diffusers writes it (StableDiffusion3Pipeline.save_pretrained)."""
+    from diffusers import StableDiffusion3Pipeline
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import CLIPTextModelWithProjection, PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    from controlnet.offline_tokenizer import offline_clip_tokenizer
+    from controlnet.tiny import BYTE_VOCAB, clip_text_config, tiny_text_kwargs
+
+    vae, bases, _, _, _ = parts
+    root = tmp_path_factory.mktemp("sd3")
+    words = ["<pad>", "</s>", "<unk>", "a", "red", "cube", "blue", "ball", "on", "grass", "blurry"]
+    t5_tok = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    t5_tok.pre_tokenizer = Whitespace()
+    torch.manual_seed(40)
+    clips = [CLIPTextModelWithProjection(clip_text_config(BYTE_VOCAB, projection_dim=32, **tiny_text_kwargs(32, layers=2))).eval()
+             for _ in range(2)]
+    t5 = T5EncoderModel(T5Config(vocab_size=len(words), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
+                                 decoder_start_token_id=0)).eval()
+    pipe = StableDiffusion3Pipeline(
+        transformer=bases["sd3"], scheduler=_scheduler(), vae=vae, text_encoder=clips[0], text_encoder_2=clips[1],
+        text_encoder_3=t5, tokenizer=offline_clip_tokenizer(root / "t1"), tokenizer_2=offline_clip_tokenizer(root / "t2"),
+        tokenizer_3=PreTrainedTokenizerFast(tokenizer_object=t5_tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"))
+    pipe.save_pretrained(root / "base")
+    return root / "base", pipe
+
+
+def test_an_sd3_folder_from_a_prompt_equals_diffusers(parts, sd3_folder):
+    from controlnet.pipeline.sd3 import SD3Base
+
+    _, _, refs, hints, _ = parts
+    folder, pipe = sd3_folder
+    ref = StableDiffusion3ControlNetPipeline(**pipe.components, controlnet=copy.deepcopy(refs["instantx"]))
+    ref.set_progress_bar_config(disable=True)
+    base = SD3Base.from_pretrained(folder)
+    for negative in ("", "blurry"):
+        want = ref(prompt="a red cube on grass", negative_prompt=negative, control_image=hints[0], height=SIZE, width=SIZE,
+                   num_inference_steps=3, guidance_scale=5.0, max_sequence_length=12, output_type="pt",
+                   controlnet_conditioning_scale=0.8, generator=torch.Generator().manual_seed(0)).images
+        got = base("a red cube on grass", [SD3Control(ours_of(refs["instantx"]), hints[0], 0.8)], negative_prompt=negative,
+                   width=SIZE, height=SIZE, steps=3, guidance_scale=5.0, max_sequence_length=12,
+                   generator=torch.Generator().manual_seed(0))
+        _agree(want, got)
+
+
+def test_an_sd3_folder_is_refused_by_the_unet_pipeline_and_needs_its_t5(sd3_folder, tmp_path):
+    import shutil
+
+    from controlnet.errors import MissingFileError
+    from controlnet.pipeline import ControlPipeline
+    from controlnet.pipeline.sd3 import SD3Base
+
+    with pytest.raises(InputError, match="is an SD3 base model"):
+        ControlPipeline.from_pretrained(sd3_folder[0])
+    shutil.copytree(sd3_folder[0], tmp_path / "base")
+    shutil.rmtree(tmp_path / "base" / "text_encoder_3")
+    with pytest.raises(MissingFileError, match="text_encoder_3"):
+        SD3Base.from_pretrained(tmp_path / "base")

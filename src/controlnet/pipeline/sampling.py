@@ -259,8 +259,9 @@ class ControlPipeline:
         else:
             parts = load_folder(path, dtype=dtype, device=device, variant=variant)
         kind, zeros = parts.pop("kind"), parts.pop("force_zeros_for_empty_prompt")
-        if kind == "flux":
-            raise InputError(f"{path} is a Flux base model: sample it with controlnet.pipeline.flux.FluxBase "
+        if kind in ("flux", "sd3"):
+            raise InputError(f"{path} is a{' Flux' if kind == 'flux' else 'n SD3'} base model: sample it with "
+                             f"controlnet.pipeline.{kind}.{'FluxBase' if kind == 'flux' else 'SD3Base'} "
                              "(the U-Net pipeline and its commands do not take transformer bases yet)")
         return cls(**parts, kind=kind, force_zeros_for_empty_prompt=zeros)
 

@@ -125,3 +125,67 @@ def _check(controls, transformer, vae, width, height, guided, negative, negative
             raise InputError(f"ControlNet {k + 1}: start and end must satisfy 0 ≤ start < end ≤ 1 (got {u.start}, {u.end})")
         if cn.config.extra_conditioning_channels:
             raise InputError(f"ControlNet {k + 1} is an inpainting ControlNet, which this sampler does not run yet")
+
+
+def _clip(tokenizer, text_encoder, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penultimate hidden states, projected pooled vector) of one CLIP, as SD3 reads them."""
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    out = text_encoder(ids.to(text_encoder.device), output_hidden_states=True)
+    return out.hidden_states[-2], out[0]
+
+
+def encode_sd3_prompt(tokenizers, text_encoders, prompts: list[str], max_sequence_length: int = 256):
+    """(token states, pooled vector) of SD3's three encoders: CLIP-L and CLIP-G side by side on the
+    channels, zero-padded to T5's width, then T5's tokens after them; pooled = CLIP-L ‖ CLIP-G."""
+    if not 1 <= max_sequence_length <= 512:
+        raise InputError(f"max_sequence_length must be 1..512, got {max_sequence_length}")
+    (states_l, pooled_l), (states_g, pooled_g) = (_clip(t, e, prompts) for t, e in zip(tokenizers[:2], text_encoders[:2]))
+    ids = tokenizers[2](prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+                        return_tensors="pt").input_ids
+    t5 = text_encoders[2](ids.to(text_encoders[2].device))[0].to(text_encoders[2].dtype)
+    clip = torch.cat([states_l, states_g], dim=-1).to(text_encoders[0].dtype)
+    clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+    return torch.cat([clip, t5], dim=-2), torch.cat([pooled_l, pooled_g], dim=-1).to(text_encoders[0].dtype)
+
+
+@dataclass
+class SD3Base:
+    """An SD3 / SD3.5 base model's components, loaded offline from a diffusers folder (with its T5)."""
+
+    transformer: object
+    vae: object
+    scheduler: object
+    text_encoder: object
+    text_encoder_2: object
+    text_encoder_3: object
+    tokenizer: object
+    tokenizer_2: object
+    tokenizer_3: object
+
+    @classmethod
+    def from_pretrained(cls, path, *, dtype=None, device="cpu", variant: str | None = None) -> SD3Base:
+        from controlnet.pipeline.loading import load_folder
+
+        parts = load_folder(path, dtype=dtype, device=device, variant=variant)
+        if parts.pop("kind") != "sd3":
+            raise InputError(f"{path} is not an SD3 base model (its model_index.json names another pipeline)")
+        parts.pop("force_zeros_for_empty_prompt")
+        return cls(**parts)
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str], controls: list[SD3Control] = (), *, negative_prompt: str | list[str] = "",
+                 guidance_scale: float = 7.0, max_sequence_length: int = 256, **kwargs):
+        """`sample_sd3` from text; the negative prompt defaults to the empty one, as in diffusers."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        if len(negatives) != len(prompts):
+            raise InputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts; give one, or one per prompt")
+        tokenizers = (self.tokenizer, self.tokenizer_2, self.tokenizer_3)
+        encoders = (self.text_encoder, self.text_encoder_2, self.text_encoder_3)
+        embeds, pooled = encode_sd3_prompt(tokenizers, encoders, prompts, max_sequence_length)
+        if guidance_scale > 1:
+            kwargs["negative_prompt_embeds"], kwargs["negative_pooled_prompt_embeds"] = encode_sd3_prompt(
+                tokenizers, encoders, negatives, max_sequence_length)
+        return sample_sd3(self.transformer, self.vae, self.scheduler, embeds, pooled, controls,
+                          guidance_scale=guidance_scale, **kwargs)
