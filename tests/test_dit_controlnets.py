@@ -529,3 +529,16 @@ def test_a_folder_config_with_a_wrong_field_is_one_line(flux, tmp_path, capsys):
     config["num_attention_heads"] = "two"
     (tmp_path / "cn" / "config.json").write_text(json.dumps(config))
     assert_user_error(["inspect", tmp_path / "cn"], capsys, "does not build a FluxControlNet")
+
+
+def test_training_from_a_dit_controlnet_on_a_unet_base_gets_one_line():
+    from types import SimpleNamespace
+
+    from controlnet.errors import InputError
+    from controlnet.tiny import tiny_unet
+    from controlnet.training.loop import _check_fits
+
+    base = SimpleNamespace(unet=tiny_unet("sd1"), vae_scale_factor=8)
+    config = SimpleNamespace(controlnet="flux-canny.safetensors", base_model="tiny")
+    with pytest.raises(InputError, match="--controlnet flux-canny.safetensors is a flux-controlnet for a transformer base"):
+        _check_fits(FluxControlNet(**dict(INSTANTX_FLUX, axes_dims_rope=(4, 4, 8))), base, config)
