@@ -542,3 +542,10 @@ def test_training_from_a_dit_controlnet_on_a_unet_base_gets_one_line():
     config = SimpleNamespace(controlnet="flux-canny.safetensors", base_model="tiny")
     with pytest.raises(InputError, match="--controlnet flux-canny.safetensors is a flux-controlnet for a transformer base"):
         _check_fits(FluxControlNet(**dict(INSTANTX_FLUX, axes_dims_rope=(4, 4, 8))), base, config)
+
+
+def test_an_xlabs_pth_file_loads_too(flux, tmp_path):
+    torch.save(xlabs_original_state(flux[1]["xlabs"]), tmp_path / "xlabs.pth")
+    cn = load_controlnet(tmp_path / "xlabs.pth")
+    assert cn.loaded_from["layout"] == "xlabs-original"
+    assert all(torch.equal(cn.state_dict()[k], v) for k, v in flux[1]["xlabs"].state_dict().items())

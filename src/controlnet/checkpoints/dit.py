@@ -88,11 +88,25 @@ def dit_layout_of(path: str | os.PathLike) -> str | None:
             return detect_dit_layout({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
     except Exception:  # noqa: BLE001 - not safetensors (or unreadable): try the safe torch reader
         pass
+    return _pickle_layout(path)
+
+
+def _pickle_layout(path: Path) -> str | None:
+    """The DiT layout of a zip-format `.pth`/`.bin`, memory-mapped so that only the header is read
+    (a 1.4 GB U-Net ControlNet is not loaded twice); None for anything unreadable or older."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return None
     try:
-        state, _ = read_tensors(path)
-    except CheckpointError:
-        return None  # the U-Net loader reports it
-    return detect_dit_layout({k: tuple(v.shape) for k, v in state.items()})
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - the U-Net loader reads it again and reports what is wrong
+        return None
+    while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        return None
+    return detect_dit_layout({k: tuple(v.shape) for k, v in obj.items() if torch.is_tensor(v)})
 
 
 # ---------------------------------------------------------------------------------------------- key maps
