@@ -114,7 +114,8 @@ def test_one_union_net_with_two_modes_equals_diffusers(parts):
                       controlnet_conditioning_scale=[0.6, 0.4], control_guidance_start=[0.0, 0.0],
                       control_guidance_end=[1.0, 1.0])
     net = ours_of(refs["union"])
-    got = _ours(vae, base, [FluxControl(net, hints[0], 0.6, mode=0), FluxControl(net, hints[1], 0.4, mode=2)], text, "latent")
+    got = _ours(vae, base, [FluxControl(net, hints[0], 0.6, mode="canny"), FluxControl(net, hints[1], 0.4, mode="depth")],
+                text, "latent")
     _agree(want, got, _ours(vae, base, [FluxControl(net, hints[0], 0.6, mode=0)], text, "latent"))
 
 
@@ -153,6 +154,7 @@ def _units(refs, hints, **change):
     (dict(start=0.8, end=0.2), "start and end"),
     (dict(controlnet="union"), "union net: give a control mode"),
     (dict(controlnet="union", mode=10), "control mode 0..9"),
+    (dict(controlnet="union", mode="sketch"), "or a name .canny, tile, depth"),
     (dict(controlnet="sd3"), "not a Flux ControlNet"),
     (dict(controlnet="wide"), "made for another base model"),
 ])

@@ -21,20 +21,25 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from controlnet.errors import InputError
 from controlnet.nn.controlled_transformer import DiTResiduals, controlled_flux
-from controlnet.nn.dit_controlnet import FluxControlNet
+from controlnet.nn.dit_controlnet import FLUX_UNION_MODES, FluxControlNet
 
 
 @dataclass
 class FluxControl:
     """One ControlNet and its hint. `image`: a PIL image, or pixels (B, 3, H, W) in [-1, 1] as
-    diffusers' image processor makes them. `start`/`end`: the fraction of steps it acts in."""
+    diffusers' image processor makes them. `start`/`end`: the fraction of steps it acts in. `mode`:
+    a union net's control type, by index or by name (canny, tile, depth, blur, pose, gray, lq)."""
 
     controlnet: FluxControlNet
     image: object
     scale: float = 1.0
     start: float = 0.0
     end: float = 1.0
-    mode: int | None = None
+    mode: int | str | None = None
+
+    @property
+    def mode_index(self) -> int | None:
+        return FLUX_UNION_MODES.get(self.mode, -2) if isinstance(self.mode, str) else self.mode
 
 
 def vae_scale_factor(vae) -> int:
@@ -124,7 +129,7 @@ def sample_flux(
     text_ids = torch.zeros(prompt_embeds.shape[1], 3, device=device, dtype=prompt_embeds.dtype)
     conds = [control_input(u, width, height, batch, vae, generator) for u in controls]
     concat = encode(vae, pixels(control_image, width, height, batch, vae), generator) if control_image is not None else None
-    modes = [torch.tensor(u.mode if u.mode is not None else -1).expand(batch).to(device, torch.long)[:, None]
+    modes = [torch.tensor(u.mode_index if u.mode is not None else -1).expand(batch).to(device, torch.long)[:, None]
              for u in controls]
     f = vae_scale_factor(vae)
     h, w = 2 * (height // (f * 2)), 2 * (width // (f * 2))
@@ -167,8 +172,10 @@ def _check(controls, transformer, control_image, width: int, height: int, vae) -
         if u.controlnet.inner_dim != transformer.inner_dim:
             raise InputError(f"ControlNet {k + 1} is {u.controlnet.inner_dim} wide, the Flux base {transformer.inner_dim}: "
                              "it was made for another base model")
-        if u.controlnet.config.num_mode is not None and not (u.mode is not None and 0 <= u.mode < u.controlnet.config.num_mode):
-            raise InputError(f"ControlNet {k + 1} is a union net: give a control mode 0..{u.controlnet.config.num_mode - 1}")
+        n = u.controlnet.config.num_mode
+        if n is not None and not (u.mode is not None and 0 <= u.mode_index < n):
+            raise InputError(f"ControlNet {k + 1} is a union net: give a control mode 0..{n - 1} or a name "
+                             f"({', '.join(FLUX_UNION_MODES)}); got {u.mode!r}")
         if not 0 <= u.start < u.end <= 1:
             raise InputError(f"ControlNet {k + 1}: start and end must satisfy 0 ≤ start < end ≤ 1 (got {u.start}, {u.end})")
     concat = transformer.x_embedder.in_features == 2 * transformer.config.out_channels if transformer.config.out_channels \
