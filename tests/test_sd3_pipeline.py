@@ -34,6 +34,7 @@ BASE = dict(sample_size=32, patch_size=1, in_channels=8, num_layers=4, attention
             joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=64, out_channels=8, qk_norm="rms_norm")
 SAI_BASE = dict(BASE, attention_head_dim=64, num_attention_heads=2, caption_projection_dim=128, qk_norm=None)
 NETS = {"instantx": (BASE, dict(BASE, num_layers=3)), "instantx-b": (BASE, dict(BASE, num_layers=2)),
+        "inpaint": (BASE, dict(BASE, num_layers=2, extra_conditioning_channels=1)),
         "sai": (SAI_BASE, dict(sample_size=32, patch_size=1, in_channels=8, num_layers=2, attention_head_dim=64,
                                num_attention_heads=2, joint_attention_dim=None, caption_projection_dim=128,
                                pooled_projection_dim=64, out_channels=8, pos_embed_max_size=None, pos_embed_type=None,
@@ -122,6 +123,23 @@ def test_two_controlnets_and_no_guidance_equal_diffusers(parts):
         _agree(want, _ours(vae, bases["sd3"], units, text, "latent", guidance))
 
 
+@pytest.mark.parametrize("output_type", ["latent", "pt"])
+def test_the_inpainting_controlnet_equals_diffusers(parts, output_type):
+    from diffusers import StableDiffusion3ControlNetInpaintingPipeline
+
+    vae, bases, refs, hints, text = parts
+    mask = PIL.Image.fromarray(np.kron(np.array([[0, 255], [255, 0]], np.uint8), np.ones((SIZE // 2, SIZE // 2), np.uint8)))
+    pipe = StableDiffusion3ControlNetInpaintingPipeline(
+        transformer=bases["sd3"], scheduler=_scheduler(), vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=None,
+        tokenizer_2=None, text_encoder_3=None, tokenizer_3=None, controlnet=copy.deepcopy(refs["inpaint"]))
+    pipe.set_progress_bar_config(disable=True)
+    want = pipe(**text, control_image=hints[0], control_mask=mask, height=SIZE, width=SIZE, num_inference_steps=3,
+                guidance_scale=5.0, controlnet_conditioning_scale=0.9, output_type=output_type,
+                generator=torch.Generator().manual_seed(0)).images
+    got = _ours(vae, bases["sd3"], [SD3Control(ours_of(refs["inpaint"]), hints[0], 0.9, mask=mask)], text, output_type)
+    _agree(want, got, _ours(vae, bases["sd3"], [], text, output_type))
+
+
 def test_the_sai_depth_net_sees_its_hint_inverted(parts):
     vae, bases, refs, hints, text = parts
     depth = _ours(vae, bases["sai"], [SD3Control(ours_of(refs["sai"], hint_transform="invert"), hints[0])], text, "latent")
@@ -133,7 +151,8 @@ def test_the_sai_depth_net_sees_its_hint_inverted(parts):
     (dict(start=0.8, end=0.2), "start and end"),
     (dict(controlnet="flux"), "not an SD3 ControlNet"),
     (dict(controlnet="sai"), "made for another base model"),
-    (dict(controlnet="inpaint"), "inpainting ControlNet"),
+    (dict(controlnet="inpaint"), "needs the mask"),
+    (dict(mask=PIL.Image.new("L", (SIZE, SIZE))), "takes no mask"),
 ])
 def test_bad_controls_get_one_line_before_any_compute(parts, change, message):
     vae, bases, refs, hints, text = parts

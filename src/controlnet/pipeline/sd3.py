@@ -2,8 +2,8 @@
 shift), classifier-free guidance on a [negative; prompt] batch, one or several ControlNets with
 start/end windows, the InstantX conventions (zero pooled projections, control latents without the
 VAE shift), the SAI SD3.5 ones (the base's positional embedding, no text stream, real pooled
-projections, the shift applied, a per-model hint transform). The 17-channel inpainting net loads
-and runs (`SD3ControlNet`) but has no sampler yet.
+projections, the shift applied, a per-model hint transform) and the 17-channel inpainting net
+(alimama: the masked picture's latent and the kept area, as `StableDiffusion3ControlNetInpaintingPipeline`).
 
 Step for step what diffusers' `StableDiffusion3ControlNetPipeline` does, from prompt embeddings,
 with two deliberate differences:
@@ -31,13 +31,15 @@ from controlnet.pipeline.flux import active, vae_scale_factor
 
 @dataclass
 class SD3Control:
-    """One ControlNet and its hint: a PIL image, or pixels (B, 3, H, W) in [-1, 1]."""
+    """One ControlNet and its hint: a PIL image, or pixels (B, 3, H, W) in [-1, 1]. The inpainting net
+    takes the picture as `image` and the area to repaint as `mask` (white / 1 = repaint)."""
 
     controlnet: SD3ControlNet
     image: object
     scale: float = 1.0
     start: float = 0.0
     end: float = 1.0
+    mask: object = None
 
 
 def control_latents(unit: SD3Control, vae, width: int, height: int, batch: int, guided: bool) -> torch.Tensor:
@@ -49,8 +51,26 @@ def control_latents(unit: SD3Control, vae, width: int, height: int, batch: int, 
         image = VaeImageProcessor(vae_scale_factor=vae_scale_factor(vae)).preprocess(image, height=height, width=width)
     image = hint_transform_fn(cn.config.hint_transform)(image * 0.5 + 0.5) * 2 - 1
     image = image.repeat_interleave(batch if image.shape[0] == 1 else 1, dim=0).to(device=vae.device, dtype=vae.dtype)
+    if cn.config.extra_conditioning_channels:
+        return _inpaint_latents(unit.mask, image, vae, width, height, guided)
     shift = 0 if cn.config.force_zeros_for_pooled_projection else vae.config.shift_factor
     latents = (vae.encode(image).latent_dist.mean - shift) * vae.config.scaling_factor
+    return torch.cat([latents] * 2) if guided else latents
+
+
+def _inpaint_latents(mask, image: torch.Tensor, vae, width: int, height: int, guided: bool) -> torch.Tensor:
+    """The inpainting net's 17 channels: the latent of the picture with the repaint area black-filled
+    (−1), with the shift, then the area to keep (1) at latent size."""
+    f = vae_scale_factor(vae)
+    if not torch.is_tensor(mask):
+        mask = VaeImageProcessor(vae_scale_factor=f, do_convert_grayscale=True, do_normalize=False,
+                                 do_binarize=True).preprocess(mask, height=height, width=width)
+    mask = mask.repeat_interleave(image.shape[0] if mask.shape[0] == 1 else 1, dim=0).to(image)
+    masked = image.clone()
+    masked[(mask > 0.5).repeat(1, 3, 1, 1)] = -1
+    latents = (vae.encode(masked).latent_dist.mean - vae.config.shift_factor) * vae.config.scaling_factor
+    keep = 1 - torch.nn.functional.interpolate(mask, size=(height // f, width // f))
+    latents = torch.cat([latents, keep.to(latents)], dim=1)
     return torch.cat([latents] * 2) if guided else latents
 
 
@@ -123,8 +143,9 @@ def _check(controls, transformer, vae, width, height, guided, negative, negative
                              "it was made for another base model")
         if not 0 <= u.start < u.end <= 1:
             raise InputError(f"ControlNet {k + 1}: start and end must satisfy 0 ≤ start < end ≤ 1 (got {u.start}, {u.end})")
-        if cn.config.extra_conditioning_channels:
-            raise InputError(f"ControlNet {k + 1} is an inpainting ControlNet, which this sampler does not run yet")
+        if cn.config.extra_conditioning_channels != (0 if u.mask is None else 1):
+            raise InputError(f"ControlNet {k + 1}: " + ("an inpainting ControlNet needs the mask of the area to repaint"
+                             if u.mask is None else "a mask is for the inpainting ControlNet; this one takes no mask"))
 
 
 def _clip(tokenizer, text_encoder, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
