@@ -457,9 +457,11 @@ def test_an_instantx_net_has_no_original_layout_to_convert_to(sd3, tmp_path, cap
                           "no original layout", "--to diffusers")
 
 
-def test_a_fused_qkv_that_does_not_split_in_three_is_refused(sai, tmp_path):
+@pytest.mark.parametrize("cut", ["one short", "scalar"])
+def test_a_fused_qkv_that_does_not_split_in_three_is_refused(sai, tmp_path, cut):
     state = sai_original_state(sai[1])
-    state["transformer_blocks.0.attn.qkv.bias"] = state["transformer_blocks.0.attn.qkv.bias"][:-1].contiguous()
+    qkv = state["transformer_blocks.0.attn.qkv.bias"]
+    state["transformer_blocks.0.attn.qkv.bias"] = qkv[:-1].contiguous() if cut == "one short" else qkv[0].clone()
     save_file(state, tmp_path / "sai.safetensors")
     with pytest.raises(CheckpointError, match=r"sai\.safetensors.*sd35-original.*qkv"):
         load_controlnet(tmp_path / "sai.safetensors")

@@ -5,7 +5,8 @@ Layouts (`DIT_LAYOUTS`):
 - "sd3-diffusers": InstantX SD3 nets, SAI's `*-diffusers` re-uploads, the 17-channel inpainting net;
 - "sd35-original": SAI's `sd3.5_large_controlnet_{canny,depth,blur}.safetensors` (fused qkv,
   `adaLN_modulation`, a scalar `control_type`);
-- "flux-diffusers": InstantX / Shakker-Labs (union, Union Pro 2.0), alimama inpainting, XLabs `-diffusers`;
+- "flux-diffusers": InstantX / Shakker-Labs (union, Union Pro 2.0), XLabs `-diffusers` (alimama's
+  inpainting nets are detected here and refused: their control input is wider than diffusers' model);
 - "xlabs-original": XLabs-AI x-flux files (`double_blocks.*`, `input_hint_block.{0..14}`, `pos_embed_input`).
 Also recognised and named, but not ControlNets: "flux-control" (BFL FLUX.1 Canny/Depth dev: the
 control latent is concatenated on the base's input channels; full or LoRA), SD3 and Flux bases.
@@ -42,7 +43,6 @@ NOT_CONTROLNETS = {
     "sd3-base": "an SD3 base transformer, not a ControlNet; pass it as the base model",
 }
 CLASS_NAMES = {"SD3ControlNetModel": "sd3-diffusers", "FluxControlNetModel": "flux-diffusers"}
-WEIGHTS_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin")
 
 
 # ---------------------------------------------------------------------------------------------- detection
@@ -169,9 +169,9 @@ def _remap(state: dict, rules: list[tuple[str, list[str]]], to_diffusers: bool) 
             if m := pattern.match(key):
                 fields = m.groupdict()
                 if to_diffusers:
-                    parts = value.chunk(len(target), dim=0) if len(target) > 1 else (value,)
-                    if len(target) > 1 and value.shape[0] % len(target):
+                    if len(target) > 1 and (value.ndim == 0 or value.shape[0] % len(target)):
                         raise CheckpointError(f"key {key!r} of shape {tuple(value.shape)} is not a fused q/k/v tensor")
+                    parts = value.chunk(len(target), dim=0) if len(target) > 1 else (value,)
                     out.update({t.format(**fields): p.contiguous() for t, p in zip(target, parts)})
                 else:
                     src, k, n = target
@@ -297,6 +297,8 @@ def read_dit_state(path: str | os.PathLike, *, check: bool = True) -> tuple[dict
 
 
 def _read_folder(path: Path, check: bool) -> tuple[dict, dict, str, dict]:
+    from controlnet.checkpoints.load import WEIGHTS_NAMES  # load imports this module
+
     if (path / "controlnet" / "config.json").is_file():
         path = path / "controlnet"
     config = read_json_config(path / "config.json")
@@ -410,6 +412,8 @@ def save_dit_controlnet(cn, path, *, layout: str = "diffusers", dtype=None) -> P
 
 def _write_folder(path: Path, state: dict, config: dict, meta: dict, cls) -> None:
     import diffusers
+
+    from controlnet.checkpoints.load import WEIGHTS_NAMES
 
     name = {SD3ControlNet: "SD3ControlNetModel", FluxControlNet: "FluxControlNetModel"}[cls]
     path.mkdir(parents=True, exist_ok=True)
