@@ -250,3 +250,11 @@ def test_a_flux_folder_without_its_t5_names_what_is_missing(flux_folder, tmp_pat
     shutil.rmtree(tmp_path / "base" / "text_encoder_2")
     with pytest.raises(MissingFileError, match="text_encoder_2"):
         FluxBase.from_pretrained(tmp_path / "base")
+
+
+@pytest.mark.parametrize("steps,width", [(0, SIZE), (2.5, SIZE), (1, -16), (True, SIZE)])
+def test_steps_and_sizes_must_be_positive_whole_numbers(parts, steps, width):
+    vae, base, _, _, text, _ = parts
+    with pytest.raises(InputError, match="must be a whole number"):
+        sample_flux(base, vae, FlowMatchEulerDiscreteScheduler(), text["prompt_embeds"], text["pooled_prompt_embeds"],
+                    width=width, height=SIZE, steps=steps)

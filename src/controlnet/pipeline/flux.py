@@ -95,6 +95,13 @@ def flux_timesteps(scheduler, steps: int, image_seq_len: int, device) -> torch.T
     return retrieve_timesteps(scheduler, steps, device, sigmas=sigmas, mu=mu)[0]
 
 
+def check_steps_and_size(steps: int, width: int, height: int) -> None:
+    """Numbers every sampler needs before any compute: whole, positive."""
+    for name, value in (("steps", steps), ("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a whole number ≥ 1, got {value!r}")
+
+
 def active(unit: FluxControl, i: int, n: int) -> bool:
     """diffusers' window: step i of n is inside [start, end] (by fractions of steps)."""
     return not (i / n < unit.start or (i + 1) / n > unit.end)
@@ -123,6 +130,7 @@ def sample_flux(
     """Latents (`output_type="latent"`, packed as diffusers returns them) or images (`"pt"` tensors in
     [0, 1], `"pil"`, `"np"`). `control_image`: the hint of a FLUX.1 Control base (concatenated on
     its input channels)."""
+    check_steps_and_size(steps, width, height)
     _check(controls, transformer, control_image, width, height, vae)
     device = transformer.device
     batch = prompt_embeds.shape[0]

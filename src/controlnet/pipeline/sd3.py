@@ -26,7 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from controlnet.errors import InputError
 from controlnet.nn.controlled_transformer import controlled_sd3
 from controlnet.nn.dit_controlnet import SD3ControlNet, hint_transform_fn
-from controlnet.pipeline.flux import active, vae_scale_factor
+from controlnet.pipeline.flux import active, check_steps_and_size, vae_scale_factor
 
 
 @dataclass
@@ -95,6 +95,7 @@ def sample_sd3(
     """Latents (`output_type="latent"`) or images (`"pt"` in [0, 1], `"pil"`, `"np"`); guidance > 1
     needs the negative embeddings (the empty prompt's, when there is no negative prompt)."""
     guided = guidance_scale > 1
+    check_steps_and_size(steps, width, height)
     _check(controls, transformer, vae, width, height, guided, negative_prompt_embeds, negative_pooled_prompt_embeds)
     batch = prompt_embeds.shape[0]
     if guided:
