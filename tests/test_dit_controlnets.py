@@ -551,3 +551,14 @@ def test_an_xlabs_pth_file_loads_too(flux, tmp_path):
     cn = load_controlnet(tmp_path / "xlabs.pth")
     assert cn.loaded_from["layout"] == "xlabs-original"
     assert all(torch.equal(cn.state_dict()[k], v) for k, v in flux[1]["xlabs"].state_dict().items())
+
+
+def test_a_control_input_of_another_size_is_refused_not_broadcast(sd3, flux):
+    _, nets, i = sd3
+    ours = SD3ControlNet(**nets["instantx"].config).eval()
+    with pytest.raises(ValueError, match="gives 1 tokens but the image has 64"):
+        ours(i["x"], torch.zeros(2, 8, 1, 1), i["t"], i["p"], i["e"])
+    _, fnets, fi = flux
+    xlabs = FluxControlNet(**fnets["xlabs"].config).eval()
+    with pytest.raises(ValueError, match="pixels 16× the token grid"):
+        _flux_ours(xlabs, torch.zeros(1, 3, 16, 16), fi)  # diffusers would broadcast its single token

@@ -31,7 +31,7 @@ NETS = {"instantx": dict(FLUX_BASE, num_layers=1, num_single_layers=2),
         "instantx-b": dict(FLUX_BASE, num_layers=1, num_single_layers=2),
         "union": dict(FLUX_BASE, num_layers=2, num_single_layers=0, num_mode=10),
         "xlabs": dict(FLUX_BASE, num_layers=2, num_single_layers=0, patch_size=2, conditioning_embedding_channels=4)}
-SIZE = 16  # pixels; the tiny VAE does not downsample, so 8×8 tokens after 2×2 packing
+SIZE = 64  # pixels; the tiny VAE downsamples 8× as Flux's does: 4×4 tokens after 2×2 packing
 
 
 def randomized(model, seed: int, std: float = 0.1):
@@ -51,7 +51,8 @@ def ours_of(ref) -> FluxControlNet:
 @pytest.fixture(scope="module")
 def parts():
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(4,), layers_per_block=1, latent_channels=4, norm_num_groups=1,
+    vae = AutoencoderKL(block_out_channels=(4, 4, 4, 4), layers_per_block=1, latent_channels=4, norm_num_groups=1,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035).eval()
     base = randomized(FluxTransformer2DModel(**FLUX_BASE), 1)
     refs = {name: randomized(FluxControlNetModel(**cfg), seed) for seed, (name, cfg) in enumerate(NETS.items(), 2)}
@@ -157,13 +158,18 @@ def _units(refs, hints, **change):
     (dict(controlnet="union", mode="sketch"), "or a name .canny, tile, depth"),
     (dict(controlnet="sd3"), "not a Flux ControlNet"),
     (dict(controlnet="wide"), "made for another base model"),
+    (dict(controlnet="xlabs-4x"), "encodes hints 8× down, but this base's VAE scales by 4"),
 ])
 def test_bad_controls_get_one_line_before_any_compute(parts, change, message):
     vae, base, refs, hints, text, _ = parts
     nets = {"union": lambda: ours_of(refs["union"]),
             "sd3": lambda: SD3ControlNet(num_layers=1, attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
                                          caption_projection_dim=16, pooled_projection_dim=32, in_channels=4, patch_size=1),
-            "wide": lambda: FluxControlNet(**dict(NETS["instantx"], num_attention_heads=4))}
+            "wide": lambda: FluxControlNet(**dict(NETS["instantx"], num_attention_heads=4)),
+            "xlabs-4x": lambda: ours_of(refs["xlabs"])}
+    if change.get("controlnet") == "xlabs-4x":  # a VAE that scales by 4, not 8
+        vae = AutoencoderKL(block_out_channels=(4, 4, 4), layers_per_block=1, latent_channels=4, norm_num_groups=1,
+                            down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
     if "controlnet" in change:
         change["controlnet"] = nets[change["controlnet"]]()
     with pytest.raises(InputError, match=message):
@@ -172,9 +178,9 @@ def test_bad_controls_get_one_line_before_any_compute(parts, change, message):
 
 def test_sizes_and_control_images_that_do_not_fit_the_base_are_refused(parts):
     vae, base, refs, hints, text, _ = parts
-    with pytest.raises(InputError, match="multiples of 2"):
+    with pytest.raises(InputError, match="multiples of 16"):
         sample_flux(base, vae, FlowMatchEulerDiscreteScheduler(), text["prompt_embeds"], text["pooled_prompt_embeds"],
-                    width=15, height=16, steps=1)
+                    width=SIZE - 8, height=SIZE, steps=1)
     with pytest.raises(InputError, match="control_image is for FLUX.1 Control bases"):
         _ours(vae, base, [], text, "latent", control_image=hints[0])
     control_base = FluxTransformer2DModel(**dict(FLUX_BASE, in_channels=32, out_channels=16))

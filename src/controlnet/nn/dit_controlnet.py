@@ -57,6 +57,13 @@ def hint_transform_fn(name: str):
         raise ValueError(f"unknown hint transform {name!r}; one of {', '.join(HINT_TRANSFORMS)}") from None
 
 
+def _same_tokens(control: torch.Tensor, tokens: torch.Tensor, wanted: str) -> None:
+    """A control input of another size would broadcast silently (diffusers adds it anyway)."""
+    if control.shape[1] != tokens.shape[1]:
+        raise ValueError(f"the control input gives {control.shape[1]} tokens but the image has {tokens.shape[1]}: "
+                         f"this ControlNet takes {wanted}")
+
+
 def refuse_on_unet(cn, label: str, base: str) -> None:
     """A DiT ControlNet handed to a U-Net pipeline or trainer fails with this line, not deep in a forward."""
     from controlnet.errors import InputError
@@ -150,7 +157,9 @@ class SD3ControlNet(ModelMixin, ConfigMixin):
         h = pos_embed(hidden_states)
         temb = self.time_text_embed(timestep, pooled_projections)
         ctx = self.context_embedder(encoder_hidden_states) if self.context_embedder is not None else None
-        h = h + self.pos_embed_input(controlnet_cond)
+        c = self.pos_embed_input(controlnet_cond)
+        _same_tokens(c, h, "the control latent at the latent's size")
+        h = h + c
         samples = []
         for block, zero_linear in zip(self.transformer_blocks, self.controlnet_blocks):
             if ctx is not None:
@@ -241,6 +250,8 @@ class FluxControlNet(ModelMixin, ConfigMixin):
         h = self.x_embedder(hidden_states)
         if self.input_hint_block is not None:
             controlnet_cond = self._pack_hint(controlnet_cond)
+        _same_tokens(controlnet_cond, h, "pixels 16× the token grid (8× the latent, then 2×2 patches)"
+                     if self.input_hint_block is not None else "the packed control latent")
         h = h + self.controlnet_x_embedder(controlnet_cond)
         timestep = timestep.to(h.dtype) * 1000
         temb = (self.time_text_embed(timestep, pooled_projections) if guidance is None

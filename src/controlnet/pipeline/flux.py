@@ -180,6 +180,10 @@ def _check(controls, transformer, control_image, width: int, height: int, vae) -
         if u.controlnet.inner_dim != transformer.inner_dim:
             raise InputError(f"ControlNet {k + 1} is {u.controlnet.inner_dim} wide, the Flux base {transformer.inner_dim}: "
                              "it was made for another base model")
+        hint = u.controlnet.input_hint_block
+        if hint is not None and hint.downscale_factor != vae_scale_factor(vae):
+            raise InputError(f"ControlNet {k + 1} (XLabs) encodes hints {hint.downscale_factor}× down, but this base's "
+                             f"VAE scales by {vae_scale_factor(vae)}: it was made for another autoencoder")
         n = u.controlnet.config.num_mode
         if n is not None and not (u.mode is not None and 0 <= u.mode_index < n):
             raise InputError(f"ControlNet {k + 1} is a union net: give a control mode 0..{n - 1} or a name "
