@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from controlnet import checks
+from controlnet.checkpoints.dit import DIT_CLASSES, save_dit_controlnet
 from controlnet.checkpoints.load import load_controlnet
 from controlnet.checkpoints.save import output_kind, save_controlnet
 from controlnet.checkpoints.transfer import read_unet_encoder, transfer_control
@@ -36,7 +37,8 @@ def convert_controlnet(src: PathLike, dst: PathLike, *, layout: str, dtype=None,
     if dst.exists() and dst.resolve() == src.resolve():
         raise InputError(f"SRC and DST are the same path ({src}); write the conversion elsewhere")
     cn = load_controlnet(src, config=config, base=base)
-    return save_controlnet(cn, dst, layout=layout, dtype=target or cn.loaded_from["dtype"])
+    save = save_dit_controlnet if isinstance(cn, DIT_CLASSES) else save_controlnet
+    return save(cn, dst, layout=layout, dtype=target or cn.loaded_from["dtype"])
 
 
 def transfer_controlnet(control: PathLike, base: PathLike, community: PathLike, output: PathLike, *,

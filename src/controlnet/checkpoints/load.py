@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from controlnet.checkpoints.config_files import config_override, read_json_config
+from controlnet.checkpoints.dit import dit_layout_of, load_dit_controlnet
 from controlnet.checkpoints.families import FAMILIES
 from controlnet.checkpoints.infer import infer_config
 from controlnet.checkpoints.io import check_finite, read_tensors
@@ -136,7 +137,10 @@ def load_controlnet(
     torch.float16...) defaults to float32; `loaded_from["dtype"]` tells what the file stores. `base` (a diffusers
     U-Net, pipeline or base folder) is needed by the families stored relative to their base model.
     A Control-LoRA gives a plain ControlNet; a T2I-Adapter or ControlNet-XS file gives that family's
-    network (`controlnet.checkpoints.families`)."""
+    network (`controlnet.checkpoints.families`); SD3/SD3.5 and Flux ControlNets (`checkpoints.dit`)
+    come back as `SD3ControlNet` / `FluxControlNet`."""
+    if dit_layout_of(path) is not None:
+        return load_dit_controlnet(path, config=config, dtype=dtype, device=device)
     path, target, device = Path(path), parse_dtype(dtype) or torch.float32, check_device(device)
     override = config_override(config)
     state, stored, layout = read_controlnet_state(path)

@@ -11,11 +11,14 @@ def describe(path: str | Path) -> dict:
     import torch
 
     from controlnet.checkpoints import infer_config, read_controlnet_state
+    from controlnet.checkpoints.dit import describe_dit, dit_layout_of
     from controlnet.checkpoints.families import FAMILIES
     from controlnet.checkpoints.union import with_union_fields
     from controlnet.nn.controlnet import family_of
     from controlnet.nn.union import control_type_names, is_union
 
+    if dit_layout_of(path) is not None:
+        return describe_dit(path)
     state, stored, layout = read_controlnet_state(path, check=False)  # NaN weights are reported, not refused
     nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if layout in FAMILIES:

@@ -26,6 +26,9 @@ WEIGHT_EXTS = (".safetensors", ".bin")
 NEEDED = {
     "sd": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
     "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+    "flux": ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+    "sd3": ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2",
+            "tokenizer_3", "scheduler"),
 }
 
 
@@ -46,8 +49,12 @@ def read_model_index(folder: Path) -> dict:
 
 
 def base_kind(index: dict) -> str:
-    """"sd" (1.x/2.x) or "sdxl", from the pipeline class and the components present."""
+    """"sd" (1.x/2.x), "sdxl", "flux" or "sd3", from the pipeline class and the components present."""
     name = str(index.get("_class_name", ""))
+    if "transformer" in index:
+        if "Flux" not in name and "StableDiffusion3" not in name:
+            raise InputError(f"{name or 'this model'} is a transformer base model; of those only Flux and SD3 are supported")
+        return "flux" if "Flux" in name else "sd3"
     if "text_encoder_2" in index or "XL" in name:
         if not index.get("text_encoder") or index.get("text_encoder") == [None, None]:
             raise InputError(f"{name or 'this model'} has no first text encoder (an SDXL refiner?): only SDXL base models are supported")

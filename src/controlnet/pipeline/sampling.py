@@ -26,6 +26,7 @@ from controlnet.nn import ControlResiduals, controlled_unet, family_of, unet_con
 from controlnet.nn import t2i_adapter as t2i
 from controlnet.nn.controlled_unet import controlled_unet_xs
 from controlnet.nn.controlnet_xs import is_xs
+from controlnet.nn.dit_controlnet import refuse_on_unet
 from controlnet.pipeline import images as img
 from controlnet.pipeline import inpaint as inp
 from controlnet.pipeline.loading import load_folder, load_single_file
@@ -197,6 +198,7 @@ def _step_kwargs(sched, eta: float, gens: list[torch.Generator]) -> dict:
 def check_compatible(cn, unet, vae_scale_factor: int, label: str = "ControlNet") -> None:
     """Refuse a ControlNet made for another base family before sampling starts."""
     base = family_of(unet.config)
+    refuse_on_unet(cn, label, base)
     mine = family_of(cn.config)
     keys = ("cross_attention_dim", "addition_embed_type", "block_out_channels", "layers_per_block", "in_channels")
     diff = [k for k in keys if _norm(cn.config.get(k)) != _norm(unet.config.get(k))]
@@ -265,6 +267,10 @@ class ControlPipeline:
         else:
             parts = load_folder(path, dtype=dtype, device=device, variant=variant)
         kind, zeros = parts.pop("kind"), parts.pop("force_zeros_for_empty_prompt")
+        if kind in ("flux", "sd3"):
+            raise InputError(f"{path} is a{' Flux' if kind == 'flux' else 'n SD3'} base model: sample it with "
+                             f"controlnet.pipeline.{kind}.{'FluxBase' if kind == 'flux' else 'SD3Base'} "
+                             "(the U-Net pipeline and its commands do not take transformer bases yet)")
         return cls(**parts, kind=kind, force_zeros_for_empty_prompt=zeros)
 
     @classmethod

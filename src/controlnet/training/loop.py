@@ -299,6 +299,9 @@ def _build_controlnet(config: TrainConfig, base: Base):
 def _check_fits(controlnet, base: Base, config: TrainConfig) -> None:
     """A ControlNet made for another base model fails deep inside a matmul; say so before training."""
     from controlnet.nn import family_of
+    from controlnet.nn.dit_controlnet import refuse_on_unet
+
+    refuse_on_unet(controlnet, f"--controlnet {config.controlnet}", family_of(base.unet.config))
 
     def plain(v):
         return list(v) if isinstance(v, (list, tuple)) else v
