@@ -268,7 +268,7 @@ def _not_a_controlnet(path: Path, layout: str | None) -> CheckpointError:
 def read_dit_state(path: str | os.PathLike, *, check: bool = True) -> tuple[dict, dict | None, str, dict]:
     """(state in diffusers names, stored config or None, layout, config facts the layout itself
     carries, e.g. the SAI `control_type`)."""
-    from controlnet.checkpoints.load import _stored_config  # load imports this module
+    from controlnet.checkpoints.stored import stored_config
 
     path = Path(path)
     if path.is_dir():
@@ -293,11 +293,11 @@ def read_dit_state(path: str | os.PathLike, *, check: bool = True) -> tuple[dict
             tensors = _remap(tensors, rules, to_diffusers=True)
         except CheckpointError as exc:
             raise CheckpointError(f"{path} ({layout} layout): {exc}") from None
-    return tensors, _stored_config(metadata, path), layout, facts
+    return tensors, stored_config(metadata, path), layout, facts
 
 
 def _read_folder(path: Path, check: bool) -> tuple[dict, dict, str, dict]:
-    from controlnet.checkpoints.load import WEIGHTS_NAMES  # load imports this module
+    from controlnet.checkpoints.stored import WEIGHTS_NAMES
 
     if (path / "controlnet" / "config.json").is_file():
         path = path / "controlnet"
@@ -345,14 +345,14 @@ def build_dit(path, state: dict, stored: dict | None, layout: str, facts: dict, 
 
 def load_dit_controlnet(path, *, config=None, dtype=None, device="cpu"):
     """An `SD3ControlNet` or `FluxControlNet` from any of `DIT_LAYOUTS` (file or diffusers folder)."""
-    from controlnet.checkpoints.load import _check_keys  # load imports this module
+    from controlnet.checkpoints.stored import check_keys
     from controlnet.devices import check_device
 
     path, target, device = Path(path), parse_dtype(dtype) or torch.float32, check_device(device)
     override = config_override(config)
     state, stored, layout, facts = read_dit_state(path)
     cn = build_dit(path, state, stored, layout, facts, override)
-    _check_keys(cn, state, path, layout)
+    check_keys(cn, state, path, layout)
     cn.load_state_dict(state, strict=True, assign=True)
     torch.nn.Module.to(cn, device=device, dtype=target)
     dtypes = [v.dtype for v in state.values() if v.is_floating_point()]
@@ -389,8 +389,8 @@ def to_original(cn, state: dict) -> dict:
 def save_dit_controlnet(cn, path, *, layout: str = "diffusers", dtype=None) -> Path:
     """Write a DiT ControlNet as a diffusers folder, a diffusers single file (config in the header),
     or in its original layout (SAI SD3.5 / XLabs). Written atomically."""
-    from controlnet.checkpoints.load import CONFIG_METADATA_KEY
     from controlnet.checkpoints.save import output_kind
+    from controlnet.checkpoints.stored import CONFIG_METADATA_KEY
 
     path, target = Path(path), parse_dtype(dtype)
     kind = output_kind(path, layout)
@@ -413,7 +413,7 @@ def save_dit_controlnet(cn, path, *, layout: str = "diffusers", dtype=None) -> P
 def _write_folder(path: Path, state: dict, config: dict, meta: dict, cls) -> None:
     import diffusers
 
-    from controlnet.checkpoints.load import WEIGHTS_NAMES
+    from controlnet.checkpoints.stored import WEIGHTS_NAMES
 
     name = {SD3ControlNet: "SD3ControlNetModel", FluxControlNet: "FluxControlNetModel"}[cls]
     path.mkdir(parents=True, exist_ok=True)

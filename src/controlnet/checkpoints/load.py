@@ -10,7 +10,6 @@ stores: fp16 convolutions on a CPU are several times slower.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -24,6 +23,7 @@ from controlnet.checkpoints.infer import infer_config
 from controlnet.checkpoints.io import check_finite, read_tensors
 from controlnet.checkpoints.layouts import PREFIX, control_part, describe_unknown, detect_layout
 from controlnet.checkpoints.original_keys import original_to_ours
+from controlnet.checkpoints.stored import WEIGHTS_NAMES, check_keys, stored_config
 from controlnet.checkpoints.union import with_union_fields
 from controlnet.devices import check_device
 from controlnet.dtypes import parse_dtype
@@ -31,8 +31,6 @@ from controlnet.errors import CheckpointError
 from controlnet.nn.controlnet import ControlNet
 from controlnet.nn.union import UnionControlNet, is_union
 
-CONFIG_METADATA_KEY = "controlnet_config"
-WEIGHTS_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin")
 ORIGINAL_LAYOUTS = ("original", "original-bare", "controlldm")
 
 
@@ -53,7 +51,7 @@ def read_controlnet_state(path: str | os.PathLike, *, check: bool = True) -> tup
         raise CheckpointError(describe_unknown(tensors, str(path)))
     if check:
         check_finite({k: v for k, v in tensors.items() if layout != "controlldm" or k.startswith(PREFIX)}, str(path))
-    stored = _stored_config(metadata, path)
+    stored = stored_config(metadata, path)
     if layout in FAMILIES:
         return FAMILIES[layout].read(tensors, str(path)), stored, layout
     if layout == "diffusers":
@@ -63,18 +61,6 @@ def read_controlnet_state(path: str | os.PathLike, *, check: bool = True) -> tup
     except KeyError as exc:
         key = exc.args[0] if layout == "original-bare" else PREFIX + exc.args[0]  # as the file names it
         raise CheckpointError(f"{path}: looks like the {layout} layout, but key {key!r} fits no ControlNet module") from None
-
-
-def _stored_config(metadata: dict, path: Path) -> dict | None:
-    if CONFIG_METADATA_KEY not in metadata:
-        return None
-    try:
-        stored = json.loads(metadata[CONFIG_METADATA_KEY])
-    except (json.JSONDecodeError, RecursionError):
-        stored = None
-    if not isinstance(stored, dict):
-        raise CheckpointError(f"{path}: the config stored in the file's header is corrupt; pass config= to load it")
-    return stored
 
 
 def _read_folder(path: Path, check: bool) -> tuple[dict, dict, str]:
@@ -150,7 +136,7 @@ def load_controlnet(
         found = with_union_fields(stored, state, str(path)) if stored is not None else infer_config(state, str(path), path.name)
         full = {**found, **override}
         cn = _build(full, path, layout)
-        _check_keys(cn, state, path, layout)
+        check_keys(cn, state, path, layout)
         cn.load_state_dict(state, strict=True, assign=True)
     torch.nn.Module.to(cn, device=device, dtype=target)  # not ModelMixin.to, which warns on every dtype cast
     cn.loaded_from = {"path": str(path), "layout": layout, "dtype": stored_dtype(state),
@@ -163,21 +149,3 @@ def _family(cn, layout: str) -> str:
     if isinstance(cn, UnionControlNet):
         return "union"
     return layout if layout in FAMILIES else cn.family
-
-
-def _check_keys(cn: ControlNet, state: dict, path: Path, layout: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in cn.state_dict().items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    misshaped = [f"{k} {tuple(state[k].shape)} vs {expected[k]}" for k in expected if k in state and tuple(state[k].shape) != expected[k]]
-    if not (missing or unexpected or misshaped):
-        return
-    parts = []
-    for what, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-        if items:
-            parts.append(f"{len(items)} {what} (first: {', '.join(items[:4])})")
-    raise CheckpointError(
-        f"{path}: looks like the {layout} layout but does not match the ControlNet its shapes describe: "
-        + "; ".join(parts)
-        + ". If the architecture was guessed wrong, pass the model's config (config.json or cldm_*.yaml)."
-    )

@@ -16,8 +16,8 @@ import torch
 
 from controlnet.checkpoints.io import PICKLE_SUFFIXES, save_safetensors, write_safetensors
 from controlnet.checkpoints.layouts import PREFIX
-from controlnet.checkpoints.load import CONFIG_METADATA_KEY, WEIGHTS_NAMES
 from controlnet.checkpoints.original_keys import ours_to_original
+from controlnet.checkpoints.stored import CONFIG_METADATA_KEY, WEIGHTS_NAMES
 from controlnet.dtypes import parse_dtype
 from controlnet.errors import InputError
 from controlnet.files import atomic_file
