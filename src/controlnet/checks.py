@@ -72,6 +72,12 @@ def text(name: str, value) -> str:
     return value
 
 
+def digits(text: str) -> int | None:
+    """The number a name spells in ASCII digits ("0007" -> 7), else None: str.isdigit() also accepts
+    "²" and "①", which int() refuses."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def positive_int(name: str, value) -> int:
     return integer(name, value, lo=1)
 

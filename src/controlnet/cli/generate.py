@@ -264,8 +264,10 @@ def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe, net
 
 
 def _next_index(outdir: Path) -> int:
-    taken = [int(p.name.split("-")[0]) for p in outdir.glob("*.png") if p.name.split("-")[0].isdigit()]
-    return max(taken, default=-1) + 1
+    from controlnet.checks import digits
+
+    taken = [digits(p.name.split("-")[0]) for p in outdir.glob("*.png")]
+    return max((i for i in taken if i is not None), default=-1) + 1
 
 
 def make_grid(hints: list, samples: list):
