@@ -239,3 +239,39 @@ def test_cli_inpaints_and_records_its_parameters(place, capsys):
     code, out, err = run_cli(["generate", "--from", out.split()[-1], "-o", place / "again", "--no-grid"], capsys)
     assert code == 0, err
     assert np.array_equal(np.array(Image.open(out.split()[-1])), np.array(written))
+
+
+# ---------------------------------------------------------------------------------- masks with transparency
+
+
+def _on_transparent(mask) -> np.ndarray:
+    """The mask as drawn on a layer: opaque white where it repaints, fully transparent elsewhere."""
+    m = np.array(mask) > 0
+    return np.dstack([np.full((H, W, 3), 255, np.uint8), np.where(m, 255, 0).astype(np.uint8)])
+
+
+def test_a_white_shape_on_a_transparent_layer_masks_that_shape(place, mask, capsys):
+    """It was composited on white: the whole picture was repainted, silently (issue 19)."""
+    Image.fromarray(_on_transparent(mask), "RGBA").save(place / "drawn.png")
+    code, out, err = run_cli(_cli(place, "--init-image", place / "photo.png", "--inpaint-mask", place / "drawn.png",
+                                  "--mask-blur", "0", "--no-grid", "-o", place / "drawn_out"), capsys)
+    assert code == 0, err
+    written = np.array(Image.open(out.split()[-1]))
+    keep = outside(mask)
+    assert np.array_equal(written[keep], np.array(Image.open(place / "photo.png"))[keep])
+    assert (written[~keep] != np.array(Image.open(place / "photo.png"))[~keep]).any()
+
+
+def test_every_mask_reader_takes_alpha_the_same_way(mask):
+    from controlnet.annotators.inpaint import mask_to_bool
+    from controlnet.pipeline.images import mask_tensor
+    from controlnet.pipeline.inpaint import binary_mask
+
+    drawn, opaque = _on_transparent(mask), np.array(mask)
+    want = opaque > 0
+    assert np.array_equal(binary_mask(drawn), want)
+    assert np.array_equal(mask_to_bool(drawn, (H, W)), want)
+    assert np.array_equal(mask_tensor(drawn, W, H)[0, 0].numpy() > 0.5, want)
+    # an opaque RGBA mask, or one without alpha, is read as it looks (as before)
+    assert np.array_equal(binary_mask(np.dstack([np.repeat(opaque[:, :, None], 3, 2), np.full((H, W), 255, np.uint8)])), want)
+    assert np.array_equal(binary_mask(opaque), want)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from controlnet import checks
 from controlnet.errors import InputError
-from controlnet.images import as_array, to_rgb, to_rgb8
+from controlnet.images import as_array, mask_rgb, to_rgb, to_rgb8
 from controlnet.pipeline.images import fit, fit_mask, picture_area, resize_mode
 
 MODES = ("blend", "inpaint_only")
@@ -30,11 +30,12 @@ MODES = ("blend", "inpaint_only")
 
 def binary_mask(mask, label: str = "mask_image") -> np.ndarray:
     """A bool H×W mask (True = repaint) from an image that is pure black and white, or a bool
-    array. Grey, coloured or anti-aliased masks are refused: the inpaint convention is binary."""
+    array. Grey, coloured or anti-aliased masks are refused: the inpaint convention is binary. A
+    transparent area is black (`controlnet.images.mask_rgb`)."""
     arr = as_array(mask)
     if arr.dtype == bool:
         return arr if arr.ndim == 2 else arr.any(axis=2)
-    x = to_rgb(arr)
+    x = mask_rgb(arr)
     odd = ~((x == 0.0) | (x == 1.0)).all(axis=2) | (x != x[:, :, :1]).any(axis=2)
     if odd.any():
         raise InputError(f"{label} must be binary, black (keep) and white (repaint) only; {int(odd.sum()):,} of "

@@ -348,7 +348,7 @@ class ControlPipeline:
             scales = mode_scales(unit.mode, unit.weight, connection_levels(self.unet))
         if unit.mask is None:
             return scales
-        mask = img.to_rgb(unit.mask)
+        mask = img.mask_rgb(unit.mask)  # transparent = 0: the mask rule of controlnet.images
         _check_mask_shape((mask.shape[1], mask.shape[0]), width, height, label)
         mask = img.mask_tensor(mask, width, height).to(self.device, self.unet.dtype)
         shapes = unet_connection_shapes(self.unet, (height // self.vae_scale_factor, width // self.vae_scale_factor))
