@@ -187,6 +187,49 @@ def test_the_api_refuses_non_finite_latents(sd1):
             p("x", steps=1, seed=0, width=W, height=H, output_type=output_type, progress=False, callback=nan)
 
 
+# ---------------------------------------------------------------------------------- options that need another
+# Each was ignored without a word (issue 19).
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--controlnet", "{d}/cn", "--image", "{d}/a.png", "--schedule-interpolation", "linear"],
+         ["schedule_interpolation 'linear' does nothing without a schedule", "--schedule"]),
+        (["--strength", "0.5"], ["--strength does nothing without --init-image"]),
+        (["--inpaint-mode", "inpaint_only"], ["inpaint_mode 'inpaint_only'", "without a region to repaint"]),
+        (["--mask-blur", "4"], ["mask_blur 4", "without a region to repaint", "--inpaint-mask"]),
+        (["--init-image", "{d}/a.png", "--mask-blur", "4"], ["mask_blur 4", "without a region to repaint"]),
+        (["--config", "{d}/base"], ["--config", "single-file --model", "leave --config out"]),
+    ],
+)
+def test_options_that_need_another_are_refused(files, tmp_path, capsys, sampling, extra, fragments):
+    argv = generate(files, tmp_path / "out", *[a.format(d=files) for a in extra], unit=False)
+    with unchanged(tmp_path):
+        assert_user_error(argv, capsys, *fragments)
+    assert sampling["denoise"] == 0
+
+
+def test_from_unet_names_what_it_takes(sd1):
+    from controlnet.nn import ControlNet
+
+    p, _ = sd1
+    for pipe in (p, tiny_pipeline("sd1")):  # ours and diffusers' pipeline: both have .unet
+        with pytest.raises(InputError, match=r"takes a diffusers UNet2DConditionModel.*ControlNet.from_unet\(pipe.unet\)"):
+            ControlNet.from_unet(pipe)
+    with pytest.raises(InputError, match="got a str"):
+        ControlNet.from_unet("unet")
+    assert ControlNet.from_unet(p.unet) is not None
+
+
+def test_the_server_answers_a_non_finite_result_with_a_clear_422():
+    from controlnet.errors import NonFiniteError
+    from controlnet.web.service import as_bad_request
+
+    answer = as_bad_request(NonFiniteError("sampling went numerically wrong: the latents hold NaN"))
+    assert answer.status == 422 and "numerically wrong" in answer.detail and "internal error" not in answer.detail
+
+
 # ---------------------------------------------------------------------------------- text that is not UTF-8
 
 

@@ -162,3 +162,12 @@ def test_a_damaged_cache_entry_is_computed_again(first_run, tmp_path, capsys, ho
         assert [v for v in again[metric] if v is not None] == pytest.approx(numbers, rel=0.01, abs=1e-3), metric
     for npy in _row_folder(out).glob("*.inception.npy"):
         assert np.isfinite(np.load(npy)).all()
+
+
+@pytest.mark.parametrize("where", ["the folder", "inside it"])
+def test_output_among_the_pictures_is_refused(tmp_path, capsys, where):
+    folder = _folder(tmp_path, [64, 64])
+    out = folder if where == "the folder" else folder / "eval"
+    with unchanged(tmp_path):
+        assert_user_error([*ARGS, "--no-fid", "--images", f"mine={folder}", "--n", "2", "-o", out], capsys,
+                          "output folder (-o)", "--images mine")

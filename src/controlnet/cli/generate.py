@@ -323,6 +323,9 @@ def run(args) -> int:
     if args.from_png:
         apply_parameters(args, read_parameters(args.from_png))
     _resolve_models(args)
+    if args.strength is not None and not args.init_image:  # the API takes a strength it ignores for txt2img
+        raise InputError("--strength does nothing without --init-image (img2img); give the picture to start from or "
+                         "leave --strength out")
     apply_recommended(args)
     outdir = writable_folder(args.outdir, "output folder (-o)", create=False)  # before minutes of sampling, not after
     if is_batch(args):  # a unit's --image is a folder: one output per picture

@@ -206,6 +206,7 @@ class ControlNet(ModelMixin, ConfigMixin):
         public checkpoint). `connection_init="gaussian"` and `copy="lite"` are the paper's ablations.
         Works on the meta device too (for counting parameters without allocating them).
         """
+        _check_is_unet(unet)
         uc = unet.config
         config = {k: uc[k] for k in UNET_KEYS if k in uc}
         device = next(unet.parameters()).device
@@ -369,3 +370,17 @@ def count_parameters(module: nn.Module) -> int:
 
 
 __all__ = ["ControlNet", "count_parameters", "family_of"]
+
+
+def _check_is_unet(unet) -> None:
+    """from_unet copies a U-Net; a pipeline (or anything else) is named, with where its U-Net is."""
+    from controlnet.errors import InputError
+
+    is_unet = hasattr(unet, "config") and hasattr(unet, "parameters") and "block_out_channels" in getattr(unet, "config", {})
+    if is_unet:
+        return
+    kind = type(unet).__name__
+    hint = ("; a pipeline's U-Net is its .unet attribute: ControlNet.from_unet(pipe.unet)"
+            if hasattr(unet, "unet") else "")
+    raise InputError(f"ControlNet.from_unet takes a diffusers UNet2DConditionModel, got a {kind}{hint}")
+

@@ -98,6 +98,7 @@ def check(init_image, mask_image, mode, blur, resize, size_wh: tuple[int, int],
         if nine:
             raise InputError("this base U-Net is an inpainting model (9 input channels); give init_image and mask_image "
                              "(CLI: --init-image, --inpaint-mask)")
+        _nothing_inpainted(mode, blur)
         return None, None
     rgb = to_rgb(init_image)
     if resize is None and rgb.shape[:2] != size_wh[::-1]:
@@ -118,8 +119,18 @@ def check(init_image, mask_image, mode, blur, resize, size_wh: tuple[int, int],
                              "(CLI: --inpaint-mask)")
         if mask_image is not None:
             raise InputError("mask_image's white area vanishes when the picture is fitted to the output; enlarge it")
+        _nothing_inpainted(mode, blur)
         return None, picture
     return Inpaint(mode, blur, 1.0, picture, mask, nine), picture
+
+
+def _nothing_inpainted(mode: str, blur) -> None:
+    """inpaint_mode and mask_blur only act on an inpainted (or outpainted) region: refuse them without one."""
+    given = [f"{name} {value!r}" for name, value, default in (("inpaint_mode", mode, "blend"), ("mask_blur", blur, None))
+             if value != default]
+    if given:
+        raise InputError(f"{' and '.join(given)} do nothing without a region to repaint; give mask_image with init_image "
+                         "(CLI: --init-image, --inpaint-mask) or leave them out")
 
 
 @torch.no_grad()

@@ -268,8 +268,13 @@ class ControlPipeline:
         """A diffusers-layout folder, or a single-file checkpoint with `config=` a local folder of
         the same model's configs and tokenizers. Nothing is ever downloaded."""
         if os.path.isfile(path):
+            if variant is not None:
+                raise InputError(f"variant= picks weight files in a diffusers folder; {path} is a single file")
             parts = load_single_file(path, config=config, dtype=dtype, device=device)
         else:
+            if config is not None and os.path.isdir(path):
+                raise InputError(f"config (--config) is for a single-file --model; {path} is a folder that carries its own "
+                                 "configs: leave --config out")
             parts = load_folder(path, dtype=dtype, device=device, variant=variant)
         kind, zeros = parts.pop("kind"), parts.pop("force_zeros_for_empty_prompt")
         return cls(**parts, kind=kind, force_zeros_for_empty_prompt=zeros)

@@ -83,6 +83,9 @@ class ControlUnit:
         if self.schedule is not None:
             self.schedule = check_schedule(self.schedule, f"{label}: schedule")
         self.schedule_interpolation = check_interpolation(self.schedule_interpolation, f"{label}: schedule_interpolation")
+        if self.schedule is None and self.schedule_interpolation != "hold":
+            raise InputError(f"{label}: schedule_interpolation {self.schedule_interpolation!r} does nothing without a "
+                             "schedule; give the keyframes (schedule=, CLI --schedule F:S,...) or leave it out")
 
     @property
     def off(self) -> bool:

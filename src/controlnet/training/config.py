@@ -129,6 +129,9 @@ class TrainConfig:
                              f"({len(self.validation_images)}); got {len(self.validation_prompts)}")
         if not self.output_dir or not isinstance(self.output_dir, str):
             raise InputError("no output folder: pass --output-dir PATH")
+        from controlnet.files import outside_inputs
+
+        outside_inputs(self.output_dir, "--output-dir", {f"--data {d}": d for d in self.data})
 
     def _check_numbers(self) -> None:
         for name in ("learning_rate", "decoder_learning_rate", "adam_epsilon", "max_grad_norm"):
