@@ -70,6 +70,9 @@ VALUES = [
     (["--keep-checkpoints", "0"], ["--keep-checkpoints"]),
     (["--empty-prompt-prob", "1.5"], ["--empty-prompt-prob", "1.5"]),
     (["--empty-prompt-prob", "nan"], ["--empty-prompt-prob", "finite"]),
+    (["--guidance-scale", "1e30"], ["--guidance-scale", "[0, 100]"]),  # an all-black validation grid (issue 19)
+    (["--validation-images", "x.png", "--validation-prompts", "(red:" + "9" * 400 + ")"],
+     ["--validation-prompts", "weight of 'red' is inf"]),
     (["--max-grad-norm", "0"], ["--max-grad-norm"]),
     (["--adam-beta1", "1"], ["--adam-beta1"]),
     (["--adam-epsilon", "-1e-8"], ["--adam-epsilon"]),

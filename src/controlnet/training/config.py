@@ -130,8 +130,11 @@ class TrainConfig:
         if not self.output_dir or not isinstance(self.output_dir, str):
             raise InputError("no output folder: pass --output-dir PATH")
         from controlnet.files import outside_inputs
+        from controlnet.pipeline.prompts import check_prompt
 
         outside_inputs(self.output_dir, "--output-dir", {f"--data {d}": d for d in self.data})
+        for prompt in self.validation_prompts:  # sampled at the end of the run: refuse a bad one now
+            check_prompt(prompt, "--validation-prompts")
 
     def _check_numbers(self) -> None:
         for name in ("learning_rate", "decoder_learning_rate", "adam_epsilon", "max_grad_norm"):
@@ -140,7 +143,7 @@ class TrainConfig:
         for name in ("adam_beta1", "adam_beta2"):
             checks.number(_flag(name), getattr(self, name), lo=0, hi=1, hi_open=True)
         checks.number("--adam-weight-decay", self.adam_weight_decay, lo=0)
-        checks.number("--guidance-scale", self.guidance_scale, lo=0)
+        checks.number("--guidance-scale", self.guidance_scale, lo=0, hi=checks.MAX_GUIDANCE)
         for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "keep_checkpoints", "max_bad_steps",
                      "checkpoint_every", "log_every", "num_validation_samples", "validation_steps"):
             checks.positive_int(_flag(name), getattr(self, name))
