@@ -125,7 +125,7 @@ NINES = "9" * 400
     "extra, fragments",
     [
         (["--weight", "1e30"], ["weight", "[0, 10]", "1e+30"]),
-        (["--schedule", "0:1,0.5:1e30"], ["schedule[1]", "factor 1e+30", "[0, 10]"]),
+        (["--schedule", "0:1,0.5:1e30"], ["schedule[1]", "factor 1e+30", "at most 10"]),
         (["--schedule", "0:1,0.5:1e400"], ["schedule[1]", "factor inf"]),
         (["--cfg", "1e30"], ["guidance_scale", "[0, 100]"]),
         (["--prompt", f"a (red:{NINES}) house"], ["prompt", "weight of 'red' is inf", "between 0 and 10"]),

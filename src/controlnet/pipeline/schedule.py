@@ -64,8 +64,8 @@ def _keyframe(frame, label: str) -> tuple[float, float]:
     if not 0.0 <= fraction <= 1.0:
         raise InputError(f"{label}: the fraction {fraction} is outside [0, 1]; give a fraction of the sampling steps")
     if not (math.isfinite(factor) and 0 <= factor <= checks.MAX_WEIGHT):
-        raise InputError(f"{label}: the factor {factor:g} must be a number in [0, {checks.MAX_WEIGHT:g}] (0 switches the "
-                         "unit off)")
+        raise InputError(f"{label}: the factor {factor:g} must be a finite number >= 0 and at most {checks.MAX_WEIGHT:g} "
+                         "(0 switches the unit off)")
     return fraction, factor
 
 
