@@ -220,6 +220,10 @@ def test_from_unet_names_what_it_takes(sd1):
     with pytest.raises(InputError, match="got a str"):
         ControlNet.from_unet("unet")
     assert ControlNet.from_unet(p.unet) is not None
+    with pytest.raises(InputError, match="from_diffusers takes a diffusers ControlNetModel, got a UNet2DConditionModel.*from_unet"):
+        ControlNet.from_diffusers(p.unet)
+    with pytest.raises(InputError, match="has no unet, vae.*from_pretrained"):
+        ControlPipeline.from_diffusers(p.unet)
 
 
 def test_the_server_answers_a_non_finite_result_with_a_clear_422():

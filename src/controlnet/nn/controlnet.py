@@ -206,7 +206,7 @@ class ControlNet(ModelMixin, ConfigMixin):
         public checkpoint). `connection_init="gaussian"` and `copy="lite"` are the paper's ablations.
         Works on the meta device too (for counting parameters without allocating them).
         """
-        _check_is_unet(unet)
+        _check_is(unet, "block_out_channels", "from_unet", "UNet2DConditionModel", "unet")
         uc = unet.config
         config = {k: uc[k] for k in UNET_KEYS if k in uc}
         device = next(unet.parameters()).device
@@ -344,6 +344,8 @@ class ControlNet(ModelMixin, ConfigMixin):
     @classmethod
     def from_diffusers(cls, model) -> ControlNet:
         """Our ControlNet holding copies of a diffusers `ControlNetModel`'s weights."""
+        _check_is(model, "conditioning_embedding_out_channels", "from_diffusers", "ControlNetModel", "controlnet",
+                  "a U-Net converts with ControlNet.from_unet")
         config = {k: v for k, v in model.config.items() if not k.startswith("_")}
         cn = cls(**config)
         cn.load_state_dict(model.state_dict(), strict=True)
@@ -372,15 +374,14 @@ def count_parameters(module: nn.Module) -> int:
 __all__ = ["ControlNet", "count_parameters", "family_of"]
 
 
-def _check_is_unet(unet) -> None:
-    """from_unet copies a U-Net; a pipeline (or anything else) is named, with where its U-Net is."""
+def _check_is(model, config_key: str, method: str, wanted: str, attribute: str, other: str = "") -> None:
+    """A model of the wanted diffusers class (told by a key of its config), else an InputError naming what
+    was given and, for a pipeline, the attribute that holds the wanted model."""
     from controlnet.errors import InputError
 
-    is_unet = hasattr(unet, "config") and hasattr(unet, "parameters") and "block_out_channels" in getattr(unet, "config", {})
-    if is_unet:
+    config = getattr(model, "config", None)
+    if hasattr(model, "parameters") and hasattr(config, "keys") and config_key in config:
         return
-    kind = type(unet).__name__
-    hint = ("; a pipeline's U-Net is its .unet attribute: ControlNet.from_unet(pipe.unet)"
-            if hasattr(unet, "unet") else "")
-    raise InputError(f"ControlNet.from_unet takes a diffusers UNet2DConditionModel, got a {kind}{hint}")
-
+    hint = f"; a pipeline's is its .{attribute}: ControlNet.{method}(pipe.{attribute})" if hasattr(model, attribute) else ""
+    hint += f"; {other}" if other and not hint else ""
+    raise InputError(f"ControlNet.{method} takes a diffusers {wanted}, got a {type(model).__name__}{hint}")

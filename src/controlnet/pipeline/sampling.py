@@ -282,6 +282,10 @@ class ControlPipeline:
     @classmethod
     def from_diffusers(cls, pipe) -> ControlPipeline:
         """Share the components of a diffusers SD / SDXL pipeline (no copies)."""
+        missing = [a for a in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if getattr(pipe, a, None) is None]
+        if missing:
+            raise InputError(f"ControlPipeline.from_diffusers takes a diffusers StableDiffusion(XL)Pipeline; the "
+                             f"{type(pipe).__name__} given has no {', '.join(missing)} (a folder on disk: use from_pretrained)")
         zeros = getattr(pipe.config, "force_zeros_for_empty_prompt", None)
         return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler,
                    getattr(pipe, "text_encoder_2", None), getattr(pipe, "tokenizer_2", None),
