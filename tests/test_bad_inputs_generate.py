@@ -147,6 +147,17 @@ def test_values_that_overflow_are_refused_before_sampling(files, tmp_path, capsy
     assert sampling["denoise"] == 0
 
 
+def test_names_like_digits_in_the_output_folder_do_not_break_numbering(files, tmp_path, capsys):
+    """'²'.isdigit() is True but int('²') fails: the next free index must skip such names."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("²-1.png", "①.png", "00003-9.png"):
+        random_hint(8, 8).save(out / name)
+    code, stdout, err = run_cli(generate(files, out, "--no-grid"), capsys)
+    assert code == 0, err
+    assert stdout.split()[-1].endswith("00004-0.png")
+
+
 def test_modest_prompt_syntax_still_samples(files, tmp_path, capsys):
     """The bounds leave ordinary weighting alone: A1111 and compel syntax within them sample."""
     for prompt in ("a ((red)) [house] (roof:1.4)", "a (red)1.3 house+ ((roof))-"):
