@@ -71,6 +71,8 @@ VALUES = [
     (["--empty-prompt-prob", "1.5"], ["--empty-prompt-prob", "1.5"]),
     (["--empty-prompt-prob", "nan"], ["--empty-prompt-prob", "finite"]),
     (["--guidance-scale", "1e30"], ["--guidance-scale", "[0, 100]"]),  # an all-black validation grid (issue 19)
+    (["--validation-prompts", "a red circle"], ["--validation-prompts do nothing without --validation-images"]),
+    (["--validation-annotator", "canny"], ["--validation-annotator do nothing without --validation-images"]),
     (["--validation-images", "x.png", "--validation-prompts", "(red:" + "9" * 400 + ")"],
      ["--validation-prompts", "weight of 'red' is inf"]),
     (["--max-grad-norm", "0"], ["--max-grad-norm"]),

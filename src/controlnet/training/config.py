@@ -109,7 +109,15 @@ class TrainConfig:
         self._check_inputs()
         self._check_numbers()
         self._check_choices()
+        self._check_pairs()
         return self
+
+    def _check_pairs(self) -> None:
+        """Options that act only with another are refused alone rather than ignored."""
+        given = [_flag(n) for n in ("validation_prompts", "validation_annotator") if getattr(self, n)]
+        if given and not self.validation_images:
+            raise InputError(f"{' and '.join(given)} do nothing without --validation-images (the condition images to "
+                             "sample from); give them or leave the option out")
 
     def _check_inputs(self) -> None:
         if not self.base_model or not isinstance(self.base_model, str):
