@@ -75,6 +75,8 @@ CASES = {
     "negative prompt weight overflows": (body(negative_prompt="(x:" + "9" * 40 + ")"), 422, ["between 0 and 10"], "negative_prompt"),
     "blend of NaN": (body(prompt='("a", "b").blend(nan, 1)'), 422, [".blend() weight is nan"], "prompt"),
     "blend of zeros": (body(prompt='("a", "b").blend(0, 0)'), 422, ["add up to 0"], "prompt"),
+    "negative prompt that is not valid text": (body(negative_prompt="ugly \udcff"), 422, ["lone surrogate"],
+                                               "negative_prompt"),
     "compel nesting (exponential parse)": (body(prompt="(" * 8 + "red" + ")" * 8 + "+"), 422, ["compel", "8 deep"],
                                            "prompt"),
     "guidance_end > 1": (_unit_body(guidance_end=1.5), 422, ["[0, 1]"], "alwayson_scripts.controlnet.args[0].guidance_end"),
