@@ -275,3 +275,17 @@ def test_every_mask_reader_takes_alpha_the_same_way(mask):
     # an opaque RGBA mask, or one without alpha, is read as it looks (as before)
     assert np.array_equal(binary_mask(np.dstack([np.repeat(opaque[:, :, None], 3, 2), np.full((H, W), 255, np.uint8)])), want)
     assert np.array_equal(binary_mask(opaque), want)
+
+
+def test_a_unit_mask_drawn_on_a_transparent_layer_acts_only_in_its_shape(models, picture, mask):
+    """The sampler composited a unit's RGBA mask on white before reading it: the unit acted everywhere."""
+    pipes, cn = models
+    pipe = ControlPipeline.from_diffusers(pipes[4])
+
+    def latents(unit_mask):
+        unit = ControlUnit(cn, picture, mask=unit_mask, weight=2.0)
+        return pipe("a red cube", [unit], steps=2, seed=0, width=W, height=H, output_type="latent", progress=False).images
+
+    drawn = latents(_on_transparent(mask))
+    assert torch.equal(drawn, latents(np.array(mask)))
+    assert not torch.equal(drawn, latents(np.full((H, W), 255, np.uint8)))
