@@ -118,6 +118,19 @@ def test_bad_generation_request(server, name):
     assert len(app.state.service.queue.jobs()) == before  # nothing was queued
 
 
+def test_a_result_that_went_non_finite_is_a_422_not_a_black_picture(server, monkeypatch):
+    """NaN latents (a weight that overflows in fp16, a damaged checkpoint) gave an all-black picture with HTTP 200."""
+    import torch
+
+    from controlnet.pipeline import ControlPipeline
+
+    monkeypatch.setattr(ControlPipeline, "_denoise", lambda self, call, x, *a, **k: torch.full_like(x, float("nan")))
+    url, _ = server
+    r = _post(url, "/sdapi/v1/txt2img", body())
+    assert r.status_code == 422, r.text[:300]
+    assert "numerically wrong" in r.json()["detail"] and "likely causes" in r.json()["detail"]
+
+
 @pytest.mark.parametrize("payload, words", [
     ({"controlnet_module": "canny"}, ["no image selected"]),
     ({"controlnet_module": "nope", "controlnet_images": [b64png(square())]}, ["unknown module"]),
