@@ -256,3 +256,9 @@ def test_api_refuses_clearly(make, kwargs, message):
 def test_api_float_parameters_are_finite(name, param, value):
     with pytest.raises(InputError, match=f"parameter '{param}' must be a finite number"):
         annotate(name, PHOTO, **{param: value})
+
+
+def test_output_that_is_the_input_is_refused(place, capsys):
+    """The map would overwrite the photo it was detected from."""
+    with unchanged(place):
+        assert_user_error(cli(place, "canny", "photo.png", "photo.png"), capsys, "output image (-o)", "the input image")

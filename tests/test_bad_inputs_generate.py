@@ -115,6 +115,163 @@ def test_img2img_strength_is_checked(files, tmp_path, capsys, sampling):
     assert sampling["denoise"] == 0
 
 
+# ---------------------------------------------------------------------------------- values that overflow
+# Each of these made an all-black picture and exited 0 (issue 19).
+
+NINES = "9" * 400
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--weight", "1e30"], ["weight", "[0, 10]", "1e+30"]),
+        (["--schedule", "0:1,0.5:1e30"], ["schedule[1]", "factor 1e+30", "at most 10"]),
+        (["--schedule", "0:1,0.5:1e400"], ["schedule[1]", "factor inf"]),
+        (["--cfg", "1e30"], ["guidance_scale", "[0, 100]"]),
+        (["--prompt", f"a (red:{NINES}) house"], ["prompt", "weight of 'red' is inf", "between 0 and 10"]),
+        (["--prompt", "(" * 5000 + "red" + ")" * 5000], ["prompt", "5000 deep"]),
+        (["--prompt", "[" * 5000 + "red"], ["prompt", "5000 deep"]),
+        (["--negative-prompt", f"(ugly:{NINES})"], ["negative_prompt", "weight of 'ugly' is inf"]),
+        (["--negative-prompt", "(" * 5000 + "ugly" + ")" * 5000], ["negative_prompt", "5000 deep"]),
+        (["--prompt", '("a red", "a blue").blend(nan, 1)'], ["prompt", ".blend() weight is nan"]),
+        (["--prompt", '("a red", "a blue").blend(0, 0)'], ["prompt", "add up to 0"]),
+        (["--prompt", '("a red", "a blue").and(1, 5000)'], ["prompt", ".and() weight is 5000"]),
+        (["--prompt", '("a red", "a blue").blend(1)'], ["prompt", "compel cannot parse"]),
+        (["--prompt", "(" * 5000 + "red" + ")1.1" * 5000], ["prompt", "5000 deep"]),  # compel's parser: RecursionError
+        (["--prompt", "(" * 8 + "red" + ")" * 8 + " house+"], ["prompt", "compel", "8 deep"]),  # ... or minutes
+    ],
+)
+def test_values_that_overflow_are_refused_before_sampling(files, tmp_path, capsys, sampling, extra, fragments):
+    with unchanged(tmp_path):
+        assert_user_error(generate(files, tmp_path / "out", *extra), capsys, *fragments)
+    assert sampling["denoise"] == 0
+
+
+def test_names_like_digits_in_the_output_folder_do_not_break_numbering(files, tmp_path, capsys):
+    """'²'.isdigit() is True but int('²') fails: the next free index must skip such names."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("²-1.png", "①.png", "00003-9.png"):
+        random_hint(8, 8).save(out / name)
+    code, stdout, err = run_cli(generate(files, out, "--no-grid"), capsys)
+    assert code == 0, err
+    assert stdout.split()[-1].endswith("00004-0.png")
+
+
+def test_modest_prompt_syntax_still_samples(files, tmp_path, capsys):
+    """The bounds leave ordinary weighting alone: A1111 and compel syntax within them sample."""
+    for prompt in ("a ((red)) [house] (roof:1.4)", "a (red)1.3 house+ ((roof))-"):
+        code, _, err = run_cli(generate(files, tmp_path, "--prompt", prompt, "--no-grid"), capsys)
+        assert code == 0, err
+
+
+@pytest.fixture(scope="module")
+def overflowing_controlnet(files, tmp_path_factory):
+    """A ControlNet with finite but huge weights: its residuals overflow, whatever the control weight."""
+    from controlnet.checkpoints import load_controlnet
+
+    net = load_controlnet(files / "cn")
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(1e30)
+    folder = tmp_path_factory.mktemp("overflowing") / "cn"
+    net.save_pretrained(folder)
+    return folder
+
+
+def test_a_picture_that_went_non_finite_is_not_saved(files, overflowing_controlnet, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = generate(files, out, unit=False) + ["--controlnet", overflowing_controlnet, "--image", files / "a.png"]
+    code, _, err = run_cli(argv, capsys)
+    assert code != 0 and "Traceback" not in err and "internal error" not in err, err
+    assert "NaN or infinite" in err and "no picture is saved" in err and "weights too large" in err, err
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_the_api_refuses_non_finite_latents(sd1):
+    from controlnet.errors import NonFiniteError
+
+    p, _ = sd1
+    nan = lambda i, t, x: x * float("nan")  # noqa: E731 - a callback that breaks the latents
+    for output_type in ("latent", "np"):
+        with pytest.raises(NonFiniteError, match="the latents hold NaN or infinite values"):
+            p("x", steps=1, seed=0, width=W, height=H, output_type=output_type, progress=False, callback=nan)
+
+
+# ---------------------------------------------------------------------------------- options that need another
+# Each was ignored without a word (issue 19).
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--controlnet", "{d}/cn", "--image", "{d}/a.png", "--schedule-interpolation", "linear"],
+         ["schedule_interpolation 'linear' does nothing without a schedule", "--schedule"]),
+        (["--strength", "0.5"], ["--strength does nothing without --init-image"]),
+        (["--inpaint-mode", "inpaint_only"], ["inpaint_mode 'inpaint_only'", "without a region to repaint"]),
+        (["--mask-blur", "4"], ["mask_blur 4", "without a region to repaint", "--inpaint-mask"]),
+        (["--init-image", "{d}/a.png", "--mask-blur", "4"], ["mask_blur 4", "without a region to repaint"]),
+        (["--config", "{d}/base"], ["--config", "single-file --model", "leave --config out"]),
+    ],
+)
+def test_options_that_need_another_are_refused(files, tmp_path, capsys, sampling, extra, fragments):
+    argv = generate(files, tmp_path / "out", *[a.format(d=files) for a in extra], unit=False)
+    with unchanged(tmp_path):
+        assert_user_error(argv, capsys, *fragments)
+    assert sampling["denoise"] == 0
+
+
+def test_from_unet_names_what_it_takes(sd1):
+    from controlnet.nn import ControlNet
+
+    p, _ = sd1
+    for pipe in (p, tiny_pipeline("sd1")):  # ours and diffusers' pipeline: both have .unet
+        with pytest.raises(InputError, match=r"takes a diffusers UNet2DConditionModel.*ControlNet.from_unet\(pipe.unet\)"):
+            ControlNet.from_unet(pipe)
+    with pytest.raises(InputError, match="got a str"):
+        ControlNet.from_unet("unet")
+    assert ControlNet.from_unet(p.unet) is not None
+    with pytest.raises(InputError, match="from_diffusers takes a diffusers ControlNetModel, got a UNet2DConditionModel.*from_unet"):
+        ControlNet.from_diffusers(p.unet)
+    with pytest.raises(InputError, match="has no unet, vae.*from_pretrained"):
+        ControlPipeline.from_diffusers(p.unet)
+
+
+def test_the_server_answers_a_non_finite_result_with_a_clear_422():
+    from controlnet.errors import NonFiniteError
+    from controlnet.web.service import as_bad_request
+
+    answer = as_bad_request(NonFiniteError("sampling went numerically wrong: the latents hold NaN"))
+    assert answer.status == 422 and "numerically wrong" in answer.detail and "internal error" not in answer.detail
+
+
+# ---------------------------------------------------------------------------------- text that is not UTF-8
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        ([b"--prompt", b"a \xff\xfe circle"], ["the value of --prompt", "not UTF-8", "0xff"]),
+        ([b"--negative-prompt=bad \xc3"], ["the value of --negative-prompt", "not UTF-8", "0xc3"]),
+        ([b"--init-image", b"{d}/caf\xe9.png"], ["the value of --init-image", "not UTF-8", "rename"]),
+    ],
+)
+def test_arguments_that_are_not_utf8_are_named(files, tmp_path, capsys, sampling, extra, fragments):
+    """Bytes that are not UTF-8 reach Python's argv as lone surrogates (os.fsdecode's surrogateescape)."""
+    extra = [os.fsdecode(a.replace(b"{d}", os.fsencode(files))) for a in extra]
+    with unchanged(tmp_path):
+        err = assert_user_error(generate(files, tmp_path / "out", *extra), capsys, *fragments)
+    assert err.count("\n") == 1
+    assert sampling == {"denoise": 0, "load": 0}
+
+
+def test_api_prompt_with_a_lone_surrogate_is_refused(sd1):
+    p, _ = sd1
+    for kw in (dict(prompt="a \ud800 b"), dict(negative_prompt="\udcff")):
+        with pytest.raises(InputError, match="not valid text.*lone surrogate"):
+            p(**{"prompt": "x", **kw}, steps=1, seed=0, width=W, height=H, output_type="latent", progress=False)
+
+
 # ---------------------------------------------------------------------------------- files and names
 
 

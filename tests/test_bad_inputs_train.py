@@ -70,6 +70,11 @@ VALUES = [
     (["--keep-checkpoints", "0"], ["--keep-checkpoints"]),
     (["--empty-prompt-prob", "1.5"], ["--empty-prompt-prob", "1.5"]),
     (["--empty-prompt-prob", "nan"], ["--empty-prompt-prob", "finite"]),
+    (["--guidance-scale", "1e30"], ["--guidance-scale", "[0, 100]"]),  # an all-black validation grid (issue 19)
+    (["--validation-prompts", "a red circle"], ["--validation-prompts do nothing without --validation-images"]),
+    (["--validation-annotator", "canny"], ["--validation-annotator do nothing without --validation-images"]),
+    (["--validation-images", "x.png", "--validation-prompts", "(red:" + "9" * 400 + ")"],
+     ["--validation-prompts", "weight of 'red' is inf"]),
     (["--max-grad-norm", "0"], ["--max-grad-norm"]),
     (["--adam-beta1", "1"], ["--adam-beta1"]),
     (["--adam-epsilon", "-1e-8"], ["--adam-epsilon"]),
@@ -140,6 +145,34 @@ def test_bad_place_is_refused_before_training(world, tmp_path, capsys, make, fra
     with unchanged(tmp_path):
         assert_user_error(argv(world, tmp_path / "out", *extra), capsys, *fragments)
     assert not (tmp_path / "out" / "train_log.jsonl").exists()  # no step ran
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_output_dir_among_the_data_is_refused(world, tmp_path, capsys, inside):
+    data = tmp_path / "data"
+    shutil.copytree(world["data"], data)
+    out = data / "run" if inside else data
+    with unchanged(tmp_path):
+        assert_user_error(argv(world, out, "--data", str(data)), capsys, "--output-dir",
+                          "is inside --data" if inside else "is --data")
+
+
+def test_inpaint_maps_without_alpha_are_refused(world, tmp_path, capsys):
+    """fill50k's RGB maps trained silently with no repaint region (issue 19)."""
+    with unchanged(world["root"] / "fill"):
+        assert_user_error(argv(world, tmp_path / "out", "--inpaint-maps"), capsys, "no alpha channel",
+                          "--inpaint-maps")
+    assert not (tmp_path / "out" / "train_log.jsonl").exists()
+
+
+def test_inpaint_map_without_a_repaint_region_is_a_bad_sample(tmp_path):
+    from controlnet.training.data import BadSample, decode_map
+
+    clear = np.zeros((8, 8, 4), np.uint8)  # alpha 0 everywhere
+    with pytest.raises(BadSample, match="marks no pixel to repaint"):
+        decode_map(clear, inpaint=True)
+    clear[2:4, 2:4, 3] = 255
+    assert decode_map(clear, inpaint=True).shape == (8, 8, 4)
 
 
 def test_output_dir_that_is_a_file(world, tmp_path, capsys):

@@ -24,9 +24,9 @@ def finished_export(tmp_path, capsys):
 # ---------------------------------------------------------------- world export
 
 @pytest.mark.parametrize("options, fragments", [
-    (["--start", "-1"], ["start", "-1"]),
-    (["--n", "0"], ["n must", "got 0"]),
-    (["--n", "-5"], ["n must", "-5"]),
+    (["--start", "-1"], ["--start:", "start", "-1"]),
+    (["--n", "0"], ["--n:", "n must", "got 0"]),
+    (["--n", "-5"], ["--n:", "n must", "-5"]),
     (["--n", "many"], ["--n", "many"]),
     (["--condition", "nope"], ["--condition", "nope"]),
     (["--layout", "nope"], ["--layout", "nope"]),
@@ -113,7 +113,9 @@ def test_read_export_names_a_damaged_index_line(finished_export):
     ("grid", [], ["grid", "unknown image suffix"]),
     ("grid.png", ["--scale", "0"], ["scale", "got 0"]),
     ("grid.png", ["--scale", "-2"], ["scale", "-2"]),
-    ("grid.png", ["--n", "0"], ["n must", "got 0"]),
+    ("grid.png", ["--n", "0"], ["--n:", "n must", "got 0"]),  # it named no flag (issue 19)
+    ("grid.png", ["--scale", "0"], ["--scale:", "got 0"]),
+    ("grid.png", ["--min-shapes", "0"], ["--min-shapes:", "got 0"]),
     ("grid.png", ["--n", "100000", "--size", "2048"], ["grid would be", "fewer samples"]),
     ("grid.png", ["--max-shapes", "9"], ["max_shapes", "got 9"]),
 ])

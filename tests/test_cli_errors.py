@@ -55,6 +55,33 @@ def test_a_bug_says_so_and_leaves_a_crash_report(monkeypatch, capsys, tmp_path):
     assert "Traceback" in text and "ZeroDivisionError: division by zero" in text
 
 
+def test_the_crash_report_survives_an_argv_that_is_not_utf8(monkeypatch, capsys, tmp_path):
+    """It failed with UnicodeEncodeError writing argv and left an empty file (issue 19)."""
+    import sys
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setattr(sys, "argv", ["controlnet", "inspect", "caf\udce9.safetensors"])
+    monkeypatch.setattr(inspect_cli, "run", _raising(ZeroDivisionError("division by zero")))
+    code, _, err = run_cli(["inspect", "x"], capsys)
+    assert code == 1 and "Traceback" not in err
+    report = Path(re.search(r"traceback is in (\S+?);", err).group(1))
+    text = report.read_text(encoding="utf-8")
+    assert "caf\\udce9.safetensors" in text and "ZeroDivisionError: division by zero" in text
+    assert [p.name for p in tmp_path.iterdir()] == [report.name]  # no temporary file left
+
+
+def test_a_crash_report_that_cannot_be_written_is_said(monkeypatch, capsys, tmp_path):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no_such_folder"))
+    monkeypatch.setattr(inspect_cli, "run", _raising(ZeroDivisionError("division by zero")))
+    code, _, err = run_cli(["inspect", "x"], capsys)
+    assert code == 1 and "Traceback" not in err and "ZeroDivisionError" in err
+    assert "crash report could not be written" in err
+
+
 @pytest.mark.parametrize("how", ["flag-after", "flag-before", "env"])
 def test_debug_shows_the_traceback(monkeypatch, capsys, how):
     from controlnet.cli import main

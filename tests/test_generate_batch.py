@@ -2,6 +2,7 @@
 what is done, failures per file, unit folders paired by name, models loaded once, bad inputs."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -167,4 +168,16 @@ def test_read_only_output(files, tmp_path, capsys, loads):
     locked = tmp_path / "locked"
     with read_only(locked), unchanged(locked):
         assert_user_error(generate(files, locked, files / "edges"), capsys, "locked", "not writable")
+    assert loads == {"base": 0, "controlnet": 0}
+
+
+@pytest.mark.parametrize("where", ["the input folder", "inside it"])
+def test_output_among_the_inputs_is_refused(files, tmp_path, capsys, loads, where):
+    """-o the input folder reported "0 done, 2 skipped (already there)": the inputs were taken for outputs."""
+    inputs = tmp_path / "in"
+    shutil.copytree(files / "edges", inputs)
+    out = inputs if where == "the input folder" else inputs / "results"
+    with unchanged(tmp_path):
+        assert_user_error(generate(files, out, inputs), capsys, "output folder (-o)",
+                          "is unit 1's --image folder" if out == inputs else "is inside unit 1's --image folder")
     assert loads == {"base": 0, "controlnet": 0}

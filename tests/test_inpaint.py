@@ -261,3 +261,53 @@ def test_fill_masked_paints_the_mask_from_its_surroundings():
     assert (left[:, 2] > left[:, 1]).all() and (right[:, 1] > right[:, 2]).all()  # the nearer colour wins
     with pytest.raises(InputError, match="the mask"):
         fill_masked(picture, mask[:10])
+
+
+# ---------------------------------------------------------------------------------- masks with transparency
+
+
+def _on_transparent(mask) -> np.ndarray:
+    """The mask as drawn on a layer: opaque white where it repaints, fully transparent elsewhere."""
+    m = np.array(mask) > 0
+    return np.dstack([np.full((H, W, 3), 255, np.uint8), np.where(m, 255, 0).astype(np.uint8)])
+
+
+def test_a_white_shape_on_a_transparent_layer_masks_that_shape(place, mask, capsys):
+    """It was composited on white: the whole picture was repainted, silently (issue 19)."""
+    Image.fromarray(_on_transparent(mask), "RGBA").save(place / "drawn.png")
+    code, out, err = run_cli(_cli(place, "--init-image", place / "photo.png", "--inpaint-mask", place / "drawn.png",
+                                  "--mask-blur", "0", "--no-grid", "-o", place / "drawn_out"), capsys)
+    assert code == 0, err
+    written = np.array(Image.open(out.split()[-1]))
+    keep = outside(mask)
+    assert np.array_equal(written[keep], np.array(Image.open(place / "photo.png"))[keep])
+    assert (written[~keep] != np.array(Image.open(place / "photo.png"))[~keep]).any()
+
+
+def test_every_mask_reader_takes_alpha_the_same_way(mask):
+    from controlnet.annotators.inpaint import mask_to_bool
+    from controlnet.pipeline.images import mask_tensor
+    from controlnet.pipeline.inpaint import binary_mask
+
+    drawn, opaque = _on_transparent(mask), np.array(mask)
+    want = opaque > 0
+    assert np.array_equal(binary_mask(drawn), want)
+    assert np.array_equal(mask_to_bool(drawn, (H, W)), want)
+    assert np.array_equal(mask_tensor(drawn, W, H)[0, 0].numpy() > 0.5, want)
+    # an opaque RGBA mask, or one without alpha, is read as it looks (as before)
+    assert np.array_equal(binary_mask(np.dstack([np.repeat(opaque[:, :, None], 3, 2), np.full((H, W), 255, np.uint8)])), want)
+    assert np.array_equal(binary_mask(opaque), want)
+
+
+def test_a_unit_mask_drawn_on_a_transparent_layer_acts_only_in_its_shape(models, picture, mask):
+    """The sampler composited a unit's RGBA mask on white before reading it: the unit acted everywhere."""
+    pipes, cn = models
+    pipe = ControlPipeline.from_diffusers(pipes[4])
+
+    def latents(unit_mask):
+        unit = ControlUnit(cn, picture, mask=unit_mask, weight=2.0)
+        return pipe("a red cube", [unit], steps=2, seed=0, width=W, height=H, output_type="latent", progress=False).images
+
+    drawn = latents(_on_transparent(mask))
+    assert torch.equal(drawn, latents(np.array(mask)))
+    assert not torch.equal(drawn, latents(np.full((H, W), 255, np.uint8)))

@@ -88,6 +88,23 @@ CASES = {
     "no model": (_unit_body(model="None"), 422, ["unknown controlnet"], "alwayson_scripts.controlnet.args[0].model"),
     "weight out of range": (_unit_body(weight=3), 422, ["[0, 2]", "got 3"], "alwayson_scripts.controlnet.args[0].weight"),
     "weight not a number": (_unit_body(weight="heavy"), 422, ["must be a number"], "alwayson_scripts.controlnet.args[0].weight"),
+    # non-finite results: each of these made an all-black picture with HTTP 200
+    "advanced_weighting overflows": (_unit_body(advanced_weighting=[1e308] * 7), 422, ["[-10, 10]", "1e+308"],
+                                     "alwayson_scripts.controlnet.args[0].advanced_weighting[0]"),
+    "advanced_weighting not numbers": (_unit_body(advanced_weighting="1,1"), 422, ["list of numbers"],
+                                       "alwayson_scripts.controlnet.args[0].advanced_weighting"),
+    "prompt weight overflows": (body(prompt="(red:" + "9" * 400 + ")"), 422, ["weight of 'red' is inf", "between 0 and 10"],
+                                "prompt"),
+    "prompt nested 5000 deep": (body(prompt="(" * 5000 + "red" + ")" * 5000), 422, ["5000 deep"], "prompt"),
+    "negative prompt nested 5000 deep": (body(negative_prompt="[" * 5000 + "x" + "]" * 5000), 422, ["5000 deep"],
+                                         "negative_prompt"),
+    "negative prompt weight overflows": (body(negative_prompt="(x:" + "9" * 40 + ")"), 422, ["between 0 and 10"], "negative_prompt"),
+    "blend of NaN": (body(prompt='("a", "b").blend(nan, 1)'), 422, [".blend() weight is nan"], "prompt"),
+    "blend of zeros": (body(prompt='("a", "b").blend(0, 0)'), 422, ["add up to 0"], "prompt"),
+    "negative prompt that is not valid text": (body(negative_prompt="ugly \udcff"), 422, ["lone surrogate"],
+                                               "negative_prompt"),
+    "compel nesting (exponential parse)": (body(prompt="(" * 8 + "red" + ")" * 8 + "+"), 422, ["compel", "8 deep"],
+                                           "prompt"),
     "guidance_end > 1": (_unit_body(guidance_end=1.5), 422, ["[0, 1]"], "alwayson_scripts.controlnet.args[0].guidance_end"),
     "start after end": (_unit_body(guidance_start=0.8, guidance_end=0.2), 422, ["after guidance_end"],
                         "alwayson_scripts.controlnet.args[0].guidance_start"),
@@ -170,6 +187,19 @@ def test_bad_generation_request(server, name):
     if field:
         assert field in answer["detail"]
     assert len(app.state.service.queue.jobs()) == before  # nothing was queued
+
+
+def test_a_result_that_went_non_finite_is_a_422_not_a_black_picture(server, monkeypatch):
+    """NaN latents (a weight that overflows in fp16, a damaged checkpoint) gave an all-black picture with HTTP 200."""
+    import torch
+
+    from controlnet.pipeline import ControlPipeline
+
+    monkeypatch.setattr(ControlPipeline, "_denoise", lambda self, call, x, *a, **k: torch.full_like(x, float("nan")))
+    url, _ = server
+    r = _post(url, "/sdapi/v1/txt2img", body())
+    assert r.status_code == 422, r.text[:300]
+    assert "numerically wrong" in r.json()["detail"] and "likely causes" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("payload, words", [

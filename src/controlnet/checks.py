@@ -11,6 +11,12 @@ import numbers
 import os
 from pathlib import Path
 
+# The largest multiplier a user may give: a control weight, a strength-schedule factor, a per-connection
+# scale, a prompt weight (ComfyUI's ControlNet strength slider ends at 10). Larger ones only overflow
+# to an all-black picture, in fp16 long before 1e30.
+MAX_WEIGHT = 10.0
+MAX_GUIDANCE = 100.0  # the CFG scale (ComfyUI's and this server's limit; A1111's slider ends at 30)
+
 
 def number(name: str, value, *, lo: float | None = None, hi: float | None = None,
            lo_open: bool = False, hi_open: bool = False) -> float:
@@ -44,6 +50,32 @@ def integer(name: str, value, *, lo: int | None = None, hi: int | None = None) -
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise InputError(f"{name} must be in {_range(lo, hi, False, False)}, got {value}")
     return value
+
+
+def weight(name: str, value, *, lo: float = 0.0) -> float:
+    """A multiplier in [lo, MAX_WEIGHT]."""
+    return number(name, value, lo=lo, hi=MAX_WEIGHT)
+
+
+def text(name: str, value) -> str:
+    """A string every encoder can take: lone surrogates (undecodable bytes of a command line, or a
+    JSON "\\ud800") are refused here rather than failing in a tokenizer or a PNG chunk."""
+    from controlnet.errors import InputError
+
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be text, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{name} is not valid text: {value[exc.start]!r} at position {exc.start} is a lone "
+                         "surrogate (bytes that are not UTF-8); give UTF-8 text") from None
+    return value
+
+
+def digits(text: str) -> int | None:
+    """The number a name spells in ASCII digits ("0007" -> 7), else None: str.isdigit() also accepts
+    "²" and "①", which int() refuses."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def positive_int(name: str, value) -> int:

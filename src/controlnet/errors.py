@@ -16,5 +16,9 @@ class InputError(ControlNetError, ValueError):
     """A user input (image, prompt, option) is invalid."""
 
 
+class NonFiniteError(ControlNetError, ArithmeticError):
+    """Sampling went numerically wrong (NaN or infinity): the picture would be black, so none is made."""
+
+
 class MissingFileError(ControlNetError, FileNotFoundError):
     """A local file that would be downloaded elsewhere is missing here (we never download)."""

@@ -130,6 +130,21 @@ def writable_folder(path: str | os.PathLike, what: str = "output folder", create
     return path
 
 
+def outside_inputs(path: str | os.PathLike, what: str, inputs: dict) -> None:
+    """Refuse an output that is one of the inputs ({label: path}, None skipped), or lies inside an input
+    folder: results written among the inputs are taken for inputs (or inputs for results)."""
+    out = Path(path).resolve()
+    for label, given in inputs.items():
+        if given is None or not Path(given).exists():
+            continue
+        source = Path(given).resolve()
+        if out == source:
+            raise InputError(f"{what} {path} is {label} ({given}); write the results somewhere else, e.g. a new folder")
+        if source.is_dir() and source in out.parents:
+            raise InputError(f"{what} {path} is inside {label} ({given}); write the results outside the inputs, "
+                             "e.g. next to that folder")
+
+
 def _nearest_existing(path: Path, what: str) -> Path:
     for parent in path.absolute().parents:
         if parent.exists():

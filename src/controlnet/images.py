@@ -8,6 +8,9 @@ and every map is fitted to an output size by `fit` with one list of resize-mode 
   `InputError`s too. 16-bit colour keeps its 16 bits (cv2 reads it; PIL cannot).
 - RGB: grey is replicated and alpha is composited on white (the original `HWC3` rule: a transparent
   sketch reads as white paper), the same for sampling, annotating and training.
+- masks (`mask_rgb`): white = act / repaint, but a transparent area is *not* masked: an alpha that is
+  not fully opaque multiplies the colour (luminance × alpha, as sd-webui-controlnet's prepare_mask
+  fix; A1111 reads the alpha of a drawn mask), so a white shape on a transparent layer is that shape.
 - fit: A1111's three resize modes (stretch, cover + centre crop, contain + median-border fill).
 """
 
@@ -217,6 +220,16 @@ def to_rgb(image) -> np.ndarray:
     if colour.shape[2] == 1:
         colour = np.repeat(colour, 3, axis=2)
     return np.ascontiguousarray(colour * alpha + (1.0 - alpha))
+
+
+def mask_rgb(image) -> np.ndarray:
+    """A mask image -> H×W×3 float32 in [0, 1] (1 = white = masked). With an alpha channel that is not
+    fully opaque, colour × alpha: transparent reads as black (not masked), not as white paper."""
+    x = to_float(as_array(image))
+    if x.ndim == 3 and x.shape[2] in (2, 4) and (x[:, :, -1] < 1.0).any():
+        colour = x[:, :, :-1] * x[:, :, -1:]
+        return np.ascontiguousarray(colour if colour.shape[2] == 3 else np.repeat(colour, 3, axis=2))
+    return to_rgb(x)
 
 
 def to_rgb8(image) -> np.ndarray:

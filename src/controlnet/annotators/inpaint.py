@@ -12,7 +12,6 @@ import numpy as np
 
 from controlnet.errors import InputError
 
-from .image import to_rgb
 from .registry import Param, register
 
 
@@ -22,10 +21,13 @@ class InpaintMap(np.ndarray):
 
 
 def mask_to_bool(mask, shape_hw: tuple[int, int]) -> np.ndarray:
-    """White (> 127) or True = repaint. Resized with nearest to the image size when it differs."""
+    """White (> 127) or True = repaint; transparent = keep (`controlnet.images.mask_rgb`). Resized with
+    nearest to the image size when it differs."""
+    from controlnet.images import mask_rgb
+
     if isinstance(mask, np.ndarray) and mask.dtype == bool:
         mask = mask.astype(np.uint8) * 255
-    grey = to_rgb(mask).max(axis=2)
+    grey = mask_rgb(mask).max(axis=2) * 255.0
     if grey.shape != tuple(shape_hw):
         grey = cv2.resize(grey, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_NEAREST)
     return grey > 127

@@ -8,6 +8,7 @@ and its name to `COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -15,7 +16,7 @@ import tempfile
 import traceback
 
 from controlnet.errors import ControlNetError
-from controlnet.files import NO_SPACE
+from controlnet.files import NO_SPACE, atomic_file
 
 DEBUG_ENV = "CONTROLNET_DEBUG"
 
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true",
                         help=f"show Python tracebacks of errors (or set {DEBUG_ENV}=1)")
     argv = list(sys.argv[1:] if argv is None else argv)
+    undecodable = not_text(argv)
+    if undecodable:
+        print(f"controlnet {_command_of(argv)}: error: {undecodable}", file=sys.stderr)
+        return 2
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     args = parser.parse_args([a for a in argv if a != "--debug"])  # --debug works anywhere on the line
     if not getattr(args, "func", None):
@@ -75,6 +80,36 @@ def main(argv: list[str] | None = None) -> int:
         message, code = describe_error(exc)
         print(f"controlnet {args.command}: error: {message}", file=sys.stderr)
         return code
+
+
+def not_text(argv: list[str]) -> str:
+    """Why an argument is refused ("" when none is): bytes that are not UTF-8 reach Python as lone
+    surrogates (surrogateescape), which no prompt, PNG chunk or printed path can hold."""
+    for i, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = arg[exc.start]
+            byte = f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else f"{bad!r}"
+            return (f"{_flag_of(argv, i)} is not UTF-8 text ({byte} at position {exc.start}); give UTF-8 text "
+                    f"(a file whose name is not UTF-8: rename it)")
+    return ""
+
+
+def _flag_of(argv: list[str], i: int) -> str:
+    """The option an argument belongs to: `--prompt=x` or `--prompt x`, else its position."""
+    arg = argv[i]
+    if arg.startswith("-") and "=" in arg:
+        return f"the value of {arg.split('=', 1)[0]}"
+    if arg.startswith("-"):
+        return "an option name"
+    if i > 0 and argv[i - 1].startswith("-") and "=" not in argv[i - 1]:
+        return f"the value of {argv[i - 1]}"
+    return f"argument {i + 1}"
+
+
+def _command_of(argv: list[str]) -> str:
+    return next((a for a in argv if not a.startswith("-")), "").encode("utf-8", "backslashreplace").decode()
 
 
 def quiet_libraries() -> None:
@@ -120,9 +155,20 @@ def missing_package(name: str) -> str:
 
 
 def _write_crash_report() -> str:
-    fd, path = tempfile.mkstemp(prefix="controlnet-crash-", suffix=".txt")
-    with os.fdopen(fd, "w") as f:
-        f.write(f"controlnet {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    """The traceback in a fresh file, written whole or not at all; any text (argv with undecodable
+    bytes included) is written with escapes rather than failing the report."""
+    text = f"controlnet {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}"
+    path = None
+    try:
+        fd, path = tempfile.mkstemp(prefix="controlnet-crash-", suffix=".txt")  # a name no other run takes
+        os.close(fd)
+        with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(text)
+    except (OSError, ControlNetError) as exc:
+        if path:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        return f"nowhere (the crash report could not be written: {exc})"
     return path
 
 

@@ -58,8 +58,9 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
 
 def annotate_command(args: argparse.Namespace) -> int:
     from controlnet.annotators import annotate
-    from controlnet.files import save_image, writable_file
+    from controlnet.files import outside_inputs, save_image, writable_file
 
+    outside_inputs(args.output, "the output image (-o)", {"the input image": args.image})  # it would be overwritten
     out = writable_file(args.output, what="output image", image=True)  # before the work, not after
     detected = annotate(
         args.name,

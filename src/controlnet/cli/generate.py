@@ -172,8 +172,10 @@ def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe, net
 
 
 def _next_index(outdir: Path) -> int:
-    taken = [int(p.name.split("-")[0]) for p in outdir.glob("*.png") if p.name.split("-")[0].isdigit()]
-    return max(taken, default=-1) + 1
+    from controlnet.checks import digits
+
+    taken = [digits(p.name.split("-")[0]) for p in outdir.glob("*.png")]
+    return max((i for i in taken if i is not None), default=-1) + 1
 
 
 def make_grid(hints: list, samples: list):
@@ -222,6 +224,9 @@ def run(args) -> int:
     elif any(u["controlnet"] is None for u in args.units):
         raise InputError("give --controlnet FILE before --image (without it, --image gives a --from replay's pictures)")
     _resolve_models(args)
+    if args.strength is not None and not args.init_image:  # the API takes a strength it ignores for txt2img
+        raise InputError("--strength does nothing without --init-image (img2img); give the picture to start from or "
+                         "leave --strength out")
     apply_recommended(args)
     outdir = writable_folder(args.outdir, "output folder (-o)", create=False)  # before minutes of sampling, not after
     if is_batch(args):  # a unit's --image is a folder: one output per picture

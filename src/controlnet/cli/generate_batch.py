@@ -60,7 +60,10 @@ def run_batch(args, outdir: Path, models, sample) -> int:
     from tqdm.auto import tqdm
 
     from controlnet.cli import describe_error
+    from controlnet.files import outside_inputs
 
+    outside_inputs(outdir, "the output folder (-o)",
+                   {f"unit {i + 1}'s --image folder": u["image"] for i, u in enumerate(args.units)})
     items = batch_items(args)
     todo = [it for it in items if not it.done(outdir, args.num_images)]
     failed = []

@@ -8,8 +8,28 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
+
+from controlnet.errors import InputError
+
+# the world API's parameter names that are options of these commands
+OPTIONS = ("n", "start", "seed", "size", "min_shapes", "max_shapes", "scale", "threads", "budget_minutes")
+
+
+def name_the_flag(run):
+    """The API's messages name its parameters ("n must be ..."); on the command line, name the flag too."""
+    @functools.wraps(run)
+    def wrapper(args):
+        try:
+            return run(args)
+        except InputError as exc:
+            name = str(exc).split(" ", 1)[0].rstrip(":")
+            if name not in OPTIONS:
+                raise
+            raise InputError(f"--{name.replace('_', '-')}: {exc}") from None
+    return wrapper
 
 
 def register(subparsers) -> None:
@@ -54,6 +74,7 @@ def _world_options(parser) -> None:
     parser.add_argument("--max-shapes", type=int, default=3)
 
 
+@name_the_flag
 def run_show(args) -> int:
     from controlnet.world import save_world_grid
 
@@ -66,6 +87,7 @@ def run_show(args) -> int:
     return 0
 
 
+@name_the_flag
 def run_export(args) -> int:
     from controlnet.world.export import export
 
@@ -76,6 +98,7 @@ def run_export(args) -> int:
     return 0
 
 
+@name_the_flag
 def run_build(args) -> int:
     from dataclasses import replace
 

@@ -2,7 +2,8 @@
 
 Image i of a row is `cache/<key>/<seed>.png` with seed = base + i, so a rerun with a larger n
 generates only the new pictures and an interrupted run resumes where it stopped; every picture is
-written atomically, so an interruption never leaves half a file.
+written atomically, so an interruption never leaves half a file. An entry damaged anyway (a file
+cut short, of the wrong size, features holding NaN) counts as missing and is computed again.
 """
 
 from __future__ import annotations
@@ -49,7 +50,33 @@ class ImageCache:
         return self.folder / f"{seed}.png"
 
     def missing(self, seeds) -> list[int]:
-        return [s for s in seeds if not self.path(s).is_file()]
+        """The seeds without a usable picture; a damaged one is removed (with its features) to be made again."""
+        out = []
+        for s in seeds:
+            if self._picture(s) is None:
+                self._drop(s)
+                out.append(s)
+        return out
+
+    def _picture(self, seed: int) -> np.ndarray | None:
+        """The cached picture, or None when it is absent, unreadable or not the key's size."""
+        from controlnet.images import to_rgb8
+
+        if not self.path(seed).is_file():
+            return None
+        try:
+            image = to_rgb8(self.path(seed))
+        except (OSError, ValueError):  # InputError is a ValueError
+            return None
+        size = self.description.get("size")
+        return image if size is None or image.shape[:2] == (size, size) else None
+
+    def _drop(self, seed: int) -> None:
+        for path in (self.path(seed), self._features_path(seed)):
+            path.unlink(missing_ok=True)
+
+    def _features_path(self, seed: int) -> Path:
+        return self.folder / f"{seed}.inception.npy"
 
     def put(self, seed: int, image: np.ndarray) -> None:
         if not (self.folder / "key.json").is_file():
@@ -57,20 +84,36 @@ class ImageCache:
         save_image(image, self.path(seed))
 
     def get(self, seed: int) -> np.ndarray:
-        from controlnet.images import to_rgb8
+        from controlnet.errors import InputError
 
-        return to_rgb8(self.path(seed))
+        image = self._picture(seed)
+        if image is None:
+            raise InputError(f"the cached picture {self.path(seed)} is damaged or missing; delete it (or the cache "
+                             "folder) and run again")
+        return image
 
     def features(self, seeds, compute) -> np.ndarray:
-        """Inception features of these pictures, cached beside them (`<seed>.inception.npy`)."""
-        out = []
-        todo = [s for s in seeds if not (self.folder / f"{s}.inception.npy").is_file()]
+        """Inception features of these pictures, cached beside them (`<seed>.inception.npy`); a file
+        that is unreadable, not finite or of another length than the rest is computed again."""
+        cached = {s: _load_npy(self._features_path(s)) for s in seeds}
+        lengths = [f.shape for f in cached.values() if f is not None]
+        usual = max(set(lengths), key=lengths.count) if lengths else None
+        todo = [s for s in seeds if cached[s] is None or cached[s].shape != usual]
         if todo:
             for s, f in zip(todo, compute([self.get(s) for s in todo])):
-                _save_npy(self.folder / f"{s}.inception.npy", f)
-        for s in seeds:
-            out.append(np.load(self.folder / f"{s}.inception.npy"))
-        return np.stack(out)
+                cached[s] = np.asarray(f)
+                _save_npy(self._features_path(s), cached[s])
+        return np.stack([cached[s] for s in seeds])
+
+
+def _load_npy(path: Path) -> np.ndarray | None:
+    """A cached feature vector, or None when it is absent or damaged (never unpickled)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    ok = array.ndim == 1 and array.dtype.kind == "f" and np.isfinite(array).all()
+    return array if ok else None
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

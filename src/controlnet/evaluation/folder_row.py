@@ -35,9 +35,9 @@ def indexed_files(folder: Path) -> dict[int, Path]:
     """{index: file} for the files named by an integer; two files with one index is an error."""
     out: dict[int, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.suffix.lower() not in SUFFIXES or not p.stem.isdigit():
+        i = checks.digits(p.stem)
+        if p.suffix.lower() not in SUFFIXES or i is None:
             continue
-        i = int(p.stem)
         if i in out:
             raise InputError(f"--images {folder}: {out[i].name} and {p.name} are both picture {i}")
         out[i] = p

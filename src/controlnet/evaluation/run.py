@@ -26,7 +26,7 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
     from controlnet.evaluation import prompts as P
     from controlnet.evaluation.data import open_data
     from controlnet.evaluation.folder_row import parse_images, read_folder_row
-    from controlnet.files import writable_folder
+    from controlnet.files import outside_inputs, writable_folder
 
     s = (settings or EvalSettings(**options)).check()
     out = writable_folder(out, create=False)  # made by the first write: a refused run leaves nothing
@@ -40,6 +40,8 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
     if not world_data:  # a dataset has one kind of condition: every ControlNet reads it
         rows = [RowSpec(r.label, r.path, data_kind) for r in rows]
     rows += [parse_images(spec) for spec in (images or [])]
+    outside_inputs(out, "the output folder (-o)", {**{f"--images {r.label}": r.path for r in rows if r.images},
+                                                   "--data": None if world_data else data})
     _check_rows(rows, world_data, s)
     recommended = s.fill_recommended([r.path for r in rows if not r.images])
     s.prompts = P.check_settings(s.prompts, world_data)

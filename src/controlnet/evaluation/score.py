@@ -65,9 +65,9 @@ def _cache_description(ctx, kind, setting, row) -> dict:
 def _folder_row(ctx, row, cache) -> list[np.ndarray]:
     """An --images row's pictures, put in the cache like sampled ones (so FID features are cached too)."""
     seeds = [ctx.settings.seed + i for i in range(ctx.settings.n)]
-    for seed, image in zip(seeds, ctx.folders[row.label]):
-        if not cache.path(seed).is_file():
-            cache.put(seed, image)
+    images = dict(zip(seeds, ctx.folders[row.label]))
+    for seed in cache.missing(seeds):
+        cache.put(seed, images[seed])
     return ctx.folders[row.label]
 
 
@@ -126,9 +126,8 @@ def _reference_features(ctx, inception) -> np.ndarray | None:
         return None
     cache = ImageCache(ctx.cache_root, {"reference": ctx.data.spec, "size": ctx.data.size})
     seeds = [ctx.settings.seed + i for i in range(len(refs))]
-    for seed, ref in zip(seeds, refs):
-        if not cache.path(seed).is_file():
-            cache.put(seed, ref)
+    for seed in cache.missing(seeds):
+        cache.put(seed, refs[seed - seeds[0]])
     return cache.features(seeds, _features_fn(inception, ctx))
 
 

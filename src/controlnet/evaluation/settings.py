@@ -44,11 +44,11 @@ class EvalSettings:
         if self.steps is not None:
             self.steps = checks.integer("steps", self.steps, lo=1, hi=1000)
         if self.guidance_scale is not None:
-            self.guidance_scale = checks.number("guidance_scale (--cfg)", self.guidance_scale, lo=0.0, hi=100.0)
+            self.guidance_scale = checks.number("guidance_scale (--cfg)", self.guidance_scale, lo=0.0, hi=checks.MAX_GUIDANCE)
         if self.scheduler is not None:
             self.scheduler = checks.choice("scheduler", self.scheduler, scheduler_names())
         if self.weight is not None:
-            self.weight = checks.number("weight", self.weight, lo=0.0, hi=10.0)
+            self.weight = checks.weight("weight", self.weight)
         try:
             self.mode = mode_name(self.mode) if self.mode is not None else None
         except ValueError as exc:

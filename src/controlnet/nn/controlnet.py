@@ -209,6 +209,7 @@ class ControlNet(ModelMixin, ConfigMixin):
         Works on the meta device too (for counting parameters without allocating them); `device`
         (default: the U-Net's) is where the ControlNet is built.
         """
+        _check_is(unet, "block_out_channels", "from_unet", "UNet2DConditionModel", "unet")
         uc = unet.config
         config = {k: uc[k] for k in UNET_KEYS if k in uc}
         device = torch.device(device) if device is not None else next(unet.parameters()).device
@@ -351,6 +352,8 @@ class ControlNet(ModelMixin, ConfigMixin):
     @classmethod
     def from_diffusers(cls, model) -> ControlNet:
         """Our ControlNet holding copies of a diffusers `ControlNetModel`'s weights."""
+        _check_is(model, "conditioning_embedding_out_channels", "from_diffusers", "ControlNetModel", "controlnet",
+                  "a U-Net converts with ControlNet.from_unet")
         config = {k: v for k, v in model.config.items() if not k.startswith("_")}
         cn = cls(**config)
         cn.load_state_dict(model.state_dict(), strict=True)
@@ -377,3 +380,16 @@ def count_parameters(module: nn.Module) -> int:
 
 
 __all__ = ["ControlNet", "count_parameters", "family_of"]
+
+
+def _check_is(model, config_key: str, method: str, wanted: str, attribute: str, other: str = "") -> None:
+    """A model of the wanted diffusers class (told by a key of its config), else an InputError naming what
+    was given and, for a pipeline, the attribute that holds the wanted model."""
+    from controlnet.errors import InputError
+
+    config = getattr(model, "config", None)
+    if hasattr(model, "parameters") and hasattr(config, "keys") and config_key in config:
+        return
+    hint = f"; a pipeline's is its .{attribute}: ControlNet.{method}(pipe.{attribute})" if hasattr(model, attribute) else ""
+    hint += f"; {other}" if other and not hint else ""
+    raise InputError(f"ControlNet.{method} takes a diffusers {wanted}, got a {type(model).__name__}{hint}")

@@ -18,6 +18,7 @@ from controlnet.images import (  # noqa: F401 - the pipeline's public names, kep
     as_array,
     fit,
     load_image,
+    mask_rgb,
     pil_to_array,
     resize_mode,
     to_float,
@@ -87,8 +88,8 @@ def fit_mask(mask: np.ndarray, size_wh: tuple[int, int], mode: str | None) -> np
 
 def mask_tensor(mask, width: int, height: int) -> torch.Tensor:
     """A (1, 1, height, width) region mask in [0, 1]: 1 where the unit acts. Any image works; its
-    mean over RGB is taken (alpha is composited on white, so a transparent area counts as 1)."""
-    x = to_rgb(mask).mean(axis=2, keepdims=True)
+    mean over RGB is taken (a transparent area counts as 0: `controlnet.images.mask_rgb`)."""
+    x = mask_rgb(mask).mean(axis=2, keepdims=True)
     if x.shape[:2] != (height, width):
         x = cv2.resize(x, (width, height), interpolation=cv2.INTER_AREA)[:, :, None]
     return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from controlnet import checks
 from controlnet.errors import InputError
-from controlnet.images import as_array, to_rgb, to_rgb8
+from controlnet.images import as_array, mask_rgb, to_rgb, to_rgb8
 from controlnet.pipeline.images import fit, fit_mask, picture_area, resize_mode
 
 MODES = ("blend", "inpaint_only")
@@ -30,11 +30,12 @@ MODES = ("blend", "inpaint_only")
 
 def binary_mask(mask, label: str = "mask_image") -> np.ndarray:
     """A bool H×W mask (True = repaint) from an image that is pure black and white, or a bool
-    array. Grey, coloured or anti-aliased masks are refused: the inpaint convention is binary."""
+    array. Grey, coloured or anti-aliased masks are refused: the inpaint convention is binary. A
+    transparent area is black (`controlnet.images.mask_rgb`)."""
     arr = as_array(mask)
     if arr.dtype == bool:
         return arr if arr.ndim == 2 else arr.any(axis=2)
-    x = to_rgb(arr)
+    x = mask_rgb(arr)
     odd = ~((x == 0.0) | (x == 1.0)).all(axis=2) | (x != x[:, :, :1]).any(axis=2)
     if odd.any():
         raise InputError(f"{label} must be binary, black (keep) and white (repaint) only; {int(odd.sum()):,} of "
@@ -126,6 +127,7 @@ def check(init_image, mask_image, mode, blur, resize, size_wh: tuple[int, int],
         if nine:
             raise InputError("this base U-Net is an inpainting model (9 input channels); give init_image and mask_image "
                              "(CLI: --init-image, --inpaint-mask)")
+        _nothing_inpainted(mode, blur)
         return None, None
     rgb = to_rgb(init_image)
     if resize is None and rgb.shape[:2] != size_wh[::-1]:
@@ -146,8 +148,18 @@ def check(init_image, mask_image, mode, blur, resize, size_wh: tuple[int, int],
                              "(CLI: --inpaint-mask)")
         if mask_image is not None:
             raise InputError("mask_image's white area vanishes when the picture is fitted to the output; enlarge it")
+        _nothing_inpainted(mode, blur)
         return None, picture
     return Inpaint(mode, blur, 1.0, picture, mask, nine), picture
+
+
+def _nothing_inpainted(mode: str, blur) -> None:
+    """inpaint_mode and mask_blur only act on an inpainted (or outpainted) region: refuse them without one."""
+    given = [f"{name} {value!r}" for name, value, default in (("inpaint_mode", mode, "blend"), ("mask_blur", blur, None))
+             if value != default]
+    if given:
+        raise InputError(f"{' and '.join(given)} do nothing without a region to repaint; give mask_image with init_image "
+                         "(CLI: --init-image, --inpaint-mask) or leave them out")
 
 
 @torch.no_grad()

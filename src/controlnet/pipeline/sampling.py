@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from controlnet import checks
-from controlnet.errors import InputError
+from controlnet.errors import InputError, NonFiniteError
 from controlnet.nn import ControlResiduals, controlled_unet, family_of, unet_connection_shapes
 from controlnet.nn import t2i_adapter as t2i
 from controlnet.nn.controlled_unet import controlled_unet_xs
@@ -31,6 +31,7 @@ from controlnet.pipeline import images as img
 from controlnet.pipeline import inpaint as inp
 from controlnet.pipeline.loading import load_folder, load_single_file
 from controlnet.pipeline.modes import active, cond_only, connection_levels, mode_scales
+from controlnet.pipeline.prompts import check_prompt
 from controlnet.pipeline.schedulers import make_scheduler
 from controlnet.pipeline.text import encode_prompts
 from controlnet.pipeline.units import ControlUnit
@@ -145,6 +146,9 @@ def _prompts(prompt, negative_prompt, num_images) -> tuple[list[str], list[str]]
     negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else _strings("negative_prompt", negative_prompt)
     if len(negatives) != len(prompts):
         raise InputError(f"give one negative prompt or one per image ({len(prompts)}), got {len(negatives)}")
+    for name, texts in (("prompt", prompts), ("negative_prompt", negatives)):
+        for text in dict.fromkeys(texts):  # each distinct one once
+            check_prompt(text, name)
     return prompts, negatives
 
 
@@ -168,6 +172,17 @@ def _check_latents(latents, shape: tuple) -> None:
         raise InputError(f"latents must be a tensor of shape {shape}, got {getattr(latents, 'shape', type(latents).__name__)}")
     if not torch.isfinite(latents).all():
         raise InputError("latents contain NaN or infinite values")
+
+
+def _check_finite(x: torch.Tensor, what: str, dtype, guidance_scale: float) -> None:
+    """Refuse a result holding NaN or infinity (it would be saved as a black picture), naming the likely causes."""
+    if torch.isfinite(x).all():
+        return
+    causes = ["float16 overflow (run in fp32 or bf16: --dtype / dtype=)"] if dtype == torch.float16 else []
+    causes += [f"weights too large for this model (control weights, schedule factors, prompt weights; CFG scale "
+               f"{guidance_scale:g})", "a checkpoint holding NaN weights"]
+    raise NonFiniteError(f"sampling went numerically wrong: {what} hold NaN or infinite values, so no picture is saved; "
+                         f"likely causes: {'; or '.join(causes)}")
 
 
 def _unit_list(units) -> list[ControlUnit]:
@@ -263,8 +278,13 @@ class ControlPipeline:
         """A diffusers-layout folder, or a single-file checkpoint with `config=` a local folder of
         the same model's configs and tokenizers. Nothing is ever downloaded."""
         if os.path.isfile(path):
+            if variant is not None:
+                raise InputError(f"variant= picks weight files in a diffusers folder; {path} is a single file")
             parts = load_single_file(path, config=config, dtype=dtype, device=device)
         else:
+            if config is not None and os.path.isdir(path):
+                raise InputError(f"config (--config) is for a single-file --model; {path} is a folder that carries its own "
+                                 "configs: leave --config out")
             parts = load_folder(path, dtype=dtype, device=device, variant=variant)
         kind, zeros = parts.pop("kind"), parts.pop("force_zeros_for_empty_prompt")
         if kind in ("flux", "sd3"):
@@ -276,6 +296,10 @@ class ControlPipeline:
     @classmethod
     def from_diffusers(cls, pipe) -> ControlPipeline:
         """Share the components of a diffusers SD / SDXL pipeline (no copies)."""
+        missing = [a for a in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if getattr(pipe, a, None) is None]
+        if missing:
+            raise InputError(f"ControlPipeline.from_diffusers takes a diffusers StableDiffusion(XL)Pipeline; the "
+                             f"{type(pipe).__name__} given has no {', '.join(missing)} (a folder on disk: use from_pretrained)")
         zeros = getattr(pipe.config, "force_zeros_for_empty_prompt", None)
         return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler,
                    getattr(pipe, "text_encoder_2", None), getattr(pipe, "tokenizer_2", None),
@@ -389,7 +413,7 @@ class ControlPipeline:
             scales = mode_scales(unit.mode, unit.residual_weight, connection_levels(self.unet))
         if unit.mask is None:
             return scales
-        mask = img.to_rgb(unit.mask)
+        mask = img.mask_rgb(unit.mask)  # transparent = 0: the mask rule of controlnet.images
         _check_mask_shape((mask.shape[1], mask.shape[0]), width, height, label)
         mask = img.mask_tensor(mask, width, height).to(self.device, self.unet.dtype)
         shapes = unet_connection_shapes(self.unet, (height // self.vae_scale_factor, width // self.vae_scale_factor))
@@ -520,7 +544,7 @@ class ControlPipeline:
                          inpainting=(None, "blend", None, "crop_and_resize")) -> _Call:
         """Every argument of a call checked before any work, so a bad value costs nothing."""
         prompts, negatives = _prompts(prompt, negative_prompt, num_images)
-        guidance_scale = checks.number("guidance_scale (the CFG scale)", guidance_scale, lo=0.0)
+        guidance_scale = checks.number("guidance_scale (the CFG scale)", guidance_scale, lo=0.0, hi=checks.MAX_GUIDANCE)
         eta = checks.number("eta", eta, lo=0.0, hi=1.0)
         checks.choice("output_type", output_type, OUTPUT_TYPES)
         if callback is not None and not callable(callback):
@@ -612,9 +636,11 @@ class ControlPipeline:
         return res, scales
 
     def _output(self, call: _Call, x: torch.Tensor, hints: list) -> ControlPipelineOutput:
+        _check_finite(x, "the latents", self.unet.dtype, call.guidance_scale)
         if call.output_type == "latent":
             return ControlPipelineOutput(x, call.seeds, hints, x)
         pixels = inp.paste_back(call.inpaint, self.decode(x))
+        _check_finite(pixels, "the decoded picture", self.vae.dtype, call.guidance_scale)
         if call.output_type == "pt":
             return ControlPipelineOutput(pixels, call.seeds, hints, x)
         arr = pixels.permute(0, 2, 3, 1).cpu().numpy()

@@ -13,6 +13,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Sequence
 
+from controlnet import checks
 from controlnet.errors import InputError
 
 INTERPOLATIONS = ("hold", "linear")
@@ -62,8 +63,9 @@ def _keyframe(frame, label: str) -> tuple[float, float]:
         raise InputError(f"{label} must hold two numbers (fraction, factor), got {frame!r:.60}") from None
     if not 0.0 <= fraction <= 1.0:
         raise InputError(f"{label}: the fraction {fraction} is outside [0, 1]; give a fraction of the sampling steps")
-    if not math.isfinite(factor) or factor < 0:
-        raise InputError(f"{label}: the factor {factor} must be a finite number >= 0 (0 switches the unit off)")
+    if not (math.isfinite(factor) and 0 <= factor <= checks.MAX_WEIGHT):
+        raise InputError(f"{label}: the factor {factor:g} must be a finite number >= 0 and at most {checks.MAX_WEIGHT:g} "
+                         "(0 switches the unit off)")
     return fraction, factor
 
 

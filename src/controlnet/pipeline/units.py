@@ -78,7 +78,7 @@ class ControlUnit:
         self._check_conditions(label)
         if (self.image is None and not self.conditions) or isinstance(self.image, (list, tuple)) and not self.image:
             raise InputError(f"{label}: no condition image; give the map its ControlNet was trained on")
-        self.weight = checks.number(f"{label}: weight", self.weight, lo=0.0)
+        self.weight = checks.weight(f"{label}: weight", self.weight)
         self.start = checks.number(f"{label}: start (a fraction of the steps)", self.start, lo=0.0, hi=1.0)
         self.end = checks.number(f"{label}: end (a fraction of the steps)", self.end, lo=0.0, hi=1.0)
         if self.start >= self.end and self.end != 0.0:
@@ -94,11 +94,15 @@ class ControlUnit:
         if self.layer_scales is not None:
             if isinstance(self.layer_scales, (str, bytes)) or not isinstance(self.layer_scales, Sequence):
                 raise InputError(f"{label}: layer_scales must be a list of numbers, one per connection")
-            self.layer_scales = [checks.number(f"{label}: layer_scales[{i}]", s) for i, s in enumerate(self.layer_scales)]
+            self.layer_scales = [checks.weight(f"{label}: layer_scales[{i}]", s, lo=-checks.MAX_WEIGHT)
+                                 for i, s in enumerate(self.layer_scales)]
         self.dtype = parse_dtype(self.dtype, f"{label}: dtype")
         if self.schedule is not None:
             self.schedule = check_schedule(self.schedule, f"{label}: schedule")
         self.schedule_interpolation = check_interpolation(self.schedule_interpolation, f"{label}: schedule_interpolation")
+        if self.schedule is None and self.schedule_interpolation != "hold":
+            raise InputError(f"{label}: schedule_interpolation {self.schedule_interpolation!r} does nothing without a "
+                             "schedule; give the keyframes (schedule=, CLI --schedule F:S,...) or leave it out")
 
     def _check_conditions(self, label: str) -> None:
         """control_type and conditions: only for a union ControlNet, which needs at least one type."""

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from controlnet.errors import CheckpointError
 from controlnet.files import atomic_file, write_text
 
-STEP_DIR = re.compile(r"^step-(\d+)$")
+STEP_DIR = re.compile(r"^step-(\d+)$", re.ASCII)  # not "step-٣": one folder per step number
 WEIGHTS = "controlnet/diffusion_pytorch_model.safetensors"
 
 

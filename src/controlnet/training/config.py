@@ -109,7 +109,15 @@ class TrainConfig:
         self._check_inputs()
         self._check_numbers()
         self._check_choices()
+        self._check_pairs()
         return self
+
+    def _check_pairs(self) -> None:
+        """Options that act only with another are refused alone rather than ignored."""
+        given = [_flag(n) for n in ("validation_prompts", "validation_annotator") if getattr(self, n)]
+        if given and not self.validation_images:
+            raise InputError(f"{' and '.join(given)} do nothing without --validation-images (the condition images to "
+                             "sample from); give them or leave the option out")
 
     def _check_inputs(self) -> None:
         if not self.base_model or not isinstance(self.base_model, str):
@@ -129,6 +137,12 @@ class TrainConfig:
                              f"({len(self.validation_images)}); got {len(self.validation_prompts)}")
         if not self.output_dir or not isinstance(self.output_dir, str):
             raise InputError("no output folder: pass --output-dir PATH")
+        from controlnet.files import outside_inputs
+        from controlnet.pipeline.prompts import check_prompt
+
+        outside_inputs(self.output_dir, "--output-dir", {f"--data {d}": d for d in self.data})
+        for prompt in self.validation_prompts:  # sampled at the end of the run: refuse a bad one now
+            check_prompt(prompt, "--validation-prompts")
 
     def _check_numbers(self) -> None:
         for name in ("learning_rate", "decoder_learning_rate", "adam_epsilon", "max_grad_norm"):
@@ -137,7 +151,7 @@ class TrainConfig:
         for name in ("adam_beta1", "adam_beta2"):
             checks.number(_flag(name), getattr(self, name), lo=0, hi=1, hi_open=True)
         checks.number("--adam-weight-decay", self.adam_weight_decay, lo=0)
-        checks.number("--guidance-scale", self.guidance_scale, lo=0)
+        checks.number("--guidance-scale", self.guidance_scale, lo=0, hi=checks.MAX_GUIDANCE)
         for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "keep_checkpoints", "max_bad_steps",
                      "checkpoint_every", "log_every", "num_validation_samples", "validation_steps"):
             checks.positive_int(_flag(name), getattr(self, name))

@@ -73,12 +73,17 @@ def decode_map(value, root: Path | None = None, inpaint: bool = False) -> np.nda
         value = root / value
     try:
         arr = images.as_array(value)
-        if arr.ndim == 3 and arr.shape[2] in (2, 4):  # grey or colour with alpha: the repaint mask
-            alpha = (images.to_float(arr[:, :, -1]) * 255.0).round().astype(np.uint8)
-            return np.dstack([images.to_rgb8(arr[:, :, :-1]), alpha])
-        return images.to_rgb8(arr)  # nothing to repaint
     except ControlNetError as exc:
         raise BadSample(str(exc)) from None
+    if arr.ndim != 3 or arr.shape[2] not in (2, 4):
+        raise BadSample("the condition has no alpha channel, so nothing marks the pixels to repaint: with "
+                        "--inpaint-maps every condition is an RGBA inpaint map (alpha 255 = repaint, as `controlnet "
+                        "annotate inpaint` writes); for plain condition maps leave --inpaint-maps out")
+    alpha = (images.to_float(arr[:, :, -1]) * 255.0).round().astype(np.uint8)  # grey or colour with alpha
+    if not (alpha > 127).any():
+        raise BadSample("the inpaint map's alpha marks no pixel to repaint (none above 127); make it with "
+                        "`controlnet annotate inpaint` and a mask that is white where to repaint")
+    return np.dstack([images.to_rgb8(arr[:, :, :-1]), alpha])
 
 
 def hint_of(cond: np.ndarray) -> torch.Tensor:

@@ -140,6 +140,32 @@ def _text(name: str, body: dict, default: str = "") -> str:
     return value
 
 
+def _prompt(name: str, body: dict) -> str:
+    """A prompt the encoder can take (text, weights in range, brackets not nested too deep)."""
+    from controlnet.pipeline.prompts import check_prompt
+
+    value = _text(name, body)
+    try:
+        return check_prompt(value, name)
+    except InputError as exc:
+        raise FieldError(name, str(exc).removeprefix(f"{name} ")) from None
+
+
+def _layer_scales(name: str, value) -> list[float] | None:
+    """advanced_weighting: one scale per connection, each bounded like a control weight."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise FieldError(name, f"must be a list of numbers, one per connection, got {type(value).__name__}")
+    scales = []
+    for i, v in enumerate(value):
+        try:
+            scales.append(checks.weight("scale", v, lo=-checks.MAX_WEIGHT))
+        except InputError as exc:
+            raise FieldError(f"{name}[{i}]", str(exc).removeprefix("scale ")) from None
+    return scales
+
+
 def _bool(name: str, value, default: bool) -> bool:
     if value is None:
         return default
@@ -363,7 +389,7 @@ def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list, report:
         start=start, end=end, mode=mode,
         resize=resize(f"{where}.resize_mode", u.get("resize_mode", "Crop and Resize")),
         region_mask=_optional_image(f"{where}.effective_region_mask", u.get("effective_region_mask"), limits.max_input_pixels),
-        layer_scales=u.get("advanced_weighting"),
+        layer_scales=_layer_scales(f"{where}.advanced_weighting", u.get("advanced_weighting")),
         save_map=_bool(f"{where}.save_detected_map", u.get("save_detected_map"), True),
     )
 
@@ -421,7 +447,7 @@ def parse_generation(kind: str, body, catalog, limits: Limits) -> GenerationRequ
         shared["sampler_name"] = _recommended("sampler_name", None, nets, report)
     sampler, label = sampler_name({**body, **{k: v for k, v in shared.items() if v is not None}})
     req = GenerationRequest(
-        kind=kind, prompt=_text("prompt", body), negative_prompt=_text("negative_prompt", body),
+        kind=kind, prompt=_prompt("prompt", body), negative_prompt=_prompt("negative_prompt", body),
         seed=None if seed == -1 else seed, steps=_int("steps", shared, DEFAULTS["steps"], lo=1, hi=limits.max_steps),
         cfg=_number("cfg_scale", shared, DEFAULTS["cfg_scale"], lo=0.0, hi=100.0), sampler=sampler, sampler_label=label,
         eta=_number("eta", body, 0.0, lo=0.0, hi=1.0),
