@@ -4,8 +4,10 @@ ControlNet units) and detect (run a preprocessor). Only the worker thread calls 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +16,14 @@ import numpy as np
 
 from controlnet.errors import InputError, MissingFileError
 from controlnet.web.schema import DetectRequest, GenerationRequest, UnitRequest
+from controlnet.web.stopping import check_between_blocks
 
 WEIGHT_FILES = (".safetensors", ".pth", ".ckpt", ".bin")
+PARTIAL_DECODE_SECONDS = 2.0  # after an interrupt, the images reached so far are decoded within this
 
 
 class Interrupted(Exception):
-    """Raised from the step callback to stop the running job."""
+    """Raised from the step / block check to stop the running job."""
 
 
 @dataclass
@@ -94,6 +98,13 @@ class Engine:
                 return name
         return None
 
+    @functools.cached_property
+    def step_cost(self):
+        """Seconds per network forward at a size (`controlnet.web.cost`), timed on first use."""
+        from controlnet.web.cost import measure
+
+        return measure(self.pipe)
+
     @property
     def default_size(self) -> int:
         return int(self.pipe.unet.config.sample_size) * self.pipe.vae_scale_factor
@@ -127,42 +138,67 @@ class Engine:
                             resize=u.resize, name=u.field) for u in req.units]
 
     def generate(self, req: GenerationRequest, on_step: Callable[[int, int], None]) -> Generated:
-        """n_iter batches of batch_size images (seeds seed, seed+1, ...); `on_step(done, total)` after
-        each step may raise Interrupted: the images reached so far are decoded and returned."""
+        """n_iter batches of batch_size images (seeds seed, seed+1, ...). `on_step(done, total)` runs
+        after each step and before each network block; it may raise Interrupted: the images reached
+        so far are decoded and returned."""
         import random
 
+        total, done, last = req.steps_run * req.n_iter, [0], {}
+
+        def check():
+            on_step(done[0], total)
+
+        check()  # the total is known before the first step; a job stopped meanwhile ends here
         units = self.units(req)
         seed = req.seed if req.seed is not None else random.randint(0, 2**32 - 1 - req.batch_size * req.n_iter)
-        per_iter = min(int(req.steps * req.strength), req.steps) if req.init_image is not None else req.steps
-        total, out = per_iter * req.n_iter, Generated([], [], [], [], warnings=list(req.warnings))
-        for it in range(req.n_iter):
-            last = {}
+        out = Generated([], [], [], [], warnings=list(req.warnings))
+        try:
+            with check_between_blocks(self._networks(units), check):
+                for it in range(req.n_iter):
+                    def step(i, t, x, it=it):
+                        last["x"], last["seed"] = x, seed + it * req.batch_size
+                        done[0] = min(it * req.steps_run + i + 1, total)
+                        on_step(done[0], total)
 
-            def step(i, t, x, it=it, last=last):
-                last["x"] = x
-                on_step(min(it * per_iter + i + 1, total), total)
-
-            try:
-                res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
-                                guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta, seed=seed + it * req.batch_size,
-                                num_images=req.batch_size, width=req.width, height=req.height, init_image=req.init_image,
-                                strength=req.strength, callback=step, progress=False)
-            except Interrupted:
-                if "x" in last:
-                    self._keep_partial(out, last["x"], seed + it * req.batch_size, req)
-                out.interrupted = True
-                break
-            out.images += res.images
-            out.seeds += res.seeds
-            if not out.maps:
-                out.maps = [hints[0] for u, hints in zip(req.units, res.hints) if u.save_map]
+                    res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
+                                    guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta,
+                                    seed=seed + it * req.batch_size, num_images=req.batch_size, width=req.width,
+                                    height=req.height, init_image=req.init_image, strength=req.strength, callback=step,
+                                    progress=False)
+                    last.clear()
+                    out.images += res.images
+                    out.seeds += res.seeds
+                    if not out.maps:
+                        out.maps = [hints[0] for u, hints in zip(req.units, res.hints) if u.save_map]
+        except Interrupted:
+            out.interrupted = True
+            if "x" in last:
+                self._keep_partial(out, last["x"], last["seed"])
         out.params = [self.png_parameters(req, s, out) for s in out.seeds]
         return out
 
-    def _keep_partial(self, out: Generated, x, seed: int, req: GenerationRequest) -> None:
+    def _networks(self, units) -> list:
+        pipe = self.pipe
+        return [pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, *(u.controlnet for u in units)]
+
+    def _keep_partial(self, out: Generated, x, seed: int) -> None:
+        """The latents reached before an interrupt, decoded, unless that would take longer than
+        PARTIAL_DECODE_SECONDS (a big batch on a CPU): an interrupt must free the worker at once."""
         from controlnet.pipeline.images import to_pil
 
-        pixels = self.pipe.decode(x)
+        end = time.monotonic() + PARTIAL_DECODE_SECONDS
+
+        def check():
+            if time.monotonic() > end:
+                raise Interrupted()
+
+        try:
+            with check_between_blocks([self.pipe.vae], check):
+                pixels = self.pipe.decode(x)
+        except Interrupted:
+            out.warnings.append(f"interrupted: the pictures reached so far were not decoded (that takes longer than "
+                                f"{PARTIAL_DECODE_SECONDS:g} s here)")
+            return
         out.images += [to_pil(p) for p in pixels]
         out.seeds += [seed + k for k in range(len(pixels))]
 

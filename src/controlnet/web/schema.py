@@ -73,6 +73,11 @@ class GenerationRequest:
     echo: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def steps_run(self) -> int:
+        """Sampling steps per batch: img2img runs the last `strength` of the schedule."""
+        return min(int(self.steps * self.strength), self.steps) if self.init_image is not None else self.steps
+
 
 @dataclass
 class DetectRequest:
