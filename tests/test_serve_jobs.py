@@ -69,10 +69,19 @@ def test_fit_recovers_the_cost_model_and_never_goes_negative():
     assert min(noisy.c, noisy.a, noisy.b) >= 0 and noisy.seconds(2304) > 0
 
 
-def test_measured_step_cost_is_positive():
+@pytest.mark.parametrize("base", ["mini", "sd1", "sdxl", "sd1-inpainting"])
+def test_step_cost_is_measured_for_every_kind_of_base(base):
+    from controlnet.pipeline import ControlPipeline
     from controlnet.web.cost import measure
 
-    cost = measure(engine().pipe)
+    if base == "mini":
+        pipe = engine().pipe
+    else:
+        from tiny_models import tiny_pipeline
+
+        nine = {"in_channels": 9} if base.endswith("inpainting") else None
+        pipe = ControlPipeline.from_diffusers(tiny_pipeline(base.split("-")[0], unet_config=nine))
+    cost = measure(pipe)
     assert cost.seconds(64) > 0 and cost.seconds(4096) >= cost.seconds(64)
 
 
