@@ -169,16 +169,22 @@ def test_interrupt_lands_inside_a_step_and_inside_prompt_encoding(where):
     assert calls[0] == (0, 5)  # the total is known before the first step
 
 
-def test_partial_pictures_are_decoded_only_when_quick(monkeypatch):
-    from controlnet.web import engine as engine_module
-    from controlnet.web.engine import Interrupted
-
-    def stop_after_two(done, total):
+def _stop_after_two(exc):
+    def on_step(done, total):
         if done >= 2:
-            raise Interrupted()
+            raise exc()
+    return on_step
 
+
+def test_partial_pictures_are_decoded_only_when_quick_and_wanted(monkeypatch):
+    from controlnet.web import engine as engine_module
+    from controlnet.web.engine import Cancelled, Interrupted
+
+    stop_after_two = _stop_after_two(Interrupted)
     out = engine().generate(_generation(steps=5, batch_size=2), stop_after_two)
     assert out.interrupted and len(out.images) == 2 and not out.warnings
+    out = engine().generate(_generation(steps=5, batch_size=2), _stop_after_two(Cancelled))  # nobody to see them
+    assert out.interrupted and out.images == [] and not out.warnings
     monkeypatch.setattr(engine_module, "PARTIAL_DECODE_SECONDS", -1.0)
     out = engine().generate(_generation(steps=5, batch_size=2), stop_after_two)
     assert out.interrupted and out.images == [] and "not decoded" in out.warnings[-1]

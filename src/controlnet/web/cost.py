@@ -16,7 +16,7 @@ import numpy as np
 
 from controlnet.web.inputs import FieldError
 
-MEASURED_SIDES = (16, 32, 48)  # latent pixels per side: small enough to time quickly on a CPU
+MEASURED_SIDES = (16, 32, 64)  # latent pixels per side: 64 (512 px for SD) shows the attention term
 CHARS_PER_TOKEN = 16  # more characters than this per allowed token: refused without tokenizing
 
 

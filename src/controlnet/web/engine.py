@@ -26,6 +26,10 @@ class Interrupted(Exception):
     """Raised from the step / block check to stop the running job."""
 
 
+class Cancelled(Interrupted):
+    """Stops the running job, whose result nobody wants (its client left, shutdown): nothing is decoded."""
+
+
 @dataclass
 class Generated:
     images: list  # PIL
@@ -170,9 +174,9 @@ class Engine:
                     out.seeds += res.seeds
                     if not out.maps:
                         out.maps = [hints[0] for u, hints in zip(req.units, res.hints) if u.save_map]
-        except Interrupted:
+        except Interrupted as stop:
             out.interrupted = True
-            if "x" in last:
+            if "x" in last and not isinstance(stop, Cancelled):
                 self._keep_partial(out, last["x"], last["seed"])
         out.params = [self.png_parameters(req, s, out) for s in out.seeds]
         return out

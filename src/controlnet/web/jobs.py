@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlnet.web.engine import Interrupted
+from controlnet.web.engine import Cancelled, Interrupted
 
 FINISHED = ("done", "failed", "interrupted", "cancelled")
 
@@ -194,7 +194,7 @@ class JobQueue:
             if self._abandoned(job):
                 self.cancel(job, f"not polled for {self.abandon_after:g} s")
             if job.stop.is_set():
-                raise Interrupted()
+                raise Cancelled() if job.cancelled else Interrupted()
         return on_step
 
     def _run(self, job: Job) -> None:
