@@ -129,11 +129,12 @@ def test_huge_prompt_is_refused_at_once_and_long_prompts_by_tokens():
 # ---------------------------------------------------------------------------------------- interrupt
 
 
-def _hooks(module_starts, module_ends, on_start):
-    """Count completions of `module_ends`; call on_start() when `module_starts` begins."""
+def _hooks(module_starts, module_ends, on_start, reached=False):
+    """Count completions of `module_ends` (`reached`: its starts, seen before the stop checks' own
+    hooks); call on_start() when `module_starts` begins."""
     ends = []
-    handles = [module_starts.register_forward_pre_hook(lambda *_: on_start()),
-               module_ends.register_forward_hook(lambda *_: ends.append(1))]
+    count = module_ends.register_forward_pre_hook if reached else module_ends.register_forward_hook
+    handles = [module_starts.register_forward_pre_hook(lambda *_: on_start()), count(lambda *_: ends.append(1))]
     return ends, handles
 
 
@@ -149,19 +150,22 @@ def _stop_once(flag):
     return on_step, calls
 
 
-@pytest.mark.parametrize("where", ["unet", "text"])
+@pytest.mark.parametrize("where", ["unet", "text", "attention"])
 def test_interrupt_lands_inside_a_step_and_inside_prompt_encoding(where):
-    """The stop is seen before the next network block: a U-Net forward (or the prompt's encoding)
-    that has begun does not finish."""
+    """The stop is seen before the next network block (or slice of a big attention): a U-Net
+    forward, the prompt's encoding or a 4096-token self-attention that has begun does not finish."""
     from controlnet.web.stopping import blocks
 
     pipe, flag = engine().pipe, []
+    attention = pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
     first, last = {"unet": (pipe.unet.down_blocks[0], pipe.unet.up_blocks[-1]),
-                   "text": (list(blocks(pipe.text_encoder))[0], list(blocks(pipe.text_encoder))[-1])}[where]
-    ends, handles = _hooks(first, last, lambda: flag.append(1))
+                   "text": (list(blocks(pipe.text_encoder))[0], list(blocks(pipe.text_encoder))[-1]),
+                   "attention": (attention, attention.to_out[0])}[where]  # to_out: after the attention proper
+    ends, handles = _hooks(first, last, lambda: flag.append(1), reached=where == "attention")
     on_step, calls = _stop_once(flag)
+    side = 512 if where == "attention" else 64
     try:
-        out = engine().generate(_generation(steps=5), on_step)
+        out = engine().generate(_generation(steps=5, width=side, height=side), on_step)
     finally:
         for h in handles:
             h.remove()
@@ -174,6 +178,22 @@ def _stop_after_two(exc):
         if done >= 2:
             raise exc()
     return on_step
+
+
+def test_sliced_attention_gives_the_same_pictures():
+    """Slicing a big attention to check for a stop changes no pixel (each query row is computed as before)."""
+    import numpy as np
+
+    from controlnet.web.stopping import stoppable
+
+    pipe = engine().pipe
+
+    def picture():
+        return pipe("a red square", [], steps=1, width=512, height=512, seed=3, progress=False, output_type="np").images
+
+    plain = picture()
+    with stoppable([pipe.unet, pipe.vae], lambda: None):
+        assert np.array_equal(picture(), plain)
 
 
 def test_partial_pictures_are_decoded_only_when_quick_and_wanted(monkeypatch):

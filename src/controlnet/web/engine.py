@@ -16,7 +16,7 @@ import numpy as np
 
 from controlnet.errors import InputError, MissingFileError
 from controlnet.web.schema import DetectRequest, GenerationRequest, UnitRequest
-from controlnet.web.stopping import check_between_blocks
+from controlnet.web.stopping import stoppable
 
 WEIGHT_FILES = (".safetensors", ".pth", ".ckpt", ".bin")
 PARTIAL_DECODE_SECONDS = 2.0  # after an interrupt, the images reached so far are decoded within this
@@ -157,7 +157,7 @@ class Engine:
         seed = req.seed if req.seed is not None else random.randint(0, 2**32 - 1 - req.batch_size * req.n_iter)
         out = Generated([], [], [], [], warnings=list(req.warnings))
         try:
-            with check_between_blocks(self._networks(units), check):
+            with stoppable(self._networks(units), check):
                 for it in range(req.n_iter):
                     def step(i, t, x, it=it):
                         last["x"], last["seed"] = x, seed + it * req.batch_size
@@ -197,7 +197,7 @@ class Engine:
                 raise Interrupted()
 
         try:
-            with check_between_blocks([self.pipe.vae], check):
+            with stoppable([self.pipe.vae], check):
                 pixels = self.pipe.decode(x)
         except Interrupted:
             out.warnings.append(f"interrupted: the pictures reached so far were not decoded (that takes longer than "
