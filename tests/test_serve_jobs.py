@@ -196,6 +196,16 @@ def test_sliced_attention_gives_the_same_pictures():
         assert np.array_equal(picture(), plain)
 
 
+def test_job_stopped_before_its_first_step_answers_without_pictures():
+    from controlnet.web.engine import Interrupted
+
+    def stopped(done, total):
+        raise Interrupted()
+
+    out = engine().generate(_generation(steps=5), stopped)
+    assert out.interrupted and out.images == [] and out.params == []
+
+
 def test_partial_pictures_are_decoded_only_when_quick_and_wanted(monkeypatch):
     from controlnet.web import engine as engine_module
     from controlnet.web.engine import Cancelled, Interrupted

@@ -152,11 +152,11 @@ class Engine:
         def check():
             on_step(done[0], total)
 
-        check()  # the total is known before the first step; a job stopped meanwhile ends here
-        units = self.units(req)
         seed = req.seed if req.seed is not None else random.randint(0, 2**32 - 1 - req.batch_size * req.n_iter)
         out = Generated([], [], [], [], warnings=list(req.warnings))
         try:
+            check()  # the total is known before the first step; a job stopped meanwhile ends here
+            units = self.units(req)
             with stoppable(self._networks(units), check):
                 for it in range(req.n_iter):
                     def step(i, t, x, it=it):

@@ -56,7 +56,6 @@ class Service:
     def _run(self, job: Job, on_step):
         """In the worker thread: the job's work, and its answer encoded (PNGs with parameters)."""
         if job.kind == "detect":
-            on_step(0, 0)  # stopped while it was taken from the queue: ends here
             return results.detect_response(self.engine.detect(job.request), job.request.warnings)
         out = self.engine.generate(job.request, on_step)
         return results.generation_response(job.request, out, job.id, self.model_title)
