@@ -8,6 +8,7 @@ encoding; job states after interrupt / cancel / abandon; shutdown with a job run
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -67,6 +68,9 @@ def test_fit_recovers_the_cost_model_and_never_goes_negative():
     assert got.c == pytest.approx(0.01) and got.a == pytest.approx(2e-5) and got.b == pytest.approx(3e-9)
     noisy = fit(pixels, [0.05, 0.04, 0.2])  # a dip that a free quadratic would follow below zero
     assert min(noisy.c, noisy.a, noisy.b) >= 0 and noisy.seconds(2304) > 0
+    # beyond the largest timed size the cost grows with the square of the pixels, whatever the fit
+    for cost in (got, noisy):
+        assert cost.seconds(4 * 2304) == pytest.approx(16 * cost.seconds(2304))
 
 
 @pytest.mark.parametrize("base", ["mini", "sd1", "sdxl", "sd1-inpainting"])
@@ -244,6 +248,18 @@ def test_queued_job_interrupted_is_cancelled_at_once_and_totals_are_known():
         assert first["state"] == "interrupted" and first["total"] == 150
         assert first["progress"] == pytest.approx(first["step"] / 150) and first["progress"] < 1
         _wait(lambda: requests.get(f"{url}/jobs/{c['job_id']}").json()["state"] == "done")
+
+
+def test_job_running_past_the_limit_is_stopped():
+    """When the estimate was low, the job is still stopped at --max-job-seconds, with the pictures reached."""
+    from controlnet.web.cost import StepCost
+
+    with running_server(_limits(max_job_seconds=0.5, step_cost=StepCost())) as (url, app):
+        r = requests.post(url + "/sdapi/v1/txt2img", json=body(**LONG), timeout=120)
+        job = app.state.service.queue.get(r.headers["X-Job-Id"])
+    info = json.loads(r.json()["info"])
+    assert r.status_code == 200 and info["interrupted"] and "--max-job-seconds" in info["warnings"][-1]
+    assert job.state == "interrupted" and job.step < job.total == 150
 
 
 def test_abandoned_job_is_cancelled():

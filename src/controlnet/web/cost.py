@@ -3,7 +3,7 @@
 
 The cost of one U-Net forward of one image at P latent pixels is measured at startup
 (`measure`: one timed step at three small sizes, fitted as c + a·P + b·P², the P² term being
-attention); a request costs that times its network forwards (steps × (1 + units), × 2 under CFG,
+attention; beyond the largest timed size it is taken to grow as P²); a request costs that times its network forwards (steps × (1 + units), × 2 under CFG,
 plus one for the VAE) × its images. `estimate_seconds` is the one place this is computed.
 """
 
@@ -22,14 +22,18 @@ CHARS_PER_TOKEN = 16  # more characters than this per allowed token: refused wit
 
 @dataclass(frozen=True)
 class StepCost:
-    """Seconds of one network forward of one image at P latent pixels: c + a·P + b·P²."""
+    """Seconds of one network forward of one image at P latent pixels: c + a·P + b·P² up to the
+    largest timed size `timed`; beyond it, growing with P² from there (attention comes to dominate,
+    and a fit to small sizes cannot tell how much: this errs high, never low)."""
 
     c: float = 0.0
     a: float = 0.0
     b: float = 0.0
+    timed: float = float("inf")
 
     def seconds(self, latent_pixels: int) -> float:
-        return self.c + self.a * latent_pixels + self.b * latent_pixels**2
+        p = min(latent_pixels, self.timed)
+        return (self.c + self.a * p + self.b * p**2) * (latent_pixels / p) ** 2
 
 
 def fit(pixels: list[int], seconds: list[float]) -> StepCost:
@@ -41,7 +45,7 @@ def fit(pixels: list[int], seconds: list[float]) -> StepCost:
         coef = np.linalg.lstsq(np.stack([columns[n] for n in names], axis=1), t, rcond=None)[0]
         if (coef >= 0).all():
             break
-    return StepCost(**{n: float(v) for n, v in zip(names, coef)})
+    return StepCost(**{n: float(v) for n, v in zip(names, coef)}, timed=float(p.max()))
 
 
 def measure(pipe) -> StepCost:

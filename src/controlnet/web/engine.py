@@ -176,6 +176,7 @@ class Engine:
                         out.maps = [hints[0] for u, hints in zip(req.units, res.hints) if u.save_map]
         except Interrupted as stop:
             out.interrupted = True
+            out.warnings += [str(stop)] if str(stop) else []  # why it stopped, when not asked to
             if "x" in last and not isinstance(stop, Cancelled):
                 self._keep_partial(out, last["x"], last["seed"])
         out.params = [self.png_parameters(req, s, out) for s in out.seeds]

@@ -66,8 +66,10 @@ class JobQueue:
     """`run(job, on_step)` does the work of one job in the worker thread and returns its result;
     `on_step(done, total)` raises Interrupted once the job is stopped."""
 
-    def __init__(self, run: Callable, size: int = 8, keep: int = 64, abandon_after: float = 30.0):
+    def __init__(self, run: Callable, size: int = 8, keep: int = 64, abandon_after: float = 30.0,
+                 max_seconds: float = math.inf):
         self.run, self.size, self.keep, self.abandon_after = run, size, keep, abandon_after
+        self.max_seconds = max_seconds  # a job running longer is stopped (its admission estimate was low)
         self._waiting: collections.deque[Job] = collections.deque()
         self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._lock = threading.RLock()
@@ -195,6 +197,9 @@ class JobQueue:
                 self.cancel(job, f"not polled for {self.abandon_after:g} s")
             if job.stop.is_set():
                 raise Cancelled() if job.cancelled else Interrupted()
+            if time.time() - job.started > self.max_seconds:
+                job.stop.set()
+                raise Interrupted(f"stopped after {self.max_seconds:g} s, the longest a job may run (--max-job-seconds)")
         return on_step
 
     def _run(self, job: Job) -> None:

@@ -47,7 +47,8 @@ class Service:
     def __init__(self, engine, limits: Limits):
         self.engine, self.limits = engine, limits
         self.step_cost = limits.step_cost or engine.step_cost  # measured once per engine, at startup
-        self.queue = JobQueue(self._run, size=limits.queue_size, keep=limits.keep_jobs, abandon_after=limits.abandon_after)
+        self.queue = JobQueue(self._run, size=limits.queue_size, keep=limits.keep_jobs, abandon_after=limits.abandon_after,
+                              max_seconds=limits.max_job_seconds)
 
     @property
     def model_title(self) -> str:
