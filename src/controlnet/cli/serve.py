@@ -28,7 +28,8 @@ def register(sub) -> None:
     p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MB (default 64)")
     p.add_argument("--max-input-pixels", type=int, default=4096 * 4096, help="largest uploaded image in pixels (default 4096²)")
     p.add_argument("--max-job-seconds", type=float, default=600.0,
-                   help="refuse requests estimated to run longer, by a step timed at startup (default 600)")
+                   help="refuse requests estimated to run longer (by a step timed at startup) and stop jobs that do "
+                   "(default 600)")
     p.add_argument("--max-prompt-tokens", type=int, default=1000, help="longest prompt / negative prompt in tokens (default 1000)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16 (default fp32)")
