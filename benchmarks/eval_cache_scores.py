@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from controlnet.evaluation.data import open_data
-from controlnet.evaluation.edges import edge_f1
-from controlnet.evaluation.fidelity import reextract
 from controlnet.evaluation.stats import mean_ci
-from controlnet.evaluation.world import order_errors
 from controlnet.images import load_image
+from controlnet.metrics.edges import edge_f1
+from controlnet.metrics.fidelity import reextract
+from controlnet.metrics.world import order_errors
 
 
 def _rows(out: Path, kind: str):

@@ -30,9 +30,9 @@ def reconstruct(vae, images: np.ndarray, batch: int = 32) -> np.ndarray:
 
 
 def scores(pictures: np.ndarray, samples: list) -> dict[str, list[float]]:
-    from controlnet.evaluation.edges import edge_f1
-    from controlnet.evaluation.fidelity import reextract
-    from controlnet.evaluation.world import label_scores
+    from controlnet.metrics.edges import edge_f1
+    from controlnet.metrics.fidelity import reextract
+    from controlnet.metrics.world import label_scores
 
     got: dict[str, list[float]] = {"edge F1 exact": [], "edge F1 1 px": [], "edge F1 2 px": [],
                                    "label accuracy": [], "label mIoU": []}

@@ -4,7 +4,7 @@
     python benchmarks/mini_world.py --n 32 --json out.json --plot out.png
 
 - prompt adherence of the base model: share of single-shape samples whose shape and background
-  have the colours the caption names (`controlnet.mini.adherence`);
+  have the colours the caption names (`controlnet.metrics.adherence`);
 - control fidelity of each ControlNet against the same prompts and seeds without control:
   edges  -> edge F1 between canny of the picture and the condition (`controlnet.evaluation`'s one
             definition: within 2 px, as the trainer's monitor and `controlnet evaluate` report it);
@@ -50,8 +50,8 @@ def generate(pipe, samples, unit=None, steps=20, cfg=5.0, batch=16, seed=0):
 def run(model: Path, n: int, steps: int, cfg: float) -> dict:
     from controlnet.assets import HELD_OUT_SEED, available_controlnets, mini_controlnet_dir
     from controlnet.checkpoints import load_controlnet
-    from controlnet.evaluation.world import label_scores, order_errors
-    from controlnet.mini.adherence import adherence
+    from controlnet.metrics.adherence import adherence
+    from controlnet.metrics.world import label_scores, order_errors
     from controlnet.pipeline import ControlPipeline
     from controlnet.world.world import World
 

@@ -127,8 +127,8 @@ def plan(cfgs, modes, both_cfg) -> list[tuple[str, float]]:
 def run_setting(work: Path, n: int, steps: int, cfg: float, mode: str, fid: bool) -> dict:
     """One (mode, CFG) setting evaluated: the kept records, the seg row's layout F1, samples saved."""
     from controlnet.evaluation import EvalSettings, evaluate
-    from controlnet.evaluation.world import world_scores
     from controlnet.files import save_image
+    from controlnet.metrics.world import world_scores
 
     s = EvalSettings(n=n, prompts=("none",), steps=steps, guidance_scale=cfg, scheduler="ddim", weight=1.0, mode=mode,
                      fid=fid, samples_in_grid=min(n, 64))  # every setting explicit: recommendations do not apply
@@ -153,8 +153,8 @@ def run_uniform(work: Path, n: int, steps: int, cfg: float, mode: str, fid: bool
     `evaluate`, scored with the same functions (the evaluation has no option for layer scales)."""
     from controlnet.assets import resolve_controlnet, resolve_model
     from controlnet.checkpoints import load_controlnet
-    from controlnet.evaluation.world import world_scores
     from controlnet.files import save_image
+    from controlnet.metrics.world import world_scores
     from controlnet.pipeline import ControlPipeline, ControlUnit
 
     pipe = ControlPipeline.from_pretrained(resolve_model("mini"))

@@ -95,7 +95,7 @@ def pictures(state, work: Path, kinds, prompt: str, n: int, steps: int, args, fa
 
 def score(images, items) -> dict:
     """Every condition kind's measures of these pictures, with 95% intervals."""
-    from controlnet.evaluation.world import world_scores
+    from controlnet.metrics.world import world_scores
 
     out = {}
     for kind, metrics in (("edges", ("edge_f1", "edge_f1_exact")), ("seg", ("label_accuracy", "label_miou")),

@@ -295,8 +295,8 @@ def _controlnet_text(cn, pipe, items, text: str, state) -> None:
 
 def picture_scores(image: np.ndarray, sample) -> dict[str, float]:
     """Control (edge F1 against the edges map) and style (which palette the colours follow)."""
-    from controlnet.evaluation.world import label_scores, world_scores
-    from controlnet.mini.adherence import colour_check
+    from controlnet.metrics.adherence import colour_check
+    from controlnet.metrics.world import label_scores, world_scores
 
     base = world_scores("edges", image, sample)
     other = restyle(sample)

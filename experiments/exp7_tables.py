@@ -197,7 +197,7 @@ def layout_miou(image, sample) -> float:
     with all pixels of that colour; the mean over regions. Unlike `label_miou` it needs no colour
     from the prompt, so it also judges the layout of pictures sampled without one; two regions of
     one colour share their pixels, so even true pictures can score below 1 (the re-detector's limit)."""
-    from controlnet.evaluation.world import colour_names
+    from controlnet.metrics.world import colour_names
 
     names, labels = colour_names(image), sample.labels
     ious = []
@@ -212,8 +212,8 @@ def layout_miou(image, sample) -> float:
 def per_picture(runs: dict[str, Path], truth: Path, cache: Path, n: int) -> dict:
     """{(row, prompt): {metric: [score of picture i]}} for label and layout mIoU, from the pictures
     evaluate drew (picture i = held-out sample i, seed i, in every row) and the true pictures."""
-    from controlnet.evaluation.world import label_scores
     from controlnet.images import to_rgb8
+    from controlnet.metrics.world import label_scores
 
     items, out = common.world_items(n), {}
     for prompt in PROMPTS:
@@ -246,8 +246,8 @@ PAIRS = (("zero", "lite"), ("lite", "no control"), ("zero", "no control"), ("zer
 def read_curve(folder: Path) -> list[dict]:
     """Label accuracy, mIoU (the world's exact colour labels) and layout mIoU of every validation grid (rows:
     condition | with caption | no prompt; condition i is world seed 1, sample i)."""
-    from controlnet.evaluation.world import label_scores
     from controlnet.images import to_rgb8
+    from controlnet.metrics.world import label_scores
     from controlnet.world import World
 
     world = World(seed=1, size=SIZE)

@@ -16,8 +16,7 @@ from controlnet.errors import InputError, MissingFileError
 COFFEE = data.coffee()  # 400×600
 
 
-@pytest.fixture(scope="module")
-def dpt_folder(tmp_path_factory):
+def save_dpt(folder):
     """A 4-layer DPT (the MiDaS architecture class) with its processor, saved like a hub folder."""
     from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessorPil
 
@@ -27,10 +26,14 @@ def dpt_folder(tmp_path_factory):
         patch_size=16, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 8, 8],
         fusion_hidden_size=16, reassemble_factors=[4, 2, 1, 0.5],
     )
-    folder = tmp_path_factory.mktemp("dpt")
     DPTForDepthEstimation(config).save_pretrained(folder)
     DPTImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def dpt_folder(tmp_path_factory):
+    return save_dpt(tmp_path_factory.mktemp("dpt"))
 
 
 def save_upernet(folder, num_labels=150):

@@ -51,6 +51,7 @@ CONFIGS = {
     "broken.json": (b'{"block_out_channels": [32, 64', ["broken.json", "not valid json"]),
     "list.json": (b"[32, 64]", ["list.json", "json list", "object"]),
     "number.json": (b"42", ["number.json", "json int"]),
+    "deep.json": (b"[" * 100_000 + b"]" * 100_000, ["deep.json", "nested too deeply"]),
     "bad.yaml": (b"model: [unclosed\n  params: {", ["bad.yaml", "not valid yaml"]),
     "garbage.yaml": (b"\xff\xfe\x00binary", ["garbage.yaml", "not a text file"]),
     "list.yaml": (b"- a\n- b\n", ["list.yaml", "yaml list"]),
@@ -90,6 +91,7 @@ FOLDER_CONFIGS = {
     "binary": (os.urandom(32) + b"\xff", "not a text file"),
     "list": (b'["ControlNetModel"]', "json list"),
     "invalid": (b'{"_class_name": "ControlNetModel",', "not valid json"),
+    "deep": (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
 }
 
 
@@ -238,8 +240,9 @@ def test_unknown_key_layouts(store, tmp_path, capsys, kind):
         assert_user_error(["convert", path, tmp_path / "out", "--to", "diffusers"], capsys, "model.safetensors", fragment)
 
 
-def test_corrupt_stored_config(store, tmp_path, capsys):
-    _with(store, tmp_path / "cn.safetensors", lambda t, m: m.update({"controlnet_config": "{not json"}))
+@pytest.mark.parametrize("stored", ["{not json", "[" * 100_000])
+def test_corrupt_stored_config(store, tmp_path, capsys, stored):
+    _with(store, tmp_path / "cn.safetensors", lambda t, m: m.update({"controlnet_config": stored}))
     with unchanged(tmp_path):
         assert_user_error(["inspect", tmp_path / "cn.safetensors"], capsys, "cn.safetensors", "header is corrupt")
 

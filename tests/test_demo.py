@@ -93,7 +93,7 @@ def test_mini_world_metrics_score_the_true_picture_high_and_a_shuffled_one_low()
     spec = importlib.util.spec_from_file_location("mini_world", Path(__file__).parents[1] / "benchmarks" / "mini_world.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    from controlnet.evaluation.world import label_scores, order_errors
+    from controlnet.metrics.world import label_scores, order_errors
     from controlnet.world.world import World
 
     samples = [s for s in World(seed=1, size=64, textured=0.0).take(40) if len(s.scene.shapes) > 1][:12]

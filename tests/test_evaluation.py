@@ -116,7 +116,7 @@ def world_samples(n=6, size=64, start=500, textured=0.0):
 
 
 def test_every_world_kind_scores_true_pictures_at_the_ceiling_and_shuffled_pairs_near_chance():
-    from controlnet.evaluation.world import world_scores
+    from controlnet.metrics.world import world_scores
 
     samples = world_samples()
     shuffled = samples[1:] + samples[:1]

@@ -239,3 +239,25 @@ def test_cli_inpaints_and_records_its_parameters(place, capsys):
     code, out, err = run_cli(["generate", "--from", out.split()[-1], "-o", place / "again", "--no-grid"], capsys)
     assert code == 0, err
     assert np.array_equal(np.array(Image.open(out.split()[-1])), np.array(written))
+
+
+def test_fill_masked_paints_the_mask_from_its_surroundings():
+    """A1111's inpainting_fill "fill" (the server's default): the masked area takes the colours around it,
+    the nearer ones more; outside the mask the picture is unchanged."""
+    from controlnet.pipeline.inpaint import fill_masked
+
+    picture = np.zeros((H, W, 3), np.uint8)
+    picture[:, : W // 2] = (0, 0, 255)  # blue left half, green right half, a red square across both
+    picture[:, W // 2:] = (0, 255, 0)
+    picture[BOX] = (255, 0, 0)
+    mask = np.zeros((H, W), bool)
+    mask[BOX] = True
+    filled = fill_masked(picture, mask)
+    assert filled.shape == (H, W, 3) and filled.dtype == np.float32
+    assert np.array_equal(filled[~mask], picture[~mask] / np.float32(255))
+    inside = filled[BOX]
+    assert inside[:, :, 0].max() < 0.05  # no trace of the red that was there
+    left, right = inside[:, 0], inside[:, -1]
+    assert (left[:, 2] > left[:, 1]).all() and (right[:, 1] > right[:, 2]).all()  # the nearer colour wins
+    with pytest.raises(InputError, match="the mask"):
+        fill_masked(picture, mask[:10])

@@ -131,9 +131,9 @@ def test_an_interrupted_controlnet_stage_is_neither_installed_nor_done(tmp_path,
 
 def test_demo_rows_show_the_masked_picture_and_both_fills(tmp_path):
     from controlnet.checkpoints import load_controlnet
-    from controlnet.cli.demo import SCALE
     from controlnet.mini.inpaint import demo_rows
     from controlnet.pipeline import ControlPipeline
+    from controlnet.world.grid import SCALE
     from test_demo import random_mini
 
     model = random_mini(tmp_path / "mini")

@@ -248,6 +248,16 @@ def test_missing_pieces_name_the_file_to_provide(saved, tmp_path):
     assert index["text_encoder"] == ["transformers", "CLIPTextModel"]
 
 
+@pytest.mark.parametrize("content, words", [(b'{"unet": ', "not valid JSON"), (b"[" * 100_000, "nested too deeply")])
+def test_a_damaged_model_index_is_named(tmp_path, content, words):
+    from controlnet.errors import CheckpointError
+    from controlnet.pipeline.loading import read_model_index
+
+    (tmp_path / "model_index.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=f"model_index.json.*{words}"):
+        read_model_index(tmp_path)
+
+
 def test_single_file_checkpoints_are_checked_against_their_config(saved, tmp_path):
     from safetensors.torch import save_file
 

@@ -173,7 +173,7 @@ def test_cli_schedule_end_to_end_with_png_parameters(files, tmp_path):
     text = Image.open(picture).text
     stored = json.loads(text["controlnet"])["units"][0]
     assert (stored["schedule"], stored["schedule_interpolation"]) == ("0:1,0.5:0", "hold")
-    assert "schedule: 0.0:1.0,0.5:0.0 (hold)" in text["parameters"]
+    assert "Strength schedule 0: \"0.0:1.0,0.5:0.0 (hold)\"" in text["parameters"]
     assert "schedule" not in Image.open(tmp_path / "plain" / "00000-3.png").text["parameters"]
 
     from controlnet.cli import main

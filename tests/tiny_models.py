@@ -92,6 +92,25 @@ def tiny_controlnet(pipe, seed: int = 1, std: float = 0.05, **kwargs) -> Control
     return cn
 
 
+def tiny_union(unet_config: dict, types: int = 8, seed: int = 0, **kwargs):
+    """A random union ControlNet (xinsir / ProMax layout) for a U-Net config, its zero modules (and the
+    zero linear) randomised so every part shows."""
+    from controlnet.nn.controlnet import UNET_KEYS
+    from controlnet.nn.union import UnionControlNet
+
+    torch.manual_seed(seed)
+    width = unet_config["block_out_channels"][0]
+    kwargs.setdefault("conditioning_embedding_out_channels", (16, 32, 48, 64))
+    cn = UnionControlNet(**{k: unet_config[k] for k in UNET_KEYS if k in unet_config}, num_control_type=types,
+                         num_trans_channel=width, num_proj_channel=width, num_trans_head=8, **kwargs).eval()
+    g = torch.Generator().manual_seed(seed)
+    zero = [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out, cn.spatial_ch_projs]
+    with torch.no_grad():
+        for p in (p for module in zero for p in module.parameters()):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return cn
+
+
 def save_base_and_controlnet(folder, family: str = "sd1"):
     """The command-line tests' files: a tiny base model in `folder/base`, its ControlNet in `folder/cn`."""
     pipe = tiny_pipeline(family)

@@ -47,6 +47,16 @@ def agreed(controlnets, key: str, default):
     return values.pop() if len(values) == 1 else default
 
 
+def choose(key: str, given, controlnets, default) -> tuple:
+    """The one rule every front end follows (`generate`, `demo`, the server's page and API): a value
+    the user gave wins; else the ControlNets' recommended one when they agree (one ControlNet: its
+    own); else `default`. -> (value, True when it came from a recommendation)."""
+    if given is not None:
+        return given, False
+    value = agreed(controlnets, key, None)
+    return (default, False) if value is None else (value, True)
+
+
 def _check(key: str, value):
     from controlnet.pipeline.modes import mode_name
 

@@ -46,6 +46,7 @@ def _connection_specs(solutions) -> dict:
     kind="label",
     learned=True,
     needs="mediapipe==0.10.21 (extra 'pose')",
+    requires=mediapipe_solutions,
     params=(
         Param("max_faces", 1, "most faces to draw", minimum=1, maximum=50),
         Param("min_confidence", 0.5, "mediapipe detection confidence", minimum=0.0, maximum=1.0),

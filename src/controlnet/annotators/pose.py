@@ -103,6 +103,7 @@ def detect_faces(image: np.ndarray, confidence: float) -> list:
     kind="label",
     learned=True,
     needs="mediapipe==0.10.21 (extra 'pose')",
+    requires=mediapipe_solutions,
     params=(
         Param("hands", False, "also draw hands (A1111 openpose_hand; both = openpose_full)"),
         Param("face", False, "also draw face points (A1111 openpose_face)"),

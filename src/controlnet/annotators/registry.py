@@ -103,6 +103,21 @@ class Annotator:
     learned: bool = False
     needs: str = ""  # what must be installed or provided locally, for the listing
     aliases: tuple[str, ...] = field(default=())
+    requires: Callable[[], Any] | None = None  # raises InputError (what to install) when it cannot run here
+
+    def unavailable(self) -> str | None:
+        """Why this annotator cannot run in this install (a missing optional package), or None."""
+        if self.requires is None:
+            return None
+        try:
+            self.requires()
+        except InputError as exc:
+            return str(exc)
+        return None
+
+    def threshold_params(self) -> list[Param]:
+        """The parameters A1111's threshold_a and threshold_b set: the first two numeric ones."""
+        return [p for p in self.params if p.kind in (int, float)][:2]
 
     def bind(self, given: dict[str, Any]) -> dict[str, Any]:
         """All parameter values: defaults overridden by `given`, unknown names rejected."""

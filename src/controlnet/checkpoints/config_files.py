@@ -25,6 +25,8 @@ def read_json_config(path: Path) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deeply to be a config") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: holds a JSON {type(data).__name__}, expected an object of config keys")
     return data

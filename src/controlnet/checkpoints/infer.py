@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from controlnet.checkpoints.union import infer_union
 from controlnet.errors import CheckpointError
 
 
@@ -65,6 +66,8 @@ def infer_config(state: dict, source: str = "checkpoint", filename: str = "") ->
         config["addition_embed_type"] = "text_time"
         config["addition_time_embed_dim"] = 256
         config["projection_class_embeddings_input_dim"] = state["add_embedding.linear_1.weight"].shape[1]
+    if "task_embedding" in state:  # union (xinsir / ProMax): its own fields, exact
+        config.update(infer_union(state, source))
     name = filename.lower()
     if "shuffle" in name:  # not visible in shapes; A1111 and ComfyUI decide by file name too
         config["global_pool_conditions"] = True

@@ -22,10 +22,12 @@ from controlnet.checkpoints.infer import infer_config
 from controlnet.checkpoints.io import check_finite, read_tensors
 from controlnet.checkpoints.layouts import PREFIX, control_part, describe_unknown, detect_layout
 from controlnet.checkpoints.original_keys import original_to_ours
+from controlnet.checkpoints.union import with_union_fields
 from controlnet.devices import check_device
 from controlnet.dtypes import parse_dtype
 from controlnet.errors import CheckpointError
 from controlnet.nn.controlnet import ControlNet
+from controlnet.nn.union import UnionControlNet, is_union
 
 CONFIG_METADATA_KEY = "controlnet_config"
 WEIGHTS_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin")
@@ -64,7 +66,7 @@ def _stored_config(metadata: dict, path: Path) -> dict | None:
         return None
     try:
         stored = json.loads(metadata[CONFIG_METADATA_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         stored = None
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path}: the config stored in the file's header is corrupt; pass config= to load it")
@@ -96,15 +98,21 @@ def stored_dtype(state: dict) -> torch.dtype:
     return counts.most_common(1)[0][0] if counts else torch.float32
 
 
-def _init_kwargs(config: dict) -> dict:
-    allowed = set(inspect.signature(ControlNet.__init__).parameters) - {"self"}
+def network_class(config: dict) -> type[ControlNet]:
+    """The network a config describes: the family table (`docs/families.md`)."""
+    return UnionControlNet if is_union(config) else ControlNet
+
+
+def _init_kwargs(config: dict, cls: type[ControlNet] = ControlNet) -> dict:
+    allowed = {p for c in {ControlNet, cls} for p in inspect.signature(c.__init__).parameters} - {"self", "kwargs"}
     return {k: v for k, v in config.items() if k in allowed}
 
 
 def _build(config: dict, path: Path, layout: str) -> ControlNet:
+    cls = network_class(config)
     try:
         with torch.device("meta"):
-            return ControlNet(**_init_kwargs(config))
+            return cls(**_init_kwargs(config, cls))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError, RuntimeError) as exc:
         raise CheckpointError(f"{path} ({layout} layout): its config does not build a ControlNet: {exc}") from None
 
@@ -123,12 +131,14 @@ def load_controlnet(
     path, target, device = Path(path), parse_dtype(dtype) or torch.float32, check_device(device)
     override = config_override(config)
     state, stored, layout = read_controlnet_state(path)
-    full = {**(stored if stored is not None else infer_config(state, str(path), path.name)), **override}
+    base = with_union_fields(stored, state, str(path)) if stored is not None else infer_config(state, str(path), path.name)
+    full = {**base, **override}
     cn = _build(full, path, layout)
     _check_keys(cn, state, path, layout)
     cn.load_state_dict(state, strict=True, assign=True)
     torch.nn.Module.to(cn, device=device, dtype=target)  # not ModelMixin.to, which warns on every dtype cast
-    cn.loaded_from = {"path": str(path), "layout": layout, "dtype": stored_dtype(state)}
+    cn.loaded_from = {"path": str(path), "layout": layout, "dtype": stored_dtype(state),
+                      "family": "union" if isinstance(cn, UnionControlNet) else cn.family}
     return cn.eval()
 
 

@@ -57,6 +57,9 @@ def save_controlnet(
     casts floating tensors. Safetensors files carry the exact config, so they reload without guessing."""
     path, target = Path(path), parse_dtype(dtype)
     kind = output_kind(path, layout, cn.config.copy)
+    if layout == "original" and cn.diffusers_class_name != "ControlNetModel":
+        raise InputError(f"a {cn.diffusers_class_name} has no original-layout equivalent (its public files all use "
+                         "diffusers key names); save it in the diffusers layout")
     state = {k: (v.to(target) if target is not None and v.is_floating_point() else v).detach().cpu()
              for k, v in cn.state_dict().items()}
     config = {k: v for k, v in cn.config.items() if not k.startswith("_")}
@@ -69,14 +72,14 @@ def save_controlnet(
     elif kind == "safetensors":
         write_safetensors(state, path, meta)
     else:
-        _write_folder(path, state, config, meta)
+        _write_folder(path, state, config, meta, cn.diffusers_class_name)
     return path
 
 
-def _write_folder(path: Path, state: dict, config: dict, meta: dict) -> None:
+def _write_folder(path: Path, state: dict, config: dict, meta: dict, class_name: str = "ControlNetModel") -> None:
     """Weights and config.json, both complete before either replaces an old one."""
     diffusers_compatible = all(config.get(k, v) == v for k, v in OWN_DEFAULTS.items())
-    header = {"_class_name": "ControlNetModel" if diffusers_compatible else "ControlNet",
+    header = {"_class_name": class_name if diffusers_compatible else "ControlNet",
               "_diffusers_version": _diffusers_version()}
     body = {k: v for k, v in config.items() if not (diffusers_compatible and k in OWN_DEFAULTS)}
     created = not path.exists()

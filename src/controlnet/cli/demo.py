@@ -14,8 +14,6 @@ from controlnet import checks
 from controlnet.errors import InputError
 
 DEFAULTS = {"steps": 20, "guidance_scale": 5.0, "weight": 1.0, "scheduler": "ddim"}  # without a recommendation
-LINE_CONDITIONS = ("edges", "canny", "scribble", "outline")  # maps that are lines already
-SCALE = 4  # the grid's upscaling; outlines are drawn at this resolution, thinner than a source pixel
 
 
 def make_demo(model: Path, out: Path, samples: int = 3, steps: int | None = None, guidance_scale: float | None = None,
@@ -26,7 +24,7 @@ def make_demo(model: Path, out: Path, samples: int = 3, steps: int | None = None
     from controlnet.checkpoints import load_controlnet
     from controlnet.files import save_image
     from controlnet.pipeline import ControlPipeline
-    from controlnet.world.grid import GAP, check_grid_size, image_grid
+    from controlnet.world.grid import GAP, SCALE, check_grid_size, image_grid
     from controlnet.world.world import World
 
     samples = checks.positive_int("samples", samples)
@@ -60,8 +58,7 @@ def _settings(folder: Path, given: dict) -> dict:
     """The sampling settings of one ControlNet's rows: the user's, else its recommended, else defaults."""
     from controlnet import recommended
 
-    stored = {**DEFAULTS, **recommended.read(folder)}
-    return {k: stored[k] if v is None else v for k, v in given.items()}
+    return {k: recommended.choose(k, v, [folder], DEFAULTS[k])[0] for k, v in given.items()}
 
 
 def _demo_rows(pipe, cn, condition: str, picked: list, settings: dict) -> list[list]:
@@ -70,6 +67,7 @@ def _demo_rows(pipe, cn, condition: str, picked: list, settings: dict) -> list[l
     import numpy as np
 
     from controlnet.pipeline import ControlUnit
+    from controlnet.world.grid import outline, overlay_outline, upscale
 
     common = {k: v for k, v in settings.items() if k != "weight"}
     prompts = [s.caption for s in picked]
@@ -80,40 +78,8 @@ def _demo_rows(pipe, cn, condition: str, picked: list, settings: dict) -> list[l
     rows = []
     for m, a, b in zip(maps, plain, controlled):
         a, b = ((x * 255).round().astype(np.uint8) for x in (a, b))
-        rows.append([_up(m), _up(a), _up(b), overlay_outline(_up(b), outline(m, condition))])
+        rows.append([upscale(m), upscale(a), upscale(b), overlay_outline(upscale(b), outline(m, condition))])
     return rows
-
-
-def outline(condition_map, condition: str):
-    """(H, W) bool: the condition's lines, or the boundaries between its regions (seg, depth)."""
-    import numpy as np
-
-    m = np.asarray(condition_map).astype(np.int16)
-    if condition in LINE_CONDITIONS:
-        return m.max(axis=2) > 127
-    edge = np.zeros(m.shape[:2], bool)
-    edge[:, :-1] |= (m[:, :-1] != m[:, 1:]).any(axis=2)
-    edge[:-1, :] |= (m[:-1, :] != m[1:, :]).any(axis=2)
-    return edge
-
-
-def overlay_outline(picture, lines, scale: int = SCALE):
-    """`lines` (source resolution) drawn over the upscaled `picture`, thinner than a source pixel
-    (its block shrunk by one pixel on each side), black on light pixels and white on dark ones."""
-    import numpy as np
-
-    block = np.pad(np.kron(lines, np.ones((scale, scale), bool)), 1)
-    mask = block[1:-1, 1:-1] & block[:-2, 1:-1] & block[2:, 1:-1] & block[1:-1, :-2] & block[1:-1, 2:]
-    out = picture.copy()
-    light = picture.astype(np.int32).sum(axis=2) > 3 * 127
-    out[mask & light], out[mask & ~light] = 0, 255
-    return out
-
-
-def _up(image, scale: int = SCALE):
-    import numpy as np
-
-    return np.repeat(np.repeat(np.asarray(image), scale, axis=0), scale, axis=1)
 
 
 def _check_output(out: Path) -> None:

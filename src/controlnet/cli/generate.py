@@ -3,40 +3,33 @@
 Units are given as repeated groups: `--controlnet FILE --image IMG [--weight W --start S --end E
 --mode M --preprocess NAME --mask IMG --schedule F:S,...]`; the per-unit options after a `--controlnet` belong to it.
 Every PNG carries its full parameters as JSON in the `controlnet` text chunk (and an A1111-style
-`parameters` line), and `--from PNG` samples that exact image again.
+`parameters` line), and `--from PNG` samples that exact image again (`--from PNG --image IMG`
+gives the pictures a PNG does not store, e.g. one made by the server).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 from pathlib import Path
 
 from controlnet.cli import quiet_libraries
 from controlnet.errors import InputError, MissingFileError
-
-# schedule, schedule_interpolation: strength schedules (controlnet.pipeline.schedule)
-UNIT_DEFAULTS = {"image": None, "weight": 1.0, "start": 0.0, "end": 1.0, "mode": "balanced", "preprocess": None, "mask": None,
-                 "schedule": None, "schedule_interpolation": "hold"}
-UNIT_KEYS = tuple(UNIT_DEFAULTS)
-CHUNK = "controlnet"
-ARG_OF_KEY = {"cfg": "guidance_scale"}  # the PNG keeps the name users know (A1111: "CFG scale")
-STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "scheduler", "eta", "seed", "num_images",
-               "width", "height", "resize", "init_image", "strength", "dtype", "inpaint_mask", "inpaint_mode", "mask_blur")
-STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype",
-                  "inpaint_mask", "inpaint_mode")
-UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask")
+from controlnet.parameters import UNIT_DEFAULTS, UNIT_IMAGES, parameters, png_info, replay
 
 
 class UnitOption(argparse.Action):
-    """`--controlnet` opens a unit; the per-unit options that follow fill in its fields."""
+    """`--controlnet` opens a unit; the per-unit options that follow fill in its fields. `--image` and
+    `--mask` without a `--controlnet` give the pictures of a `--from` replay's units, in order."""
 
     def __call__(self, parser, namespace, value, option_string=None):
         units = getattr(namespace, "units", None) or []
+        if self.dest in UNIT_IMAGES and (not units or (units[-1]["controlnet"] is None and units[-1].get(f"_{self.dest}_set"))):
+            units.append({"controlnet": None, **UNIT_DEFAULTS})  # the pictures of a --from replay's next unit
         if self.dest == "controlnet":
             units.append({"controlnet": value, **UNIT_DEFAULTS})
-        elif not units:
+        elif not units or (units[-1]["controlnet"] is None and self.dest not in UNIT_IMAGES):
             raise argparse.ArgumentError(self, f"give --controlnet FILE before {option_string}")
         elif units[-1].get(f"_{self.dest}_set"):
             raise argparse.ArgumentError(self, f"{option_string} given twice for unit {len(units)}; give --controlnet first")
@@ -64,6 +57,8 @@ def register(sub) -> None:
     unit.add_argument("--mode", action=UnitOption, metavar="MODE", help="balanced | prompt | control (guess mode) | cfg_rw")
     unit.add_argument("--preprocess", action=UnitOption, metavar="NAME", help="run this annotator on --image first (e.g. canny)")
     unit.add_argument("--mask", action=UnitOption, metavar="IMG", help="restrict the unit to the white area of this image")
+    unit.add_argument("--control-type", action=UnitOption, metavar="TYPE", help="a union ControlNet's condition type: openpose, "
+                      "depth, hed/pidi/scribble/ted, canny/lineart/anime_lineart/mlsd, normal, segment, tile, repaint (ProMax)")
     unit.add_argument("--schedule", action=UnitOption, metavar="F:S,...", help="weight over the steps: keyframes "
                       "FRACTION:FACTOR, e.g. 0:1,0.5:0.3 (the weight x 0.3 from half the steps on)")
     unit.add_argument("--schedule-interpolation", action=UnitOption, metavar="HOW", help="hold (default: each factor "
@@ -75,7 +70,8 @@ def register(sub) -> None:
                    "ControlNets' recommended, else 9.0; <= 1 turns CFG off)")
     p.add_argument("--scheduler", default=None, help="(default: the ControlNets' recommended, else ddim) ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, heun, lms, pndm, default")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the first image; image k uses seed+k (default random)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first image, 0..4294967295; image k uses seed+k, "
+                   "wrapping to 0 past the top (default random)")
     p.add_argument("--num-images", type=int, default=1, help="how many images (default 1)")
     p.add_argument("--width", type=int, help="output width, a multiple of 8 (default: from the first condition image)")
     p.add_argument("--height", type=int, help="output height, a multiple of 8")
@@ -95,93 +91,6 @@ def register(sub) -> None:
     p.add_argument("-o", "--outdir", default="outputs", help="output folder (default ./outputs)")
     p.add_argument("--no-grid", action="store_true", help="do not write the grid image")
     p.set_defaults(func=run, units=[])
-
-
-# ---------------------------------------------------------------------------------------- parameters
-
-
-def parameters(args) -> dict:
-    """Everything needed to sample again, with absolute paths."""
-    def path(v):
-        return str(Path(v).resolve()) if v else None
-
-    units = [{"controlnet": path(u["controlnet"]), **{k: (path(u[k]) if k in ("image", "mask") else u[k]) for k in UNIT_KEYS}}
-             for u in args.units]
-    return {
-        "model": path(args.model), "config": path(args.config), "prompt": args.prompt, "negative_prompt": args.negative_prompt,
-        "steps": args.steps, "cfg": args.guidance_scale, "scheduler": args.scheduler, "eta": args.eta, "seed": args.seed,
-        "num_images": args.num_images, "width": args.width, "height": args.height, "resize": args.resize,
-        "init_image": path(args.init_image), "strength": args.strength, "dtype": args.dtype, "units": units,
-        "inpaint_mask": path(args.inpaint_mask), "inpaint_mode": args.inpaint_mode, "mask_blur": args.mask_blur,
-    }
-
-
-def read_parameters(png: str) -> dict:
-    """The parameters stored in a PNG written by `controlnet generate`, checked enough to be applied."""
-    from PIL import Image
-
-    if not Path(png).is_file():
-        raise MissingFileError(f"--from: {png} not found")
-    try:
-        with Image.open(png) as im:
-            text = dict(getattr(im, "text", None) or im.info)
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise InputError(f"--from: cannot read {png} as an image ({exc})") from None
-    if CHUNK not in text:
-        raise InputError(f"--from: {png} has no '{CHUNK}' text chunk; it was not written by controlnet generate")
-    try:
-        stored = json.loads(text[CHUNK])
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"--from: the '{CHUNK}' chunk of {png} is not valid JSON ({exc}); the file was edited or damaged") from None
-    wrong = _malformed(stored)
-    if wrong:
-        raise InputError(f"--from: the '{CHUNK}' chunk of {png} is damaged ({wrong}); give the options on the command line instead")
-    return stored
-
-
-def _malformed(stored) -> str:
-    """What is wrong with stored parameters ("" when nothing): their values go on to paths and names."""
-    if not isinstance(stored, dict):
-        return f"a JSON {type(stored).__name__}, not an object"
-    wrong = [k for k in STORED_STRINGS if stored.get(k) is not None and not isinstance(stored[k], str)]
-    units = stored.get("units", [])
-    if not isinstance(units, list) or not all(isinstance(u, dict) and isinstance(u.get("controlnet"), str) for u in units):
-        return "units is not a list of units with a controlnet path"
-    wrong += [f"units[{i}].{k}" for i, u in enumerate(units) for k in UNIT_STRINGS if u.get(k) is not None and not isinstance(u[k], str)]
-    return f"{', '.join(wrong)} should be text" if wrong else ""
-
-
-def apply_parameters(args, stored: dict) -> None:
-    """Stored parameters replace the command line's (unknown keys, e.g. a newer version's, are ignored)."""
-    for key, value in stored.items():
-        if key == "units":
-            args.units = [{**UNIT_DEFAULTS, **{k: v for k, v in u.items() if k in UNIT_KEYS or k == "controlnet"},
-                           **{f"_{k}_set": True for k in ("weight", "mode") if k in u}} for u in value]
-        elif key in STORED_KEYS:
-            setattr(args, ARG_OF_KEY.get(key, key), value)
-
-
-def a1111_line(params: dict) -> str:
-    """The human-readable summary A1111 users know, for image viewers."""
-    head = [params["prompt"]]
-    if params["negative_prompt"]:
-        head.append(f"Negative prompt: {params['negative_prompt']}")
-    fields = [f"Steps: {params['steps']}", f"Sampler: {params['scheduler']}", f"CFG scale: {params['cfg']}",
-              f"Seed: {params['seed']}", f"Size: {params['width']}x{params['height']}", f"Model: {Path(params['model']).name}"]
-    for i, u in enumerate(params["units"]):
-        fields.append(f"ControlNet {i}: \"model: {Path(u['controlnet']).name}, module: {u['preprocess'] or 'none'}, "
-                      f"weight: {u['weight']}, guidance_start: {u['start']}, guidance_end: {u['end']}, "
-                      f"control_mode: {u['mode']}{_schedule_field(u)}, resize_mode: {params['resize']}\"")
-    return "\n".join(head) + "\n" + ", ".join(fields)
-
-
-def _schedule_field(unit: dict) -> str:
-    """A unit's strength schedule in the A1111 line; nothing without one."""
-    from controlnet.pipeline.schedule import check_schedule, format_schedule
-
-    if unit.get("schedule") is None:
-        return ""
-    return f", schedule: {format_schedule(check_schedule(unit['schedule']))} ({unit.get('schedule_interpolation') or 'hold'})"
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -207,17 +116,12 @@ def apply_recommended(args) -> None:
     from controlnet import recommended
 
     for u in args.units:
-        stored = recommended.read(u["controlnet"])
         for key in ("weight", "mode"):
-            if key in stored and not u.get(f"_{key}_set"):
-                u[key] = stored[key]
+            u[key] = recommended.choose(key, u[key] if u.get(f"_{key}_set") else None, [u["controlnet"]], u[key])[0]
     nets = [u["controlnet"] for u in args.units]
-    if args.guidance_scale is None:
-        args.guidance_scale = recommended.agreed(nets, "guidance_scale", 9.0)
-    if args.steps is None:
-        args.steps = recommended.agreed(nets, "steps", 20)
-    if args.scheduler is None:
-        args.scheduler = recommended.agreed(nets, "scheduler", "ddim")
+    args.guidance_scale = recommended.choose("guidance_scale", args.guidance_scale, nets, 9.0)[0]
+    args.steps = recommended.choose("steps", args.steps, nets, 20)[0]
+    args.scheduler = recommended.choose("scheduler", args.scheduler, nets, "ddim")[0]
 
 
 def _unit_images(unit: dict, width, height, resize: str | None, inpaint_mask=None):
@@ -236,13 +140,16 @@ def _unit_images(unit: dict, width, height, resize: str | None, inpaint_mask=Non
 
         return inpaint_map(image, inpaint_mask), mask
     try:
-        from controlnet.annotators import annotate
+        from controlnet.annotators import annotate, get_annotator
     except ImportError:
         raise InputError("--preprocess needs the annotators (controlnet.annotators), which are not available in this install") from None
-    if width and height:
-        return annotate(unit["preprocess"], image, width=width, height=height, pixel_perfect=True,
-                        resize_mode=resize or "crop_and_resize"), mask
-    return annotate(unit["preprocess"], image), mask
+    # how the preprocessor runs, recorded in the unit (its PNG stores it; a --from replay gives it back)
+    unit["processor_res"] = unit["processor_res"] or 512
+    unit["pixel_perfect"] = bool(width and height) if unit["pixel_perfect"] is None else unit["pixel_perfect"]
+    unit["preprocess_params"] = get_annotator(unit["preprocess"]).bind(unit["preprocess_params"] or {})
+    size = {"width": width, "height": height, "resize_mode": resize or "crop_and_resize"} if width and height else {}
+    return annotate(unit["preprocess"], image, unit["processor_res"], pixel_perfect=unit["pixel_perfect"], **size,
+                    **unit["preprocess_params"]), mask
 
 
 def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe, nets: dict | None = None) -> list:
@@ -259,7 +166,8 @@ def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe, net
             nets[key] = load_controlnet(u["controlnet"], dtype=pipe.unet.dtype, device=pipe.device)
         units.append(ControlUnit(nets[key], image, weight=u["weight"], start=u["start"], end=u["end"], mode=u["mode"],
                                  mask=mask, resize=resize, name=f"unit {i + 1} ({Path(u['controlnet']).name})",
-                                 schedule=u["schedule"], schedule_interpolation=u["schedule_interpolation"]))
+                                 schedule=u["schedule"], schedule_interpolation=u["schedule_interpolation"],
+                                 control_type=u.get("control_type")))
     return units
 
 
@@ -280,16 +188,6 @@ def make_grid(hints: list, samples: list):
         grid.paste(t.convert("RGB"), (x, 0))
         x += t.width
     return grid
-
-
-def png_info(params: dict):
-    """The PNG text chunks of a generated picture: our JSON (for --from) and A1111's line (for viewers)."""
-    from PIL import PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    info.add_text(CHUNK, json.dumps(params))
-    info.add_text("parameters", a1111_line(params))
-    return info
 
 
 def save_outputs(out, args, outdir: Path) -> None:
@@ -319,12 +217,15 @@ def run(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     quiet_libraries()
     if args.from_png:
-        apply_parameters(args, read_parameters(args.from_png))
+        for note in replay(args, args.from_png):
+            print(note, file=sys.stderr)
+    elif any(u["controlnet"] is None for u in args.units):
+        raise InputError("give --controlnet FILE before --image (without it, --image gives a --from replay's pictures)")
     _resolve_models(args)
     apply_recommended(args)
     outdir = writable_folder(args.outdir, "output folder (-o)", create=False)  # before minutes of sampling, not after
     if is_batch(args):  # a unit's --image is a folder: one output per picture
-        return run_batch(args, outdir)
+        return run_batch(args, outdir, Models(progress=False), sample)
     save_outputs(sample(args, Models()), args, outdir)
     return 0
 

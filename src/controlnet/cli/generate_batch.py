@@ -43,8 +43,8 @@ def _save(out, args, paths: list[Path]) -> None:
     from tqdm.auto import tqdm
 
     import controlnet
-    from controlnet.cli.generate import parameters, png_info
     from controlnet.files import save_image
+    from controlnet.parameters import parameters, png_info
 
     base = parameters(args)
     base.update(width=out.images[0].width, height=out.images[0].height, num_images=1, version=controlnet.__version__)
@@ -53,16 +53,17 @@ def _save(out, args, paths: list[Path]) -> None:
         tqdm.write(str(path), file=sys.stdout)
 
 
-def run_batch(args, outdir: Path) -> int:
-    """Sample every item not yet done; report failures per file; 1 if any failed, else 0."""
+def run_batch(args, outdir: Path, models, sample) -> int:
+    """Sample every item not yet done; report failures per file; 1 if any failed, else 0. `models`
+    (loaded once) and `sample(args, models)` are the command's own (passed in, so this module does
+    not import it back)."""
     from tqdm.auto import tqdm
 
     from controlnet.cli import describe_error
-    from controlnet.cli.generate import Models, sample
 
     items = batch_items(args)
     todo = [it for it in items if not it.done(outdir, args.num_images)]
-    models, failed = Models(progress=False), []
+    failed = []
     if todo:
         models.load(args)  # a base model that does not load stops the batch (exit 2), not each picture
     for item in tqdm(todo, desc="batch", unit="picture", file=sys.stderr, disable=not todo):

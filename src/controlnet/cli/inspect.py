@@ -11,16 +11,21 @@ def describe(path: str | Path) -> dict:
     import torch
 
     from controlnet.checkpoints import infer_config, read_controlnet_state
+    from controlnet.checkpoints.union import with_union_fields
     from controlnet.nn.controlnet import family_of
+    from controlnet.nn.union import control_type_names, is_union
 
     state, stored, layout = read_controlnet_state(path, check=False)  # NaN weights are reported, not refused
     nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    config = stored if stored is not None else infer_config(state, str(path), Path(path).name)
+    config = with_union_fields(stored, state, str(path)) if stored is not None else infer_config(state, str(path), Path(path).name)
     dtypes = Counter(str(v.dtype).removeprefix("torch.") for v in state.values())
+    union = {"base": family_of(config), "control_types": ", ".join(control_type_names(config["num_control_type"]))
+             } if is_union(config) else {}
     return {
         "path": str(path),
         "layout": layout,
-        "family": family_of(config),
+        "family": "union" if union else family_of(config),
+        **union,
         "parameters": sum(v.numel() for v in state.values()),
         "tensors": len(state),
         "dtype": ", ".join(f"{d} ({n})" for d, n in dtypes.most_common()),

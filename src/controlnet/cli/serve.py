@@ -1,6 +1,7 @@
 """`controlnet serve`: the web page and an AUTOMATIC1111-compatible HTTP API on one port.
 
 Listens on 127.0.0.1 unless --listen; --api-auth user:pass protects page and API (HTTP basic).
+Other web pages may not call it unless --cors-allow-origins names them.
 The base model loads once at start; ControlNets load on first use and stay loaded.
 """
 
@@ -16,11 +17,20 @@ def register(sub) -> None:
                        description="Serve a web page and the AUTOMATIC1111 / sd-webui-controlnet HTTP API. "
                        "Open http://127.0.0.1:7860/ in a browser; clients such as webuiapi use the same port.")
     p.add_argument("--model", default="mini", help="base model: a diffusers folder, a single-file checkpoint, or mini (default)")
+    p.add_argument("--annotator-dir", metavar="DIR", help="weights of the learned preprocessors to offer: DIR/depth, "
+                   "DIR/seg_ade20k (transformers folders), DIR/sk_model.pth, DIR/sk_model2.pth, DIR/ControlNetHED.pth")
     p.add_argument("--controlnet-dir", help="a folder of ControlNet checkpoints (files or diffusers folders) to offer")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; on a "
+                   "loopback address it answers only to localhost, loopback addresses and this name: no DNS rebinding)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860, as A1111)")
     p.add_argument("--listen", action="store_true", help="listen on all interfaces (0.0.0.0); use with --api-auth")
-    p.add_argument("--api-auth", metavar="USER:PASS", help="HTTP basic auth for page and API (comma-separated for several users)")
+    p.add_argument("--api-auth", metavar="USER:PASS", help="HTTP basic auth for page and API (comma-separated for several "
+                   "users; each user sees only their own jobs)")
+    p.add_argument("--cors-allow-origins", "--cors-allow-origin", metavar="ORIGINS",
+                   help="other web pages that may call the API, e.g. http://localhost:3000 (comma-separated; * for any); "
+                   "requests from any other page are refused (403), the server's own page always works")
+    p.add_argument("--cors-allow-origins-regex", "--cors-allow-origin-regex", metavar="REGEX",
+                   help="allow the origins this regular expression matches in full, as --cors-allow-origins")
     p.add_argument("--queue-size", type=int, default=8, help="requests that may wait; more get 503 + Retry-After (default 8)")
     p.add_argument("--units", type=int, default=3, help="ControlNet units per request (default 3)")
     p.add_argument("--max-side", type=int, default=2048, help="largest output width/height (default 2048)")
@@ -54,24 +64,25 @@ def run(args) -> int:
     from controlnet import checks
     from controlnet.web import create_app
     from controlnet.web.engine import Engine
-    from controlnet.web.guard import parse_auth
+    from controlnet.web.guard import Origins, parse_auth
     from controlnet.web.server import make_server
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     host = "0.0.0.0" if args.listen else args.host
     port = checks.integer("--port", args.port, lo=0, hi=65535)
     auth, lim = parse_auth(args.api_auth), limits(args)
+    origins = Origins.from_flags(args.cors_allow_origins, args.cors_allow_origins_regex, host=args.host)
     if host not in ("127.0.0.1", "localhost", "::1") and not auth:
         print(f"controlnet serve: warning: listening on {host} without --api-auth: anyone who can reach this machine "
               "can use the server", file=sys.stderr)
     from controlnet.cli import quiet_libraries
 
     quiet_libraries()
-    engine = Engine(args.model, args.controlnet_dir, device=args.device, dtype=args.dtype)
+    engine = Engine(args.model, args.controlnet_dir, device=args.device, dtype=args.dtype, annotator_dir=args.annotator_dir)
     print(f"controlnet serve: {engine.model_name} with {len(engine.controlnets)} ControlNet(s) on http://{host}:{port}/",
           file=sys.stderr)
     try:
-        make_server(create_app(engine, lim, auth), host, port).run()
+        make_server(create_app(engine, lim, auth, origins), host, port).run()
     finally:
         gc.freeze()  # no collection of the models at exit (it took ~5 s after Ctrl-C): the process ends at once
     return 0

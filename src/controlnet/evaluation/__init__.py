@@ -2,10 +2,13 @@
 definition each, in `fidelity`), world scores with exact ground truth, FID/KID, CLIP score, and
 `evaluate(...)`, the paper's evaluation as one call (`controlnet evaluate`)."""
 
-from controlnet.evaluation.depth import depth_order_error, depth_rmse
-from controlnet.evaluation.edges import edge_f1, edge_precision_recall, soft_edge_ssim, to_edges
 from controlnet.evaluation.fid import fid, kid
-from controlnet.evaluation.fidelity import (
+from controlnet.evaluation.run import evaluate
+from controlnet.evaluation.settings import EvalSettings
+from controlnet.evaluation.stats import mean_ci
+from controlnet.metrics.depth import depth_order_error, depth_rmse
+from controlnet.metrics.edges import edge_f1, edge_precision_recall, soft_edge_ssim, to_edges
+from controlnet.metrics.fidelity import (
     EDGE_TOLERANCE,
     Metric,
     compare_maps,
@@ -15,8 +18,7 @@ from controlnet.evaluation.fidelity import (
     metric_for,
     reextract,
 )
-from controlnet.evaluation.run import evaluate
-from controlnet.evaluation.segmentation import (
+from controlnet.metrics.segmentation import (
     color_map_miou,
     color_map_scores,
     colors_to_labels,
@@ -25,8 +27,6 @@ from controlnet.evaluation.segmentation import (
     palette_of,
     pixel_accuracy,
 )
-from controlnet.evaluation.settings import EvalSettings
-from controlnet.evaluation.stats import mean_ci
 
 __all__ = [
     "EDGE_TOLERANCE",

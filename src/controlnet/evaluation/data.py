@@ -69,7 +69,7 @@ class FolderData:
             if record.get("condition") is not None:
                 cond = _resize_crop(decode_rgb(record["condition"], source.root), self.size)
             elif target is not None and self.annotator:
-                from controlnet.evaluation.fidelity import reextract
+                from controlnet.metrics.fidelity import reextract
 
                 cond = reextract(self.annotator, target, **self.params)
             else:

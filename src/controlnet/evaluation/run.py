@@ -8,29 +8,12 @@ only by their control. See docs/evaluation.md.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from controlnet import checks
 from controlnet.errors import InputError
+from controlnet.evaluation.rows import UNCONTROLLED, Context
 from controlnet.evaluation.settings import EvalSettings, RowSpec, parse_controlnet
-
-UNCONTROLLED = "no control"
-
-
-@dataclass
-class Context:
-    pipe: object
-    data: object
-    items: list
-    settings: EvalSettings
-    cache_root: Path
-    model: dict
-    progress: bool
-    folders: dict  # label -> the pictures of an --images row
-    aesthetic: list | None = None  # the aesthetic head's layers (with the CLIP model of `clip`)
 
 
 def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.PathLike, *, config=None,
@@ -146,38 +129,3 @@ def _load_pipe(model, config, device):
     pipe = ControlPipeline.from_pretrained(path, config=config, device=device)
     pipe.unet.requires_grad_(False)
     return pipe, model_id(path)
-
-
-def generate_row(ctx: Context, cn, kind: str | None, prompts: list[str], cache, bar=None) -> list[np.ndarray]:
-    """The row's n pictures: cached ones read, missing ones sampled in runs of consecutive seeds."""
-    from controlnet.pipeline import ControlUnit
-
-    s = ctx.settings
-    seeds = [s.seed + i for i in range(s.n)]
-    missing = cache.missing(seeds)
-    for run in _runs(missing, s.batch):
-        idx = [seed - s.seed for seed in run]
-        units = [ControlUnit(cn, [ctx.items[i].conditions[kind] for i in idx], weight=s.weight, mode=s.mode,
-                             resize="crop_and_resize")] if cn is not None else []
-        size = ctx.data.size
-        images = ctx.pipe([prompts[i] for i in idx], units=units, steps=s.steps, guidance_scale=s.guidance_scale,
-                          scheduler=s.scheduler, seed=run[0], width=size, height=size, output_type="np",
-                          progress=False).images
-        for seed, img in zip(run, images):
-            cache.put(seed, (np.asarray(img) * 255).round().clip(0, 255).astype(np.uint8))
-        if bar is not None:
-            bar.update(len(run))
-    if bar is not None:
-        bar.update(len(seeds) - len(missing))
-    return [cache.get(seed) for seed in seeds]
-
-
-def _runs(seeds: list[int], batch: int) -> list[list[int]]:
-    """Consecutive seeds in runs of at most `batch` (a batch's image k uses the first seed + k)."""
-    runs: list[list[int]] = []
-    for seed in seeds:
-        if runs and runs[-1][-1] == seed - 1 and len(runs[-1]) < batch:
-            runs[-1].append(seed)
-        else:
-            runs.append([seed])
-    return runs

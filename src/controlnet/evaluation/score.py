@@ -17,7 +17,7 @@ LOWER_IS_BETTER = ("depth_rmse", "depth_order_error", "fid", "kid")
 def score_all(ctx, rows, kinds, annotator, params, inception, clip) -> dict:
     from controlnet.checkpoints import load_controlnet
     from controlnet.evaluation.cache import ImageCache
-    from controlnet.evaluation.run import UNCONTROLLED, generate_row
+    from controlnet.evaluation.rows import UNCONTROLLED, generate_row
 
     s = ctx.settings
     plan = [(kind, setting, row) for kind in kinds for setting in s.prompts
@@ -79,8 +79,8 @@ def _prompt(ctx, setting, item) -> str:
 
 def _per_image(ctx, kind, images, annotator, params, prompts, clip) -> dict:
     """{metric: (values, weights)} over the row's pictures."""
-    from controlnet.evaluation.fidelity import control_fidelity_scores
-    from controlnet.evaluation.world import world_scores
+    from controlnet.metrics.fidelity import control_fidelity_scores
+    from controlnet.metrics.world import world_scores
 
     scores = []
     for img, item in zip(images, ctx.items):

@@ -5,7 +5,7 @@
     pipe = load("outputs/mini/model")                 # a diffusers StableDiffusionPipeline
 """
 
-from controlnet.mini.adherence import adherence, colour_check
+from controlnet.metrics.adherence import adherence, colour_check
 from controlnet.mini.build import build_mini
 from controlnet.mini.config import MiniConfig, StageConfig
 from controlnet.mini.pipeline import assemble, load, save

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from controlnet.files import write_text
+from controlnet.metrics.adherence import colour_check
 from controlnet.mini import pipeline as mini_pipeline
-from controlnet.mini.adherence import colour_check
 from controlnet.mini.checkpoint import atomic_save, load
 from controlnet.mini.config import MiniConfig
 from controlnet.mini.loop import Stage

@@ -21,8 +21,8 @@ import torch
 from controlnet import checks
 from controlnet.errors import InputError
 from controlnet.files import writable_folder, write_json
+from controlnet.metrics.adherence import adherence
 from controlnet.mini import pipeline as mini_pipeline
-from controlnet.mini.adherence import adherence
 from controlnet.mini.base_stage import base_stage, encode_latents
 from controlnet.mini.config import MiniConfig
 from controlnet.mini.controlnet_stage import train_controlnet

@@ -18,8 +18,8 @@ def repaint_mask(sample) -> np.ndarray:
 
 def masked_label_accuracy(image: np.ndarray, sample) -> float:
     """Share of the masked pixels whose nearest world colour is the one the scene puts there
-    (`controlnet.evaluation.world`'s label accuracy, restricted to the mask)."""
-    from controlnet.evaluation.world import colour_labels, colour_names
+    (`controlnet.metrics.world`'s label accuracy, restricted to the mask)."""
+    from controlnet.metrics.world import colour_labels, colour_names
 
     mask = repaint_mask(sample)
     return float((colour_names(image)[mask] == colour_labels(sample)[mask]).mean())
@@ -48,7 +48,7 @@ def demo_rows(pipe, controlnet, samples: list, settings: dict) -> list[list[np.n
     """`controlnet demo`'s rows for the inpainting ControlNet, one per sample, upscaled as its other
     rows: the masked picture | filled without control | filled with control | that with the mask's
     outline drawn over it (does the fill continue the shapes across the mask's edge?)."""
-    from controlnet.cli.demo import _up, outline, overlay_outline
+    from controlnet.world.grid import outline, overlay_outline, upscale
     from controlnet.world.render import preview
 
     common = {k: v for k, v in settings.items() if k != "weight"}
@@ -57,5 +57,5 @@ def demo_rows(pipe, controlnet, samples: list, settings: dict) -> list[list[np.n
     rows = []
     for s, a, b in zip(samples, plain, controlled):
         edge = outline(np.repeat(repaint_mask(s)[:, :, None], 3, axis=2), "seg")  # the mask's boundary
-        rows.append([_up(preview(s.conditions["inpaint"])), _up(a), _up(b), overlay_outline(_up(b), edge)])
+        rows.append([upscale(preview(s.conditions["inpaint"])), upscale(a), upscale(b), overlay_outline(upscale(b), edge)])
     return rows

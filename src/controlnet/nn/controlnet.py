@@ -122,6 +122,7 @@ class ControlNet(ModelMixin, ConfigMixin):
 
     config_name = "config.json"
     _supports_gradient_checkpointing = True
+    diffusers_class_name = "ControlNetModel"  # the diffusers class with the same config and state dict
 
     @register_to_config
     def __init__(
@@ -308,13 +309,18 @@ class ControlNet(ModelMixin, ConfigMixin):
                 f"hint of {tuple(hint_embedding.shape[-2:])} latent pixels does not match the sample's "
                 f"{tuple(sample.shape[-2:])}: the hint must be {self.hint_downscale}x the latent size"
             )
-        attn = dict(encoder_hidden_states=encoder_hidden_states, cross_attention_kwargs=cross_attention_kwargs,
-                    attention_mask=additive_mask(attention_mask, sample.dtype))
         h = self.conv_in(sample) + hint_embedding.to(sample.dtype)                 # x + Z(c; Θz1)
+        emb = None if self.config.copy == "lite" else self.time_embed(
+            sample, timestep, encoder_hidden_states, added_cond_kwargs, class_labels, timestep_cond)
+        return self.control(h, emb, encoder_hidden_states, attention_mask, cross_attention_kwargs)
+
+    def control(self, h, emb, encoder_hidden_states, attention_mask=None, cross_attention_kwargs=None) -> ControlResiduals:
+        """Z(F(h; Θc); Θz2) from h = x + Z(c; Θz1) and the time embedding (None for ControlNet-lite)."""
+        attn = dict(encoder_hidden_states=encoder_hidden_states, cross_attention_kwargs=cross_attention_kwargs,
+                    attention_mask=additive_mask(attention_mask, h.dtype))
         if self.config.copy == "lite":
             features, h = self.lite(h)
         else:
-            emb = self.time_embed(sample, timestep, encoder_hidden_states, added_cond_kwargs, class_labels, timestep_cond)
             features, h = encoder_blocks(self, h, emb, attn)                        # F(x + Z(c; Θz1); Θc)
         out = ControlResiduals(                                                     # Z(F(...); Θz2)
             tuple(conv(f) for conv, f in zip(self.controlnet_down_blocks, features, strict=True)),
@@ -334,9 +340,9 @@ class ControlNet(ModelMixin, ConfigMixin):
 
     def to_diffusers(self):
         """An equivalent diffusers `ControlNetModel` holding copies of these weights."""
-        from diffusers import ControlNetModel
+        import diffusers
 
-        model = ControlNetModel(**self.diffusers_config())
+        model = getattr(diffusers, self.diffusers_class_name)(**self.diffusers_config())
         model.load_state_dict(self.state_dict(), strict=True)
         return model.to(self.device) if self.dtype == torch.float32 else model.to(self.device, self.dtype)
 

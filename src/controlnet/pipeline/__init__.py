@@ -10,13 +10,14 @@ from controlnet.pipeline.sampling import (
     normalize_latents,
 )
 from controlnet.pipeline.schedulers import make_scheduler, scheduler_names
-from controlnet.pipeline.units import ControlUnit
+from controlnet.pipeline.units import ControlUnit, UnionCondition
 
 __all__ = [
     "MODES",
     "ControlPipeline",
     "ControlPipelineOutput",
     "ControlUnit",
+    "UnionCondition",
     "check_compatible",
     "denormalize_latents",
     "hint_tensor",

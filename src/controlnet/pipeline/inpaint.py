@@ -56,6 +56,35 @@ def inpaint_map(picture, mask) -> np.ndarray:
     return inpaint(rgb, masked)
 
 
+FILL_BLURS = ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2))  # A1111's masking.fill: (blur, repeats), coarse to fine
+
+
+def fill_masked(picture, mask) -> np.ndarray:
+    """A1111's inpainting_fill "fill": the masked area painted over with the colours around it, blurred
+    ever finer, so sampling starts from the surroundings instead of what was there. RGB in [0, 1]."""
+    rgb = to_rgb(picture)
+    masked = binary_mask(mask)
+    _same_size(masked, rgb, "the mask", "the picture")
+    keep = (~masked).astype(np.float32)
+    out = np.zeros_like(rgb)
+    for sigma, repeats in FILL_BLURS:
+        weight = _blur(keep, sigma)[:, :, None]
+        colour = np.clip(_blur(rgb * keep[:, :, None], sigma) / np.maximum(weight, 1e-6), 0.0, 1.0)
+        for _ in range(repeats):
+            out = weight * colour + (1 - weight) * out
+    return np.where(masked[:, :, None], out, rgb).astype(np.float32)
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur; a wide one on a smaller copy (as smooth, and far cheaper than a 2,000-tap kernel)."""
+    k = max(1, int(sigma // 8))
+    if k == 1:
+        return cv2.GaussianBlur(x, (0, 0), sigma)
+    h, w = x.shape[:2]
+    small = cv2.resize(x, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / k), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def _same_size(mask: np.ndarray, picture: np.ndarray, label: str, of: str) -> None:
     if mask.shape[:2] != picture.shape[:2]:
         raise InputError(f"{label} is {mask.shape[1]}×{mask.shape[0]} but {of} is {picture.shape[1]}×"

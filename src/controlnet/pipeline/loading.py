@@ -41,6 +41,8 @@ def read_model_index(folder: Path) -> dict:
         return json.loads(index.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{index} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{index}: JSON nested too deeply to be a model index") from None
 
 
 def base_kind(index: dict) -> str:

@@ -144,12 +144,17 @@ def _prompts(prompt, negative_prompt, num_images) -> tuple[list[str], list[str]]
     return prompts, negatives
 
 
+def seed_at(seed: int, k: int) -> int:
+    """Image k's seed: seed + k, wrapping past MAX_SEED to 0 (seeds are unsigned 32-bit, as A1111's)."""
+    return (seed + k) % (MAX_SEED + 1)
+
+
 def _seeds(seed, batch: int) -> list[int]:
-    """Image k uses seed + k; None picks a random first seed."""
+    """Image k uses seed_at(seed, k); None picks a random first seed."""
     if seed is None:
-        seed = random.randint(0, MAX_SEED - batch)
-    seed = checks.integer("seed", seed, lo=0, hi=MAX_SEED - batch + 1)
-    return [seed + k for k in range(batch)]
+        seed = random.randint(0, MAX_SEED)
+    seed = checks.integer("seed", seed, lo=0, hi=MAX_SEED)
+    return [seed_at(seed, k) for k in range(batch)]
 
 
 def _check_latents(latents, shape: tuple) -> None:
@@ -310,17 +315,30 @@ class ControlPipeline:
             wanted = unit.dtype or self.unet.dtype
             if cn.dtype != wanted or cn.device != self.device:
                 cn.to(device=self.device, dtype=wanted)
-        pictures = unit.image if isinstance(unit.image, (list, tuple)) else [unit.image]
+        if unit.union_conditions:  # a union ControlNet: every condition in one pass
+            conditions = unit.union_conditions
+            read = [self._hint(cn, c.image, width, height, unit.resize, batch, label) for c in conditions]
+            # an inpaint map's -1 (masked) pixels are 0 for the union: xinsir's repaint hint is black there
+            embedding = None if unit.off else cn.embed_conditions(
+                [h.clamp(min=0) for h, _ in read], [c.control_type for c in conditions], [c.scale for c in conditions])
+            hints = [p for _, pictures in read for p in pictures]
+        else:
+            hint, hints = self._hint(cn, unit.image, width, height, unit.resize, batch, label)
+            embedding = None if unit.off else cn.embed_hint(hint)  # an off unit costs nothing
+        # shuffle-type (global pooling) models act on the cond branch only, as in A1111 and diffusers
+        only = cond_only(unit.mode) or bool(cn.config.get("global_pool_conditions", False))
+        return _Prepared(unit, embedding, self._unit_scales(unit, width, height, label), only), hints
+
+    def _hint(self, cn, image, width: int, height: int, resize, batch: int, label: str) -> tuple[torch.Tensor, list]:
+        """(hint tensor on the ControlNet's device and dtype, the hints as PIL) of one image or one per image."""
+        pictures = image if isinstance(image, (list, tuple)) else [image]
         if len(pictures) not in (1, batch):
             raise InputError(f"{label}: give one condition image or one per image ({batch}), got {len(pictures)}")
-        hints = [img.hint_tensor(p, width, height, unit.resize) for p in pictures]
+        hints = [img.hint_tensor(p, width, height, resize) for p in pictures]
         hint = torch.cat(hints).to(cn.device, cn.dtype)
         if cn.config.get("conditioning_channels", 3) != 3:
             hint = hint[:, : cn.config.conditioning_channels]
-        embedding = None if unit.off else cn.embed_hint(hint)  # an off unit costs nothing
-        # shuffle-type (global pooling) models act on the cond branch only, as in A1111 and diffusers
-        only = cond_only(unit.mode) or bool(cn.config.get("global_pool_conditions", False))
-        return _Prepared(unit, embedding, self._unit_scales(unit, width, height, label), only), [img.to_pil(h) for h in hints]
+        return hint, [img.to_pil(h) for h in hints]
 
     def _unit_scales(self, unit: ControlUnit, width: int, height: int, label: str) -> list:
         """weight x (the mode's or the unit's own) per-connection scales, times the mask pooled to each resolution."""
@@ -328,9 +346,9 @@ class ControlPipeline:
         if unit.layer_scales is not None:
             if len(unit.layer_scales) != n:
                 raise InputError(f"{label}: layer_scales has {len(unit.layer_scales)} values; this ControlNet has {n} connections")
-            scales = [unit.weight * s for s in unit.layer_scales]
+            scales = [unit.residual_weight * s for s in unit.layer_scales]
         else:
-            scales = mode_scales(unit.mode, unit.weight, connection_levels(self.unet))
+            scales = mode_scales(unit.mode, unit.residual_weight, connection_levels(self.unet))
         if unit.mask is None:
             return scales
         mask = img.to_rgb(unit.mask)
@@ -349,7 +367,7 @@ class ControlPipeline:
                                  f"{MAX_SIDE}, got {v!r}")
         if width is not None and height is not None:
             return int(width), int(height)
-        first = next((u.image for u in units), init_image)
+        first = next((u.union_conditions[0].image if u.image is None else u.image for u in units), init_image)
         first = first[0] if isinstance(first, (list, tuple)) else first
         if first is None:
             side = int(self.unet.config.sample_size) * f

@@ -14,6 +14,15 @@ from controlnet.pipeline.modes import mode_name
 from controlnet.pipeline.schedule import always_zero, check_interpolation, check_schedule, factor_at
 
 
+@dataclass(frozen=True)
+class UnionCondition:
+    """One condition of a union ControlNet's pass: its control type (name or index), image and scale."""
+
+    control_type: str | int
+    image: Any
+    scale: float = 1.0
+
+
 @dataclass
 class ControlUnit:
     """One ControlNet applied to the sampling.
@@ -35,6 +44,11 @@ class ControlUnit:
         (or the text "0:1,0.5:0.3"); the scale at step i of N is `weight · factor(i/N) · s_i`
         (`controlnet.pipeline.schedule`). None (default) is a constant factor 1.
     schedule_interpolation: "hold" (default: each factor holds until the next keyframe) or "linear".
+    control_type: for a union ControlNet (xinsir union / ProMax), the type of `image`: openpose, depth,
+        hed/pidi/scribble/ted, canny/lineart/anime_lineart/mlsd, normal, segment, tile, repaint (or its index).
+    conditions: more (control_type, image, scale) conditions for the same union pass (after `image`'s,
+        whose scale is 1); `image` may then be None. One condition: its scale multiplies the residuals
+        with `weight`; several: each scales its own condition features (diffusers' rule).
     """
 
     controlnet: Any
@@ -50,6 +64,8 @@ class ControlUnit:
     dtype: Any = None
     schedule: Any = None
     schedule_interpolation: str = "hold"
+    control_type: str | int | None = None
+    conditions: Sequence[UnionCondition | tuple] = ()
 
     def __post_init__(self):
         """Every unit field is checked here, once; the pipeline and the CLI rely on it."""
@@ -59,7 +75,8 @@ class ControlUnit:
                 f"{label}: controlnet must be a controlnet.nn.ControlNet (load one with controlnet.load_controlnet; "
                 "a diffusers ControlNetModel converts with ControlNet.from_diffusers)"
             )
-        if self.image is None or isinstance(self.image, (list, tuple)) and not self.image:
+        self._check_conditions(label)
+        if (self.image is None and not self.conditions) or isinstance(self.image, (list, tuple)) and not self.image:
             raise InputError(f"{label}: no condition image; give the map its ControlNet was trained on")
         self.weight = checks.number(f"{label}: weight", self.weight, lo=0.0)
         self.start = checks.number(f"{label}: start (a fraction of the steps)", self.start, lo=0.0, hi=1.0)
@@ -83,6 +100,41 @@ class ControlUnit:
             self.schedule = check_schedule(self.schedule, f"{label}: schedule")
         self.schedule_interpolation = check_interpolation(self.schedule_interpolation, f"{label}: schedule_interpolation")
 
+    def _check_conditions(self, label: str) -> None:
+        """control_type and conditions: only for a union ControlNet, which needs at least one type."""
+        from controlnet.nn.union import UnionControlNet, control_type_index, control_type_names
+
+        if isinstance(self.conditions, (str, bytes)) or not isinstance(self.conditions, Sequence):
+            raise InputError(f"{label}: conditions must be a list of (control_type, image, scale) conditions")
+        conditions = [c if isinstance(c, UnionCondition) else _condition(c, label) for c in self.conditions]
+        if not isinstance(self.controlnet, UnionControlNet):
+            if self.control_type is not None or conditions:
+                raise InputError(f"{label}: a control type is for union ControlNets (xinsir union / ProMax); this is a "
+                                 "plain ControlNet, which reads one kind of map: drop the control type")
+            return
+        if self.control_type is None and not conditions:
+            raise InputError(f"{label}: a union ControlNet needs a control type for its image (control_type / "
+                             f"--control-type); valid: {', '.join(control_type_names(self.controlnet.config.num_control_type))}")
+        n = self.controlnet.config.num_control_type
+        if self.control_type is not None:
+            self.control_type = control_type_index(self.control_type, n, f"{label}: control type")
+        self.conditions = [UnionCondition(control_type_index(c.control_type, n, f"{label}: control type"), c.image,
+                                          checks.number(f"{label}: condition scale", c.scale, lo=0.0)) for c in conditions]
+        if any(c.image is None for c in self.union_conditions):
+            raise InputError(f"{label}: a union condition without an image; give one image per control type")
+
+    @property
+    def union_conditions(self) -> list[UnionCondition]:
+        """A union unit's conditions in pass order: (control_type, image, 1) first, then `conditions`."""
+        first = [] if self.control_type is None else [UnionCondition(self.control_type, self.image)]
+        return first + list(self.conditions)
+
+    @property
+    def residual_weight(self) -> float:
+        """What multiplies the residuals: the weight, times the scale of a union's single condition."""
+        conditions = self.union_conditions
+        return self.weight * conditions[0].scale if len(conditions) == 1 else self.weight
+
     @property
     def off(self) -> bool:
         """A unit that can never change the result (its ControlNet is never run)."""
@@ -91,3 +143,9 @@ class ControlUnit:
     def factor_at(self, fraction: float) -> float:
         """The schedule's factor on the weight at `fraction` of the steps (1.0 without a schedule)."""
         return factor_at(self.schedule, fraction, self.schedule_interpolation)
+
+
+def _condition(item, label: str) -> UnionCondition:
+    if isinstance(item, (list, tuple)) and len(item) in (2, 3):
+        return UnionCondition(*item)
+    raise InputError(f"{label}: a union condition is (control_type, image) or (control_type, image, scale), got {item!r:.60}")

@@ -677,7 +677,7 @@ def _warn_of_changes(run: _Run, saved: TrainConfig, state: dict, path: Path) -> 
 def _metric_name(config: TrainConfig) -> str | None:
     if not config.validation_annotator:
         return None
-    from controlnet.evaluation import metric_for
+    from controlnet.metrics.fidelity import metric_for
 
     return metric_for(config.validation_annotator).name
 

@@ -97,7 +97,7 @@ def run_validation(controlnet, base, images: list[str], prompts: list[str], *, r
                              seed=seed + i, only_mid_control=only_mid_control)
             rows.append(np.concatenate([cond, *with_prompt, *without], axis=1))
             if annotator:
-                from controlnet.evaluation import control_fidelity
+                from controlnet.metrics.fidelity import control_fidelity
 
                 scores["prompt"] += [control_fidelity(annotator, im, cond) for im in with_prompt]
                 scores["empty"] += [control_fidelity(annotator, im, cond) for im in without]

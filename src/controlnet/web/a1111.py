@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from controlnet.web import modules
+from controlnet.web.guard import user_of
 from controlnet.web.schema import SAMPLERS
 from controlnet.web.service import BadRequest
 
@@ -24,7 +25,7 @@ def _service(request: Request):
 async def _generate(kind: str, request: Request) -> JSONResponse:
     service = _service(request)
     req = service.parse(kind, await service.body(request))
-    job = service.submit(kind, req)
+    job = service.submit(kind, req, owner=user_of(request))
     result = await service.wait(job, request)
     return JSONResponse(result, headers={"X-Job-Id": job.id})
 
@@ -41,10 +42,11 @@ async def img2img(request: Request):
 
 @router.get("/sdapi/v1/progress")
 async def progress(request: Request):
-    """A1111's progress of the running job; state.job is its id (GET /jobs/{id} for a given one)."""
+    """A1111's progress of the running job when it is the caller's (another user's job shows as
+    idle); state.job is its id (GET /jobs/{id} for a given one)."""
     queue = _service(request).queue
     job = queue.current
-    if job is None:
+    if job is None or job.owner != user_of(request):
         return {"progress": 0.0, "eta_relative": 0.0, "current_image": None, "textinfo": None,
                 "state": {"skipped": False, "interrupted": False, "job": "", "job_count": queue.waiting,
                           "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}}
@@ -59,8 +61,9 @@ async def progress(request: Request):
 @router.post("/sdapi/v1/interrupt")
 @router.post("/sdapi/v1/skip")
 async def interrupt(request: Request):
-    """Stops the running job only (queued jobs go on); it answers with the images reached so far."""
-    job = _service(request).queue.interrupt_current()
+    """Stops the running job only, and only when it is the caller's (queued jobs go on); it answers
+    with the images reached so far."""
+    job = _service(request).queue.interrupt_current(owner=user_of(request))
     return {"interrupted": job.id if job else None}
 
 
@@ -69,7 +72,7 @@ async def sd_models(request: Request):
     service = _service(request)
     engine = service.engine
     return [{"title": service.model_title, "model_name": engine.model_name, "hash": engine.model_hash,
-             "sha256": None, "filename": str(engine.model_path), "config": None}]
+             "sha256": None, "filename": engine.model_path.name, "config": None}]  # a name: the server's paths stay private
 
 
 @router.get("/sdapi/v1/samplers")
@@ -85,8 +88,9 @@ async def schedulers():
 
 @router.get("/sdapi/v1/scripts")
 async def scripts():
-    # webuiapi sets has_controlnet when "controlnet m2m" is listed
-    return {"txt2img": ["controlnet m2m"], "img2img": ["controlnet m2m"]}
+    """No selectable script runs here (script_name is refused), so none is listed. (webuiapi reads
+    "controlnet m2m" here only to send an empty ControlNet unit list when it has no units.)"""
+    return {"txt2img": [], "img2img": []}
 
 
 @router.get("/sdapi/v1/options")
@@ -98,7 +102,8 @@ async def get_options(request: Request):
 
 @router.post("/sdapi/v1/options")
 async def set_options(request: Request):
-    """Options cannot be changed on this server; switching to another model is refused, the rest ignored."""
+    """Options cannot be changed on this server: switching to another model is refused, the other
+    options are not applied, which the answer says ({"warnings": [...]}; A1111 answers null)."""
     service = _service(request)
     body = await service.body(request)
     if not isinstance(body, dict):
@@ -106,7 +111,8 @@ async def set_options(request: Request):
     wanted = body.get("sd_model_checkpoint")
     if wanted is not None and str(wanted).split(" [")[0] != service.engine.model_name:
         raise BadRequest(422, f"sd_model_checkpoint: this server serves {service.model_title} only (--model)", "sd_model_checkpoint")
-    return None
+    ignored = [key for key in body if key != "sd_model_checkpoint"]
+    return {"warnings": [f"{key!a}: not applied (options cannot be changed on this server)" for key in ignored]} if ignored else None
 
 
 @router.get("/controlnet/version")
@@ -120,8 +126,15 @@ async def model_list(request: Request):
 
 
 @router.get("/controlnet/module_list")
-async def module_list():
-    return modules.module_list()
+async def module_list(request: Request):
+    return modules.module_list(_service(request).engine.annotator_dir)
+
+
+@router.get("/controlnet/control_types")
+async def control_types(request: Request):
+    """sd-webui-controlnet's Control Type filter: each type's preprocessors and models, with defaults."""
+    engine = _service(request).engine
+    return modules.control_types(engine.controlnet_titles(), engine.annotator_dir)
 
 
 @router.get("/controlnet/settings")
@@ -133,6 +146,6 @@ async def settings(request: Request):
 async def detect(request: Request):
     service = _service(request)
     req = service.parse("detect", await service.body(request))
-    job = service.submit("detect", req)
+    job = service.submit("detect", req, owner=user_of(request))
     result = await service.wait(job, request)
     return JSONResponse(result, headers={"X-Job-Id": job.id})

@@ -8,13 +8,16 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from controlnet.web import a1111, jobs_api, page
-from controlnet.web.guard import BasicAuth, BodyLimit, Limits
+from controlnet.web.guard import BasicAuth, BodyLimit, CrossOrigin, Limits, LoopbackHost, Origins
 from controlnet.web.service import BadRequest, Service, as_bad_request
 
 
-def create_app(engine, limits: Limits | None = None, auth: dict[str, str] | None = None) -> FastAPI:
+def create_app(engine, limits: Limits | None = None, auth: dict[str, str] | None = None,
+               origins: Origins | None = None) -> FastAPI:
     """engine: a `controlnet.web.engine.Engine` (models loaded). auth: {user: password}; when given,
-    every route (page included) needs HTTP basic auth. The worker runs while the app is served."""
+    every route (page included) needs HTTP basic auth, and each user sees only their own jobs.
+    origins: the other web pages that may call the server (none by default). The worker runs while
+    the app is served."""
     service = Service(engine, limits or Limits())
 
     @asynccontextmanager
@@ -39,5 +42,7 @@ def create_app(engine, limits: Limits | None = None, auth: dict[str, str] | None
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=service.limits.max_body_bytes)
     if auth:
-        app.add_middleware(BasicAuth, creds=auth)  # added last = runs first
+        app.add_middleware(BasicAuth, creds=auth)
+    app.add_middleware(CrossOrigin, origins=origins or Origins())  # before auth: preflights carry no credentials
+    app.add_middleware(LoopbackHost, hosts=(origins or Origins()).hosts)  # added last = runs first
     return app

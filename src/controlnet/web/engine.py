@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from controlnet.errors import InputError, MissingFileError
+from controlnet.errors import ControlNetError, InputError, MissingFileError
+from controlnet.web.inputs import FieldError
 from controlnet.web.schema import DetectRequest, GenerationRequest, UnitRequest
 from controlnet.web.stopping import stoppable
 
@@ -38,6 +39,8 @@ class Generated:
     params: list[dict]  # per image: the `controlnet generate` PNG parameters
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)
+    partial_seeds: list[int] = field(default_factory=list)  # the pictures decoded from an interrupted run
+    partial_step: int = 0  # ... at this step of its schedule
 
 
 def short_hash(path: Path) -> str:
@@ -74,10 +77,14 @@ def find_controlnets(model: str, folder: str | os.PathLike | None) -> dict[str, 
 class Engine:
     """The base model (loaded now) and the ControlNets (each loaded on first use, then kept)."""
 
-    def __init__(self, model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32"):
+    def __init__(self, model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32",
+                 annotator_dir=None):
         from controlnet.assets import resolve_model
         from controlnet.pipeline import ControlPipeline
 
+        self.annotator_dir = None if annotator_dir is None else Path(annotator_dir).resolve()
+        if self.annotator_dir is not None and not self.annotator_dir.is_dir():
+            raise MissingFileError(f"--annotator-dir: {annotator_dir} is not a folder")
         self.model_name = "mini" if model == "mini" else Path(model).stem
         self.model_path = resolve_model(model)
         self.dtype = dtype
@@ -125,27 +132,52 @@ class Engine:
     def condition(self, u: UnitRequest, width: int, height: int) -> np.ndarray:
         """The unit's map at the output size: its preprocessor run on the image, or the image as given."""
         from controlnet.annotators import annotate
+        from controlnet.web.modules import is_inpaint
 
         if u.module is None:
             return u.image
+        if is_inpaint(u.module):
+            from controlnet.pipeline.inpaint import inpaint_map
+
+            return inpaint_map(u.image, u.mask)  # the control_v11p_sd15_inpaint hint: -1 where repainted
         try:
             return annotate(u.module, u.image, u.resolution, width=width, height=height, pixel_perfect=u.pixel_perfect,
-                            resize_mode=u.resize, **u.params)
+                            resize_mode=u.resize, **u.params, **self.annotator_weights(u.module))
         except InputError as exc:
-            raise InputError(f"{u.field}: {exc}") from None
+            raise FieldError(u.field, str(exc)) from None
+
+    def loaded_controlnet(self, u: UnitRequest):
+        """The unit's ControlNet; a checkpoint that cannot be loaded is named by the unit's model field."""
+        try:
+            return self.controlnet(u.model)
+        except (InputError, ControlNetError) as exc:
+            raise FieldError(f"{u.field}.model", f"{u.model} cannot be loaded on this server ({exc}); "
+                                                 "GET /controlnet/model_list lists the others") from None
 
     def units(self, req: GenerationRequest) -> list:
+        return [self._unit(u, req) for u in req.units]
+
+    def _unit(self, u: UnitRequest, req: GenerationRequest):
+        """One ControlUnit; what it refuses (its label is the unit's field) is a 422 naming the field."""
         from controlnet.pipeline import ControlUnit
 
-        return [ControlUnit(self.controlnet(u.model), self.condition(u, req.width, req.height), weight=u.weight,
-                            start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
-                            resize=u.resize, name=u.field) for u in req.units]
+        try:
+            return ControlUnit(self.loaded_controlnet(u), self.condition(u, req.width, req.height), weight=u.weight,
+                               start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
+                               resize=u.resize, name=u.field, schedule=u.schedule,
+                               schedule_interpolation=u.schedule_interpolation)
+        except FieldError:
+            raise
+        except InputError as exc:
+            raise FieldError(u.field, str(exc).removeprefix(f"{u.field}: ")) from None
 
     def generate(self, req: GenerationRequest, on_step: Callable[[int, int], None]) -> Generated:
         """n_iter batches of batch_size images (seeds seed, seed+1, ...). `on_step(done, total)` runs
         after each step and before each network block; it may raise Interrupted: the images reached
         so far are decoded and returned."""
         import random
+
+        from controlnet.pipeline.sampling import seed_at
 
         total, done, last = req.steps_run * req.n_iter, [0], {}
 
@@ -157,18 +189,24 @@ class Engine:
         try:
             check()  # the total is known before the first step; a job stopped meanwhile ends here
             units = self.units(req)
+            init = req.init_image
+            if req.mask is not None and req.inpaint_fill:
+                from controlnet.pipeline.inpaint import fill_masked
+
+                init = fill_masked(init, req.mask)
             with stoppable(self._networks(units), check):
                 for it in range(req.n_iter):
                     def step(i, t, x, it=it):
-                        last["x"], last["seed"] = x, seed + it * req.batch_size
+                        last["x"], last["seed"], last["step"] = x, seed_at(seed, it * req.batch_size), i + 1
                         done[0] = min(it * req.steps_run + i + 1, total)
                         on_step(done[0], total)
 
                     res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
                                     guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta,
-                                    seed=seed + it * req.batch_size, num_images=req.batch_size, width=req.width,
-                                    height=req.height, init_image=req.init_image, strength=req.strength, callback=step,
-                                    progress=False)
+                                    seed=seed_at(seed, it * req.batch_size), num_images=req.batch_size,
+                                    width=req.width, height=req.height, init_image=init, strength=req.strength,
+                                    mask_image=req.mask, inpaint_mode=req.inpaint_mode, mask_blur=req.mask_blur,
+                                    init_resize=req.init_resize, callback=step, progress=False)
                     last.clear()
                     out.images += res.images
                     out.seeds += res.seeds
@@ -178,7 +216,7 @@ class Engine:
             out.interrupted = True
             out.warnings += [str(stop)] if str(stop) else []  # why it stopped, when not asked to
             if "x" in last and not isinstance(stop, Cancelled):
-                self._keep_partial(out, last["x"], last["seed"])
+                self._keep_partial(out, last["x"], last["seed"], last["step"])
         out.params = [self.png_parameters(req, s, out) for s in out.seeds]
         return out
 
@@ -186,10 +224,11 @@ class Engine:
         pipe = self.pipe
         return [pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, *(u.controlnet for u in units)]
 
-    def _keep_partial(self, out: Generated, x, seed: int) -> None:
-        """The latents reached before an interrupt, decoded, unless that would take longer than
-        PARTIAL_DECODE_SECONDS (a big batch on a CPU): an interrupt must free the worker at once."""
+    def _keep_partial(self, out: Generated, x, seed: int, step: int) -> None:
+        """The latents reached at `step` before an interrupt, decoded, unless that would take longer
+        than PARTIAL_DECODE_SECONDS (a big batch on a CPU): an interrupt must free the worker at once."""
         from controlnet.pipeline.images import to_pil
+        from controlnet.pipeline.sampling import seed_at
 
         end = time.monotonic() + PARTIAL_DECODE_SECONDS
 
@@ -205,21 +244,53 @@ class Engine:
                                 f"{PARTIAL_DECODE_SECONDS:g} s here)")
             return
         out.images += [to_pil(p) for p in pixels]
-        out.seeds += [seed + k for k in range(len(pixels))]
+        out.partial_seeds, out.partial_step = [seed_at(seed, k) for k in range(len(pixels))], step
+        out.seeds += out.partial_seeds
 
     def png_parameters(self, req: GenerationRequest, seed: int, out: Generated) -> dict:
-        """What `controlnet generate` stores in a PNG (its `controlnet` chunk); uploaded images have no path."""
+        """What `controlnet generate` stores in a PNG (its `controlnet` chunk), with names, not this
+        server's paths: `generate --from` finds the built-in models by name; uploaded images are
+        listed as `unstored` (a replay takes them from its command line)."""
         import controlnet
+        from controlnet.annotators import get_annotator
+        from controlnet.web.modules import is_inpaint
 
         resize = req.units[0].resize if req.units else "crop_and_resize"
-        units = [{"controlnet": str(self.controlnets[u.model]), "image": None, "weight": u.weight, "start": u.start,
-                  "end": u.end, "mode": u.mode, "preprocess": u.module, "mask": None, "resize": u.resize} for u in req.units]
-        return {"model": str(self.model_path), "config": None, "prompt": req.prompt, "negative_prompt": req.negative_prompt,
-                "steps": req.steps, "cfg": req.cfg, "scheduler": req.sampler, "eta": req.eta, "seed": seed, "num_images": 1,
-                "width": req.width, "height": req.height, "resize": resize, "init_image": None, "strength": req.strength,
-                "dtype": self.dtype, "units": units, "version": controlnet.__version__}
+        units = [{"index": u.index, "controlnet": self.controlnet_ref(u.model), "image": None, "weight": u.weight, "start": u.start,
+                  "end": u.end, "mode": u.mode, "preprocess": u.module, "mask": None, "resize": u.resize,
+                  "processor_res": u.resolution if u.module else None, "pixel_perfect": u.pixel_perfect,
+                  "preprocess_params": get_annotator(u.module).bind(u.params) if u.module and not is_inpaint(u.module) else None}
+                 for u in req.units]
+        img2img = req.init_image is not None
+        params = {"model": "mini" if self.model_name == "mini" else self.model_path.name, "config": None, "prompt": req.prompt,
+                  "negative_prompt": req.negative_prompt, "steps": req.steps, "cfg": req.cfg, "scheduler": req.sampler,
+                  "eta": req.eta, "seed": seed, "num_images": 1, "width": req.width, "height": req.height, "resize": resize,
+                  "init_image": None, "strength": req.strength if img2img else None, "dtype": self.dtype, "units": units,
+                  "unstored": [f"units[{i}].image" for i in range(len(units))] + (["init_image"] if img2img else []),
+                  "version": controlnet.__version__}
+        if seed in out.partial_seeds:
+            params["interrupted"] = {"step": out.partial_step}
+        return params
+
+    def controlnet_ref(self, name: str) -> str:
+        """How `generate --controlnet` names one of this server's ControlNets: `mini:edges` for a
+        built-in one, else its file or folder name (no server path)."""
+        from controlnet.assets import MINI_DIR
+
+        path = self.controlnets[name]
+        if path.parent.resolve() == MINI_DIR.resolve() and path.name.startswith("controlnet-"):
+            return "mini:" + path.name.removeprefix("controlnet-")
+        return path.name
 
     def detect(self, req: DetectRequest) -> list[np.ndarray]:
         from controlnet.annotators import annotate
 
-        return [annotate(req.module, image, req.resolution, **req.params) for image in req.images]
+        weights = self.annotator_weights(req.module)
+        return [annotate(req.module, image, req.resolution, **req.params, **weights) for image in req.images]
+
+    def annotator_weights(self, module: str) -> dict:
+        """The `model` parameter of a learned annotator: its weights in --annotator-dir (none for the others)."""
+        from controlnet.web.modules import weights_path
+
+        path = weights_path(module, self.annotator_dir)
+        return {} if path is None else {"model": str(path)}

@@ -40,6 +40,7 @@ class Job:
     kind: str  # txt2img | img2img | detect
     request: Any
     polled: bool = False  # submitted through /jobs: abandoned when nobody asks for it
+    owner: str | None = None  # the --api-auth user who sent it; only they see it (None: no auth)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     state: str = "queued"
     step: int = 0
@@ -81,25 +82,27 @@ class JobQueue:
 
     # ------------------------------------------------------------------ clients
 
-    def submit(self, kind: str, request, polled: bool = False, total: int = 0) -> Job:
-        """Queue a job; `total`: its steps, known before it starts."""
+    def submit(self, kind: str, request, polled: bool = False, total: int = 0, owner: str | None = None) -> Job:
+        """Queue a job; `total`: its steps, known before it starts; `owner`: the user who sent it."""
         with self._lock:
             if self._closing:
                 raise Closed("the server is shutting down")
             if len(self._waiting) >= self.size:
                 raise QueueFull(self.retry_after())
-            job = Job(kind, request, polled, total=total)
+            job = Job(kind, request, polled, owner=owner, total=total)
             self._waiting.append(job)
             self._jobs[job.id] = job
             self._trim()
             self._wake.notify()
         return job
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job if `owner` sent it (another user's job is as unknown as one that never was)."""
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is not None:
-            job.last_seen = time.monotonic()
+        if job is None or job.owner != owner:
+            return None
+        job.last_seen = time.monotonic()
         return job
 
     def position(self, job: Job) -> int:
@@ -127,10 +130,12 @@ class JobQueue:
             else:
                 job.stop.set()
 
-    def interrupt_current(self) -> Job | None:
+    def interrupt_current(self, owner: str | None = None) -> Job | None:
+        """Stops the running job if `owner` sent it."""
         job = self.current
-        if job is not None:
-            job.stop.set()
+        if job is None or job.owner != owner:
+            return None
+        job.stop.set()
         return job
 
     def retry_after(self) -> int:

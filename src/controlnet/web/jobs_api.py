@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from controlnet.web.guard import user_of
 from controlnet.web.service import BadRequest
 
 router = APIRouter()
@@ -15,7 +16,7 @@ KINDS = ("txt2img", "img2img", "detect")
 
 
 def _job(request: Request, job_id: str):
-    job = request.app.state.service.queue.get(job_id)
+    job = request.app.state.service.queue.get(job_id, owner=user_of(request))
     if job is None:
         raise BadRequest(404, f"no job {job_id!r} (finished jobs are kept for a while, the latest ones only)", "job_id")
     return job
@@ -27,7 +28,7 @@ async def submit(kind: str, request: Request):
     if kind not in KINDS:
         raise BadRequest(404, f"unknown job kind {kind!r}; use {', '.join(KINDS)}", "kind")
     req = service.parse(kind, await service.body(request))
-    job = service.submit(kind, req, polled=True)
+    job = service.submit(kind, req, polled=True, owner=user_of(request))
     return JSONResponse(service.job_status(job), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
 

@@ -10,6 +10,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 
+from controlnet.web import schema
+
 router = APIRouter()
 STATIC = Path(__file__).parent / "static"
 CSP = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'"
@@ -26,15 +28,28 @@ async def index():
 
 @router.get("/static/{name}", include_in_schema=False)
 async def static(name: str):
-    types = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+    types = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
     if name not in types:
         return JSONResponse({"error": "NotFound", "detail": f"no static file {name!r}"}, status_code=404)
     return _file(name, types[name])
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon():
+    """Browsers ask for it whatever the page links; the SVG icon (an .ico is not needed by any of them)."""
+    return _file("favicon.svg", "image/svg+xml")
+
+
 @router.get("/config", include_in_schema=False)
 async def config(request: Request):
-    """What the page needs to build its form."""
+    """What the page needs to build its form: with the defaults the API applies to a value left out
+    (`defaults`, `recommended`: each ControlNet's recommended.json in A1111 terms, by model title)."""
     service = request.app.state.service
     return {"units": service.limits.units, "default_size": service.engine.default_size, "model": service.model_title,
-            "max_side": service.limits.max_side, "max_batch": service.limits.max_batch}
+            "max_side": service.limits.max_side, "max_batch": service.limits.max_batch, "defaults": schema.DEFAULTS,
+            "recommended": {title: _recommended(service.engine, title) for title in service.engine.controlnet_titles()}}
+
+
+def _recommended(engine, title: str) -> dict:
+    """One ControlNet's recommended settings under the A1111 field names the page uses."""
+    return schema.recommended_settings([engine.controlnets[engine.find_controlnet(title)]])

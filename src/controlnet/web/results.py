@@ -16,7 +16,7 @@ def png_b64(image, params: dict | None = None) -> str:
     """Raw base64 (no data: prefix: A1111 clients decode it as is) of a PNG, with parameters when given."""
     from PIL import Image
 
-    from controlnet.cli.generate import png_info
+    from controlnet.parameters import png_info
 
     if not isinstance(image, Image.Image):
         image = Image.fromarray(image)
@@ -29,7 +29,7 @@ def png_b64(image, params: dict | None = None) -> str:
 def info(req: GenerationRequest, out: Generated, job_id: str, model_title: str) -> dict:
     """A1111's `Processed.js()` fields (what clients read), plus job_id, interrupted and warnings."""
     import controlnet
-    from controlnet.cli.generate import a1111_line
+    from controlnet.parameters import a1111_line, unit_infotext
 
     n = len(out.images)
     return {
@@ -40,13 +40,13 @@ def info(req: GenerationRequest, out: Generated, job_id: str, model_title: str) 
         "batch_size": req.batch_size, "n_iter": req.n_iter, "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": model_title.split(" [")[0], "sd_model_hash": model_title.split("[")[-1].rstrip("]"),
         "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": req.strength if req.kind == "img2img" else None,
-        "extra_generation_params": {f"ControlNet {u.index}": f"Module: {u.module or 'none'}, Model: {u.model}, "
-                                    f"Weight: {u.weight}, Guidance Start: {u.start}, Guidance End: {u.end}, "
-                                    f"Control Mode: {u.mode}, Resize Mode: {u.resize}" for u in req.units},
+        "extra_generation_params": {f"ControlNet {u['index']}": unit_infotext(u, u["resize"])
+                                    for u in (out.params[0]["units"] if out.params else [])},
         "index_of_first_image": 0, "infotexts": [a1111_line(p) for p in out.params], "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": 1, "is_using_inpainting_conditioning": False,
         "version": controlnet.__version__, "job_id": job_id, "interrupted": out.interrupted,
         "detected_maps": len(out.maps), "warnings": out.warnings,
+        "recommended": req.recommended,  # the values the request left out, taken from the ControlNets' recommended.json
     }
 
 

@@ -4,13 +4,12 @@ job and waiting for it while watching the connection, and turning errors into HT
 from __future__ import annotations
 
 import asyncio
-import json
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from controlnet.errors import ControlNetError, InputError
-from controlnet.web import cost, results, schema
+from controlnet.web import cost, guard, results, schema
 from controlnet.web.guard import Limits
 from controlnet.web.jobs import Closed, Job, JobQueue, QueueFull
 
@@ -29,18 +28,19 @@ class BadRequest(Exception):
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
-_ERROR_NAMES = {404: "NotFound", 413: "PayloadTooLarge", 422: "InputError", 500: "InternalError", 503: "ServiceUnavailable"}
+_ERROR_NAMES = {403: "Forbidden", 404: "NotFound", 413: "PayloadTooLarge", 415: "UnsupportedMediaType", 422: "InputError", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
 def as_bad_request(exc: BaseException) -> BadRequest:
-    """A user error (InputError, a FieldError naming its field) -> 422; anything else -> 500."""
+    """A user error (InputError, a FieldError naming its field) -> 422; anything else -> 500. The
+    server's paths in a message are shortened to file names."""
     if isinstance(exc, BadRequest):
         return exc
     if isinstance(exc, (InputError, ControlNetError)):
-        return BadRequest(422, str(exc), getattr(exc, "field", None))
+        return BadRequest(422, guard.hide_paths(str(exc)), getattr(exc, "field", None))
     if isinstance(exc, MemoryError):
         return BadRequest(500, "out of memory (try a smaller size or batch)")
-    return BadRequest(500, f"internal error (a bug in controlnet): {type(exc).__name__}: {exc}")
+    return BadRequest(500, guard.hide_paths(f"internal error (a bug in controlnet): {type(exc).__name__}: {exc}"))
 
 
 class Service:
@@ -62,25 +62,31 @@ class Service:
         return results.generation_response(job.request, out, job.id, self.model_title)
 
     async def body(self, request: Request):
-        raw = await request.body()
+        """The JSON body; only `Content-Type: application/json`, which no web page can send here
+        cross-site without the browser asking first (a form or text/plain body is refused)."""
+        content_type = request.headers.get("content-type")
+        if not guard.is_json(content_type):
+            raise BadRequest(415, f"Content-Type: send the body as JSON with Content-Type: application/json (got "
+                                  f"{content_type or 'none'}; with curl: -H 'Content-Type: application/json')", "Content-Type")
         try:
-            return json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(422, f"the body is not valid JSON ({exc})", "body") from None
+            return guard.parse_json(await request.body())
+        except InputError as exc:
+            raise as_bad_request(exc) from None
 
     def parse(self, kind: str, body):
         try:
             if kind == "detect":
-                return schema.parse_detect(body, self.limits)
+                return schema.parse_detect(body, self.limits, self.engine.annotator_dir)
             req = schema.parse_generation(kind, body, self.engine, self.limits)
             cost.admit(req, self.engine, self.step_cost, self.limits)
             return req
         except InputError as exc:
             raise as_bad_request(exc) from None
 
-    def submit(self, kind: str, req, polled: bool = False) -> Job:
+    def submit(self, kind: str, req, polled: bool = False, owner: str | None = None) -> Job:
         try:
-            return self.queue.submit(kind, req, polled, total=getattr(req, "steps_run", 0) * getattr(req, "n_iter", 1))
+            return self.queue.submit(kind, req, polled, total=getattr(req, "steps_run", 0) * getattr(req, "n_iter", 1),
+                                     owner=owner)
         except Closed as exc:
             raise BadRequest(503, str(exc)) from None
         except QueueFull as exc:

@@ -13,6 +13,8 @@ from controlnet.files import save_image, writable_file
 from controlnet.images import MAX_PIXELS
 
 GAP = 2  # pixels between cells, before upscaling
+SCALE = 4  # the demo grids' upscaling; outlines are drawn at this resolution, thinner than a source pixel
+LINE_CONDITIONS = ("edges", "canny", "scribble", "outline")  # maps that are lines already
 
 
 def image_grid(rows: list[list[np.ndarray]], scale: int = 1, gap: int = GAP) -> Image.Image:
@@ -64,3 +66,30 @@ def save_world_grid(out: str | Path, n: int = 8, seed: int = 0, size: int = 64, 
     samples = list(world.take(n))
     rows = [[s.image] + [preview(s.conditions[k]) for k in world.conditions] for s in samples]
     return save_grid(rows, path, scale), [s.caption for s in samples], world.conditions
+
+
+def outline(condition_map, condition: str):
+    """(H, W) bool: the condition's lines, or the boundaries between its regions (seg, depth)."""
+    m = np.asarray(condition_map).astype(np.int16)
+    if condition in LINE_CONDITIONS:
+        return m.max(axis=2) > 127
+    edge = np.zeros(m.shape[:2], bool)
+    edge[:, :-1] |= (m[:, :-1] != m[:, 1:]).any(axis=2)
+    edge[:-1, :] |= (m[:-1, :] != m[1:, :]).any(axis=2)
+    return edge
+
+
+def overlay_outline(picture, lines, scale: int = SCALE):
+    """`lines` (source resolution) drawn over the upscaled `picture`, thinner than a source pixel
+    (its block shrunk by one pixel on each side), black on light pixels and white on dark ones."""
+    block = np.pad(np.kron(lines, np.ones((scale, scale), bool)), 1)
+    mask = block[1:-1, 1:-1] & block[:-2, 1:-1] & block[2:, 1:-1] & block[1:-1, :-2] & block[1:-1, 2:]
+    out = picture.copy()
+    light = picture.astype(np.int32).sum(axis=2) > 3 * 127
+    out[mask & light], out[mask & ~light] = 0, 255
+    return out
+
+
+def upscale(image, scale: int = SCALE) -> np.ndarray:
+    """Each pixel as a scale x scale block (the demo grids' nearest-neighbour upscaling)."""
+    return np.repeat(np.repeat(np.asarray(image), scale, axis=0), scale, axis=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from controlnet.evaluation.edges import to_gray01
+from controlnet.metrics.edges import to_gray01
 
 
 def depth_rmse(pred, target, align: bool = False) -> float:

@@ -8,14 +8,14 @@ colour belongs at every pixel and which shape is in front, so no learned detecto
 - colour depth RMSE: the depth map implied by the colour labels (each pixel takes the depth of the
   nearest shape of its colour) against the condition, on the 0-255 scale;
 - prompt adherence: background and every shape have the colours of the scene
-  (`controlnet.mini.adherence`).
+  (`controlnet.metrics.adherence`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from controlnet.evaluation.depth import depth_rmse
+from controlnet.metrics.depth import depth_rmse
 
 
 def colour_names(image: np.ndarray) -> np.ndarray:
@@ -82,8 +82,8 @@ def colour_depth(image: np.ndarray, sample) -> np.ndarray:
 def world_scores(kind: str, image: np.ndarray, sample) -> dict[str, tuple[float, float]]:
     """{metric: (value, weight)} of one picture for a world condition `kind`; a metric's mean over
     pictures is sum(value·weight)/sum(weight) (weight 1 but for the pair-counted depth order)."""
-    from controlnet.evaluation.fidelity import control_fidelity_scores
-    from controlnet.mini.adherence import colour_check
+    from controlnet.metrics.adherence import colour_check
+    from controlnet.metrics.fidelity import control_fidelity_scores
 
     out: dict[str, tuple[float, float]] = {}
     if kind in ("edges", "canny", "outline"):

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controlnet.evaluation.depth import depth_rmse
-from controlnet.evaluation.edges import edge_f1, soft_edge_ssim
-from controlnet.evaluation.segmentation import color_map_scores
+from controlnet.metrics.depth import depth_rmse
+from controlnet.metrics.edges import edge_f1, soft_edge_ssim
+from controlnet.metrics.segmentation import color_map_scores
 
 EDGE_LIKE = ("canny", "mlsd", "scribble", "scribble_xdog", "lineart_standard", "binary", "threshold")
 SOFT_LIKE = ("softedge", "softedge_hed", "scribble_softedge", "scribble_hed", "lineart_realistic", "lineart_coarse")
