@@ -217,11 +217,13 @@ def test_partial_pictures_are_decoded_only_when_quick_and_wanted(monkeypatch):
     stop_after_two = _stop_after_two(Interrupted)
     out = engine().generate(_generation(steps=5, batch_size=2), stop_after_two)
     assert out.interrupted and len(out.images) == 2 and not out.warnings
+    assert out.partial_step == 2 and all(p["interrupted"] == {"step": 2} for p in out.params)  # marked in the PNGs
     out = engine().generate(_generation(steps=5, batch_size=2), _stop_after_two(Cancelled))  # nobody to see them
     assert out.interrupted and out.images == [] and not out.warnings
     monkeypatch.setattr(engine_module, "PARTIAL_DECODE_SECONDS", -1.0)
     out = engine().generate(_generation(steps=5, batch_size=2), stop_after_two)
     assert out.interrupted and out.images == [] and "not decoded" in out.warnings[-1]
+    assert out.partial_step == 0 and out.partial_seeds == []
 
 
 # ---------------------------------------------------------------------------------------- states
@@ -248,6 +250,20 @@ def test_queued_job_interrupted_is_cancelled_at_once_and_totals_are_known():
         assert first["state"] == "interrupted" and first["total"] == 150
         assert first["progress"] == pytest.approx(first["step"] / 150) and first["progress"] < 1
         _wait(lambda: requests.get(f"{url}/jobs/{c['job_id']}").json()["state"] == "done")
+
+
+def test_another_users_queued_job_cannot_be_seen_or_cancelled():
+    """Owners hold in the queue too: Bob cannot see or cancel Alice's waiting job; she can."""
+    alice, bob = ("alice", "a-pass"), ("bob", "b-pass")
+    with running_server(_limits(max_job_seconds=1e6), auth=dict([alice, bob])) as (url, app):
+        running = requests.post(url + "/jobs/txt2img", json=body(seed=1, **LONG), auth=alice).json()["job_id"]
+        waiting = requests.post(url + "/jobs/txt2img", json=body(seed=2, steps=2), auth=alice).json()["job_id"]
+        assert requests.get(f"{url}/jobs/{waiting}", auth=bob).status_code == 404
+        assert requests.post(f"{url}/jobs/{waiting}/interrupt", auth=bob).status_code == 404
+        mine = requests.get(f"{url}/jobs/{waiting}", auth=alice).json()
+        assert mine["state"] == "queued" and mine["queue_position"] == 1
+        assert requests.post(f"{url}/jobs/{waiting}/interrupt", auth=alice).json()["state"] == "cancelled"
+        assert requests.post(f"{url}/jobs/{running}/interrupt", auth=alice).status_code == 200
 
 
 def test_job_running_past_the_limit_is_stopped():
