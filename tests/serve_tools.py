@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
-uvicorn = pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install -e '.[serve]')")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
 
 @functools.cache
@@ -38,10 +38,11 @@ def free_port() -> int:
 def running_server(limits=None, auth=None, origins=None):
     """Yields (base URL, app) of a server started on a free port; stopped (worker included) on exit."""
     from controlnet.web import create_app
+    from controlnet.web.server import make_server
 
     app = create_app(engine(), limits, auth, origins)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = make_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

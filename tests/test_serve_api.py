@@ -359,7 +359,8 @@ def test_disconnected_client_does_not_leave_work_running(server):
     job = queue.current
     sock.close()
     _wait(lambda: job.done.is_set(), timeout=10)
-    assert job.state == "interrupted" and job.step < 150
+    assert job.state == "cancelled" and job.cancelled == "the client disconnected" and job.step < 150
+    assert job.result is None
 
 
 def test_unknown_job_is_404(server):

@@ -342,6 +342,9 @@ def test_queue_full_is_503_with_retry_after(server):
 def test_serve_cli_bad_options(capsys):
     assert_user_error(["serve", "--api-auth", "alice"], capsys, "--api-auth", "user:password")
     assert_user_error(["serve", "--queue-size", "0"], capsys, "--queue-size")
+    for bad in ("0", "-5", "nan"):
+        assert_user_error(["serve", "--max-job-seconds", bad], capsys, "--max-job-seconds")
+    assert_user_error(["serve", "--max-prompt-tokens", "0"], capsys, "--max-prompt-tokens")
     assert_user_error(["serve", "--annotator-dir", "/no/such/dir"], capsys, "--annotator-dir")
     assert_user_error(["serve", "--model", "mini", "--controlnet-dir", "/no/such/dir"], capsys, "--controlnet-dir")
     assert_user_error(["serve", "--cors-allow-origins", "http://ok.example,app.example/page"], capsys, "--cors-allow-origins",
@@ -351,13 +354,20 @@ def test_serve_cli_bad_options(capsys):
 
 def test_cors_flags_reach_the_server(monkeypatch):
     """--cors-allow-origins (or A1111's singular spelling) and the regex: those pages get a preflight answer."""
-    import uvicorn
     from starlette.testclient import TestClient
 
     from controlnet.cli import main
 
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.update(app=app))
+
+    class FakeServer:
+        def __init__(self, app, host, port):
+            served.update(app=app)
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr("controlnet.web.server.make_server", FakeServer)
     monkeypatch.setattr("controlnet.web.engine.Engine", lambda *a, **k: _FakeEngine())
     assert main(["serve", "--cors-allow-origin", "http://localhost:3000", "--cors-allow-origins-regex", r"https://.*\.example"]) == 0
     client = TestClient(served["app"])
@@ -367,13 +377,19 @@ def test_cors_flags_reach_the_server(monkeypatch):
 
 
 def test_listen_without_auth_warns(monkeypatch, capsys):
-    """--listen without --api-auth: a warning, then the server starts (uvicorn.run replaced here)."""
-    import uvicorn
-
+    """--listen without --api-auth: a warning, then the server starts (its run replaced here)."""
     from controlnet.cli import main
 
     started = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: started.update(host=host, port=port))
+
+    class FakeServer:
+        def __init__(self, app, host, port):
+            self.where = {"host": host, "port": port}
+
+        def run(self):
+            started.update(self.where)
+
+    monkeypatch.setattr("controlnet.web.server.make_server", FakeServer)
     monkeypatch.setattr("controlnet.web.engine.Engine", lambda *a, **k: _FakeEngine())
     assert main(["serve", "--listen", "--port", "7999"]) == 0
     assert started == {"host": "0.0.0.0", "port": 7999}
@@ -383,7 +399,9 @@ def test_listen_without_auth_warns(monkeypatch, capsys):
 
 
 class _FakeEngine:
-    model_name, controlnets = "fake", {}
+    from controlnet.web.cost import StepCost
+
+    model_name, controlnets, step_cost = "fake", {}, StepCost()
 
 
 def test_limits_are_checked_before_decoding():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from serve_tools import body, decode, engine, running_server
+from serve_tools import body, decode, engine, running_server, square, unit
 
 CLIENTS, REQUESTS = 16, 2
 
@@ -62,6 +62,46 @@ def test_concurrent_clients_get_their_own_results_or_503():
     print(f"\nload: {CLIENTS} clients × {REQUESTS} requests, queue {limits.queue_size}: {len(done)} done, "
           f"{len(refused)} refused (503); latency of completed p50 {p50:.3f} s, p95 {p95:.3f} s; "
           f"throughput {len(done) / wall:.1f} images/s over {wall:.2f} s")
+
+
+def _timed_post(url: str, payload: dict, out: dict, key: str) -> None:
+    r = requests.post(url, json=payload, timeout=300)
+    out[key] = (time.monotonic(), r.status_code, r.json())
+
+
+def test_small_request_is_answered_soon_after_interrupting_a_maximal_one():
+    """The largest request these limits admit (side, steps, batch, a unit) runs; a small one waits
+    behind it; an interrupt frees the worker within a few seconds, not at the end of a step."""
+    from controlnet.web import Limits
+
+    limits = Limits(max_side=768, max_batch=2, max_steps=150, units=1, max_job_seconds=1e9)
+    big = body(seed=1, steps=150, width=768, height=768, batch_size=2,
+               units=[unit(image=square(768, (192, 576)), pixel_perfect=True)])
+    answers: dict = {}
+    with running_server(limits) as (url, app):
+        queue = app.state.service.queue
+        threads = [threading.Thread(target=_timed_post, args=(f"{url}/sdapi/v1/txt2img", big, answers, "big"))]
+        threads[0].start()
+        deadline = time.monotonic() + 60
+        while queue.current is None:
+            assert time.monotonic() < deadline, "the big request did not start"
+            time.sleep(0.02)
+        threads.append(threading.Thread(target=_timed_post, args=(f"{url}/sdapi/v1/txt2img", body(seed=2), answers, "small")))
+        threads[1].start()
+        while queue.waiting == 0:
+            time.sleep(0.02)
+        time.sleep(2.0)  # well inside the big request's first step
+        step = queue.current.step
+        interrupted = time.monotonic()
+        assert requests.post(f"{url}/sdapi/v1/interrupt").json()["interrupted"]
+        for t in threads:
+            t.join(300)
+    big_after, small_after = answers["big"][0] - interrupted, answers["small"][0] - interrupted
+    assert answers["big"][1] == answers["small"][1] == 200
+    assert json.loads(answers["big"][2]["info"])["interrupted"] and len(answers["small"][2]["images"]) == 1
+    assert small_after < 10.0, f"the small request was answered {small_after:.1f} s after the interrupt"
+    print(f"\ninterrupt of 768×768 × 150 steps × 2 images + 1 unit at step {step}: it answered after {big_after:.2f} s, "
+          f"the small request queued behind it after {small_after:.2f} s")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ The base model loads once at start; ControlNets load on first use and stay loade
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -36,6 +37,10 @@ def register(sub) -> None:
     p.add_argument("--max-batch", type=int, default=8, help="most images per request, batch_size × n_iter (default 8)")
     p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MB (default 64)")
     p.add_argument("--max-input-pixels", type=int, default=4096 * 4096, help="largest uploaded image in pixels (default 4096²)")
+    p.add_argument("--max-job-seconds", type=float, default=600.0,
+                   help="refuse requests estimated to run longer (by a step timed at startup) and stop jobs that do "
+                   "(default 600)")
+    p.add_argument("--max-prompt-tokens", type=int, default=1000, help="longest prompt / negative prompt in tokens (default 1000)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16 (default fp32)")
     p.set_defaults(func=run)
@@ -50,16 +55,17 @@ def limits(args):
                   max_side=checks.integer("--max-side", args.max_side, lo=64, hi=16384),
                   max_batch=checks.integer("--max-batch", args.max_batch, lo=1, hi=1000),
                   max_body_mb=checks.number("--max-body-mb", args.max_body_mb, lo=0.0, lo_open=True),
-                  max_input_pixels=checks.integer("--max-input-pixels", args.max_input_pixels, lo=64 * 64))
+                  max_input_pixels=checks.integer("--max-input-pixels", args.max_input_pixels, lo=64 * 64),
+                  max_job_seconds=checks.number("--max-job-seconds", args.max_job_seconds, lo=0.0, lo_open=True),
+                  max_prompt_tokens=checks.integer("--max-prompt-tokens", args.max_prompt_tokens, lo=1, hi=100_000))
 
 
 def run(args) -> int:
-    import uvicorn
-
     from controlnet import checks
     from controlnet.web import create_app
     from controlnet.web.engine import Engine
     from controlnet.web.guard import Origins, parse_auth
+    from controlnet.web.server import make_server
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     host = "0.0.0.0" if args.listen else args.host
@@ -75,5 +81,8 @@ def run(args) -> int:
     engine = Engine(args.model, args.controlnet_dir, device=args.device, dtype=args.dtype, annotator_dir=args.annotator_dir)
     print(f"controlnet serve: {engine.model_name} with {len(engine.controlnets)} ControlNet(s) on http://{host}:{port}/",
           file=sys.stderr)
-    uvicorn.run(create_app(engine, lim, auth, origins), host=host, port=port, log_level="warning")
+    try:
+        make_server(create_app(engine, lim, auth, origins), host, port).run()
+    finally:
+        gc.freeze()  # no collection of the models at exit (it took ~5 s after Ctrl-C): the process ends at once
     return 0

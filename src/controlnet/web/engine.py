@@ -4,8 +4,10 @@ ControlNet units) and detect (run a preprocessor). Only the worker thread calls 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +17,18 @@ import numpy as np
 from controlnet.errors import ControlNetError, InputError, MissingFileError
 from controlnet.web.inputs import FieldError
 from controlnet.web.schema import DetectRequest, GenerationRequest, UnitRequest
+from controlnet.web.stopping import stoppable
 
 WEIGHT_FILES = (".safetensors", ".pth", ".ckpt", ".bin")
+PARTIAL_DECODE_SECONDS = 2.0  # after an interrupt, the images reached so far are decoded within this
 
 
 class Interrupted(Exception):
-    """Raised from the step callback to stop the running job."""
+    """Raised from the step / block check to stop the running job."""
+
+
+class Cancelled(Interrupted):
+    """Stops the running job, whose result nobody wants (its client left, shutdown): nothing is decoded."""
 
 
 @dataclass
@@ -101,6 +109,13 @@ class Engine:
                 return name
         return None
 
+    @functools.cached_property
+    def step_cost(self):
+        """Seconds per network forward at a size (`controlnet.web.cost`), timed on first use."""
+        from controlnet.web.cost import measure
+
+        return measure(self.pipe)
+
     @property
     def default_size(self) -> int:
         return int(self.pipe.unet.config.sample_size) * self.pipe.vae_scale_factor
@@ -157,54 +172,79 @@ class Engine:
             raise FieldError(u.field, str(exc).removeprefix(f"{u.field}: ")) from None
 
     def generate(self, req: GenerationRequest, on_step: Callable[[int, int], None]) -> Generated:
-        """n_iter batches of batch_size images (seeds seed, seed+1, ...); `on_step(done, total)` after
-        each step may raise Interrupted: the images reached so far are decoded and returned."""
+        """n_iter batches of batch_size images (seeds seed, seed+1, ...). `on_step(done, total)` runs
+        after each step and before each network block; it may raise Interrupted: the images reached
+        so far are decoded and returned."""
         import random
 
         from controlnet.pipeline.sampling import seed_at
 
-        units = self.units(req)
-        init = req.init_image
-        if req.mask is not None and req.inpaint_fill:
-            from controlnet.pipeline.inpaint import fill_masked
+        total, done, last = req.steps_run * req.n_iter, [0], {}
 
-            init = fill_masked(init, req.mask)
+        def check():
+            on_step(done[0], total)
+
         seed = req.seed if req.seed is not None else random.randint(0, 2**32 - 1 - req.batch_size * req.n_iter)
-        per_iter = min(int(req.steps * req.strength), req.steps) if req.init_image is not None else req.steps
-        total, out = per_iter * req.n_iter, Generated([], [], [], [], warnings=list(req.warnings))
-        for it in range(req.n_iter):
-            last = {}
+        out = Generated([], [], [], [], warnings=list(req.warnings))
+        try:
+            check()  # the total is known before the first step; a job stopped meanwhile ends here
+            units = self.units(req)
+            init = req.init_image
+            if req.mask is not None and req.inpaint_fill:
+                from controlnet.pipeline.inpaint import fill_masked
 
-            def step(i, t, x, it=it, last=last):
-                last["x"], last["step"] = x, i + 1
-                on_step(min(it * per_iter + i + 1, total), total)
+                init = fill_masked(init, req.mask)
+            with stoppable(self._networks(units), check):
+                for it in range(req.n_iter):
+                    def step(i, t, x, it=it):
+                        last["x"], last["seed"], last["step"] = x, seed_at(seed, it * req.batch_size), i + 1
+                        done[0] = min(it * req.steps_run + i + 1, total)
+                        on_step(done[0], total)
 
-            try:
-                res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
-                                guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta, seed=seed_at(seed, it * req.batch_size),
-                                num_images=req.batch_size, width=req.width, height=req.height, init_image=init,
-                                strength=req.strength, mask_image=req.mask, inpaint_mode=req.inpaint_mode,
-                                mask_blur=req.mask_blur, init_resize=req.init_resize, callback=step, progress=False)
-            except Interrupted:
-                if "x" in last:
-                    self._keep_partial(out, last["x"], seed_at(seed, it * req.batch_size), req)
-                    out.partial_step = last["step"]
-                out.interrupted = True
-                break
-            out.images += res.images
-            out.seeds += res.seeds
-            if not out.maps:
-                out.maps = [hints[0] for u, hints in zip(req.units, res.hints) if u.save_map]
+                    res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
+                                    guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta,
+                                    seed=seed_at(seed, it * req.batch_size), num_images=req.batch_size,
+                                    width=req.width, height=req.height, init_image=init, strength=req.strength,
+                                    mask_image=req.mask, inpaint_mode=req.inpaint_mode, mask_blur=req.mask_blur,
+                                    init_resize=req.init_resize, callback=step, progress=False)
+                    last.clear()
+                    out.images += res.images
+                    out.seeds += res.seeds
+                    if not out.maps:
+                        out.maps = [hints[0] for u, hints in zip(req.units, res.hints) if u.save_map]
+        except Interrupted as stop:
+            out.interrupted = True
+            out.warnings += [str(stop)] if str(stop) else []  # why it stopped, when not asked to
+            if "x" in last and not isinstance(stop, Cancelled):
+                self._keep_partial(out, last["x"], last["seed"], last["step"])
         out.params = [self.png_parameters(req, s, out) for s in out.seeds]
         return out
 
-    def _keep_partial(self, out: Generated, x, seed: int, req: GenerationRequest) -> None:
+    def _networks(self, units) -> list:
+        pipe = self.pipe
+        return [pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, *(u.controlnet for u in units)]
+
+    def _keep_partial(self, out: Generated, x, seed: int, step: int) -> None:
+        """The latents reached at `step` before an interrupt, decoded, unless that would take longer
+        than PARTIAL_DECODE_SECONDS (a big batch on a CPU): an interrupt must free the worker at once."""
         from controlnet.pipeline.images import to_pil
         from controlnet.pipeline.sampling import seed_at
 
-        pixels = self.pipe.decode(x)
+        end = time.monotonic() + PARTIAL_DECODE_SECONDS
+
+        def check():
+            if time.monotonic() > end:
+                raise Interrupted()
+
+        try:
+            with stoppable([self.pipe.vae], check):
+                pixels = self.pipe.decode(x)
+        except Interrupted:
+            out.warnings.append(f"interrupted: the pictures reached so far were not decoded (that takes longer than "
+                                f"{PARTIAL_DECODE_SECONDS:g} s here)")
+            return
         out.images += [to_pil(p) for p in pixels]
-        out.partial_seeds = [seed_at(seed, k) for k in range(len(pixels))]
+        out.partial_seeds, out.partial_step = [seed_at(seed, k) for k in range(len(pixels))], step
         out.seeds += out.partial_seeds
 
     def png_parameters(self, req: GenerationRequest, seed: int, out: Generated) -> dict:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from controlnet.errors import InputError
+from controlnet.web.cost import StepCost
 from controlnet.web.inputs import FieldError
 
 
@@ -33,6 +34,9 @@ class Limits:
     units: int = 3  # ControlNet units per request (A1111's control_net_unit_count)
     abandon_after: float = 30.0  # seconds without a poll before a /jobs job is cancelled
     keep_jobs: int = 64  # finished jobs whose results stay available at /jobs/{id}
+    max_job_seconds: float = 600.0  # a request estimated to run longer is refused (422); see web.cost
+    max_prompt_tokens: int = 1000  # prompt and negative prompt, each
+    step_cost: StepCost | None = None  # seconds per network forward (web.cost); None: measured at startup
 
     @property
     def max_body_bytes(self) -> int:

@@ -41,5 +41,5 @@ async def status(job_id: str, request: Request):
 async def interrupt(job_id: str, request: Request):
     service = request.app.state.service
     job = _job(request, job_id)
-    service.queue.cancel(job)
+    service.queue.interrupt(job)
     return service.job_status(job)

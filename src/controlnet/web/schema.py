@@ -88,6 +88,11 @@ class GenerationRequest:
     warnings: list[str] = field(default_factory=list)
     recommended: dict = field(default_factory=dict)  # field -> value taken from the ControlNets' recommended.json
 
+    @property
+    def steps_run(self) -> int:
+        """Sampling steps per batch: img2img runs the last `strength` of the schedule."""
+        return min(int(self.steps * self.strength), self.steps) if self.init_image is not None else self.steps
+
 
 @dataclass
 class DetectRequest:

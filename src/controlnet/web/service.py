@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from controlnet.errors import ControlNetError, InputError
-from controlnet.web import guard, results, schema
+from controlnet.web import cost, guard, results, schema
 from controlnet.web.guard import Limits
-from controlnet.web.jobs import Job, JobQueue, QueueFull
+from controlnet.web.jobs import Closed, Job, JobQueue, QueueFull
 
 
 class BadRequest(Exception):
@@ -46,7 +46,9 @@ def as_bad_request(exc: BaseException) -> BadRequest:
 class Service:
     def __init__(self, engine, limits: Limits):
         self.engine, self.limits = engine, limits
-        self.queue = JobQueue(self._run, size=limits.queue_size, keep=limits.keep_jobs, abandon_after=limits.abandon_after)
+        self.step_cost = limits.step_cost or engine.step_cost  # measured once per engine, at startup
+        self.queue = JobQueue(self._run, size=limits.queue_size, keep=limits.keep_jobs, abandon_after=limits.abandon_after,
+                              max_seconds=limits.max_job_seconds)
 
     @property
     def model_title(self) -> str:
@@ -75,35 +77,41 @@ class Service:
         try:
             if kind == "detect":
                 return schema.parse_detect(body, self.limits, self.engine.annotator_dir)
-            return schema.parse_generation(kind, body, self.engine, self.limits)
+            req = schema.parse_generation(kind, body, self.engine, self.limits)
+            cost.admit(req, self.engine, self.step_cost, self.limits)
+            return req
         except InputError as exc:
             raise as_bad_request(exc) from None
 
     def submit(self, kind: str, req, polled: bool = False, owner: str | None = None) -> Job:
         try:
-            return self.queue.submit(kind, req, polled, owner)
+            return self.queue.submit(kind, req, polled, total=getattr(req, "steps_run", 0) * getattr(req, "n_iter", 1),
+                                     owner=owner)
+        except Closed as exc:
+            raise BadRequest(503, str(exc)) from None
         except QueueFull as exc:
             raise BadRequest(503, f"{exc} (the queue holds {self.limits.queue_size} jobs, --queue-size)",
                              headers={"Retry-After": str(exc.retry_after)}) from None
 
     async def wait(self, job: Job, request: Request) -> dict:
         """The job's answer; if the client disconnects first, the job is cancelled (queued: never
-        starts; running: stops at its next step)."""
+        starts; running: stops before its next network block)."""
         while not job.done.is_set():
             if await request.is_disconnected():
-                self.queue.cancel(job)
+                self.queue.cancel(job, "the client disconnected")
                 raise BadRequest(499, "client disconnected")
             await asyncio.sleep(0.02)
         if job.state == "failed":
             raise as_bad_request(job.error)
         if job.state == "cancelled":
-            raise BadRequest(409, "the job was cancelled before it started")
+            raise BadRequest(503 if self.queue.closing else 409, f"the job was cancelled: {job.cancelled}")
         return job.result
 
     def job_status(self, job: Job) -> dict:
         status = {"job_id": job.id, "kind": job.kind, "state": job.state, "progress": job.progress, "step": job.step,
                   "total": job.total, "queue_position": self.queue.position(job), "created": job.created,
-                  "started": job.started, "finished": job.finished, "result": None, "error": None}
+                  "started": job.started, "finished": job.finished, "result": None, "error": None,
+                  "cancelled": job.cancelled}
         if job.state in ("done", "interrupted"):
             status["result"] = job.result
         elif job.state == "failed":

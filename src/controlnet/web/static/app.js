@@ -259,7 +259,7 @@ async function runJob(kind, body, onProgress) {  // submit to /jobs, poll until 
     job = await api(`/jobs/${job.job_id}`);
   }
   if (job.state === "failed") throw new ApiError(job.error.detail, job.error.field);
-  if (job.state === "cancelled") throw new Error("the job was cancelled");
+  if (job.state === "cancelled") throw new Error(`the job was cancelled: ${job.cancelled}`);
   return job;
 }
 
@@ -331,8 +331,8 @@ async function generate() {
       status(j.state === "queued" ? `queued (position ${j.queue_position})` : `sampling: step ${j.step} of ${j.total}`);
     });
     showResult(job, kind);
-    status(job.state === "interrupted" ? "interrupted: the images reached so far" : "done");
-    $("progress").value = 1;
+    status(job.state === "interrupted" ? `interrupted at step ${job.step} of ${job.total}: the images reached so far` : "done");
+    $("progress").value = job.progress;  // the real fraction after an interrupt
   } catch (e) { showError(e); }
   state.job = null; $("generate").disabled = false; $("interrupt").disabled = true;
 }
