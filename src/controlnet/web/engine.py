@@ -126,7 +126,8 @@ class Engine:
         if name not in self._loaded:
             from controlnet.checkpoints import load_controlnet
 
-            self._loaded[name] = load_controlnet(self.controlnets[name], dtype=self.pipe.unet.dtype, device=self.pipe.device)
+            self._loaded[name] = load_controlnet(self.controlnets[name], dtype=self.pipe.unet.dtype, device=self.pipe.device,
+                                                 base=self.pipe.unet)  # a Control-LoRA is built on the served U-Net
         return self._loaded[name]
 
     def condition(self, u: UnitRequest, width: int, height: int) -> np.ndarray:
@@ -189,6 +190,9 @@ class Engine:
         try:
             check()  # the total is known before the first step; a job stopped meanwhile ends here
             units = self.units(req)
+            # the inpainting options only with a region to repaint (the pipeline refuses them alone)
+            inpainting = {} if req.mask is None else {"mask_image": req.mask, "inpaint_mode": req.inpaint_mode,
+                                                      "mask_blur": req.mask_blur}
             init = req.init_image
             if req.mask is not None and req.inpaint_fill:
                 from controlnet.pipeline.inpaint import fill_masked
@@ -205,8 +209,7 @@ class Engine:
                                     guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta,
                                     seed=seed_at(seed, it * req.batch_size), num_images=req.batch_size,
                                     width=req.width, height=req.height, init_image=init, strength=req.strength,
-                                    mask_image=req.mask, inpaint_mode=req.inpaint_mode, mask_blur=req.mask_blur,
-                                    init_resize=req.init_resize, callback=step, progress=False)
+                                    init_resize=req.init_resize, callback=step, progress=False, **inpainting)
                     last.clear()
                     out.images += res.images
                     out.seeds += res.seeds
