@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import math
 import os
 import re
@@ -26,10 +25,9 @@ import torch
 from safetensors import safe_open
 
 from controlnet.checkpoints.config_files import config_override, read_json_config
-from controlnet.checkpoints.io import check_finite, read_tensors, save_safetensors, write_safetensors
+from controlnet.checkpoints.io import check_finite, read_tensors
 from controlnet.dtypes import parse_dtype
 from controlnet.errors import CheckpointError, InputError
-from controlnet.files import atomic_file
 from controlnet.nn.dit_controlnet import FLUX_UNION_MODES, SD35_CONTROL_TYPES, FluxControlNet, SD3ControlNet
 
 DIT_LAYOUTS = ("sd3-diffusers", "sd35-original", "flux-diffusers", "xlabs-original")
@@ -389,38 +387,15 @@ def to_original(cn, state: dict) -> dict:
 def save_dit_controlnet(cn, path, *, layout: str = "diffusers", dtype=None) -> Path:
     """Write a DiT ControlNet as a diffusers folder, a diffusers single file (config in the header),
     or in its original layout (SAI SD3.5 / XLabs). Written atomically."""
-    from controlnet.checkpoints.save import output_kind
-    from controlnet.checkpoints.stored import CONFIG_METADATA_KEY
+    from controlnet.checkpoints.save import cpu_state, output_kind, public_config, write_checkpoint
 
     path, target = Path(path), parse_dtype(dtype)
     kind = output_kind(path, layout)
-    state = {k: (v.to(target) if target is not None and v.is_floating_point() else v).detach().cpu()
-             for k, v in cn.state_dict().items()}
+    state = cpu_state(cn, target)
     if layout == "original":
         state = to_original(cn, state)
-    config = {k: v for k, v in cn.config.items() if not k.startswith("_")}
-    meta = {CONFIG_METADATA_KEY: json.dumps(config)}
-    if kind == "pickle":
-        with atomic_file(path) as tmp:
-            torch.save(state, tmp)
-    elif kind == "safetensors":
-        write_safetensors(state, path, meta)
-    else:
-        _write_folder(path, state, config, meta, type(cn))
-    return path
-
-
-def _write_folder(path: Path, state: dict, config: dict, meta: dict, cls) -> None:
-    import diffusers
-
-    from controlnet.checkpoints.stored import WEIGHTS_NAMES
-
-    name = {SD3ControlNet: "SD3ControlNetModel", FluxControlNet: "FluxControlNetModel"}[cls]
-    path.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path / WEIGHTS_NAMES[0]) as weights, atomic_file(path / "config.json") as config_file:
-        save_safetensors(state, weights, meta, destination=path / WEIGHTS_NAMES[0])
-        config_file.write_text(json.dumps({"_class_name": name, "_diffusers_version": diffusers.__version__, **config},
-                                          indent=2, sort_keys=True) + "\n")
+    name = {SD3ControlNet: "SD3ControlNetModel", FluxControlNet: "FluxControlNetModel"}[type(cn)]
+    return write_checkpoint(path, kind, state, public_config(cn), name)
 
 
 # ---------------------------------------------------------------------------------------------- inspect

@@ -62,11 +62,26 @@ def save_controlnet(
     if layout == "original" and cn.diffusers_class_name != "ControlNetModel":
         raise InputError(f"a {cn.diffusers_class_name} has no original-layout equivalent (its public files all use "
                          "diffusers key names); save it in the diffusers layout")
-    state = {k: (v.to(target) if target is not None and v.is_floating_point() else v).detach().cpu()
-             for k, v in cn.state_dict().items()}
-    config = {k: v for k, v in cn.config.items() if not k.startswith("_")}
+    state, config = cpu_state(cn, target), public_config(cn)
     if layout == "original":
         state = {PREFIX + k: v for k, v in ours_to_original(state, cn.config.layers_per_block).items()}
+    return write_checkpoint(path, kind, state, config, cn.diffusers_class_name)
+
+
+def cpu_state(module: torch.nn.Module, target: torch.dtype | None) -> dict:
+    """The module's tensors on the CPU, floating ones cast to `target` (None keeps them)."""
+    return {k: (v.to(target) if target is not None and v.is_floating_point() else v).detach().cpu()
+            for k, v in module.state_dict().items()}
+
+
+def public_config(module) -> dict:
+    """The config without diffusers' private `_…` keys: what a saved file carries."""
+    return {k: v for k, v in module.config.items() if not k.startswith("_")}
+
+
+def write_checkpoint(path: Path, kind: str, state: dict, config: dict, class_name: str) -> Path:
+    """`state` as `output_kind`'s `kind` (pickle, safetensors or folder), atomically, with `config` in
+    the safetensors header; a folder's config.json names `class_name`."""
     meta = {CONFIG_METADATA_KEY: json.dumps(config)}
     if kind == "pickle":
         with atomic_file(path) as tmp:
@@ -74,7 +89,7 @@ def save_controlnet(
     elif kind == "safetensors":
         write_safetensors(state, path, meta)
     else:
-        _write_folder(path, state, config, meta, cn.diffusers_class_name)
+        _write_folder(path, state, config, meta, class_name)
     return path
 
 
@@ -103,9 +118,7 @@ def _save_adapter(net, path: Path, layout: str, target) -> Path:
     name = type(net.adapter).__name__
     if layout != "diffusers" or path.suffix in PICKLE_SUFFIXES:
         raise InputError(f"{path}: a {name} is written in the diffusers layout only (a folder or a .safetensors file)")
-    state = {k: (v.to(target) if target is not None and v.is_floating_point() else v).detach().cpu()
-             for k, v in net.adapter.state_dict().items()}
-    config = {k: v for k, v in net.adapter.config.items() if not k.startswith("_")}
+    state, config = cpu_state(net.adapter, target), public_config(net.adapter)
     if path.suffix == ".safetensors":
         write_safetensors(state, path, {CONFIG_METADATA_KEY: json.dumps(config)})
     else:

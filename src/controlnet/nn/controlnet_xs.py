@@ -7,30 +7,18 @@ base U-Net's weights, so it is built once per (adapter, U-Net) pair and kept.
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from controlnet.nn.wrapped import WrappedAdapter
 
 
-class ControlNetXSNet(nn.Module):
+class ControlNetXSNet(WrappedAdapter):
     """`embed_hint` only moves the hint: the coupled model encodes it in every step, as diffusers does."""
 
     is_xs = True
 
     def __init__(self, adapter):
-        super().__init__()
-        self.adapter = adapter
+        super().__init__(adapter)
         self.__dict__["_coupled"] = (None, None)  # (U-Net, coupled model): not a submodule
-
-    @property
-    def config(self):
-        return self.adapter.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     @property
     def made_for(self) -> str:

@@ -21,31 +21,15 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from controlnet.nn.controlnet import _tile_batch
+from controlnet.nn.wrapped import WrappedAdapter
 
 
-class T2IAdapterNet(nn.Module):
+class T2IAdapterNet(WrappedAdapter):
     """A diffusers `T2IAdapter` as a unit's network: `embed_hint(hint)` gives its features."""
 
     is_adapter = True
-
-    def __init__(self, adapter):
-        super().__init__()
-        self.adapter = adapter
-
-    @property
-    def config(self):
-        return self.adapter.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     @property
     def hint_channels(self) -> int:

@@ -227,13 +227,9 @@ class FluxBase:
 
     @classmethod
     def from_pretrained(cls, path, *, dtype=None, device="cpu", variant: str | None = None) -> FluxBase:
-        from controlnet.pipeline.loading import load_folder
+        from controlnet.pipeline.loading import load_transformer_folder
 
-        parts = load_folder(path, dtype=dtype, device=device, variant=variant)
-        if parts.pop("kind") != "flux":
-            raise InputError(f"{path} is not a Flux base model (its model_index.json names another pipeline)")
-        parts.pop("force_zeros_for_empty_prompt")
-        return cls(**parts)
+        return cls(**load_transformer_folder(path, "flux", "a Flux base model", dtype=dtype, device=device, variant=variant))
 
     def __call__(self, prompt: str | list[str], controls: list[FluxControl] = (), *, negative_prompt=None,
                  max_sequence_length: int = 512, **kwargs):

@@ -128,6 +128,17 @@ def load_folder(path: str | os.PathLike, *, dtype=None, device="cpu", variant: s
     return parts
 
 
+def load_transformer_folder(path: str | os.PathLike, kind: str, what: str, *, dtype=None, device="cpu",
+                            variant: str | None = None) -> dict:
+    """`load_folder` for a transformer base (SD3, Flux) whose folder must be of `kind`: the component
+    fields of its `…Base` dataclass; `what` names the base in the error."""
+    parts = load_folder(path, dtype=dtype, device=device, variant=variant)
+    if parts.pop("kind") != kind:
+        raise InputError(f"{path} is not {what} (its model_index.json names another pipeline)")
+    parts.pop("force_zeros_for_empty_prompt")
+    return parts
+
+
 def single_file_kind(path: Path) -> str:
     """"sdxl" when the checkpoint has SDXL's second text encoder, else "sd"."""
     import pickle

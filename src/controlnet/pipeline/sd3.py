@@ -187,13 +187,9 @@ class SD3Base:
 
     @classmethod
     def from_pretrained(cls, path, *, dtype=None, device="cpu", variant: str | None = None) -> SD3Base:
-        from controlnet.pipeline.loading import load_folder
+        from controlnet.pipeline.loading import load_transformer_folder
 
-        parts = load_folder(path, dtype=dtype, device=device, variant=variant)
-        if parts.pop("kind") != "sd3":
-            raise InputError(f"{path} is not an SD3 base model (its model_index.json names another pipeline)")
-        parts.pop("force_zeros_for_empty_prompt")
-        return cls(**parts)
+        return cls(**load_transformer_folder(path, "sd3", "an SD3 base model", dtype=dtype, device=device, variant=variant))
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], controls: list[SD3Control] = (), *, negative_prompt: str | list[str] = "",
