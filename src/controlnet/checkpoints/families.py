@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controlnet.checkpoints import control_lora, t2i_adapter
+from controlnet.checkpoints.stored import load_strictly
 from controlnet.errors import CheckpointError
 
 
@@ -61,14 +62,7 @@ def _build_controlnet_xs(state: dict, config: dict | None, base, source: str):
         adapter = ControlNetXSAdapter(**{k: v for k, v in config.items() if k in allowed})
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise CheckpointError(f"{source}: its config.json does not build a ControlNet-XS adapter: {exc}") from None
-    expected = adapter.state_dict()
-    misfit = [k for k in expected if k not in state] + [k for k in state if k not in expected]
-    misfit += [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if misfit:
-        raise CheckpointError(f"{source}: a ControlNet-XS whose tensors do not fit its config ({len(misfit)}, first: "
-                              f"{misfit[0]}): the file is truncated or damaged")
-    adapter.load_state_dict(state, strict=True)
-    return ControlNetXSNet(adapter.eval()).eval()
+    return ControlNetXSNet(load_strictly(adapter, state, source, "ControlNet-XS")).eval()
 
 
 def _describe_controlnet_xs(state: dict, source: str) -> dict:

@@ -28,6 +28,20 @@ def stored_config(metadata: dict, path: Path) -> dict | None:
     return stored
 
 
+def load_strictly(module: torch.nn.Module, state: dict, source: str, what: str) -> torch.nn.Module:
+    """`module` (a diffusers adapter built from its config) with `state` loaded strictly, in eval mode;
+    a state that does not fit it is one line naming `what` and the first misfit."""
+    expected = module.state_dict()
+    misfit = [k for k in expected if k not in state] + [k for k in state if k not in expected]
+    misfit += [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+               if k in state and state[k].shape != v.shape]
+    if misfit:
+        raise CheckpointError(f"{source}: a {what} whose tensors do not fit its config ({len(misfit)}, first: "
+                              f"{misfit[0]}): the file is truncated or damaged")
+    module.load_state_dict(state, strict=True)
+    return module.eval()
+
+
 def check_keys(cn: torch.nn.Module, state: dict, path: Path, layout: str) -> None:
     """Refuse a state dict that does not fit the network built for it, naming what is off."""
     expected = {k: tuple(v.shape) for k, v in cn.state_dict().items()}

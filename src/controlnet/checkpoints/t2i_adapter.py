@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import re
 
+from controlnet.checkpoints.stored import load_strictly
 from controlnet.errors import CheckpointError
 
 ADAPTER_TYPES = ("full_adapter", "full_adapter_xl", "light_adapter")
@@ -106,15 +107,7 @@ def build(state: dict, config: dict | None, source: str):
     config = {**infer_config(state, source), **(config or {})}
     allowed = set(inspect.signature(T2IAdapter.__init__).parameters) - {"self"}
     adapter = T2IAdapter(**{k: v for k, v in config.items() if k in allowed})
-    expected = adapter.state_dict()
-    misfit = [k for k in expected if k not in state] + [k for k in state if k not in expected]
-    misfit += [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-               if k in state and state[k].shape != v.shape]
-    if misfit:
-        raise CheckpointError(f"{source}: a T2I-Adapter ({config['adapter_type']}) whose tensors do not fit it "
-                              f"({len(misfit)}, first: {misfit[0]}): the file is truncated or damaged")
-    adapter.load_state_dict(state, strict=True)
-    return T2IAdapterNet(adapter.eval()).eval()
+    return T2IAdapterNet(load_strictly(adapter, state, source, f"T2I-Adapter ({config['adapter_type']})")).eval()
 
 
 def describe(state: dict, source: str) -> dict:
