@@ -17,8 +17,8 @@ from diffusers import (
 from bad_input_tools import assert_user_error, run_cli
 from controlnet.checkpoints import load_controlnet
 from controlnet.errors import CheckpointError
-from controlnet.pipeline import ControlPipeline, ControlUnit
-from tiny_models import random_hint, start_latents, tiny_controlnet, tiny_pipeline
+from controlnet.pipeline import ControlUnit
+from tiny_models import diffusers_latents, our_latents, random_hint, tiny_controlnet, tiny_pipeline
 
 W = H = 64
 TOL = dict(atol=1e-4, rtol=0)
@@ -43,22 +43,12 @@ def case(request, tmp_path_factory):
 
 
 def reference(pipe, adapter, hint, steps, **kw):
-    parts = {k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
-    if hasattr(pipe, "text_encoder_2"):
-        ref = StableDiffusionXLControlNetXSPipeline(**parts, text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2,
-                                                    controlnet=adapter)
-    else:
-        ref = StableDiffusionControlNetXSPipeline(**parts, controlnet=adapter, safety_checker=None, feature_extractor=None,
-                                                  requires_safety_checker=False)
-    ref.set_progress_bar_config(disable=True)
-    return ref("a red cube", image=hint, num_inference_steps=steps, guidance_scale=7.0, latents=start_latents(pipe, W, H),
-               width=W, height=H, output_type="latent", **kw).images
+    classes = (StableDiffusionControlNetXSPipeline, StableDiffusionXLControlNetXSPipeline)
+    return diffusers_latents(pipe, classes, {"controlnet": adapter}, hint, steps, W, **kw)
 
 
 def ours(pipe, units, steps):
-    return ControlPipeline.from_diffusers(pipe)("a red cube", units, steps=steps, output_type="latent", progress=False,
-                                                 guidance_scale=7.0, latents=start_latents(pipe, W, H), width=W, height=H,
-                                                 scheduler="euler" if pipe.unet.config.addition_embed_type else "ddim").images
+    return our_latents(pipe, units, steps, W)
 
 
 def test_equals_diffusers_controlnet_xs_pipeline(case):

@@ -35,6 +35,7 @@ from controlnet.nn.controlled_transformer import (
     xlabs_rule,
 )
 from controlnet.nn.dit_controlnet import HINT_TRANSFORMS, FluxControlNet, SD3ControlNet
+from tiny_models import randomized
 
 TOL = 1e-4
 SD3_BASE = dict(sample_size=32, patch_size=1, in_channels=8, num_layers=4, attention_head_dim=8, num_attention_heads=4,
@@ -53,15 +54,6 @@ FLUX_BASE = dict(patch_size=1, in_channels=16, num_layers=2, num_single_layers=3
 INSTANTX_FLUX = dict(FLUX_BASE, num_layers=1, num_single_layers=2)
 UNION_FLUX = dict(FLUX_BASE, num_layers=2, num_single_layers=0, num_mode=10)
 XLABS_FLUX = dict(FLUX_BASE, num_layers=2, num_single_layers=0, patch_size=2, conditioning_embedding_channels=4)
-
-
-def randomized(model, seed: int, std: float = 0.1):
-    """Random weights everywhere (diffusers zero-initialises the parts a test must see)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model.eval()
 
 
 def max_diff(a, b) -> float:

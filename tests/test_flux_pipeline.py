@@ -22,6 +22,7 @@ from diffusers import (
 from controlnet.errors import InputError
 from controlnet.nn.dit_controlnet import FluxControlNet, SD3ControlNet
 from controlnet.pipeline.flux import FluxControl, sample_flux
+from tiny_models import randomized
 
 TOL = 1e-4
 FLUX_BASE = dict(patch_size=1, in_channels=16, num_layers=2, num_single_layers=3, attention_head_dim=16,
@@ -32,14 +33,6 @@ NETS = {"instantx": dict(FLUX_BASE, num_layers=1, num_single_layers=2),
         "union": dict(FLUX_BASE, num_layers=2, num_single_layers=0, num_mode=10),
         "xlabs": dict(FLUX_BASE, num_layers=2, num_single_layers=0, patch_size=2, conditioning_embedding_channels=4)}
 SIZE = 64  # pixels; the tiny VAE downsamples 8× as Flux's does: 4×4 tokens after 2×2 packing
-
-
-def randomized(model, seed: int, std: float = 0.1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model.eval()
 
 
 def ours_of(ref) -> FluxControlNet:

@@ -27,6 +27,7 @@ from diffusers import (
 from controlnet.errors import InputError
 from controlnet.nn.dit_controlnet import FluxControlNet, SD3ControlNet
 from controlnet.pipeline.sd3 import SD3Control, sample_sd3
+from tiny_models import randomized
 
 TOL = 1e-4
 SIZE = 8  # pixels; the tiny VAE does not downsample
@@ -39,14 +40,6 @@ NETS = {"instantx": (BASE, dict(BASE, num_layers=3)), "instantx-b": (BASE, dict(
                                num_attention_heads=2, joint_attention_dim=None, caption_projection_dim=128,
                                pooled_projection_dim=64, out_channels=8, pos_embed_max_size=None, pos_embed_type=None,
                                use_pos_embed=False, force_zeros_for_pooled_projection=False))}
-
-
-def randomized(model, seed: int, std: float = 0.1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model.eval()
 
 
 def ours_of(ref, **config) -> SD3ControlNet:

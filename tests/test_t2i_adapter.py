@@ -15,9 +15,9 @@ from bad_input_tools import assert_user_error, run_cli
 from controlnet.checkpoints import load_controlnet, write_safetensors
 from controlnet.nn import controlled_unet
 from controlnet.nn.t2i_adapter import T2IAdapterNet
-from controlnet.pipeline import ControlPipeline, ControlUnit
+from controlnet.pipeline import ControlUnit
 from controlnet.tiny import sd1_three_level_blocks, unet_inputs
-from tiny_models import random_hint, start_latents, tiny_controlnet, tiny_pipeline
+from tiny_models import diffusers_latents, our_latents, random_hint, tiny_controlnet, tiny_pipeline
 
 W = H = 64
 TOL = dict(atol=1e-4, rtol=0)
@@ -58,22 +58,12 @@ def sdxl():
 
 
 def ours(pipe, units, steps=2, **kw):
-    return ControlPipeline.from_diffusers(pipe)("a red cube", units, steps=steps, output_type="latent", progress=False,
-                                                 guidance_scale=7.0, latents=start_latents(pipe, W, H), width=W, height=H,
-                                                 scheduler="euler" if pipe.unet.config.addition_embed_type else "ddim", **kw).images
+    return our_latents(pipe, units, steps, W, **kw)
 
 
 def reference(pipe, adapter, hint, steps=2, **kw):
-    parts = {k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
-    if hasattr(pipe, "text_encoder_2"):
-        ref = StableDiffusionXLAdapterPipeline(**parts, text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2,
-                                               adapter=adapter)
-    else:
-        ref = StableDiffusionAdapterPipeline(**parts, adapter=adapter, safety_checker=None, feature_extractor=None,
-                                             requires_safety_checker=False)
-    ref.set_progress_bar_config(disable=True)
-    return ref("a red cube", image=hint, num_inference_steps=steps, guidance_scale=7.0, latents=start_latents(pipe, W, H),
-               width=W, height=H, output_type="latent", **kw).images
+    classes = (StableDiffusionAdapterPipeline, StableDiffusionXLAdapterPipeline)
+    return diffusers_latents(pipe, classes, {"adapter": adapter}, hint, steps, W, **kw)
 
 
 # ------------------------------------------------------------------ parity with diffusers

@@ -142,6 +142,39 @@ def controlnet_pipeline(pipe, controlnets):
     return out
 
 
+def diffusers_latents(pipe, classes: tuple, extra: dict, hint, steps: int, size: int, **kw) -> torch.Tensor:
+    """Latents of diffusers' own pipeline (`classes`: its SD and its SDXL variant) on `pipe`'s parts and
+    `extra` (its ControlNet-XS or adapter), from `start_latents`: what a parity test compares with."""
+    parts = {k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
+    sd_class, sdxl_class = classes
+    if hasattr(pipe, "text_encoder_2"):
+        ref = sdxl_class(**parts, text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2, **extra)
+    else:
+        ref = sd_class(**parts, **extra, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
+    return ref("a red cube", image=hint, num_inference_steps=steps, guidance_scale=7.0, latents=start_latents(pipe, size, size),
+               width=size, height=size, output_type="latent", **kw).images
+
+
+def our_latents(pipe, units, steps: int, size: int, **kw) -> torch.Tensor:
+    """Latents of our `ControlPipeline` on `pipe` with the settings `diffusers_latents` uses."""
+    from controlnet.pipeline import ControlPipeline
+
+    return ControlPipeline.from_diffusers(pipe)("a red cube", units, steps=steps, output_type="latent", progress=False,
+                                                 guidance_scale=7.0, latents=start_latents(pipe, size, size), width=size,
+                                                 height=size, scheduler="euler" if pipe.unet.config.addition_embed_type
+                                                 else "ddim", **kw).images
+
+
+def randomized(model, seed: int, std: float = 0.1):
+    """Random weights everywhere (diffusers zero-initialises the parts a test must see)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model.eval()
+
+
 def random_hint(width: int, height: int, seed: int = 0):
     """A random RGB condition image (PIL) of the given size."""
     import numpy as np
