@@ -22,6 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from controlnet.errors import InputError
 from controlnet.nn.controlled_transformer import DiTResiduals, controlled_flux
 from controlnet.nn.dit_controlnet import FLUX_UNION_MODES, FluxControlNet
+from controlnet.pipeline.loading import TransformerBase
 
 
 @dataclass
@@ -214,8 +215,11 @@ def encode_flux_prompt(tokenizer, text_encoder, tokenizer_2, text_encoder_2, pro
 
 
 @dataclass
-class FluxBase:
+class FluxBase(TransformerBase):
     """A Flux base model's components, loaded offline from a diffusers folder (`from_pretrained`)."""
+
+    kind = "flux"
+    described = "a Flux base model"
 
     transformer: object
     vae: object
@@ -224,12 +228,6 @@ class FluxBase:
     tokenizer: object
     text_encoder_2: object
     tokenizer_2: object
-
-    @classmethod
-    def from_pretrained(cls, path, *, dtype=None, device="cpu", variant: str | None = None) -> FluxBase:
-        from controlnet.pipeline.loading import load_transformer_folder
-
-        return cls(**load_transformer_folder(path, "flux", "a Flux base model", dtype=dtype, device=device, variant=variant))
 
     def __call__(self, prompt: str | list[str], controls: list[FluxControl] = (), *, negative_prompt=None,
                  max_sequence_length: int = 512, **kwargs):

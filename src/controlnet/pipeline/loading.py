@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -128,15 +129,20 @@ def load_folder(path: str | os.PathLike, *, dtype=None, device="cpu", variant: s
     return parts
 
 
-def load_transformer_folder(path: str | os.PathLike, kind: str, what: str, *, dtype=None, device="cpu",
-                            variant: str | None = None) -> dict:
-    """`load_folder` for a transformer base (SD3, Flux) whose folder must be of `kind`: the component
-    fields of its `…Base` dataclass; `what` names the base in the error."""
-    parts = load_folder(path, dtype=dtype, device=device, variant=variant)
-    if parts.pop("kind") != kind:
-        raise InputError(f"{path} is not {what} (its model_index.json names another pipeline)")
-    parts.pop("force_zeros_for_empty_prompt")
-    return parts
+class TransformerBase:
+    """`from_pretrained` of the transformer bases (`SD3Base`, `FluxBase`: dataclasses of components):
+    a diffusers folder whose model_index.json names the `kind` pipeline; `described` names it in errors."""
+
+    kind: ClassVar[str]
+    described: ClassVar[str]
+
+    @classmethod
+    def from_pretrained(cls, path, *, dtype=None, device="cpu", variant: str | None = None):
+        parts = load_folder(path, dtype=dtype, device=device, variant=variant)
+        if parts.pop("kind") != cls.kind:
+            raise InputError(f"{path} is not {cls.described} (its model_index.json names another pipeline)")
+        parts.pop("force_zeros_for_empty_prompt")
+        return cls(**parts)
 
 
 def single_file_kind(path: Path) -> str:

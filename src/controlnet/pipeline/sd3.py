@@ -27,6 +27,7 @@ from controlnet.errors import InputError
 from controlnet.nn.controlled_transformer import controlled_sd3
 from controlnet.nn.dit_controlnet import SD3ControlNet, hint_transform_fn
 from controlnet.pipeline.flux import active, check_steps_and_size, vae_scale_factor
+from controlnet.pipeline.loading import TransformerBase
 
 
 @dataclass
@@ -172,8 +173,11 @@ def encode_sd3_prompt(tokenizers, text_encoders, prompts: list[str], max_sequenc
 
 
 @dataclass
-class SD3Base:
+class SD3Base(TransformerBase):
     """An SD3 / SD3.5 base model's components, loaded offline from a diffusers folder (with its T5)."""
+
+    kind = "sd3"
+    described = "an SD3 base model"
 
     transformer: object
     vae: object
@@ -184,12 +188,6 @@ class SD3Base:
     tokenizer: object
     tokenizer_2: object
     tokenizer_3: object
-
-    @classmethod
-    def from_pretrained(cls, path, *, dtype=None, device="cpu", variant: str | None = None) -> SD3Base:
-        from controlnet.pipeline.loading import load_transformer_folder
-
-        return cls(**load_transformer_folder(path, "sd3", "an SD3 base model", dtype=dtype, device=device, variant=variant))
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], controls: list[SD3Control] = (), *, negative_prompt: str | list[str] = "",
