@@ -15,7 +15,6 @@ control latent is concatenated on the base's input channels; full or LoRA), SD3 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import os
 import re
@@ -26,6 +25,7 @@ from safetensors import safe_open
 
 from controlnet.checkpoints.config_files import config_override, read_json_config
 from controlnet.checkpoints.io import check_finite, read_tensors
+from controlnet.checkpoints.stored import init_kwargs
 from controlnet.dtypes import parse_dtype
 from controlnet.errors import CheckpointError, InputError
 from controlnet.nn.dit_controlnet import FLUX_UNION_MODES, SD35_CONTROL_TYPES, FluxControlNet, SD3ControlNet
@@ -333,10 +333,9 @@ def build_dit(path, state: dict, stored: dict | None, layout: str, facts: dict, 
     the layout's own facts and the caller's overrides; a config that builds nothing is one line."""
     cls = MODEL_CLASSES[layout.removesuffix("-folder")]
     full = {**(stored if stored is not None else infer_dit_config(state, layout, str(path))), **facts, **(override or {})}
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
     try:
         with torch.device("meta"):
-            return cls(**{k: v for k, v in full.items() if k in allowed})
+            return cls(**init_kwargs(full, cls))
     except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(f"{path} ({layout} layout): its config does not build a {cls.__name__}: {exc}") from None
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controlnet.checkpoints import control_lora, t2i_adapter
-from controlnet.checkpoints.stored import load_strictly
+from controlnet.checkpoints.stored import init_kwargs, load_strictly
 from controlnet.errors import CheckpointError
 
 
@@ -48,7 +48,6 @@ def _xs_made_for(state: dict) -> str:
 
 def _build_controlnet_xs(state: dict, config: dict | None, base, source: str):
     """diffusers' `ControlNetXSAdapter` from a folder's config.json (or the config this package stores)."""
-    import inspect
 
     from diffusers import ControlNetXSAdapter
 
@@ -57,9 +56,8 @@ def _build_controlnet_xs(state: dict, config: dict | None, base, source: str):
     if not config:
         raise CheckpointError(f"{source}: a ControlNet-XS made for {_xs_made_for(state)} without its config.json; give "
                               "its diffusers folder (config.json beside the weights): its widths are not all in the shapes")
-    allowed = set(inspect.signature(ControlNetXSAdapter.__init__).parameters) - {"self"}
     try:
-        adapter = ControlNetXSAdapter(**{k: v for k, v in config.items() if k in allowed})
+        adapter = ControlNetXSAdapter(**init_kwargs(config, ControlNetXSAdapter))
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise CheckpointError(f"{source}: its config.json does not build a ControlNet-XS adapter: {exc}") from None
     return ControlNetXSNet(load_strictly(adapter, state, source, "ControlNet-XS")).eval()

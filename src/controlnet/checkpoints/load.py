@@ -9,7 +9,6 @@ stores: fp16 convolutions on a CPU are several times slower.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections import Counter
 from pathlib import Path
@@ -23,7 +22,7 @@ from controlnet.checkpoints.infer import infer_config
 from controlnet.checkpoints.io import check_finite, read_tensors
 from controlnet.checkpoints.layouts import PREFIX, control_part, describe_unknown, detect_layout
 from controlnet.checkpoints.original_keys import original_to_ours
-from controlnet.checkpoints.stored import WEIGHTS_NAMES, check_keys, stored_config
+from controlnet.checkpoints.stored import WEIGHTS_NAMES, check_keys, init_kwargs, stored_config
 from controlnet.checkpoints.union import with_union_fields
 from controlnet.devices import check_device
 from controlnet.dtypes import parse_dtype
@@ -95,16 +94,11 @@ def network_class(config: dict) -> type[ControlNet]:
     return UnionControlNet if is_union(config) else ControlNet
 
 
-def _init_kwargs(config: dict, cls: type[ControlNet] = ControlNet) -> dict:
-    allowed = {p for c in {ControlNet, cls} for p in inspect.signature(c.__init__).parameters} - {"self", "kwargs"}
-    return {k: v for k, v in config.items() if k in allowed}
-
-
 def _build(config: dict, path: Path, layout: str) -> ControlNet:
     cls = network_class(config)
     try:
         with torch.device("meta"):
-            return cls(**_init_kwargs(config, cls))
+            return cls(**init_kwargs(config, ControlNet, cls))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError, RuntimeError) as exc:
         raise CheckpointError(f"{path} ({layout} layout): its config does not build a ControlNet: {exc}") from None
 

@@ -4,6 +4,7 @@ that a state dict fits the network built for it."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -26,6 +27,13 @@ def stored_config(metadata: dict, path: Path) -> dict | None:
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path}: the config stored in the file's header is corrupt; pass config= to load it")
     return stored
+
+
+def init_kwargs(config: dict, *classes: type) -> dict:
+    """The entries of `config` that the classes' `__init__` take: a stored config also carries
+    diffusers' bookkeeping and keys of other versions."""
+    allowed = {p for c in classes for p in inspect.signature(c.__init__).parameters} - {"self", "kwargs"}
+    return {k: v for k, v in config.items() if k in allowed}
 
 
 def load_strictly(module: torch.nn.Module, state: dict, source: str, what: str) -> torch.nn.Module:

@@ -15,10 +15,9 @@ Full and XL adapters have the same keys; they differ in the pixel-unshuffle fact
 
 from __future__ import annotations
 
-import inspect
 import re
 
-from controlnet.checkpoints.stored import load_strictly
+from controlnet.checkpoints.stored import init_kwargs, load_strictly
 from controlnet.errors import CheckpointError
 
 ADAPTER_TYPES = ("full_adapter", "full_adapter_xl", "light_adapter")
@@ -105,8 +104,7 @@ def build(state: dict, config: dict | None, source: str):
     from controlnet.nn.t2i_adapter import T2IAdapterNet
 
     config = {**infer_config(state, source), **(config or {})}
-    allowed = set(inspect.signature(T2IAdapter.__init__).parameters) - {"self"}
-    adapter = T2IAdapter(**{k: v for k, v in config.items() if k in allowed})
+    adapter = T2IAdapter(**init_kwargs(config, T2IAdapter))
     return T2IAdapterNet(load_strictly(adapter, state, source, f"T2I-Adapter ({config['adapter_type']})")).eval()
 
 
