@@ -19,6 +19,7 @@ LAYERS = [
     ("controlnet.training",),
     ("controlnet.metrics",),  # metric definitions, shared by training and evaluation
     ("controlnet.world",),
+    ("controlnet.generation",),  # `controlnet generate`'s work: a job -> pictures -> PNGs with parameters
     ("controlnet.parameters", "controlnet.recommended", "controlnet.tiny"),  # PNG parameters, recommended settings, random test models
     ("controlnet.pipeline",),
     ("controlnet.checkpoints",),
