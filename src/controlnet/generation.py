@@ -47,24 +47,24 @@ class Job:
     no_grid: bool = False
 
 
-def prepare(args: Job, warn: Callable[[str], None]) -> Path:
+def prepare(job: Job, warn: Callable[[str], None]) -> Path:
     """Complete the job before anything heavy runs: a `--from` replay (what it cannot reproduce goes
     to `warn`), the models resolved, the recommended settings; returns the output folder, checked
     writable now rather than after minutes of sampling. Values are checked by the API (ControlUnit,
     ControlPipeline)."""
     from controlnet.files import writable_folder
 
-    if args.from_png:
-        for note in replay(args, args.from_png):
+    if job.from_png:
+        for note in replay(job, job.from_png):
             warn(note)
-    elif any(u["controlnet"] is None for u in args.units):
+    elif any(u["controlnet"] is None for u in job.units):
         raise InputError("give --controlnet FILE before --image (without it, --image gives a --from replay's pictures)")
-    _resolve_models(args)
-    if args.strength is not None and not args.init_image:  # the API takes a strength it ignores for txt2img
+    _resolve_models(job)
+    if job.strength is not None and not job.init_image:  # the API takes a strength it ignores for txt2img
         raise InputError("--strength does nothing without --init-image (img2img); give the picture to start from or "
                          "leave --strength out")
-    apply_recommended(args)
-    return writable_folder(args.outdir, "output folder (-o)", create=False)
+    apply_recommended(job)
+    return writable_folder(job.outdir, "output folder (-o)", create=False)
 
 
 def _resolve_models(args) -> None:
