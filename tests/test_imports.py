@@ -19,6 +19,7 @@ LAYERS = [
     ("controlnet.training",),
     ("controlnet.metrics",),  # metric definitions, shared by training and evaluation
     ("controlnet.world",),
+    ("controlnet.generation",),  # `controlnet generate`'s work: a job -> pictures -> PNGs with parameters
     ("controlnet.parameters", "controlnet.recommended", "controlnet.tiny"),  # PNG parameters, recommended settings, random test models
     ("controlnet.pipeline",),
     ("controlnet.checkpoints",),
@@ -146,3 +147,22 @@ def test_the_checks_see_what_they_should(tmp_path):
     assert cycles({"x": {"y"}, "y": {"x"}, "z": {"x"}}) == [["x", "y"]]
     assert layer("controlnet.cli.generate") < layer("controlnet.parameters") < layer("controlnet.pipeline.units")
     assert layer("controlnet.errors") == len(LAYERS) - 1
+
+
+def _samples(module: str) -> bool:
+    """The module is the sampler's room (`controlnet.pipeline`: ControlPipeline, ControlUnit, images, ...)."""
+    return module == "controlnet.pipeline" or module.startswith("controlnet.pipeline.")
+
+
+def test_the_commands_only_parse_and_call():
+    """No command module reaches the sampler itself: `generate`'s work is in controlnet.generation,
+    `demo`'s in controlnet.mini.demo, and the commands call those."""
+    edges = graph()
+    commands = [m for m in edges if layer(m) == 0]
+    sampling = {m: sorted(filter(_samples, edges[m])) for m in commands if any(map(_samples, edges[m]))}
+    assert not sampling, f"command modules that sample instead of calling: {sampling}"
+    # not vacuous: the commands are seen, call the modules that sample, and those do reach the pipeline
+    assert {"controlnet.cli.generate", "controlnet.cli.demo"} <= set(commands)
+    assert "controlnet.generation" in edges["controlnet.cli.generate"]
+    assert "controlnet.mini.demo" in edges["controlnet.cli.demo"]
+    assert any(map(_samples, edges["controlnet.generation"])) and any(map(_samples, edges["controlnet.mini.demo"]))

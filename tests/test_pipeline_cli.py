@@ -94,3 +94,13 @@ def test_unit_option_before_controlnet_is_a_usage_error(files, tmp_path, capsys)
     with pytest.raises(SystemExit) as exc:
         cli(common(files, tmp_path, "--weight", "0.5"))
     assert exc.value.code == 2 and "give --controlnet FILE before --weight" in capsys.readouterr().err
+
+
+def test_the_jobs_defaults_are_the_commands():
+    """`controlnet.generation.Job`, used from Python, defaults to what `controlnet generate` does
+    without options (the command builds one from its parsed options)."""
+    from controlnet.cli import build_parser
+    from controlnet.cli.generate import job_of
+    from controlnet.generation import Job
+
+    assert job_of(build_parser().parse_args(["generate"])) == Job()

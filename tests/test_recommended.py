@@ -117,7 +117,7 @@ def test_evaluate_records_the_recommended_settings_unless_given(mini, recommend,
 
 
 def test_the_demo_uses_each_controlnets_weight_unless_given(mini, recommend, tmp_path):
-    from controlnet.cli.demo import make_demo
+    from controlnet.mini.demo import make_demo
 
     recommend(weight=0.0, steps=2)  # weight 0: the edges rows' controlled pictures equal the plain ones
     recommend("seg", steps=2), recommend("depth", steps=2)
@@ -136,7 +136,7 @@ def test_the_demo_uses_each_controlnets_weight_unless_given(mini, recommend, tmp
 
 
 def test_the_demo_samples_with_the_recommended_sampler(mini, recommend, tmp_path):
-    from controlnet.cli.demo import make_demo
+    from controlnet.mini.demo import make_demo
 
     grids = []
     for scheduler in ("ddim", "euler_a"):

@@ -9,70 +9,32 @@ loaded once, before the first picture that needs them.
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
-from controlnet.errors import InputError
 
-
-def is_batch(args) -> bool:
-    return any(u["image"] and Path(u["image"]).is_dir() for u in args.units)
-
-
-def batch_items(args) -> list:
-    """The batch's items; up-front errors (empty or image-less folders, names that do not pair) stop it."""
-    from controlnet.pipeline.batch import pair_sources
-
-    for u in args.units:
-        if not u["image"]:
-            raise InputError(f"the unit of --controlnet {u['controlnet']} has no --image")
-    labels = [f"unit {i + 1}'s --image folder" for i in range(len(args.units))]
-    return pair_sources([u["image"] for u in args.units], labels)
-
-
-def _item_args(args, item):
-    """The command's options with this item's pictures as the units' images (also what its PNGs store)."""
-    one = copy.copy(args)
-    one.units = [{**u, "image": str(path)} for u, path in zip(args.units, item.images)]
-    return one
-
-
-def _save(out, args, paths: list[Path]) -> None:
-    """Each picture under its input's name, carrying its parameters (so --from re-creates it)."""
-    from tqdm.auto import tqdm
-
-    import controlnet
-    from controlnet.files import save_image
-    from controlnet.parameters import parameters, png_info
-
-    base = parameters(args)
-    base.update(width=out.images[0].width, height=out.images[0].height, num_images=1, version=controlnet.__version__)
-    for path, image, seed in zip(paths, out.images, out.seeds):
-        save_image(image, path, pnginfo=png_info({**base, "seed": seed}))
-        tqdm.write(str(path), file=sys.stdout)
-
-
-def run_batch(args, outdir: Path, models, sample) -> int:
-    """Sample every item not yet done; report failures per file; 1 if any failed, else 0. `models`
-    (loaded once) and `sample(args, models)` are the command's own (passed in, so this module does
-    not import it back)."""
+def run_batch(args, outdir: Path) -> int:
+    """Sample every item not yet done; report failures per file; 1 if any failed, else 0. The models
+    are loaded once (`controlnet.generation.Models`)."""
     from tqdm.auto import tqdm
 
     from controlnet.cli import describe_error
     from controlnet.files import outside_inputs
+    from controlnet.generation import Models, batch_items, item_job, sample, save_item
 
     outside_inputs(outdir, "the output folder (-o)",
                    {f"unit {i + 1}'s --image folder": u["image"] for i, u in enumerate(args.units)})
     items = batch_items(args)
     todo = [it for it in items if not it.done(outdir, args.num_images)]
     failed = []
+    models = Models(progress=False)
     if todo:
         models.load(args)  # a base model that does not load stops the batch (exit 2), not each picture
     for item in tqdm(todo, desc="batch", unit="picture", file=sys.stderr, disable=not todo):
-        one = _item_args(args, item)
+        one = item_job(args, item)
         try:
-            _save(sample(one, models), one, item.outputs(outdir, args.num_images))
+            for path in save_item(sample(one, models), one, item.outputs(outdir, args.num_images)):
+                tqdm.write(str(path), file=sys.stdout)
         except Exception as exc:  # noqa: BLE001 - one picture's failure (described as the CLI would) must not end the batch
             failed.append((item, describe_error(exc)[0]))
             tqdm.write(f"failed: {item.name}: {failed[-1][1]}", file=sys.stderr)

@@ -1,0 +1,251 @@
+"""`controlnet generate`'s work below the command line: a `Job` (the parsed options) is prepared
+(a `--from` replay applied, built-in names resolved, recommended settings filled in), its pictures
+read, the models loaded once (`Models`), sampled (`sample`) and saved as PNGs carrying their
+parameters. The CLI parses the options and calls these; a batch (a unit's `--image` is a folder)
+runs `sample` once per picture."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controlnet.errors import InputError, MissingFileError
+from controlnet.parameters import parameters, png_info, replay
+
+
+@dataclass
+class Job:
+    """One `generate` run: the command's options after parsing (their flags in the comments). Units
+    are dicts of `controlnet.parameters.UNIT_DEFAULTS`' keys plus `controlnet`, `_<key>_set` marking
+    the values the user gave; `--from` replaces fields, so they stay plain attributes."""
+
+    model: str | None = None
+    config: str | None = None
+    units: list = field(default_factory=list)
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int | None = None
+    guidance_scale: float | None = None  # --cfg
+    scheduler: str | None = None
+    eta: float = 0.0
+    seed: int | None = None
+    num_images: int = 1
+    width: int | None = None
+    height: int | None = None
+    resize: str = "crop_and_resize"
+    init_image: str | None = None
+    strength: float | None = None
+    inpaint_mask: str | None = None
+    inpaint_mode: str = "blend"
+    mask_blur: float | None = None
+    dtype: str = "fp32"
+    device: str = "cpu"
+    from_png: str | None = None  # --from
+    outdir: str = "outputs"  # -o
+    no_grid: bool = False
+
+
+def prepare(job: Job, warn: Callable[[str], None]) -> Path:
+    """Complete the job before anything heavy runs: a `--from` replay (what it cannot reproduce goes
+    to `warn`), the models resolved, the recommended settings; returns the output folder, checked
+    writable now rather than after minutes of sampling. Values are checked by the API (ControlUnit,
+    ControlPipeline)."""
+    from controlnet.files import writable_folder
+
+    if job.from_png:
+        for note in replay(job, job.from_png):
+            warn(note)
+    elif any(u["controlnet"] is None for u in job.units):
+        raise InputError("give --controlnet FILE before --image (without it, --image gives a --from replay's pictures)")
+    _resolve_models(job)
+    if job.strength is not None and not job.init_image:  # the API takes a strength it ignores for txt2img
+        raise InputError("--strength does nothing without --init-image (img2img); give the picture to start from or "
+                         "leave --strength out")
+    apply_recommended(job)
+    return writable_folder(job.outdir, "output folder (-o)", create=False)
+
+
+def _resolve_models(args) -> None:
+    """Built-in names ('mini', 'mini:edges') -> folders; a ControlNet that is not there fails now."""
+    from controlnet.assets import resolve_controlnet, resolve_model
+
+    if not args.model:
+        raise InputError("give the base model with --model (a diffusers folder, a single-file checkpoint, or 'mini')")
+    args.model = str(resolve_model(args.model))
+    for u in args.units:
+        u["controlnet"] = str(resolve_controlnet(u["controlnet"]))
+        if not Path(u["controlnet"]).exists():
+            raise MissingFileError(f"ControlNet not found: {u['controlnet']}")
+
+
+def apply_recommended(args) -> None:
+    """Values the user did not give come from the ControlNets' recommended settings
+    (`controlnet.recommended`), else the defaults: weight and mode per unit; CFG, steps and sampler
+    when the units agree."""
+    from controlnet import recommended
+
+    for u in args.units:
+        for key in ("weight", "mode"):
+            u[key] = recommended.choose(key, u[key] if u.get(f"_{key}_set") else None, [u["controlnet"]], u[key])[0]
+    nets = [u["controlnet"] for u in args.units]
+    args.guidance_scale = recommended.choose("guidance_scale", args.guidance_scale, nets, 9.0)[0]
+    args.steps = recommended.choose("steps", args.steps, nets, 20)[0]
+    args.scheduler = recommended.choose("scheduler", args.scheduler, nets, "ddim")[0]
+
+
+def _unit_images(unit: dict, width, height, resize: str | None, inpaint_mask=None):
+    """(condition image, mask) of one unit, read before any model is loaded so a bad file fails fast.
+    `--preprocess inpaint` takes the inpainting mask (as A1111's inpaint preprocessors do)."""
+    from controlnet.pipeline.images import load_image
+
+    if not unit["image"]:
+        raise InputError(f"the unit of --controlnet {unit['controlnet']} has no --image")
+    image = load_image(unit["image"])
+    mask = load_image(unit["mask"]) if unit["mask"] else None
+    if not unit["preprocess"]:
+        return image, mask
+    if unit["preprocess"] == "inpaint":
+        from controlnet.pipeline.inpaint import inpaint_map
+
+        return inpaint_map(image, inpaint_mask), mask
+    try:
+        from controlnet.annotators import annotate, get_annotator
+    except ImportError:
+        raise InputError("--preprocess needs the annotators (controlnet.annotators), which are not available in this install") from None
+    # how the preprocessor runs, recorded in the unit (its PNG stores it; a --from replay gives it back)
+    unit["processor_res"] = unit["processor_res"] or 512
+    unit["pixel_perfect"] = bool(width and height) if unit["pixel_perfect"] is None else unit["pixel_perfect"]
+    unit["preprocess_params"] = get_annotator(unit["preprocess"]).bind(unit["preprocess_params"] or {})
+    size = {"width": width, "height": height, "resize_mode": resize or "crop_and_resize"} if width and height else {}
+    return annotate(unit["preprocess"], image, unit["processor_res"], pixel_perfect=unit["pixel_perfect"], **size,
+                    **unit["preprocess_params"]), mask
+
+
+def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe, nets: dict | None = None) -> list:
+    """ControlUnits (their fields are checked there); each ControlNet file is loaded once, in the pipeline's dtype
+    (`nets`: the ones already loaded, by path, kept across a batch)."""
+    from controlnet.checkpoints import load_controlnet
+    from controlnet.pipeline import ControlUnit
+
+    nets = {} if nets is None else nets
+    units = []
+    for i, (u, (image, mask)) in enumerate(zip(specs, images)):
+        key = str(Path(u["controlnet"]).resolve())
+        if key not in nets:
+            nets[key] = load_controlnet(u["controlnet"], dtype=pipe.unet.dtype, device=pipe.device, base=pipe.unet)
+        units.append(ControlUnit(nets[key], image, weight=u["weight"], start=u["start"], end=u["end"], mode=u["mode"],
+                                 mask=mask, resize=resize, name=f"unit {i + 1} ({Path(u['controlnet']).name})",
+                                 schedule=u["schedule"], schedule_interpolation=u["schedule_interpolation"],
+                                 control_type=u.get("control_type")))
+    return units
+
+
+def _next_index(outdir: Path) -> int:
+    from controlnet.checks import digits
+
+    taken = [digits(p.name.split("-")[0]) for p in outdir.glob("*.png")]
+    return max((i for i in taken if i is not None), default=-1) + 1
+
+
+def make_grid(hints: list, samples: list):
+    """One row: condition maps first, then the samples, all scaled to the samples' height."""
+    from PIL import Image
+
+    height = samples[0].height
+    tiles = [h.resize((max(1, round(h.width * height / h.height)), height)) for h in hints] + list(samples)
+    grid = Image.new("RGB", (sum(t.width for t in tiles), height), "white")
+    x = 0
+    for t in tiles:
+        grid.paste(t.convert("RGB"), (x, 0))
+        x += t.width
+    return grid
+
+
+def save_outputs(out, args, outdir: Path) -> Iterator[Path]:
+    """Each image as a PNG carrying its parameters, then the grid; every file written atomically.
+    Yields each path once written."""
+    import controlnet
+    from controlnet.files import save_image
+
+    index = _next_index(outdir)
+    base = parameters(args)
+    base.update(width=out.images[0].width, height=out.images[0].height, num_images=1, version=controlnet.__version__)
+    for k, (image, seed) in enumerate(zip(out.images, out.seeds)):
+        path = outdir / f"{index + k:05d}-{seed}.png"
+        save_image(image, path, pnginfo=png_info({**base, "seed": seed}))
+        yield path
+    if not args.no_grid and (out.hints or len(out.images) > 1):
+        path = outdir / f"grid-{index:05d}.png"
+        save_image(make_grid([h for per_unit in out.hints for h in per_unit], out.images), path)
+        yield path
+
+
+class Models:
+    """The base pipeline and ControlNets, loaded on first use and kept, so a batch loads them once."""
+
+    def __init__(self, progress: bool = True):
+        self.pipe, self.nets, self.progress = None, {}, progress
+
+    def load(self, args):
+        from controlnet.pipeline import ControlPipeline
+
+        if self.pipe is None:
+            self.pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=args.dtype, device=args.device)
+        return self.pipe
+
+
+def sample(args, models: Models):
+    """Read this run's images (before any model is loaded, so a bad file fails fast), then sample."""
+    from controlnet.pipeline.images import load_image, resize_mode
+
+    resize = resize_mode(args.resize)
+    inpaint_mask = load_image(args.inpaint_mask) if args.inpaint_mask else None
+    images = [_unit_images(u, args.width, args.height, resize, inpaint_mask) for u in args.units]
+    init = load_image(args.init_image) if args.init_image else None
+    pipe = models.load(args)
+    units = _units(args.units, images, resize, pipe, models.nets)
+    out = pipe(args.prompt, units, negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance_scale,
+               scheduler=args.scheduler, eta=args.eta, seed=args.seed, num_images=args.num_images, height=args.height,
+               width=args.width, init_image=init, strength=args.strength, mask_image=inpaint_mask,
+               inpaint_mode=args.inpaint_mode, mask_blur=args.mask_blur, init_resize=resize, progress=models.progress)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- batches
+
+
+def is_batch(args) -> bool:
+    return any(u["image"] and Path(u["image"]).is_dir() for u in args.units)
+
+
+def batch_items(args) -> list:
+    """The batch's items; up-front errors (empty or image-less folders, names that do not pair) stop it."""
+    from controlnet.pipeline.batch import pair_sources
+
+    for u in args.units:
+        if not u["image"]:
+            raise InputError(f"the unit of --controlnet {u['controlnet']} has no --image")
+    labels = [f"unit {i + 1}'s --image folder" for i in range(len(args.units))]
+    return pair_sources([u["image"] for u in args.units], labels)
+
+
+def item_job(args, item):
+    """The command's options with this item's pictures as the units' images (also what its PNGs store)."""
+    one = copy.copy(args)
+    one.units = [{**u, "image": str(path)} for u, path in zip(args.units, item.images)]
+    return one
+
+
+def save_item(out, args, paths: list[Path]) -> Iterator[Path]:
+    """Each picture under its input's name, carrying its parameters (so --from re-creates it).
+    Yields each path once written."""
+    import controlnet
+    from controlnet.files import save_image
+
+    base = parameters(args)
+    base.update(width=out.images[0].width, height=out.images[0].height, num_images=1, version=controlnet.__version__)
+    for path, image, seed in zip(paths, out.images, out.seeds):
+        save_image(image, path, pnginfo=png_info({**base, "seed": seed}))
+        yield path
