@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from controlnet.checkpoints import control_lora, t2i_adapter
+from controlnet.checkpoints import control_lora, lllite, t2i_adapter
 from controlnet.checkpoints.stored import init_kwargs, load_strictly
 from controlnet.errors import CheckpointError
 
@@ -74,6 +74,7 @@ FAMILIES: dict[str, Family] = {
     "t2i-adapter": Family(lambda tensors, source: tensors, _build_t2i_adapter, t2i_adapter.describe),
     "t2i-adapter-original": Family(t2i_adapter.original_to_diffusers, _build_t2i_adapter, t2i_adapter.describe),
     "controlnet-xs": Family(lambda tensors, source: tensors, _build_controlnet_xs, _describe_controlnet_xs),
+    "controlnet-lllite": Family(lambda tensors, source: tensors, lllite.build, lllite.describe),
 }
 
 

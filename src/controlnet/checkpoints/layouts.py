@@ -7,6 +7,7 @@
 - "control-lora": Stability AI's Control-LoRA (marker key `lora_controlnet`; `checkpoints/control_lora.py`);
 - "t2i-adapter", "t2i-adapter-original": diffusers' and TencentARC's T2I-Adapter keys (`checkpoints/t2i_adapter.py`);
 - "controlnet-xs": diffusers' ControlNetXSAdapter keys (`checkpoints/families.py`);
+- "controlnet-lllite": kohya's ControlNet-LLLite modules (`lllite_unet_*` keys; `checkpoints/lllite.py`);
 - "sd": a Stable Diffusion checkpoint with no ControlNet in it (a common mix-up);
 - "unknown".
 """
@@ -24,6 +25,8 @@ def detect_layout(keys) -> str:
         return "control-lora"
     if any(k.startswith("adapter.body.") for k in keys):
         return "t2i-adapter"
+    if any(k.startswith("lllite_unet_") for k in keys):
+        return "controlnet-lllite"
     if any(".base_to_ctrl." in k or k.startswith("base_to_ctrl.") for k in keys):
         return "controlnet-xs"
     if "body.0.block1.weight" in keys or "body.0.body.0.block1.weight" in keys:
@@ -58,7 +61,8 @@ def describe_unknown(keys, source: str) -> str:
         return (f"{source}: a 'difference' ControlNet (weights stored relative to an SD U-Net); "
                 "add the base U-Net's weights first (`controlnet transfer`) — loading it alone is not supported")
     if any(k.startswith("lora_controlnet") for k in keys) or any("lllite" in k for k in keys):
-        return f"{source}: a Control-LoRA / ControlLLLite file; only full ControlNets are supported"
+        return (f"{source}: a Control-LoRA / ControlNet-LLLite file with unexpected key names (a Control-LoRA needs its "
+                "lora_controlnet marker, LLLite keys start with lllite_unet_): re-save it from its original source")
     if any(k.startswith("adapter.") or k.startswith("body.") for k in keys):
         return f"{source}: a T2I-Adapter, not a ControlNet"
     return (f"{source}: not a ControlNet checkpoint: none of the original (control_model.*, input_hint_block.*) "
