@@ -128,3 +128,57 @@ def test_file_for_another_base_is_refused(ref, lllite_file):
     with pytest.raises(ValueError, match="made for this base model"), \
             lllite.applied(unet, [(net, net.embed_hint(ref["ref.hint"]), 1.0)]):
         pass
+
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def sdxl():
+    from tiny_models import tiny_pipeline
+
+    return tiny_pipeline("sdxl")  # the same tiny SDXL U-Net shape the reference file was made for
+
+
+def _latents(pipe, units, **kw):
+    from tiny_models import our_latents
+
+    return our_latents(pipe, units, steps=2, size=SIZE, **kw)
+
+
+@torch.no_grad()
+def test_sampling_unit_hooks_the_unet_every_step(sdxl, lllite_file):
+    """A LLLite unit in the pipeline equals the plain pipeline run with our hooks held around it by hand
+    (hint read at the output size, tiled over the CFG batch, the weight as multiplier)."""
+    from controlnet.pipeline import ControlUnit
+    from controlnet.pipeline.images import hint_tensor
+    from tiny_models import random_hint
+
+    net, image = load_controlnet(lllite_file), random_hint(SIZE, SIZE, seed=3)
+    got = _latents(sdxl, [ControlUnit(net, image, weight=0.7, resize=None)])
+    with lllite.applied(sdxl.unet, [(net, net.embed_hint(hint_tensor(image, SIZE, SIZE, None)), 0.7)]):
+        by_hand = _latents(sdxl, [])
+    torch.testing.assert_close(got, by_hand, **TOL)
+    assert (got - _latents(sdxl, [])).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_sampling_beside_an_ordinary_controlnet(sdxl, lllite_file):
+    """Multi-unit: a LLLite unit and a ControlNet unit both act (the result differs from either alone)."""
+    from controlnet.pipeline import ControlUnit
+    from tiny_models import random_hint, tiny_controlnet
+
+    net, cn, image = load_controlnet(lllite_file), tiny_controlnet(sdxl), random_hint(SIZE, SIZE, seed=3)
+    both = _latents(sdxl, [ControlUnit(net, image, resize=None), ControlUnit(cn, image, resize=None)])
+    for alone in ([ControlUnit(net, image, resize=None)], [ControlUnit(cn, image, resize=None)]):
+        assert (both - _latents(sdxl, alone)).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_sampling_refuses_a_file_for_another_base(lllite_file):
+    from controlnet.errors import InputError
+    from controlnet.pipeline import ControlUnit
+    from tiny_models import random_hint, tiny_pipeline
+
+    with pytest.raises(InputError, match="unit 1: the LLLite file targets .*made for this base model"):
+        _latents(tiny_pipeline("sd1"), [ControlUnit(load_controlnet(lllite_file), random_hint(SIZE, SIZE), resize=None)])

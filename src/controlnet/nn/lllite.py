@@ -46,11 +46,13 @@ class LLLiteModule(nn.Module):
         return cx.flatten(2).transpose(1, 2)
 
     def delta(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        emb = _tile_batch(emb, x.shape[0], "LLLite hint").to(x.dtype)
+        """What this module adds to its projection's input x (B, tokens, width), in x's dtype."""
+        dtype = self.up[0].weight.dtype
+        emb = _tile_batch(emb, x.shape[0], "LLLite hint").to(dtype)
         if emb.shape[1] != x.shape[1]:
             raise ValueError(f"LLLite hint gives {emb.shape[1]} tokens where the U-Net has {x.shape[1]}: the hint must be "
                              "8x the latent size (and the file made for this base model)")
-        return self.up(self.mid(torch.cat([emb, self.down(x)], dim=2)))
+        return self.up(self.mid(torch.cat([emb, self.down(x.to(dtype))], dim=2))).to(x.dtype)
 
 
 class LLLiteNet(nn.Module):
@@ -66,6 +68,10 @@ class LLLiteNet(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
     @property
     def made_for(self) -> str:
@@ -101,23 +107,33 @@ def target_path(name: str, layers_per_block: int) -> str:
     return f"{prefix}.transformer_blocks.{block}.{attn}.{proj}"
 
 
+def targets(net: LLLiteNet, unet: nn.Module) -> dict[str, nn.Module]:
+    """module name -> the U-Net projection it feeds; ValueError when the U-Net lacks one (another base model)."""
+    layers = unet.config["layers_per_block"]
+    layers = layers if isinstance(layers, int) else layers[0]
+    found = {}
+    for name, module in net.named_children():
+        path = target_path(name, layers)
+        try:
+            found[name] = unet.get_submodule(path)
+        except AttributeError:
+            found[name] = None
+        if not isinstance(found[name], nn.Linear) or found[name].in_features != module.down[0].in_features:
+            raise ValueError(f"the LLLite file targets {path} ({module.down[0].in_features} wide), which this base U-Net "
+                             "does not have: use an LLLite made for this base model (SDXL)")
+    return found
+
+
 @contextlib.contextmanager
 def applied(unet: nn.Module, units: Sequence[tuple[LLLiteNet, dict[str, torch.Tensor], float]]) -> Iterator[None]:
     """Within the block, each targeted projection of `unet` takes `x + Σ scale·module(x)` as its input."""
-    by_target: dict[str, list] = {}
-    layers = unet.config["layers_per_block"] if hasattr(unet, "config") else 2
-    layers = layers if isinstance(layers, int) else layers[0]
+    by_target: dict[nn.Module, list] = {}
     for net, embeddings, scale in units:
-        for name, module in net.named_children():
-            by_target.setdefault(target_path(name, layers), []).append((module, embeddings[name], scale))
+        for name, linear in targets(net, unet).items():
+            by_target.setdefault(linear, []).append((getattr(net, name), embeddings[name], scale))
     handles = []
     try:
-        for path, entries in by_target.items():
-            try:
-                linear = unet.get_submodule(path)
-            except AttributeError:
-                raise ValueError(f"the LLLite file targets {path}, which this base U-Net does not have: "
-                                 "use an LLLite made for this base model") from None
+        for linear, entries in by_target.items():
             handles.append(linear.register_forward_pre_hook(_hook(entries)))
         yield
     finally:

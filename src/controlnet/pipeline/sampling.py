@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from controlnet import checks
 from controlnet.errors import InputError, NonFiniteError
-from controlnet.nn import ControlResiduals, controlled_unet, family_of, unet_connection_shapes
+from controlnet.nn import ControlResiduals, controlled_unet, family_of, lllite, unet_connection_shapes
 from controlnet.nn import t2i_adapter as t2i
 from controlnet.nn.controlled_unet import controlled_unet_xs
 from controlnet.nn.controlnet_xs import is_xs
@@ -343,7 +343,7 @@ class ControlPipeline:
         """Hint(s) -> E(c) once; mode + weight (+ mask per resolution) -> per-connection scales.
         The ControlNet runs in the U-Net's dtype and device unless the unit names a dtype."""
         cn, label = unit.controlnet, unit.name or f"unit {index + 1}"
-        if t2i.is_adapter(cn) or is_xs(cn):
+        if t2i.is_adapter(cn) or is_xs(cn) or lllite.is_lllite(cn):
             return self._prepare_adapter(unit, width, height, batch, label)
         check_compatible(cn, self.unet, self.vae_scale_factor, label)
         if not unit.off:
@@ -378,7 +378,8 @@ class ControlPipeline:
     def _prepare_adapter(self, unit: ControlUnit, width: int, height: int, batch: int, label: str) -> tuple[_Prepared, list]:
         """A T2I-Adapter unit (its features computed once, checked against this U-Net) or a ControlNet-XS
         unit (its hint, and the coupled U-Net built once); the scale is the weight."""
-        net, kind = unit.controlnet, "ControlNet-XS" if is_xs(unit.controlnet) else "T2I-Adapter"
+        net = unit.controlnet
+        kind = "ControlNet-XS" if is_xs(net) else "ControlNet-LLLite" if lllite.is_lllite(net) else "T2I-Adapter"
         if unit.mode != "balanced" or unit.layer_scales is not None or unit.mask is not None:
             raise InputError(f"{label}: a {kind} takes a weight, start/end and a schedule; not a mode, layer_scales or mask")
         wanted = unit.dtype or self.unet.dtype
@@ -394,6 +395,13 @@ class ControlPipeline:
             except ValueError as exc:
                 raise InputError(f"{label}: {exc}") from None
             return _Prepared(unit, net.embed_hint(torch.cat(hints).to(self.device)), [unit.weight], False), [img.to_pil(h) for h in hints]
+        if lllite.is_lllite(net):
+            try:
+                lllite.targets(net, self.unet)
+            except ValueError as exc:
+                raise InputError(f"{label}: {exc}") from None
+            embeddings = net.embed_hint(torch.cat(hints).to(net.device, net.dtype))
+            return _Prepared(unit, embeddings, [unit.weight], False), [img.to_pil(h) for h in hints]
         features = net.embed_hint(torch.cat(hints).to(net.device, net.dtype)[:, : net.hint_channels])
         try:
             t2i.check_features(features, self.unet.config, (height // self.vae_scale_factor, width // self.vae_scale_factor),
@@ -598,11 +606,14 @@ class ControlPipeline:
             if prepared and is_xs(prepared[0].unit.controlnet):
                 eps = self._predict_xs(prepared[0], running, unet_in, t, text)
             else:
-                controls = [self._residuals(p, x_in, t, text, call, f) for p, f in running if not t2i.is_adapter(p.unit.controlnet)]
+                controls = [self._residuals(p, x_in, t, text, call, f) for p, f in running
+                            if not (t2i.is_adapter(p.unit.controlnet) or lllite.is_lllite(p.unit.controlnet))]
                 features = t2i.sum_features([(p.embedding, p.scales[0] * f) for p, f in running
                                              if t2i.is_adapter(p.unit.controlnet)], x_in.shape[0])
-                eps = controlled_unet(self.unet, unet_in, t, text.states, controls, added_cond_kwargs=text.added,
-                                      adapter_features=features)
+                hooked = [(p.unit.controlnet, p.embedding, p.scales[0] * f) for p, f in running if lllite.is_lllite(p.unit.controlnet)]
+                with lllite.applied(self.unet, hooked):  # LLLite: the projections' inputs, during this call
+                    eps = controlled_unet(self.unet, unet_in, t, text.states, controls, added_cond_kwargs=text.added,
+                                          adapter_features=features)
             if call.guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + call.guidance_scale * (cond - uncond)
