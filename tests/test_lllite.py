@@ -182,3 +182,19 @@ def test_sampling_refuses_a_file_for_another_base(lllite_file):
 
     with pytest.raises(InputError, match="unit 1: the LLLite file targets .*made for this base model"):
         _latents(tiny_pipeline("sd1"), [ControlUnit(load_controlnet(lllite_file), random_hint(SIZE, SIZE), resize=None)])
+
+
+def test_generate_command_with_lllite_beside_a_controlnet(sdxl, lllite_file, tmp_path, capsys):
+    from tiny_models import random_hint, tiny_controlnet
+
+    sdxl.save_pretrained(tmp_path / "base")
+    tiny_controlnet(sdxl, seed=2).save_pretrained(tmp_path / "cn")
+    random_hint(SIZE, SIZE, seed=1).save(tmp_path / "hint.png")
+    common = ["generate", "--model", tmp_path / "base", "--prompt", "a house", "--steps", "2", "--seed", "1",
+              "--width", SIZE, "--height", SIZE]
+    cn_unit = ["--controlnet", tmp_path / "cn", "--image", tmp_path / "hint.png"]
+    lllite_unit = ["--controlnet", lllite_file, "--image", tmp_path / "hint.png", "--weight", "0.8"]
+    for i, units in enumerate((cn_unit, [*lllite_unit, *cn_unit])):
+        code, _, err = run_cli([*common, *units, "-o", tmp_path / str(i)], capsys)
+        assert code == 0, err
+    assert (tmp_path / "1" / "00000-1.png").read_bytes() != (tmp_path / "0" / "00000-1.png").read_bytes()
