@@ -60,10 +60,14 @@ def prepare(job: Job, warn: Callable[[str], None]) -> Path:
     elif any(u["controlnet"] is None for u in job.units):
         raise InputError("give --controlnet FILE before --image (without it, --image gives a --from replay's pictures)")
     _resolve_models(job)
+    kind = dit_kind(job.model)
+    if kind:
+        _prepare_dit(job, kind)
     if job.strength is not None and not job.init_image:  # the API takes a strength it ignores for txt2img
         raise InputError("--strength does nothing without --init-image (img2img); give the picture to start from or "
                          "leave --strength out")
-    apply_recommended(job)
+    if not kind:
+        apply_recommended(job)
     return writable_folder(job.outdir, "output folder (-o)", create=False)
 
 
@@ -191,6 +195,12 @@ class Models:
     def load(self, args):
         from controlnet.pipeline import ControlPipeline
 
+        kind = dit_kind(args.model)
+        if self.pipe is None and kind:
+            from controlnet.pipeline.flux import FluxBase
+            from controlnet.pipeline.sd3 import SD3Base
+
+            self.pipe = (FluxBase if kind == "flux" else SD3Base).from_pretrained(args.model, dtype=args.dtype, device=args.device)
         if self.pipe is None:
             self.pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=args.dtype, device=args.device)
         return self.pipe
@@ -200,6 +210,8 @@ def sample(args, models: Models):
     """Read this run's images (before any model is loaded, so a bad file fails fast), then sample."""
     from controlnet.pipeline.images import load_image, resize_mode
 
+    if dit_kind(args.model):
+        return sample_dit(args, models)
     resize = resize_mode(args.resize)
     inpaint_mask = load_image(args.inpaint_mask) if args.inpaint_mask else None
     images = [_unit_images(u, args.width, args.height, resize, inpaint_mask) for u in args.units]
@@ -249,3 +261,117 @@ def save_item(out, args, paths: list[Path]) -> Iterator[Path]:
     for path, image, seed in zip(paths, out.images, out.seeds):
         save_image(image, path, pnginfo=png_info({**base, "seed": seed}))
         yield path
+
+
+# ---------------------------------------------------------------------------------------- transformer bases
+# A Flux or SD3 `--model` takes the branch below: same job, same PNG parameters, sampled by
+# `FluxBase` / `SD3Base` (controlnet.pipeline.flux / sd3).
+
+DIT_NETS = {"sd3-diffusers": "sd3", "sd35-original": "sd3", "flux-diffusers": "flux", "xlabs-original": "flux"}
+DIT_NAMES = {"flux": "Flux", "sd3": "SD3"}
+DIT_DEFAULTS = {"flux": (3.5, 28), "sd3": (7.0, 28)}  # (guidance scale, steps): diffusers' pipelines' defaults
+
+
+def dit_kind(model: str | None) -> str | None:
+    """"flux" or "sd3" when `model` is a diffusers folder of a transformer base, else None (a U-Net base)."""
+    from controlnet.pipeline.loading import base_kind, read_model_index
+
+    if not model or not (Path(model) / "model_index.json").is_file():
+        return None
+    kind = base_kind(read_model_index(Path(model)))
+    return kind if kind in DIT_NAMES else None
+
+
+def _net_kind(path: str) -> str:
+    """"flux", "sd3", or a phrase for a ControlNet made for neither (read from the file's header)."""
+    from controlnet.checkpoints.dit import dit_layout_of
+
+    layout = dit_layout_of(path)
+    return DIT_NAMES.get(DIT_NETS.get(layout), None) or ("a U-Net (SD 1.x/2.x/XL)" if layout is None else layout)
+
+
+def _prepare_dit(job: Job, kind: str) -> None:
+    """Refuse what a transformer base cannot do (a ControlNet for another base, U-Net-only options),
+    then fill in diffusers' defaults."""
+    for u in job.units:
+        made_for = _net_kind(u["controlnet"])
+        if made_for != DIT_NAMES[kind]:
+            raise InputError(f"--controlnet {u['controlnet']} is a {made_for} ControlNet but --model {job.model} is a "
+                             f"{DIT_NAMES[kind]} base model: give a {DIT_NAMES[kind]} ControlNet, or a base it was made for")
+    unused = [flag for flag, used in (
+        ("--scheduler", job.scheduler is not None), ("--eta", job.eta), ("--init-image", job.init_image),
+        ("--inpaint-mask", job.inpaint_mask), ("--mask-blur", job.mask_blur is not None),
+        ("--mode", any(u.get("_mode_set") and u["mode"] != "balanced" for u in job.units)),
+        ("--schedule", any(u["schedule"] for u in job.units)),
+        ("--mask", kind == "flux" and any(u["mask"] for u in job.units))) if used]
+    if unused:
+        raise InputError(f"{', '.join(unused)}: not supported with a {DIT_NAMES[kind]} base model (flow matching, "
+                         "Euler); leave them out")
+    guidance, steps = DIT_DEFAULTS[kind]
+    job.guidance_scale = guidance if job.guidance_scale is None else job.guidance_scale
+    job.steps = steps if job.steps is None else job.steps
+
+
+def _control_mode(value):
+    """`--control-type` of a Flux union net: a name (canny, tile, ...) or its index."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
+def _dit_size(args, images: list, base) -> tuple[int, int]:
+    """--width/--height, else the first condition image's size rounded down to what the base takes."""
+    from controlnet.pipeline.flux import vae_scale_factor
+    from controlnet.pipeline.images import image_size
+
+    if args.width and args.height:
+        return args.width, args.height
+    f = vae_scale_factor(base.vae) * (2 if base.kind == "flux" else base.transformer.config.patch_size)
+    w, h = image_size(images[0][0]) if images else (1024, 1024)
+    w, h = args.width or w, args.height or h
+    return max(f, w // f * f), max(f, h // f * f)
+
+
+def _dit_controls(args, images: list, base, nets: dict, width: int, height: int) -> tuple[list, list]:
+    """(FluxControl / SD3Control per unit, its hint as fed) with each hint fitted by --resize."""
+    from controlnet.checkpoints import load_controlnet
+    from controlnet.pipeline.flux import FluxControl
+    from controlnet.pipeline.images import hint_tensor, resize_mode, to_pil
+    from controlnet.pipeline.sd3 import SD3Control
+
+    controls, hints = [], []
+    for u, (image, mask) in zip(args.units, images):
+        key = str(Path(u["controlnet"]).resolve())
+        if key not in nets:
+            nets[key] = load_controlnet(u["controlnet"], dtype=base.transformer.dtype, device=base.transformer.device)
+        hint = hint_tensor(image, width, height, resize_mode(args.resize))
+        hints.append([to_pil(hint)])
+        net, pixels = nets[key], hint * 2 - 1
+        if base.kind == "sd3":
+            if u.get("control_type"):
+                raise InputError(f"--control-type is for Flux union ControlNets; {u['controlnet']} is an SD3 ControlNet")
+            controls.append(SD3Control(net, pixels, u["weight"], u["start"], u["end"], mask=mask))
+            continue
+        if u.get("control_type") and net.config.num_mode is None:
+            raise InputError(f"--control-type is for union ControlNets; {u['controlnet']} is not one: leave it out")
+        controls.append(FluxControl(net, pixels, u["weight"], u["start"], u["end"], mode=_control_mode(u.get("control_type"))))
+    return controls, hints
+
+
+def sample_dit(args, models: Models):
+    """One picture per seed (seed, seed+1, ...) from a Flux / SD3 base, as `FluxBase` / `SD3Base` sample it."""
+    import torch
+
+    from controlnet.pipeline.images import resize_mode
+    from controlnet.pipeline.sampling import ControlPipelineOutput, _seeds
+
+    images = [_unit_images(u, args.width, args.height, resize_mode(args.resize)) for u in args.units]
+    seeds = _seeds(args.seed, args.num_images)
+    base = models.load(args)
+    width, height = _dit_size(args, images, base)
+    controls, hints = _dit_controls(args, images, base, models.nets, width, height)
+    options = dict(width=width, height=height, steps=args.steps, guidance_scale=args.guidance_scale, output_type="pil")
+    if base.kind == "sd3":
+        options["negative_prompt"] = args.negative_prompt
+    elif args.negative_prompt:
+        raise InputError("--negative-prompt: a Flux base uses embedded guidance and no negative prompt; leave it out")
+    out = [base(args.prompt, controls, generator=torch.Generator().manual_seed(s), **options)[0] for s in seeds]
+    return ControlPipelineOutput(images=out, seeds=seeds, hints=hints)
