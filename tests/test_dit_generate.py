@@ -130,6 +130,23 @@ def test_a_flux_base_with_two_controlnets_equals_flux_base_and_replays(store, ca
     assert np.array_equal(again, got)
 
 
+def test_a_flux_base_with_true_cfg_equals_flux_base_and_replays(store, capsys):
+    hint = store / "hint-flux.png"
+    argv = ["--model", store / "flux", "--prompt", "a red cube", "--negative-prompt", "grass", "--true-cfg", "2.5",
+            "--controlnet", store / "flux.safetensors", "--image", hint, "--steps", "2", "--seed", "7"]
+    got, path = _generate(store, capsys, argv)
+    from controlnet.checkpoints import load_controlnet
+
+    base = FluxBase.from_pretrained(store / "flux")
+    controls = [FluxControl(load_controlnet(store / "flux.safetensors"), PIL.Image.open(hint))]
+    run = dict(width=64, height=64, steps=2, guidance_scale=3.5, generator=torch.Generator().manual_seed(7), output_type="pil")
+    _agree(got, base("a red cube", controls, negative_prompt="grass", true_cfg_scale=2.5, **run)[0])
+    run["generator"] = torch.Generator().manual_seed(7)
+    assert not np.array_equal(got, np.asarray(base("a red cube", controls, **run)[0]))  # the negative prompt acts
+    again, _ = _generate(store, capsys, ["--from", path])
+    assert np.array_equal(again, got)
+
+
 def test_an_sd3_base_equals_sd3_base_with_a_negative_prompt_and_replays(store, capsys):
     hint = store / "hint-sd3.png"
     argv = ["--model", store / "sd3", "--prompt", "a red cube", "--negative-prompt", "blurry", "--controlnet",
@@ -171,6 +188,7 @@ def test_a_controlnet_made_for_another_base_is_one_line_naming_both(store, capsy
     ("flux", "union", [], "control mode"),
     ("flux", "union", ["--control-type", "nosuch"], "control mode"),
     ("sd3", "sd3", ["--control-type", "depth"], "Flux union"),
+    ("sd3", "sd3", ["--true-cfg", "2"], "--true-cfg"),
     ("flux", "flux", ["--width", "72", "--height", "64"], "multiples of 16"),
 ])
 def test_what_a_transformer_base_cannot_do_is_one_line(store, capsys, model, net, extra, fragment):

@@ -28,6 +28,7 @@ class Job:
     negative_prompt: str = ""
     steps: int | None = None
     guidance_scale: float | None = None  # --cfg
+    true_cfg: float | None = None  # a Flux base's true CFG (diffusers' true_cfg_scale)
     scheduler: str | None = None
     eta: float = 0.0
     seed: int | None = None
@@ -63,6 +64,8 @@ def prepare(job: Job, warn: Callable[[str], None]) -> Path:
     kind = dit_kind(job.model)
     if kind:
         _prepare_dit(job, kind)
+    elif job.true_cfg is not None:
+        raise InputError("--true-cfg is for Flux base models; this base takes --cfg")
     if job.strength is not None and not job.init_image:  # the API takes a strength it ignores for txt2img
         raise InputError("--strength does nothing without --init-image (img2img); give the picture to start from or "
                          "leave --strength out")
@@ -303,7 +306,8 @@ def _prepare_dit(job: Job, kind: str) -> None:
         ("--inpaint-mask", job.inpaint_mask), ("--mask-blur", job.mask_blur is not None),
         ("--mode", any(u.get("_mode_set") and u["mode"] != "balanced" for u in job.units)),
         ("--schedule", any(u["schedule"] for u in job.units)),
-        ("--mask", kind == "flux" and any(u["mask"] for u in job.units))) if used]
+        ("--mask", kind == "flux" and any(u["mask"] for u in job.units)),
+        ("--true-cfg", kind == "sd3" and job.true_cfg is not None)) if used]
     if unused:
         raise InputError(f"{', '.join(unused)}: not supported with a {DIT_NAMES[kind]} base model (flow matching, "
                          "Euler); leave them out")
@@ -371,7 +375,10 @@ def sample_dit(args, models: Models):
     options = dict(width=width, height=height, steps=args.steps, guidance_scale=args.guidance_scale, output_type="pil")
     if base.kind == "sd3":
         options["negative_prompt"] = args.negative_prompt
+    elif args.true_cfg is not None and args.true_cfg > 1:
+        options.update(negative_prompt=args.negative_prompt, true_cfg_scale=args.true_cfg)
     elif args.negative_prompt:
-        raise InputError("--negative-prompt: a Flux base uses embedded guidance and no negative prompt; leave it out")
+        raise InputError("--negative-prompt: a Flux base uses it only with true CFG; give --true-cfg > 1 (two forwards "
+                         "per step), or leave it out")
     out = [base(args.prompt, controls, generator=torch.Generator().manual_seed(s), **options)[0] for s in seeds]
     return ControlPipelineOutput(images=out, seeds=seeds, hints=hints)

@@ -70,6 +70,8 @@ def register(sub) -> None:
     p.add_argument("--cfg", "--guidance-scale", dest="guidance_scale", type=float, default=None, help="classifier-free "
                    "guidance scale (default: the ControlNets' recommended, else 9.0; <= 1 turns CFG off); a Flux base: its "
                    "embedded guidance (default 3.5); SD3: CFG (default 7.0)")
+    p.add_argument("--true-cfg", type=float, default=None, help="a Flux base: true classifier-free guidance against "
+                   "--negative-prompt at this scale (> 1 turns it on; two forwards per step)")
     p.add_argument("--scheduler", default=None, help="(default: the ControlNets' recommended, else ddim) ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, heun, lms, pndm, default")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first image, 0..4294967295; image k uses seed+k, "
