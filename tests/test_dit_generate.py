@@ -196,3 +196,26 @@ def test_what_a_transformer_base_cannot_do_is_one_line(store, capsys, model, net
             store / f"hint-{model}.png", "--steps", "1", "-o", store / "out", *extra]
     err = assert_user_error(argv, capsys, fragment)
     assert len(err.strip().splitlines()) == 1
+
+
+def test_one_given_side_keeps_the_hints_aspect_and_the_infotext_names_euler(store, capsys):
+    wide = store / "wide.png"
+    PIL.Image.new("RGB", (128, 64), "gray").save(wide)
+    got, path = _generate(store, capsys, ["--model", store / "flux", "--controlnet", store / "flux.safetensors", "--image",
+                                          wide, "--height", "32", "--steps", "1", "--seed", "1"])
+    assert got.shape == (32, 64, 3)
+    assert "Sampler: Euler" in PIL.Image.open(path).info["parameters"]
+
+
+def test_a_picture_that_goes_nan_is_refused_not_saved_black(store, capsys, tmp_path):
+    from controlnet.checkpoints import load_controlnet
+
+    net = load_controlnet(store / "flux.safetensors")
+    with torch.no_grad():
+        net.controlnet_blocks[0].weight.fill_(3e38)  # finite (the loader takes it), overflows when sampled
+    save_dit_controlnet(net, tmp_path / "inf.safetensors")
+    (tmp_path / "out").mkdir()
+    err = assert_user_error(["generate", "--model", store / "flux", "--controlnet", tmp_path / "inf.safetensors", "--image",
+                             store / "hint-flux.png", "--steps", "1", "-o", tmp_path / "out"], capsys, "numerically wrong")
+    assert len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "out").iterdir())

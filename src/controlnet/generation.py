@@ -302,7 +302,7 @@ def _prepare_dit(job: Job, kind: str) -> None:
             raise InputError(f"--controlnet {u['controlnet']} is a {made_for} ControlNet but --model {job.model} is a "
                              f"{DIT_NAMES[kind]} base model: give a {DIT_NAMES[kind]} ControlNet, or a base it was made for")
     unused = [flag for flag, used in (
-        ("--scheduler", job.scheduler is not None), ("--eta", job.eta), ("--init-image", job.init_image),
+        ("--scheduler", job.scheduler not in (None, "euler")), ("--eta", job.eta), ("--init-image", job.init_image),
         ("--inpaint-mask", job.inpaint_mask), ("--mask-blur", job.mask_blur is not None),
         ("--mode", any(u.get("_mode_set") and u["mode"] != "balanced" for u in job.units)),
         ("--schedule", any(u["schedule"] for u in job.units)),
@@ -312,6 +312,7 @@ def _prepare_dit(job: Job, kind: str) -> None:
         raise InputError(f"{', '.join(unused)}: not supported with a {DIT_NAMES[kind]} base model (flow matching, "
                          "Euler); leave them out")
     guidance, steps = DIT_DEFAULTS[kind]
+    job.scheduler = "euler"  # flow matching's Euler, the only one (the PNG's infotext says so)
     job.guidance_scale = guidance if job.guidance_scale is None else job.guidance_scale
     job.steps = steps if job.steps is None else job.steps
 
@@ -322,16 +323,23 @@ def _control_mode(value):
 
 
 def _dit_size(args, images: list, base) -> tuple[int, int]:
-    """--width/--height, else the first condition image's size rounded down to what the base takes."""
+    """--width/--height as given; a side not given from the first condition image (keeping its aspect
+    ratio; 1024 without one), rounded down to what the base takes."""
     from controlnet.pipeline.flux import vae_scale_factor
     from controlnet.pipeline.images import image_size
+    from controlnet.pipeline.sampling import MAX_SIDE
 
-    if args.width and args.height:
-        return args.width, args.height
     f = vae_scale_factor(base.vae) * (2 if base.kind == "flux" else base.transformer.config.patch_size)
     w, h = image_size(images[0][0]) if images else (1024, 1024)
-    w, h = args.width or w, args.height or h
-    return max(f, w // f * f), max(f, h // f * f)
+    if args.width and not args.height:
+        w, h = args.width, h * args.width / w
+    elif args.height and not args.width:
+        w, h = w * args.height / h, args.height
+    w = args.width if args.width else max(f, int(w) // f * f)
+    h = args.height if args.height else max(f, int(h) // f * f)
+    if not (w <= MAX_SIDE and h <= MAX_SIDE):
+        raise InputError(f"the output would be {w}x{h}; give --width and --height (multiples of {f}, at most {MAX_SIDE})")
+    return w, h
 
 
 def _dit_controls(args, images: list, base, nets: dict, width: int, height: int) -> tuple[list, list]:
@@ -363,16 +371,17 @@ def _dit_controls(args, images: list, base, nets: dict, width: int, height: int)
 def sample_dit(args, models: Models):
     """One picture per seed (seed, seed+1, ...) from a Flux / SD3 base, as `FluxBase` / `SD3Base` sample it."""
     import torch
+    from diffusers.image_processor import VaeImageProcessor
 
     from controlnet.pipeline.images import resize_mode
-    from controlnet.pipeline.sampling import ControlPipelineOutput, _seeds
+    from controlnet.pipeline.sampling import ControlPipelineOutput, _check_finite, _seeds
 
     images = [_unit_images(u, args.width, args.height, resize_mode(args.resize)) for u in args.units]
     seeds = _seeds(args.seed, args.num_images)
     base = models.load(args)
     width, height = _dit_size(args, images, base)
     controls, hints = _dit_controls(args, images, base, models.nets, width, height)
-    options = dict(width=width, height=height, steps=args.steps, guidance_scale=args.guidance_scale, output_type="pil")
+    options = dict(width=width, height=height, steps=args.steps, guidance_scale=args.guidance_scale, output_type="np")
     if base.kind == "sd3":
         options["negative_prompt"] = args.negative_prompt
     elif args.true_cfg is not None and args.true_cfg > 1:
@@ -380,5 +389,9 @@ def sample_dit(args, models: Models):
     elif args.negative_prompt:
         raise InputError("--negative-prompt: a Flux base uses it only with true CFG; give --true-cfg > 1 (two forwards "
                          "per step), or leave it out")
-    out = [base(args.prompt, controls, generator=torch.Generator().manual_seed(s), **options)[0] for s in seeds]
+    out = []
+    for seed in seeds:  # decoded as numbers, so that NaN is refused rather than saved black
+        pixels = base(args.prompt, controls, generator=torch.Generator().manual_seed(seed), **options)
+        _check_finite(torch.from_numpy(pixels), "the decoded pixels", base.transformer.dtype, args.guidance_scale)
+        out += VaeImageProcessor.numpy_to_pil(pixels)
     return ControlPipelineOutput(images=out, seeds=seeds, hints=hints)
