@@ -219,3 +219,14 @@ def test_a_picture_that_goes_nan_is_refused_not_saved_black(store, capsys, tmp_p
                              store / "hint-flux.png", "--steps", "1", "-o", tmp_path / "out"], capsys, "numerically wrong")
     assert len(err.strip().splitlines()) == 1
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_a_unet_base_refuses_true_cfg_and_a_flux_controlnet(store, capsys, tmp_path):
+    from tiny_models import save_base_and_controlnet
+
+    save_base_and_controlnet(tmp_path)
+    hint = store / "hint-flux.png"
+    assert_user_error(["generate", "--model", tmp_path / "base", "--controlnet", tmp_path / "cn", "--image", hint,
+                       "--true-cfg", "2", "-o", tmp_path], capsys, "--true-cfg", "Flux")
+    assert_user_error(["generate", "--model", tmp_path / "base", "--controlnet", store / "flux.safetensors", "--image", hint,
+                       "-o", tmp_path], capsys, "flux")
