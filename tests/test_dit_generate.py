@@ -80,7 +80,8 @@ def store(tmp_path_factory):
     ).save_pretrained(root / "sd3")
     nets = {"flux": FluxControlNet(**dict(FLUX, num_layers=1, num_single_layers=2)),
             "union": FluxControlNet(**dict(FLUX, num_layers=2, num_single_layers=0, num_mode=10)),
-            "sd3": SD3ControlNet(**dict(SD3, num_layers=2))}
+            "sd3": SD3ControlNet(**dict(SD3, num_layers=2)),
+            "sd3-inpaint": SD3ControlNet(**dict(SD3, num_layers=2, extra_conditioning_channels=1))}
     for seed, (name, net) in enumerate(nets.items(), 4):
         save_dit_controlnet(randomized(net.eval(), seed), root / f"{name}.safetensors")
     save_controlnet(ControlNet.from_unet(tiny_unet("sd1"), vae_scale_factor=2), root / "unet.safetensors")
@@ -189,6 +190,10 @@ def test_a_controlnet_made_for_another_base_is_one_line_naming_both(store, capsy
     ("flux", "union", ["--control-type", "nosuch"], "control mode"),
     ("sd3", "sd3", ["--control-type", "depth"], "Flux union"),
     ("sd3", "sd3", ["--true-cfg", "2"], "--true-cfg"),
+    ("sd3", "sd3", ["--cfg", "nan"], "--guidance-scale"),
+    ("sd3", "sd3", ["--num-images", "0"], "--num-images"),
+    ("sd3", "sd3", ["--weight", "1e9"], "--weight"),
+    ("flux", "flux", ["--steps", "0"], "steps"),
     ("flux", "flux", ["--width", "72", "--height", "64"], "multiples of 16"),
 ])
 def test_what_a_transformer_base_cannot_do_is_one_line(store, capsys, model, net, extra, fragment):
@@ -230,3 +235,19 @@ def test_a_unet_base_refuses_true_cfg_and_a_flux_controlnet(store, capsys, tmp_p
                        "--true-cfg", "2", "-o", tmp_path], capsys, "--true-cfg", "Flux")
     assert_user_error(["generate", "--model", tmp_path / "base", "--controlnet", store / "flux.safetensors", "--image", hint,
                        "-o", tmp_path], capsys, "flux")
+
+
+def test_the_sd3_inpainting_net_takes_its_mask_as_sd3_base_does(store, capsys):
+    from controlnet.checkpoints import load_controlnet
+
+    hint, mask = store / "hint-sd3.png", store / "mask-sd3.png"
+    area = np.zeros((8, 8, 3), np.uint8)
+    area[:, 4:] = 255  # white: repaint
+    PIL.Image.fromarray(area).save(mask)
+    got, _ = _generate(store, capsys, ["--model", store / "sd3", "--prompt", "a red cube", "--controlnet",
+                                       store / "sd3-inpaint.safetensors", "--image", hint, "--mask", mask, "--steps", "2",
+                                       "--seed", "3"])
+    base = SD3Base.from_pretrained(store / "sd3")
+    controls = [SD3Control(load_controlnet(store / "sd3-inpaint.safetensors"), PIL.Image.open(hint), mask=PIL.Image.open(mask))]
+    _agree(got, base("a red cube", controls, width=8, height=8, steps=2, generator=torch.Generator().manual_seed(3),
+                     output_type="pil")[0])

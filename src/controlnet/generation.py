@@ -295,7 +295,9 @@ def _net_kind(path: str) -> str:
 
 def _prepare_dit(job: Job, kind: str) -> None:
     """Refuse what a transformer base cannot do (a ControlNet for another base, U-Net-only options),
-    then fill in diffusers' defaults."""
+    then fill in diffusers' defaults; the values the samplers do not check are checked here."""
+    from controlnet import checks
+
     for u in job.units:
         made_for = _net_kind(u["controlnet"])
         if made_for != DIT_NAMES[kind]:
@@ -311,10 +313,19 @@ def _prepare_dit(job: Job, kind: str) -> None:
     if unused:
         raise InputError(f"{', '.join(unused)}: not supported with a {DIT_NAMES[kind]} base model (flow matching, "
                          "Euler); leave them out")
+    if kind == "flux" and job.negative_prompt and not (job.true_cfg or 0) > 1:
+        raise InputError("--negative-prompt: a Flux base uses it only with true CFG; give --true-cfg > 1 (two forwards "
+                         "per step), or leave it out")
     guidance, steps = DIT_DEFAULTS[kind]
     job.scheduler = "euler"  # flow matching's Euler, the only one (the PNG's infotext says so)
-    job.guidance_scale = guidance if job.guidance_scale is None else job.guidance_scale
+    job.guidance_scale = checks.number("--guidance-scale", guidance if job.guidance_scale is None else job.guidance_scale,
+                                       lo=0.0, hi=100.0)
     job.steps = steps if job.steps is None else job.steps
+    checks.positive_int("--num-images", job.num_images)
+    if job.true_cfg is not None:
+        checks.number("--true-cfg", job.true_cfg, lo=0.0, hi=100.0)
+    for u in job.units:
+        checks.weight("--weight", u["weight"])
 
 
 def _control_mode(value):
@@ -346,7 +357,7 @@ def _dit_controls(args, images: list, base, nets: dict, width: int, height: int)
     """(FluxControl / SD3Control per unit, its hint as fed) with each hint fitted by --resize."""
     from controlnet.checkpoints import load_controlnet
     from controlnet.pipeline.flux import FluxControl
-    from controlnet.pipeline.images import hint_tensor, resize_mode, to_pil
+    from controlnet.pipeline.images import hint_tensor, mask_tensor, resize_mode, to_pil
     from controlnet.pipeline.sd3 import SD3Control
 
     controls, hints = [], []
@@ -360,6 +371,7 @@ def _dit_controls(args, images: list, base, nets: dict, width: int, height: int)
         if base.kind == "sd3":
             if u.get("control_type"):
                 raise InputError(f"--control-type is for Flux union ControlNets; {u['controlnet']} is an SD3 ControlNet")
+            mask = None if mask is None else mask_tensor(mask, width, height)  # white: the inpainting net's area to repaint
             controls.append(SD3Control(net, pixels, u["weight"], u["start"], u["end"], mask=mask))
             continue
         if u.get("control_type") and net.config.num_mode is None:
@@ -386,9 +398,6 @@ def sample_dit(args, models: Models):
         options["negative_prompt"] = args.negative_prompt
     elif args.true_cfg is not None and args.true_cfg > 1:
         options.update(negative_prompt=args.negative_prompt, true_cfg_scale=args.true_cfg)
-    elif args.negative_prompt:
-        raise InputError("--negative-prompt: a Flux base uses it only with true CFG; give --true-cfg > 1 (two forwards "
-                         "per step), or leave it out")
     out = []
     for seed in seeds:  # decoded as numbers, so that NaN is refused rather than saved black
         pixels = base(args.prompt, controls, generator=torch.Generator().manual_seed(seed), **options)
