@@ -251,3 +251,19 @@ def test_the_sd3_inpainting_net_takes_its_mask_as_sd3_base_does(store, capsys):
     controls = [SD3Control(load_controlnet(store / "sd3-inpaint.safetensors"), PIL.Image.open(hint), mask=PIL.Image.open(mask))]
     _agree(got, base("a red cube", controls, width=8, height=8, steps=2, generator=torch.Generator().manual_seed(3),
                      output_type="pil")[0])
+
+
+def test_a_folder_of_hints_is_a_batch_with_a_flux_base(store, capsys, tmp_path):
+    import shutil
+
+    (tmp_path / "hints").mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(store / "hint-flux.png", tmp_path / "hints" / name)
+    (tmp_path / "out").mkdir()
+    code, out, err = run_cli(["generate", "--model", store / "flux", "--controlnet", store / "flux.safetensors", "--image",
+                              tmp_path / "hints", "--steps", "1", "--seed", "4", "-o", tmp_path / "out"], capsys)
+    assert code == 0, err
+    a, b = (np.asarray(PIL.Image.open(tmp_path / "out" / n)) for n in ("a.png", "b.png"))
+    single, _ = _generate(store, capsys, ["--model", store / "flux", "--controlnet", store / "flux.safetensors", "--image",
+                                          store / "hint-flux.png", "--steps", "1", "--seed", "4"])
+    assert np.array_equal(a, single) and np.array_equal(b, single)
