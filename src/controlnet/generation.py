@@ -28,6 +28,7 @@ class Job:
     negative_prompt: str = ""
     steps: int | None = None
     guidance_scale: float | None = None  # --cfg
+    true_cfg: float | None = None  # a Flux base's true CFG (diffusers' true_cfg_scale)
     scheduler: str | None = None
     eta: float = 0.0
     seed: int | None = None
@@ -60,10 +61,16 @@ def prepare(job: Job, warn: Callable[[str], None]) -> Path:
     elif any(u["controlnet"] is None for u in job.units):
         raise InputError("give --controlnet FILE before --image (without it, --image gives a --from replay's pictures)")
     _resolve_models(job)
+    kind = dit_kind(job.model)
+    if kind:
+        _prepare_dit(job, kind)
+    elif job.true_cfg is not None:
+        raise InputError("--true-cfg is for Flux base models; this base takes --cfg")
     if job.strength is not None and not job.init_image:  # the API takes a strength it ignores for txt2img
         raise InputError("--strength does nothing without --init-image (img2img); give the picture to start from or "
                          "leave --strength out")
-    apply_recommended(job)
+    if not kind:
+        apply_recommended(job)
     return writable_folder(job.outdir, "output folder (-o)", create=False)
 
 
@@ -191,6 +198,12 @@ class Models:
     def load(self, args):
         from controlnet.pipeline import ControlPipeline
 
+        kind = dit_kind(args.model)
+        if self.pipe is None and kind:
+            from controlnet.pipeline.flux import FluxBase
+            from controlnet.pipeline.sd3 import SD3Base
+
+            self.pipe = (FluxBase if kind == "flux" else SD3Base).from_pretrained(args.model, dtype=args.dtype, device=args.device)
         if self.pipe is None:
             self.pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=args.dtype, device=args.device)
         return self.pipe
@@ -200,6 +213,8 @@ def sample(args, models: Models):
     """Read this run's images (before any model is loaded, so a bad file fails fast), then sample."""
     from controlnet.pipeline.images import load_image, resize_mode
 
+    if dit_kind(args.model):
+        return sample_dit(args, models)
     resize = resize_mode(args.resize)
     inpaint_mask = load_image(args.inpaint_mask) if args.inpaint_mask else None
     images = [_unit_images(u, args.width, args.height, resize, inpaint_mask) for u in args.units]
@@ -249,3 +264,143 @@ def save_item(out, args, paths: list[Path]) -> Iterator[Path]:
     for path, image, seed in zip(paths, out.images, out.seeds):
         save_image(image, path, pnginfo=png_info({**base, "seed": seed}))
         yield path
+
+
+# ---------------------------------------------------------------------------------------- transformer bases
+# A Flux or SD3 `--model` takes the branch below: same job, same PNG parameters, sampled by
+# `FluxBase` / `SD3Base` (controlnet.pipeline.flux / sd3).
+
+DIT_NETS = {"sd3-diffusers": "sd3", "sd35-original": "sd3", "flux-diffusers": "flux", "xlabs-original": "flux"}
+DIT_NAMES = {"flux": "Flux", "sd3": "SD3"}
+DIT_DEFAULTS = {"flux": (3.5, 28), "sd3": (7.0, 28)}  # (guidance scale, steps): diffusers' pipelines' defaults
+
+
+def dit_kind(model: str | None) -> str | None:
+    """"flux" or "sd3" when `model` is a diffusers folder of a transformer base, else None (a U-Net base)."""
+    from controlnet.pipeline.loading import base_kind, read_model_index
+
+    if not model or not (Path(model) / "model_index.json").is_file():
+        return None
+    kind = base_kind(read_model_index(Path(model)))
+    return kind if kind in DIT_NAMES else None
+
+
+def _net_kind(path: str) -> str:
+    """"flux", "sd3", or a phrase for a ControlNet made for neither (read from the file's header)."""
+    from controlnet.checkpoints.dit import dit_layout_of
+
+    layout = dit_layout_of(path)
+    return DIT_NAMES.get(DIT_NETS.get(layout), None) or ("a U-Net (SD 1.x/2.x/XL)" if layout is None else layout)
+
+
+def _prepare_dit(job: Job, kind: str) -> None:
+    """Refuse what a transformer base cannot do (a ControlNet for another base, U-Net-only options),
+    then fill in diffusers' defaults; the values the samplers do not check are checked here."""
+    from controlnet import checks
+
+    for u in job.units:
+        made_for = _net_kind(u["controlnet"])
+        if made_for != DIT_NAMES[kind]:
+            raise InputError(f"--controlnet {u['controlnet']} is a {made_for} ControlNet but --model {job.model} is a "
+                             f"{DIT_NAMES[kind]} base model: give a {DIT_NAMES[kind]} ControlNet, or a base it was made for")
+    unused = [flag for flag, used in (
+        ("--scheduler", job.scheduler not in (None, "euler")), ("--eta", job.eta), ("--init-image", job.init_image),
+        ("--inpaint-mask", job.inpaint_mask), ("--mask-blur", job.mask_blur is not None),
+        ("--mode", any(u.get("_mode_set") and u["mode"] != "balanced" for u in job.units)),
+        ("--schedule", any(u["schedule"] for u in job.units)),
+        ("--mask", kind == "flux" and any(u["mask"] for u in job.units)),
+        ("--true-cfg", kind == "sd3" and job.true_cfg is not None)) if used]
+    if unused:
+        raise InputError(f"{', '.join(unused)}: not supported with a {DIT_NAMES[kind]} base model (flow matching, "
+                         "Euler); leave them out")
+    if kind == "flux" and job.negative_prompt and not (job.true_cfg or 0) > 1:
+        raise InputError("--negative-prompt: a Flux base uses it only with true CFG; give --true-cfg > 1 (two forwards "
+                         "per step), or leave it out")
+    guidance, steps = DIT_DEFAULTS[kind]
+    job.scheduler = "euler"  # flow matching's Euler, the only one (the PNG's infotext says so)
+    job.guidance_scale = checks.number("--guidance-scale", guidance if job.guidance_scale is None else job.guidance_scale,
+                                       lo=0.0, hi=100.0)
+    job.steps = steps if job.steps is None else job.steps
+    checks.positive_int("--num-images", job.num_images)
+    if job.true_cfg is not None:
+        checks.number("--true-cfg", job.true_cfg, lo=0.0, hi=100.0)
+    for u in job.units:
+        checks.weight("--weight", u["weight"])
+
+
+def _control_mode(value):
+    """`--control-type` of a Flux union net: a name (canny, tile, ...) or its index."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
+def _dit_size(args, images: list, base) -> tuple[int, int]:
+    """--width/--height as given; a side not given from the first condition image (keeping its aspect
+    ratio; 1024 without one), rounded down to what the base takes."""
+    from controlnet.pipeline.flux import vae_scale_factor
+    from controlnet.pipeline.images import image_size
+    from controlnet.pipeline.sampling import MAX_SIDE
+
+    f = vae_scale_factor(base.vae) * (2 if base.kind == "flux" else base.transformer.config.patch_size)
+    w, h = image_size(images[0][0]) if images else (1024, 1024)
+    if args.width and not args.height:
+        w, h = args.width, h * args.width / w
+    elif args.height and not args.width:
+        w, h = w * args.height / h, args.height
+    w = args.width if args.width else max(f, int(w) // f * f)
+    h = args.height if args.height else max(f, int(h) // f * f)
+    if not (w <= MAX_SIDE and h <= MAX_SIDE):
+        raise InputError(f"the output would be {w}x{h}; give --width and --height (multiples of {f}, at most {MAX_SIDE})")
+    return w, h
+
+
+def _dit_controls(args, images: list, base, nets: dict, width: int, height: int) -> tuple[list, list]:
+    """(FluxControl / SD3Control per unit, its hint as fed) with each hint fitted by --resize."""
+    from controlnet.checkpoints import load_controlnet
+    from controlnet.pipeline.flux import FluxControl
+    from controlnet.pipeline.images import hint_tensor, mask_tensor, resize_mode, to_pil
+    from controlnet.pipeline.sd3 import SD3Control
+
+    controls, hints = [], []
+    for u, (image, mask) in zip(args.units, images):
+        key = str(Path(u["controlnet"]).resolve())
+        if key not in nets:
+            nets[key] = load_controlnet(u["controlnet"], dtype=base.transformer.dtype, device=base.transformer.device)
+        hint = hint_tensor(image, width, height, resize_mode(args.resize))
+        hints.append([to_pil(hint)])
+        net, pixels = nets[key], hint * 2 - 1
+        if base.kind == "sd3":
+            if u.get("control_type"):
+                raise InputError(f"--control-type is for Flux union ControlNets; {u['controlnet']} is an SD3 ControlNet")
+            mask = None if mask is None else mask_tensor(mask, width, height)  # white: the inpainting net's area to repaint
+            controls.append(SD3Control(net, pixels, u["weight"], u["start"], u["end"], mask=mask))
+            continue
+        if u.get("control_type") and net.config.num_mode is None:
+            raise InputError(f"--control-type is for union ControlNets; {u['controlnet']} is not one: leave it out")
+        controls.append(FluxControl(net, pixels, u["weight"], u["start"], u["end"], mode=_control_mode(u.get("control_type"))))
+    return controls, hints
+
+
+def sample_dit(args, models: Models):
+    """One picture per seed (seed, seed+1, ...) from a Flux / SD3 base, as `FluxBase` / `SD3Base` sample it."""
+    import torch
+    from diffusers.image_processor import VaeImageProcessor
+
+    from controlnet.pipeline.images import resize_mode
+    from controlnet.pipeline.sampling import ControlPipelineOutput, _check_finite, _seeds
+
+    images = [_unit_images(u, args.width, args.height, resize_mode(args.resize)) for u in args.units]
+    seeds = _seeds(args.seed, args.num_images)
+    base = models.load(args)
+    width, height = _dit_size(args, images, base)
+    controls, hints = _dit_controls(args, images, base, models.nets, width, height)
+    options = dict(width=width, height=height, steps=args.steps, guidance_scale=args.guidance_scale, output_type="np")
+    if base.kind == "sd3":
+        options["negative_prompt"] = args.negative_prompt
+    elif args.true_cfg is not None and args.true_cfg > 1:
+        options.update(negative_prompt=args.negative_prompt, true_cfg_scale=args.true_cfg)
+    out = []
+    for seed in seeds:  # decoded as numbers, so that NaN is refused rather than saved black
+        pixels = base(args.prompt, controls, generator=torch.Generator().manual_seed(seed), **options)
+        _check_finite(torch.from_numpy(pixels), "the decoded pixels", base.transformer.dtype, args.guidance_scale)
+        out += VaeImageProcessor.numpy_to_pil(pixels)
+    return ControlPipelineOutput(images=out, seeds=seeds, hints=hints)

@@ -18,7 +18,8 @@ UNIT_KEYS = tuple(UNIT_DEFAULTS)
 CHUNK = "controlnet"
 ARG_OF_KEY = {"cfg": "guidance_scale"}  # the PNG keeps the name users know (A1111: "CFG scale")
 STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "scheduler", "eta", "seed", "num_images",
-               "width", "height", "resize", "init_image", "strength", "dtype", "inpaint_mask", "inpaint_mode", "mask_blur")
+               "width", "height", "resize", "init_image", "strength", "dtype", "inpaint_mask", "inpaint_mode", "mask_blur",
+               "true_cfg")
 STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype",
                   "inpaint_mask", "inpaint_mode")
 UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask", "control_type")
@@ -45,6 +46,7 @@ def parameters(args) -> dict:
         "num_images": args.num_images, "width": args.width, "height": args.height, "resize": args.resize,
         "init_image": path(args.init_image), "strength": args.strength, "dtype": args.dtype, "units": units,
         "inpaint_mask": path(args.inpaint_mask), "inpaint_mode": args.inpaint_mode, "mask_blur": args.mask_blur,
+        "true_cfg": getattr(args, "true_cfg", None),
     }
 
 

@@ -46,7 +46,8 @@ def register(sub) -> None:
         description="Sample images with ControlNet. Per-unit options follow their --controlnet: "
         "--controlnet canny.safetensors --image edges.png --weight 0.8 --controlnet depth.pth --image d.png --end 0.5",
     )
-    p.add_argument("--model", help="base model: a diffusers folder (model_index.json), a single .safetensors/.ckpt file, or mini (built in)")
+    p.add_argument("--model", help="base model: a diffusers folder (model_index.json; SD 1.x/2.x/XL, Flux or SD3), a single "
+                   ".safetensors/.ckpt file, or mini (built in)")
     p.add_argument("--config", help="for a single-file --model: a local diffusers-layout folder with its configs and tokenizers")
     unit = p.add_argument_group("control units (repeat --controlnet ... per unit)")
     unit.add_argument("--controlnet", action=UnitOption, metavar="FILE", help="a ControlNet checkpoint (any layout), or mini:edges / mini:seg / mini:depth (built in)")
@@ -66,8 +67,11 @@ def register(sub) -> None:
     p.add_argument("--prompt", default="", help="the prompt")
     p.add_argument("--negative-prompt", default="", help="the negative prompt")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the ControlNets' recommended, else 20)")
-    p.add_argument("--cfg", dest="guidance_scale", type=float, default=None, help="classifier-free guidance scale (default: the "
-                   "ControlNets' recommended, else 9.0; <= 1 turns CFG off)")
+    p.add_argument("--cfg", "--guidance-scale", dest="guidance_scale", type=float, default=None, help="classifier-free "
+                   "guidance scale (default: the ControlNets' recommended, else 9.0; <= 1 turns CFG off); a Flux base: its "
+                   "embedded guidance (default 3.5); SD3: CFG (default 7.0)")
+    p.add_argument("--true-cfg", type=float, default=None, help="a Flux base: true classifier-free guidance against "
+                   "--negative-prompt at this scale (> 1 turns it on; two forwards per step)")
     p.add_argument("--scheduler", default=None, help="(default: the ControlNets' recommended, else ddim) ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, heun, lms, pndm, default")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first image, 0..4294967295; image k uses seed+k, "
