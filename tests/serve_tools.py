@@ -35,12 +35,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(limits=None, auth=None, origins=None):
-    """Yields (base URL, app) of a server started on a free port; stopped (worker included) on exit."""
+def running_server(limits=None, auth=None, origins=None, served=None):
+    """Yields (base URL, app) of a server started on a free port (on the `served` engine, else the
+    shared mini one); stopped (worker included) on exit."""
     from controlnet.web import create_app
     from controlnet.web.server import make_server
 
-    app = create_app(engine(), limits, auth, origins)
+    app = create_app(served or engine(), limits, auth, origins)
     port = free_port()
     server = make_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -156,14 +156,45 @@ class Engine:
                                                  "GET /controlnet/model_list lists the others") from None
 
     def units(self, req: GenerationRequest) -> list:
-        return [self._unit(u, req) for u in req.units]
+        from controlnet.nn.controlnet_xs import is_xs
+
+        units = [self._unit(u, req) for u in req.units]
+        xs = next((u for u, unit in zip(req.units, units) if is_xs(unit.controlnet)), None)
+        if xs is not None and len(units) > 1:
+            raise FieldError(f"{xs.field}.model", f"{xs.model} is a ControlNet-XS, which must be the only enabled unit (its "
+                                                  "U-Net is coupled with it): disable the other units or pick another model")
+        return units
+
+    @staticmethod
+    def check_union_type(u: UnitRequest, net) -> None:
+        """The unit's union_control_type against its ControlNet: a union one needs one of its types, any
+        other takes none (a 422 naming the field and the valid names)."""
+        from controlnet.nn.union import UnionControlNet, control_type_index
+        from controlnet.web.schema import UNION_TYPES
+
+        name = f"{u.field}.union_control_type"
+        if not isinstance(net, UnionControlNet):
+            if u.control_type is not None:
+                raise FieldError(name, f"{u.control_type!r}: a control type is for union ControlNets (xinsir union / "
+                                       f"ProMax); {u.model} is not one: leave union_control_type out (or 'Unknown')")
+            return
+        count = net.config.num_control_type
+        valid = f"valid for {u.model} ({count} types): {', '.join(UNION_TYPES[:count])}"
+        if u.control_type is None:
+            raise FieldError(name, f"{u.model} is a union ControlNet: give the type of the unit's image; {valid}")
+        try:
+            control_type_index(u.control_type, count)
+        except InputError:
+            raise FieldError(name, f"unknown control type {u.control_type!r}; {valid}") from None
 
     def _unit(self, u: UnitRequest, req: GenerationRequest):
         """One ControlUnit; what it refuses (its label is the unit's field) is a 422 naming the field."""
         from controlnet.pipeline import ControlUnit
 
+        net = self.loaded_controlnet(u)
+        self.check_union_type(u, net)
         try:
-            return ControlUnit(self.loaded_controlnet(u), self.condition(u, req.width, req.height), weight=u.weight,
+            return ControlUnit(net, self.condition(u, req.width, req.height), weight=u.weight, control_type=u.control_type,
                                start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
                                resize=u.resize, name=u.field, schedule=u.schedule,
                                schedule_interpolation=u.schedule_interpolation)
@@ -262,7 +293,7 @@ class Engine:
         units = [{"index": u.index, "controlnet": self.controlnet_ref(u.model), "image": None, "weight": u.weight, "start": u.start,
                   "end": u.end, "mode": u.mode, "preprocess": u.module, "mask": None, "resize": u.resize,
                   "processor_res": u.resolution if u.module else None, "pixel_perfect": u.pixel_perfect,
-                  "preprocess_params": get_annotator(u.module).bind(u.params) if u.module and not is_inpaint(u.module) else None}
+                  "control_type": u.control_type, "preprocess_params": get_annotator(u.module).bind(u.params) if u.module and not is_inpaint(u.module) else None}
                  for u in req.units]
         img2img = req.init_image is not None
         params = {"model": "mini" if self.model_name == "mini" else self.model_path.name, "config": None, "prompt": req.prompt,
