@@ -62,8 +62,8 @@ def sd1_server(tmp_path_factory):
         for p in xs.parameters():
             p.copy_(torch.randn_like(p) * 0.05)
     xs.save_pretrained(nets / "controlnet-xs-canny")
-    with running_server(served=served(d / "base", nets)) as (url, _):
-        yield url
+    with running_server(served=served(d / "base", nets)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +74,12 @@ def sdxl_server(tmp_path_factory):
     pipe.save_pretrained(d / "base")
     save_controlnet(tiny_union(dict(pipe.unet.config), seed=2), d / "nets" / "controlnet-union-sdxl-1.0-promax.safetensors")
     tiny_controlnet(pipe, seed=3).save_pretrained(d / "nets" / "plain-xl")
-    with running_server(served=served(d / "base", d / "nets")) as (url, _):
-        yield url
+    with running_server(served=served(d / "base", d / "nets")) as server:
+        yield server
 
 
 def test_every_family_is_listed_and_each_changes_the_picture(sd1_server):
-    url = sd1_server
+    url, _ = sd1_server
     titles = requests.get(url + "/controlnet/model_list").json()["model_list"]
     names = {t.split(" [")[0] for t in titles}
     assert {"plain", "control-lora-canny-rank4", "t2i-adapter-canny", "controlnet-xs-canny"} <= names
@@ -90,15 +90,24 @@ def test_every_family_is_listed_and_each_changes_the_picture(sd1_server):
     assert not np.array_equal(both, without)
 
 
-def test_controlnet_xs_must_be_the_only_unit(sd1_server):
-    r = post(sd1_server, unit("plain"), unit("controlnet-xs-canny"))
+def refused(server, *units) -> dict:
+    """The 422 answer to a request with `units`, which queued nothing."""
+    url, app = server
+    before = len(app.state.service.queue.jobs())
+    r = post(url, *units)
     assert r.status_code == 422, r.text
-    assert r.json()["field"] == f"{ARGS}[1].model"
-    assert "ControlNet-XS" in r.json()["detail"] and "only" in r.json()["detail"]
+    assert len(app.state.service.queue.jobs()) == before
+    return r.json()
+
+
+def test_controlnet_xs_must_be_the_only_unit(sd1_server):
+    answer = refused(sd1_server, unit("plain"), unit("controlnet-xs-canny"))
+    assert answer["field"] == f"{ARGS}[1].model"
+    assert "ControlNet-XS" in answer["detail"] and "only enabled unit" in answer["detail"]
 
 
 def test_union_control_type_takes_a1111_names_and_is_stored(sdxl_server):
-    url, model = sdxl_server, "controlnet-union-sdxl-1.0-promax"
+    (url, _), model = sdxl_server, "controlnet-union-sdxl-1.0-promax"
     r = post(url, unit(model, union_control_type="Hard Edge"))
     hard = first_image(r)
     png = Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0])))
@@ -114,12 +123,12 @@ def test_union_control_type_takes_a1111_names_and_is_stored(sdxl_server):
     ("controlnet-union-sdxl-1.0-promax", None, ["is a union ControlNet", "OpenPose, Depth, Soft Edge, Hard Edge"]),
     ("controlnet-union-sdxl-1.0-promax", "Unknown", ["give the type", "Tile, Inpaint"]),
     ("controlnet-union-sdxl-1.0-promax", "Bogus", ["unknown control type 'Bogus'", "Segmentation"]),
+    ("controlnet-union-sdxl-1.0-promax", 3, ["must be a control type name", "Normal Map"]),
     ("plain-xl", "Canny", ["for union ControlNets", "plain-xl is not one"]),
 ])
 def test_union_control_type_errors_name_the_field(sdxl_server, model, value, words):
     extra = {} if value is None else {"union_control_type": value}
-    r = post(sdxl_server, unit(model, **extra))
-    assert r.status_code == 422, r.text
-    assert r.json()["field"] == f"{ARGS}[0].union_control_type"
+    answer = refused(sdxl_server, unit(model, **extra))
+    assert answer["field"] == f"{ARGS}[0].union_control_type"
     for w in words:
-        assert w in r.json()["detail"]
+        assert w in answer["detail"]

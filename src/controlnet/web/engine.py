@@ -56,6 +56,26 @@ def short_hash(path: Path) -> str:
         return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
 
 
+def read_family(path: Path) -> tuple[str, int | None]:
+    """(layout, union control types or None) of a checkpoint from its safetensors header alone (no
+    tensor is read), so that a request is checked before it is queued; ("unknown", None) for a
+    pickled file (the pipeline's own checks then apply when it is loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    from controlnet.checkpoints.layouts import detect_layout
+
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not files or files[0].suffix != ".safetensors":
+        return "unknown", None
+    try:
+        with safe_open(str(files[0]), framework="pt") as f:
+            keys = list(f.keys())
+            types = f.get_slice("task_embedding").get_shape()[0] if "task_embedding" in keys else None
+    except (OSError, SafetensorError):
+        return "unknown", None
+    return detect_layout(keys), types
+
+
 def find_controlnets(model: str, folder: str | os.PathLike | None) -> dict[str, Path]:
     """name -> path: the built-in ones when the model is 'mini', then every checkpoint in `folder`
     (files with weight suffixes, and diffusers folders with a config.json)."""
@@ -93,6 +113,7 @@ class Engine:
         self.hashes = {name: short_hash(p) for name, p in self.controlnets.items()}
         self.model_hash = short_hash(self.model_path / "unet" if (self.model_path / "unet").is_dir() else self.model_path)
         self._loaded: dict[str, object] = {}
+        self._families: dict[str, tuple[str, int | None]] = {}
 
     # ------------------------------------------------------------------ catalog
 
@@ -108,6 +129,12 @@ class Engine:
             if key in (name.lower(), path.name.lower()):
                 return name
         return None
+
+    def family(self, name: str) -> tuple[str, int | None]:
+        """(layout, union control types or None) of a listed checkpoint, read once from its header."""
+        if name not in self._families:
+            self._families[name] = read_family(self.controlnets[name])
+        return self._families[name]
 
     @functools.cached_property
     def step_cost(self):
@@ -156,45 +183,14 @@ class Engine:
                                                  "GET /controlnet/model_list lists the others") from None
 
     def units(self, req: GenerationRequest) -> list:
-        from controlnet.nn.controlnet_xs import is_xs
-
-        units = [self._unit(u, req) for u in req.units]
-        xs = next((u for u, unit in zip(req.units, units) if is_xs(unit.controlnet)), None)
-        if xs is not None and len(units) > 1:
-            raise FieldError(f"{xs.field}.model", f"{xs.model} is a ControlNet-XS, which must be the only enabled unit (its "
-                                                  "U-Net is coupled with it): disable the other units or pick another model")
-        return units
-
-    @staticmethod
-    def check_union_type(u: UnitRequest, net) -> None:
-        """The unit's union_control_type against its ControlNet: a union one needs one of its types, any
-        other takes none (a 422 naming the field and the valid names)."""
-        from controlnet.nn.union import UnionControlNet, control_type_index
-        from controlnet.web.schema import UNION_TYPES
-
-        name = f"{u.field}.union_control_type"
-        if not isinstance(net, UnionControlNet):
-            if u.control_type is not None:
-                raise FieldError(name, f"{u.control_type!r}: a control type is for union ControlNets (xinsir union / "
-                                       f"ProMax); {u.model} is not one: leave union_control_type out (or 'Unknown')")
-            return
-        count = net.config.num_control_type
-        valid = f"valid for {u.model} ({count} types): {', '.join(UNION_TYPES[:count])}"
-        if u.control_type is None:
-            raise FieldError(name, f"{u.model} is a union ControlNet: give the type of the unit's image; {valid}")
-        try:
-            control_type_index(u.control_type, count)
-        except InputError:
-            raise FieldError(name, f"unknown control type {u.control_type!r}; {valid}") from None
+        return [self._unit(u, req) for u in req.units]
 
     def _unit(self, u: UnitRequest, req: GenerationRequest):
         """One ControlUnit; what it refuses (its label is the unit's field) is a 422 naming the field."""
         from controlnet.pipeline import ControlUnit
 
-        net = self.loaded_controlnet(u)
-        self.check_union_type(u, net)
         try:
-            return ControlUnit(net, self.condition(u, req.width, req.height), weight=u.weight, control_type=u.control_type,
+            return ControlUnit(self.loaded_controlnet(u), self.condition(u, req.width, req.height), weight=u.weight, control_type=u.control_type,
                                start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
                                resize=u.resize, name=u.field, schedule=u.schedule,
                                schedule_interpolation=u.schedule_interpolation)

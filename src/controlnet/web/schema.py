@@ -356,13 +356,29 @@ def _checked(name: str, check, value):
         raise FieldError(name, str(exc).removeprefix(name).lstrip(": ")) from None
 
 
-def union_control_type(name: str, value) -> str | None:
-    """A unit's union_control_type: a name (checked against its ControlNet by the engine, which loads
-    it); "Unknown", "" or null = none, what A1111 clients send for every unit."""
+def union_control_type(where: str, value, model: str, types: int | None) -> str | None:
+    """A unit's union_control_type against its ControlNet (`types`: a union's type count, else None):
+    a union one needs one of A1111's names (or any name `--control-type` takes); any other takes
+    none. "Unknown", "" or null = none, what A1111 clients send for every unit."""
+    from controlnet.nn.union import control_type_index
+
+    name = f"{where}.union_control_type"
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "unknown")):
+        value = None
+    if types is None:
+        if value is not None:
+            raise FieldError(name, f"{value!r}: a control type is for union ControlNets (xinsir union / ProMax); "
+                                   f"{model} is not one: leave union_control_type out (or 'Unknown')")
         return None
+    valid = f"valid for {model} ({types} types): {', '.join(UNION_TYPES[:types])}"
+    if value is None:
+        raise FieldError(name, f"{model} is a union ControlNet: give the type of the unit's image; {valid}")
     if not isinstance(value, str):
-        raise FieldError(name, f"must be a control type name (text), got {value!r:.40}; valid: {', '.join(UNION_TYPES)}")
+        raise FieldError(name, f"must be a control type name (text), got {value!r:.40}; {valid}")
+    try:
+        control_type_index(value, types)
+    except InputError:
+        raise FieldError(name, f"unknown control type {value!r}; {valid}") from None
     return value.strip()
 
 
@@ -409,7 +425,7 @@ def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list, report:
         region_mask=_optional_image(f"{where}.effective_region_mask", u.get("effective_region_mask"), limits.max_input_pixels),
         layer_scales=_layer_scales(f"{where}.advanced_weighting", u.get("advanced_weighting")),
         save_map=_bool(f"{where}.save_detected_map", u.get("save_detected_map"), True),
-        control_type=union_control_type(f"{where}.union_control_type", u.get("union_control_type")),
+        control_type=union_control_type(where, u.get("union_control_type"), model, catalog.family(model)[1]),
     )
 
 
@@ -440,7 +456,16 @@ def parse_units(body: dict, catalog, limits: Limits, warnings: list, report: dic
             if unit.start > unit.end:
                 raise FieldError(f"{unit.field}.guidance_start", f"{unit.start} is after guidance_end {unit.end}")
             units.append(unit)
+    _xs_alone(units, catalog)
     return units
+
+
+def _xs_alone(units: list[UnitRequest], catalog) -> None:
+    """A ControlNet-XS unit must be the only enabled one (its U-Net is coupled with it)."""
+    xs = next((u for u in units if catalog.family(u.model)[0] == "controlnet-xs"), None)
+    if xs is not None and len(units) > 1:
+        raise FieldError(f"{xs.field}.model", f"{xs.model} is a ControlNet-XS, which must be the only enabled unit (its "
+                                              "U-Net is coupled with it): disable the other units or pick another model")
 
 
 # ---------------------------------------------------------------------------------------- requests
