@@ -132,3 +132,14 @@ def test_union_control_type_errors_name_the_field(sdxl_server, model, value, wor
     assert answer["field"] == f"{ARGS}[0].union_control_type"
     for w in words:
         assert w in answer["detail"]
+
+
+def test_page_lists_the_union_under_its_control_types(sdxl_server):
+    url, _ = sdxl_server
+    config = requests.get(url + "/config").json()
+    union = next(t for t in requests.get(url + "/controlnet/model_list").json()["model_list"] if "union" in t)
+    assert config["union_models"] == [union]
+    assert (config["union_types"]["Canny"], config["union_types"]["Depth"]) == ("Hard Edge", "Depth")
+    types = requests.get(url + "/controlnet/control_types").json()["control_types"]
+    assert union in types["Depth"]["model_list"] and union in types["Canny"]["model_list"]
+    assert not any(t.startswith("plain-xl") for t in types["Depth"]["model_list"])

@@ -120,6 +120,11 @@ class Engine:
     def controlnet_titles(self) -> list[str]:
         return [f"{name} [{self.hashes[name]}]" for name in self.controlnets]
 
+    def union_titles(self) -> dict[str, int]:
+        """title -> control type count of the union ControlNets listed (from their headers)."""
+        return {title: self.family(name)[1] for name, title in zip(self.controlnets, self.controlnet_titles())
+                if self.family(name)[1] is not None}
+
     def find_controlnet(self, title) -> str | None:
         """'name', 'name [hash]' or a file name with its suffix, case-insensitively -> name."""
         if not isinstance(title, str):
