@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from PIL import Image
 
 from controlnet.checkpoints import save_controlnet, write_safetensors
 from controlnet.tiny import random_control_lora
-from serve_tools import b64png, body, decode, running_server
+from serve_tools import CHROMIUM, DRIVER, b64png, body, decode, headless_chrome, running_server
 from tiny_models import random_hint, tiny_controlnet, tiny_pipeline, tiny_union
 
 HINT = np.asarray(random_hint(64, 64, seed=1))
@@ -143,3 +144,33 @@ def test_page_lists_the_union_under_its_control_types(sdxl_server):
     types = requests.get(url + "/controlnet/control_types").json()["control_types"]
     assert union in types["Depth"]["model_list"] and union in types["Canny"]["model_list"]
     assert not any(t.startswith("plain-xl") for t in types["Depth"]["model_list"])
+
+
+def test_the_page_sends_the_control_types_union_type(sdxl_server):
+    """The page's unit with a union model sends the union type of its Control Type, none for a plain one."""
+    pytest.importorskip("selenium.webdriver", reason="the serve extra is not installed (selenium)")
+    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    url, _ = sdxl_server
+    with headless_chrome() as driver:
+        driver.get(url + "/")
+        _until(driver, lambda d: d.execute_script("return document.body.dataset.ready") == "1")
+
+        def args(control_type: str, model_prefix: str) -> dict:
+            return driver.execute_async_script("""
+                const [type, prefix, done] = arguments, select = (id, v) => {
+                  const el = document.getElementById(id); el.value = v; el.dispatchEvent(new Event("change")); };
+                select("unit0-type", type);
+                select("unit0-model", [...document.getElementById("unit0-model").options].map((o) => o.value)
+                  .find((v) => v.startsWith(prefix)));
+                unitArgs(0).then(done);""", control_type, model_prefix)
+
+        assert args("Depth", "controlnet-union")["union_control_type"] == "Depth"
+        assert args("Canny", "controlnet-union")["union_control_type"] == "Hard Edge"
+        assert "union_control_type" not in args("All", "plain-xl")
+
+
+def _until(driver, predicate, timeout=60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(predicate)
