@@ -63,6 +63,10 @@ def sd1_server(tmp_path_factory):
         for p in xs.parameters():
             p.copy_(torch.randn_like(p) * 0.05)
     xs.save_pretrained(nets / "controlnet-xs-canny")
+    xl = tiny_pipeline("sdxl")  # files made for another base
+    write_safetensors(random_control_lora(xl.unet, rank=4, seed=6), nets / "control-lora-xl.safetensors")
+    T2IAdapter(in_channels=3, channels=[32, 64, 64, 64], num_res_blocks=2, downscale_factor=16,
+               adapter_type="full_adapter_xl").save_pretrained(nets / "t2i-adapter-xl")
     with running_server(served=served(d / "base", nets)) as server:
         yield server
 
@@ -105,6 +109,19 @@ def test_controlnet_xs_must_be_the_only_unit(sd1_server):
     answer = refused(sd1_server, unit("plain"), unit("controlnet-xs-canny"))
     assert answer["field"] == f"{ARGS}[1].model"
     assert "ControlNet-XS" in answer["detail"] and "only enabled unit" in answer["detail"]
+
+
+@pytest.mark.parametrize("model, extra, words", [
+    ("control-lora-xl", {}, ["cannot be loaded", "made for"]),
+    ("t2i-adapter-xl", {}, ["T2I-Adapter"]),
+    ("t2i-adapter-canny", {"control_mode": "ControlNet is more important"}, ["T2I-Adapter", "not a mode"]),
+])
+def test_what_a_family_refuses_is_a_422_naming_the_unit(sd1_server, model, extra, words):
+    r = post(sd1_server[0], unit(model, **extra))
+    assert r.status_code == 422, r.text
+    assert r.json()["field"].startswith(f"{ARGS}[0]")
+    for w in words:
+        assert w in r.json()["detail"]
 
 
 def test_union_control_type_takes_a1111_names_and_is_stored(sdxl_server):

@@ -94,6 +94,16 @@ def find_controlnets(model: str, folder: str | os.PathLike | None) -> dict[str, 
     return found
 
 
+def by_unit(exc: InputError, req: GenerationRequest) -> InputError:
+    """The pipeline's error about one unit (labelled with the unit's field: an adapter made for
+    another base, a mode an adapter does not take) as a 422 naming that field."""
+    text = str(exc)
+    unit = next((u for u in req.units if text.startswith(f"{u.field}: ")), None)
+    if isinstance(exc, FieldError) or unit is None:
+        return exc
+    return FieldError(unit.field, text.removeprefix(f"{unit.field}: "))
+
+
 class Engine:
     """The base model (loaded now) and the ControlNets (each loaded on first use, then kept)."""
 
@@ -237,11 +247,14 @@ class Engine:
                         done[0] = min(it * req.steps_run + i + 1, total)
                         on_step(done[0], total)
 
-                    res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
-                                    guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta,
-                                    seed=seed_at(seed, it * req.batch_size), num_images=req.batch_size,
-                                    width=req.width, height=req.height, init_image=init, strength=req.strength,
-                                    init_resize=req.init_resize, callback=step, progress=False, **inpainting)
+                    try:
+                        res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
+                                        guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta,
+                                        seed=seed_at(seed, it * req.batch_size), num_images=req.batch_size,
+                                        width=req.width, height=req.height, init_image=init, strength=req.strength,
+                                        init_resize=req.init_resize, callback=step, progress=False, **inpainting)
+                    except InputError as exc:
+                        raise by_unit(exc, req) from None
                     last.clear()
                     out.images += res.images
                     out.seeds += res.seeds
