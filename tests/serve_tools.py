@@ -10,6 +10,7 @@ import base64
 import contextlib
 import functools
 import io
+import shutil
 import socket
 import threading
 import time
@@ -35,12 +36,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(limits=None, auth=None, origins=None):
-    """Yields (base URL, app) of a server started on a free port; stopped (worker included) on exit."""
+def running_server(limits=None, auth=None, origins=None, served=None):
+    """Yields (base URL, app) of a server started on a free port (on the `served` engine, else the
+    shared mini one); stopped (worker included) on exit."""
     from controlnet.web import create_app
     from controlnet.web.server import make_server
 
-    app = create_app(engine(), limits, auth, origins)
+    app = create_app(served or engine(), limits, auth, origins)
     port = free_port()
     server = make_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -54,6 +56,28 @@ def running_server(limits=None, auth=None, origins=None):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@contextlib.contextmanager
+def headless_chrome():
+    """Debian's chromium, headless, through selenium (a driver path: Selenium Manager downloads nothing)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--window-size=1280,1500"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 def square(size: int = 64, box=(16, 48), colour=(255, 0, 0)) -> np.ndarray:

@@ -86,6 +86,10 @@ CASES = {
     "unknown model": (_unit_body(model="control_v11p_sd15_canny [d14c016b]"), 422, ["unknown controlnet", "mini-edges"],
                       "alwayson_scripts.controlnet.args[0].model"),
     "no model": (_unit_body(model="None"), 422, ["unknown controlnet"], "alwayson_scripts.controlnet.args[0].model"),
+    "union_control_type on a plain ControlNet": (_unit_body(union_control_type="Canny"), 422,
+                                                 ["for union controlnets", "mini-edges is not one"], f"{U}.union_control_type"),
+    "union_control_type not text": (_unit_body(union_control_type=["Canny"]), 422, ["for union controlnets"],
+                                    f"{U}.union_control_type"),
     "weight out of range": (_unit_body(weight=3), 422, ["[0, 2]", "got 3"], "alwayson_scripts.controlnet.args[0].weight"),
     "weight not a number": (_unit_body(weight="heavy"), 422, ["must be a number"], "alwayson_scripts.controlnet.args[0].weight"),
     # non-finite results: each of these made an all-black picture with HTTP 200

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 import requests
 
-from serve_tools import running_server, square
+from serve_tools import CHROMIUM, DRIVER, headless_chrome, running_server, square
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="the serve extra is not installed (selenium)")
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)),
                                 reason="Debian's chromium and chromium-driver are not installed "
                                        "(apt-get install -y chromium chromium-driver; .ci/run does)")
@@ -36,17 +35,8 @@ def server():
 
 @pytest.fixture(scope="module")
 def chrome():
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--window-size=1280,1500"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)  # a driver path: Selenium Manager downloads nothing
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
+    with headless_chrome() as driver:
+        yield driver
 
 
 @pytest.fixture

@@ -172,7 +172,7 @@ def unit_infotext(unit: dict, resize: str | None) -> str:
               "Weight": _number(unit["weight"]), "Resize Mode": RESIZE_LABELS.get(resize or "", "Just Resize"),
               "Processor Res": res, "Threshold A": a, "Threshold B": b, "Guidance Start": _number(unit["start"]),
               "Guidance End": _number(unit["end"]), "Pixel Perfect": bool(unit.get("pixel_perfect")),
-              "Control Mode": MODE_LABELS.get(unit["mode"], unit["mode"])}
+              "Control Mode": MODE_LABELS.get(unit["mode"], unit["mode"]), "Union Control Type": unit.get("control_type")}
     return ", ".join(f"{k}: {_plain(v)}" for k, v in fields.items() if v is not None)
 
 

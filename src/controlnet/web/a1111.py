@@ -134,7 +134,7 @@ async def module_list(request: Request):
 async def control_types(request: Request):
     """sd-webui-controlnet's Control Type filter: each type's preprocessors and models, with defaults."""
     engine = _service(request).engine
-    return modules.control_types(engine.controlnet_titles(), engine.annotator_dir)
+    return modules.control_types(engine.controlnet_titles(), engine.annotator_dir, engine.union_titles())
 
 
 @router.get("/controlnet/settings")

@@ -56,6 +56,26 @@ def short_hash(path: Path) -> str:
         return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
 
 
+def read_family(path: Path) -> tuple[str, int | None]:
+    """(layout, union control types or None) of a checkpoint from its safetensors header alone (no
+    tensor is read), so that a request is checked before it is queued; ("unknown", None) for a
+    pickled file (the pipeline's own checks then apply when it is loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    from controlnet.checkpoints.layouts import detect_layout
+
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not files or files[0].suffix != ".safetensors":
+        return "unknown", None
+    try:
+        with safe_open(str(files[0]), framework="pt") as f:
+            keys = list(f.keys())
+            types = f.get_slice("task_embedding").get_shape()[0] if "task_embedding" in keys else None
+    except (OSError, SafetensorError):
+        return "unknown", None
+    return detect_layout(keys), types
+
+
 def find_controlnets(model: str, folder: str | os.PathLike | None) -> dict[str, Path]:
     """name -> path: the built-in ones when the model is 'mini', then every checkpoint in `folder`
     (files with weight suffixes, and diffusers folders with a config.json)."""
@@ -72,6 +92,16 @@ def find_controlnets(model: str, folder: str | os.PathLike | None) -> dict[str, 
             if (p.is_file() and p.suffix in WEIGHT_FILES) or (p.is_dir() and (p / "config.json").is_file()):
                 found[p.stem if p.is_file() else p.name] = p
     return found
+
+
+def by_unit(exc: InputError, req: GenerationRequest) -> InputError:
+    """The pipeline's error about one unit (labelled with the unit's field: an adapter made for
+    another base, a mode an adapter does not take) as a 422 naming that field."""
+    text = str(exc)
+    unit = next((u for u in req.units if text.startswith(f"{u.field}: ")), None)
+    if isinstance(exc, FieldError) or unit is None:
+        return exc
+    return FieldError(unit.field, text.removeprefix(f"{unit.field}: "))
 
 
 class Engine:
@@ -93,11 +123,17 @@ class Engine:
         self.hashes = {name: short_hash(p) for name, p in self.controlnets.items()}
         self.model_hash = short_hash(self.model_path / "unet" if (self.model_path / "unet").is_dir() else self.model_path)
         self._loaded: dict[str, object] = {}
+        self._families: dict[str, tuple[str, int | None]] = {}
 
     # ------------------------------------------------------------------ catalog
 
     def controlnet_titles(self) -> list[str]:
         return [f"{name} [{self.hashes[name]}]" for name in self.controlnets]
+
+    def union_titles(self) -> dict[str, int]:
+        """title -> control type count of the union ControlNets listed (from their headers)."""
+        return {title: self.family(name)[1] for name, title in zip(self.controlnets, self.controlnet_titles())
+                if self.family(name)[1] is not None}
 
     def find_controlnet(self, title) -> str | None:
         """'name', 'name [hash]' or a file name with its suffix, case-insensitively -> name."""
@@ -108,6 +144,12 @@ class Engine:
             if key in (name.lower(), path.name.lower()):
                 return name
         return None
+
+    def family(self, name: str) -> tuple[str, int | None]:
+        """(layout, union control types or None) of a listed checkpoint, read once from its header."""
+        if name not in self._families:
+            self._families[name] = read_family(self.controlnets[name])
+        return self._families[name]
 
     @functools.cached_property
     def step_cost(self):
@@ -163,7 +205,7 @@ class Engine:
         from controlnet.pipeline import ControlUnit
 
         try:
-            return ControlUnit(self.loaded_controlnet(u), self.condition(u, req.width, req.height), weight=u.weight,
+            return ControlUnit(self.loaded_controlnet(u), self.condition(u, req.width, req.height), weight=u.weight, control_type=u.control_type,
                                start=u.start, end=u.end, mode=u.mode, layer_scales=u.layer_scales, mask=u.region_mask,
                                resize=u.resize, name=u.field, schedule=u.schedule,
                                schedule_interpolation=u.schedule_interpolation)
@@ -205,11 +247,14 @@ class Engine:
                         done[0] = min(it * req.steps_run + i + 1, total)
                         on_step(done[0], total)
 
-                    res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
-                                    guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta,
-                                    seed=seed_at(seed, it * req.batch_size), num_images=req.batch_size,
-                                    width=req.width, height=req.height, init_image=init, strength=req.strength,
-                                    init_resize=req.init_resize, callback=step, progress=False, **inpainting)
+                    try:
+                        res = self.pipe(req.prompt, units, negative_prompt=req.negative_prompt, steps=req.steps,
+                                        guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta,
+                                        seed=seed_at(seed, it * req.batch_size), num_images=req.batch_size,
+                                        width=req.width, height=req.height, init_image=init, strength=req.strength,
+                                        init_resize=req.init_resize, callback=step, progress=False, **inpainting)
+                    except InputError as exc:
+                        raise by_unit(exc, req) from None
                     last.clear()
                     out.images += res.images
                     out.seeds += res.seeds
@@ -262,7 +307,7 @@ class Engine:
         units = [{"index": u.index, "controlnet": self.controlnet_ref(u.model), "image": None, "weight": u.weight, "start": u.start,
                   "end": u.end, "mode": u.mode, "preprocess": u.module, "mask": None, "resize": u.resize,
                   "processor_res": u.resolution if u.module else None, "pixel_perfect": u.pixel_perfect,
-                  "preprocess_params": get_annotator(u.module).bind(u.params) if u.module and not is_inpaint(u.module) else None}
+                  "control_type": u.control_type, "preprocess_params": get_annotator(u.module).bind(u.params) if u.module and not is_inpaint(u.module) else None}
                  for u in req.units]
         img2img = req.init_image is not None
         params = {"model": "mini" if self.model_name == "mini" else self.model_path.name, "config": None, "prompt": req.prompt,

@@ -146,15 +146,23 @@ CONTROL_TYPES = {
 }
 
 
-def control_types(model_titles: list[str], weights: Path | None = None) -> dict:
+# the union ControlNets' type (its union_control_type, A1111's name) that each Control Type selects
+UNION_OF_CONTROL_TYPE = {"Canny": "Hard Edge", "MLSD": "Hard Edge", "Lineart": "Hard Edge", "Depth": "Depth",
+                         "NormalMap": "Normal Map", "OpenPose": "OpenPose", "SoftEdge": "Soft Edge",
+                         "Scribble/Sketch": "Soft Edge", "Segmentation": "Segmentation", "Tile/Blur": "Tile",
+                         "Inpaint": "Inpaint"}
+
+
+def control_types(model_titles: list[str], weights: Path | None = None, union_titles=()) -> dict:
     """The body of GET /controlnet/control_types, in sd-webui-controlnet's shape: per type its
-    preprocessors ("none" first, those module_list offers), models ("None" first), default
-    preprocessor and model."""
+    preprocessors ("none" first, those module_list offers), models ("None" first; the union
+    ControlNets in every type they have), default preprocessor and model."""
     names = module_list(weights)["module_list"]
     out = {"All": {"module_list": names, "model_list": ["None", *model_titles], "default_option": NONE, "default_model": "None"}}
     for kind, (prefixes, keywords, default) in CONTROL_TYPES.items():
         mods = [n for n in names[1:] if n.startswith(prefixes)]
-        models = [t for t in model_titles if any(k in t.split(" [")[0].lower() for k in keywords)]
+        models = [t for t in model_titles if any(k in t.split(" [")[0].lower() for k in keywords)
+                  or (t in union_titles and kind in UNION_OF_CONTROL_TYPE)]
         if not mods and not models:
             continue
         out[kind] = {"module_list": [NONE, *mods], "model_list": ["None", *models],

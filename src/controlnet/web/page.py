@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 
-from controlnet.web import schema
+from controlnet.web import modules, schema
 
 router = APIRouter()
 STATIC = Path(__file__).parent / "static"
@@ -43,11 +43,13 @@ async def favicon():
 @router.get("/config", include_in_schema=False)
 async def config(request: Request):
     """What the page needs to build its form: with the defaults the API applies to a value left out
-    (`defaults`, `recommended`: each ControlNet's recommended.json in A1111 terms, by model title)."""
+    (`defaults`, `recommended`: each ControlNet's recommended.json in A1111 terms, by model title;
+    `union_models` and the union type each Control Type selects for them, `union_types`)."""
     service = request.app.state.service
     return {"units": service.limits.units, "default_size": service.engine.default_size, "model": service.model_title,
             "max_side": service.limits.max_side, "max_batch": service.limits.max_batch, "defaults": schema.DEFAULTS,
-            "recommended": {title: _recommended(service.engine, title) for title in service.engine.controlnet_titles()}}
+            "recommended": {title: _recommended(service.engine, title) for title in service.engine.controlnet_titles()},
+            "union_models": list(service.engine.union_titles()), "union_types": modules.UNION_OF_CONTROL_TYPE}
 
 
 def _recommended(engine, title: str) -> dict:

@@ -28,6 +28,8 @@ INPAINT_ONLY_BLUR = 2.0  # sd-webui-controlnet pastes inpaint_only back through 
 UNIT_ALIASES = {"input_image": "image", "guidance": "guidance_end", "lowvram": "low_vram", "mask_image": "mask"}
 CONTROL_MODES = {"balanced": "balanced", "my prompt is more important": "prompt", "controlnet is more important": "control",
                  "0": "balanced", "1": "prompt", "2": "control", "prompt": "prompt", "control": "control", "cfg_rw": "cfg_rw"}
+# sd-webui-controlnet's union_control_type names, in the union's type order ("Unknown": no type given)
+UNION_TYPES = ("OpenPose", "Depth", "Soft Edge", "Hard Edge", "Normal Map", "Segmentation", "Tile", "Inpaint")
 RESIZE_INTS = {0: "just_resize", 1: "crop_and_resize", 2: "resize_and_fill", 3: "just_resize"}
 SAMPLER_LABELS = {ours: label for label, ours in SAMPLERS.items()}
 # what a request (and the page) gets for a value it leaves out and its ControlNets recommend nothing:
@@ -59,6 +61,7 @@ class UnitRequest:
     mask: np.ndarray | None = None  # the inpaint modules' mask (bool, True = repaint), the image's size
     schedule: tuple | None = None  # weight_schedule keyframes (controlnet.pipeline.schedule)
     schedule_interpolation: str = "hold"
+    control_type: str | None = None  # union_control_type: a union ControlNet's type of the image (None: Unknown)
 
 
 @dataclass
@@ -353,6 +356,32 @@ def _checked(name: str, check, value):
         raise FieldError(name, str(exc).removeprefix(name).lstrip(": ")) from None
 
 
+def union_control_type(where: str, value, model: str, types: int | None) -> str | None:
+    """A unit's union_control_type against its ControlNet (`types`: a union's type count, else None):
+    a union one needs one of A1111's names (or any name `--control-type` takes); any other takes
+    none. "Unknown", "" or null = none, what A1111 clients send for every unit."""
+    from controlnet.nn.union import control_type_index
+
+    name = f"{where}.union_control_type"
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "unknown")):
+        value = None
+    if types is None:
+        if value is not None:
+            raise FieldError(name, f"{value!r}: a control type is for union ControlNets (xinsir union / ProMax); "
+                                   f"{model} is not one: leave union_control_type out (or 'Unknown')")
+        return None
+    valid = f"valid for {model} ({types} types): {', '.join(UNION_TYPES[:types])}"
+    if value is None:
+        raise FieldError(name, f"{model} is a union ControlNet: give the type of the unit's image; {valid}")
+    if not isinstance(value, str):
+        raise FieldError(name, f"must be a control type name (text), got {value!r:.40}; {valid}")
+    try:
+        control_type_index(value, types)
+    except InputError:
+        raise FieldError(name, f"unknown control type {value!r}; {valid}") from None
+    return value.strip()
+
+
 def _optional_image(name: str, value, max_pixels: int) -> np.ndarray | None:
     """A base64 image; "" or null = none."""
     if value is None or value == "":
@@ -396,6 +425,7 @@ def parse_unit(index: int, raw, catalog, limits: Limits, warnings: list, report:
         region_mask=_optional_image(f"{where}.effective_region_mask", u.get("effective_region_mask"), limits.max_input_pixels),
         layer_scales=_layer_scales(f"{where}.advanced_weighting", u.get("advanced_weighting")),
         save_map=_bool(f"{where}.save_detected_map", u.get("save_detected_map"), True),
+        control_type=union_control_type(where, u.get("union_control_type"), model, catalog.family(model)[1]),
     )
 
 
@@ -426,7 +456,16 @@ def parse_units(body: dict, catalog, limits: Limits, warnings: list, report: dic
             if unit.start > unit.end:
                 raise FieldError(f"{unit.field}.guidance_start", f"{unit.start} is after guidance_end {unit.end}")
             units.append(unit)
+    _xs_alone(units, catalog)
     return units
+
+
+def _xs_alone(units: list[UnitRequest], catalog) -> None:
+    """A ControlNet-XS unit must be the only enabled one (its U-Net is coupled with it)."""
+    xs = next((u for u in units if catalog.family(u.model)[0] == "controlnet-xs"), None)
+    if xs is not None and len(units) > 1:
+        raise FieldError(f"{xs.field}.model", f"{xs.model} is a ControlNet-XS, which must be the only enabled unit (its "
+                                              "U-Net is coupled with it): disable the other units or pick another model")
 
 
 # ---------------------------------------------------------------------------------------- requests

@@ -299,7 +299,12 @@ async function unitArgs(i) {
     model: $(p + "model").value, weight: Number($(p + "weight").value), guidance_start: Number($(p + "start").value),
     guidance_end: Number($(p + "end").value), control_mode: $(p + "mode").value, resize_mode: $(p + "resize").value,
     pixel_perfect: $(p + "pixel-perfect").checked, processor_res: res, threshold_a: a, threshold_b: b,
-    effective_region_mask: mask ? b64(mask) : null };
+    effective_region_mask: mask ? b64(mask) : null, ...unionType(i) };
+}
+
+function unionType(i) {  // a union ControlNet reads the type its Control Type selects (none for All: the server says why)
+  const type = state.unionTypes[$(`unit${i}-type`).value];
+  return state.unionModels.includes($(`unit${i}-model`).value) && type ? { union_control_type: type } : {};
 }
 
 async function request() {  // -> [kind, body]: img2img (with the inpaint mask) when an init image is chosen
@@ -416,7 +421,7 @@ async function init() {
   const [config, models, modules, samplers, types] = await Promise.all([api("/config"), api("/controlnet/model_list"),
     api("/controlnet/module_list"), api("/sdapi/v1/samplers"), api("/controlnet/control_types")]);
   Object.assign(state, { units: config.units, models: models.model_list, modules: modules.module_detail, types: types.control_types,
-    recommended: config.recommended, defaults: config.defaults });
+    recommended: config.recommended, defaults: config.defaults, unionModels: config.union_models, unionTypes: config.union_types });
   $("model").textContent = config.model;
   $("width").value = $("height").value = config.default_size;
   for (const s of samplers) $("sampler").append(el("option", { value: s.name, text: s.name }));
