@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from controlnet.nn.controlnet import _tile_batch
+from controlnet.nn.wrapped import FollowsParameters
 
 NAME = re.compile(r"lllite_unet_(?:(input_blocks|output_blocks)_(\d+)|(middle_block))_1_transformer_blocks_(\d+)_(attn[12])_(to_[qkv])$")
 _STRIDES = {1: (4, 2), 2: (4, 4), 3: (4, 4, 2)}  # conditioning1's conv strides (= kernels) per depth
@@ -55,7 +56,7 @@ class LLLiteModule(nn.Module):
         return self.up(self.mid(torch.cat([emb, self.down(x.to(dtype))], dim=2))).to(x.dtype)
 
 
-class LLLiteNet(nn.Module):
+class LLLiteNet(FollowsParameters, nn.Module):
     """A whole LLLite file: its modules under their kohya names (so the file loads strictly)."""
 
     is_lllite = True
@@ -64,14 +65,6 @@ class LLLiteNet(nn.Module):
         super().__init__()
         for name, (depth, cond_emb_dim, in_dim, mlp_dim) in specs.items():
             self.add_module(name, LLLiteModule(depth, cond_emb_dim, in_dim, mlp_dim))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     @property
     def made_for(self) -> str:
