@@ -28,10 +28,15 @@ from diffusers import (
     SD3ControlNetModel,
     SD3Transformer2DModel,
 )
-from diffusers.training_utils import compute_loss_weighting_for_sd3
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
 from controlnet.nn.dit_controlnet import FluxControlNet, SD3ControlNet
-from controlnet.training.flow_matching import flux_controlnet_loss, loss_weighting, sd3_controlnet_loss
+from controlnet.training.flow_matching import (
+    flux_controlnet_loss,
+    loss_weighting,
+    sample_sigmas,
+    sd3_controlnet_loss,
+)
 from tiny_models import randomized
 
 TOL = 1e-5
@@ -164,9 +169,26 @@ def test_the_flux_step_equals_train_controlnet_flux(guidance_embeds):
     _assert_same_step(ref_loss, ref_net, loss, net, ours_base)
 
 
+@pytest.mark.parametrize("scheme", ["logit_normal", "mode", "none", "sigma_sqrt"])
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_sigmas_are_sampled_as_the_examples_sample_them(scheme, shift):
+    """Both examples: u from `compute_density_for_timestep_sampling` with their default flags, timesteps
+    at ⌊u·N⌋ of the scheduler, σ by `get_sigmas`."""
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+    u = compute_density_for_timestep_sampling(scheme, 64, logit_mean=0.0, logit_std=1.0, mode_scale=1.29,
+                                              generator=torch.Generator().manual_seed(5))
+    timesteps = scheduler.timesteps[(u * 1000).long()]
+    expected = _sigmas(scheduler, timesteps, 1)
+    sigmas = sample_sigmas(scheme, 64, scheduler, torch.Generator().manual_seed(5))
+    assert torch.equal(sigmas, expected)
+    assert len(set(sigmas.tolist())) > 32  # 64 draws, not one value repeated
+
+
 def test_bad_weighting_schemes_and_shapes_are_named():
     with pytest.raises(ValueError, match="unknown weighting scheme 'cosine'.*sigma_sqrt"):
         loss_weighting("cosine", torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="unknown weighting scheme"):
+        sample_sigmas("cosine", 2, FlowMatchEulerDiscreteScheduler())
     base = randomized(SD3Transformer2DModel(**SD3_BASE), 1)
     net = _ours_of(SD3ControlNet, randomized(SD3ControlNetModel(**dict(SD3_BASE, num_layers=1)), 2))
     batch = _batch(3, (2, 8, 8, 8), 64)

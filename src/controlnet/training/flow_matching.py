@@ -32,6 +32,22 @@ def loss_weighting(scheme: str, sigmas: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(sigmas)
 
 
+def sample_sigmas(scheme: str, batch_size: int, scheduler, generator: torch.Generator | None = None,
+                  logit_mean: float = 0.0, logit_std: float = 1.0, mode_scale: float = 1.29) -> torch.Tensor:
+    """One σ per sample from the training schedule of a flow-matching `scheduler` (its shift included):
+    u ~ sigmoid(N(mean, std)) for 'logit_normal', the SD3 paper's mode density for 'mode', else uniform;
+    σ = the schedule's σ at index ⌊u · num_train_timesteps⌋. Defaults are the examples' flags."""
+    loss_weighting(scheme, torch.zeros(1))  # an unknown scheme fails here
+    if scheme == "logit_normal":
+        u = torch.sigmoid(torch.normal(logit_mean, logit_std, size=(batch_size,), generator=generator))
+    else:
+        u = torch.rand(batch_size, generator=generator)
+        if scheme == "mode":
+            u = 1 - u - mode_scale * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
+    n = scheduler.config.num_train_timesteps
+    return scheduler.sigmas[:n][(u * n).long()]
+
+
 def _noised(latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x_σ and σ shaped to broadcast over the latent's other axes."""
     if noise.shape != latents.shape or sigmas.shape != latents.shape[:1]:
