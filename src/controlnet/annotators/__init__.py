@@ -18,6 +18,7 @@ from . import (  # noqa: F401
     lines,
     mediapipe_face,
     normal,
+    pidinet,
     pose,
     segmentation,
     shuffle,

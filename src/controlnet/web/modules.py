@@ -31,7 +31,9 @@ WEIGHTS = {"depth": ("depth", DEPTH), "normal_midas": ("depth", DEPTH),
            "lineart_realistic": ("sk_model.pth", "sk_model.pth from lllyasviel/Annotators"),
            "lineart_coarse": ("sk_model2.pth", "sk_model2.pth from lllyasviel/Annotators"),
            "softedge_hed": ("ControlNetHED.pth", "ControlNetHED.pth from lllyasviel/Annotators"),
-           "scribble_hed": ("ControlNetHED.pth", "ControlNetHED.pth from lllyasviel/Annotators")}
+           "scribble_hed": ("ControlNetHED.pth", "ControlNetHED.pth from lllyasviel/Annotators"),
+           **{name: ("table5_pidinet.pth", "table5_pidinet.pth from lllyasviel/Annotators")
+              for name in ("softedge_pidinet", "softedge_pidisafe", "scribble_pidinet")}}
 NOT_OFFERED = {"inpaint_only+lama": "needs the LaMa weights (ControlNetLama.pth), which this package does not include; "
                                     "use inpaint_only"}
 
