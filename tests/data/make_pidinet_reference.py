@@ -28,7 +28,14 @@ from controlnet_aux.pidi.model import pidinet
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from pidinet_inputs import PICTURE_SEEDS, PICTURE_SIZES, WEIGHT_SEED, picture, published_layout, random_pidinet_state  # noqa: E402
+from pidinet_inputs import (  # noqa: E402
+    PICTURE_SEEDS,
+    PICTURE_SIZES,
+    WEIGHT_SEED,
+    picture,
+    published_layout,
+    random_pidinet_state,
+)
 
 
 def main():
