@@ -104,3 +104,11 @@ def test_pickle_that_would_run_code_is_not_unpickled(tmp_path):
     torch.save({"state_dict": {"x": torch.zeros(1)}, "note": argparse.Namespace(code="would run on load")}, evil)
     with pytest.raises(InputError, match="not unpickled"):
         annotate("softedge_pidisafe", picture(1, (64, 64)), model=evil)
+
+
+def test_server_offers_pidinet_modules_only_with_the_file(weights, tmp_path):
+    from controlnet.web.modules import offered
+
+    names = {"softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"}
+    assert not names & set(offered(tmp_path))
+    assert names <= set(offered(weights.parent))
