@@ -1,8 +1,9 @@
 """Depth maps (and 1.0 normals) from a local transformers depth model: DPT/MiDaS, Depth Anything, Zoe.
 
-Convention of the depth checkpoints: relative inverse depth, min-max normalised to 0..255, white =
-near, grey in three channels. Relative models (DPT, Depth Anything) already predict "larger =
-nearer"; metric ones (ZoeDepth, GLPN, Depth Pro, Depth Anything metric) are flipped.
+Convention of the depth checkpoints: white = near, grey in three channels. Relative models (DPT,
+Depth Anything) already predict "larger = nearer" and are min-max normalised, as the references do.
+Metric ones (ZoeDepth, GLPN, Depth Pro, Depth Anything metric) predict distance: like ControlNet 1.1,
+A1111 and controlnet_aux for Zoe, the 2nd..85th percentile of distance maps to white..black, clipped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ MODEL_PARAM = Param("model", None, "local transformers depth-estimation folder",
 
 def predict_depth(image: np.ndarray, folder) -> np.ndarray:
     """Float H×W prediction at the image size, oriented so that larger = nearer."""
+    depth, metric = _raw_prediction(image, folder)
+    return -depth if metric else depth
+
+
+def _raw_prediction(image: np.ndarray, folder) -> tuple[np.ndarray, bool]:
+    """Float H×W prediction at the image size as the model gives it, and whether it is metric distance."""
     import torch
 
     model, processor = load_transformers_model(folder, "AutoModelForDepthEstimation", "depth-estimation", EXAMPLE)
@@ -34,25 +41,37 @@ def predict_depth(image: np.ndarray, folder) -> np.ndarray:
         depth = torch.nn.functional.interpolate(outputs.predicted_depth[:, None], size=(h, w), mode="bicubic")[0, 0]
     depth = depth.float().cpu().numpy()
     config = model.config
-    if config.model_type in METRIC_MODEL_TYPES or getattr(config, "depth_estimation_type", "") == "metric":
-        depth = -depth
-    return depth
+    return depth, config.model_type in METRIC_MODEL_TYPES or getattr(config, "depth_estimation_type", "") == "metric"
+
+
+def metric_depth_to_gray(distance: np.ndarray) -> np.ndarray:
+    """Zoe post-processing of ControlNet 1.1 / A1111 / controlnet_aux: 2nd..85th percentile, near = white."""
+    distance = distance.astype(np.float32)
+    vmin = np.percentile(distance, 2)
+    vmax = np.percentile(distance, 85)
+    near = 1.0 - (distance - vmin) / (vmax - vmin)
+    return (near * 255.0).clip(0, 255).astype(np.uint8)
+
+
+def relative_depth_to_gray(depth: np.ndarray) -> np.ndarray:
+    """Min-max normalisation of a relative (larger = nearer) prediction, as for MiDaS / Depth Anything."""
+    span = float(depth.max() - depth.min())
+    depth = (depth - depth.min()) / span if span > 0 else np.zeros_like(depth)
+    return (depth * 255.0).clip(0, 255).astype(np.uint8)
 
 
 @register(
     "depth",
     feeds="depth (control_sd15_depth, control_v11f1p_sd15_depth, diffusers *-depth, SDXL depth)",
-    summary="transformers depth model from a local folder; min-max normalised, white = near",
+    summary="transformers depth model from a local folder; white = near (metric: 2nd-85th percentile)",
     kind="image",
     learned=True,
     needs="a local transformers depth folder (--param model=DIR)",
     params=(MODEL_PARAM,),
 )
 def depth(image: np.ndarray, model: str) -> np.ndarray:
-    d = predict_depth(image, model)
-    span = float(d.max() - d.min())
-    d = (d - d.min()) / span if span > 0 else np.zeros_like(d)
-    return gray3((d * 255.0).clip(0, 255).astype(np.uint8))
+    prediction, metric = _raw_prediction(image, model)
+    return gray3(metric_depth_to_gray(prediction) if metric else relative_depth_to_gray(prediction))
 
 
 @register(

@@ -23,7 +23,7 @@ def _lineart(image: np.ndarray, weights, default_name: str) -> np.ndarray:
     import torch
 
     net = load_network(weights, default_name, f"lineart ({default_name})", _build)
-    padded, (h, w) = pad_to_multiple(image, 8)  # two stride-2 stages: keep sizes exact
+    padded, (h, w) = pad_to_multiple(image, 64)  # as A1111: edge-pad to 64, crop back
     with torch.inference_mode():
         x = torch.from_numpy(padded.copy()).float().permute(2, 0, 1)[None] / 255.0
         line = net(x)[0, 0].float().cpu().numpy()[:h, :w]
