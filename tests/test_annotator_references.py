@@ -31,6 +31,15 @@ def test_metric_depth_matches_controlnet_aux_zoe_output():
     assert np.array_equal(metric_depth_to_gray(reference["distance"]), reference["image"])
 
 
+def test_flat_metric_depth_is_a_flat_map_without_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = metric_depth_to_gray(np.full((8, 8), 3.0, np.float32))
+    assert out.dtype == np.uint8 and not out.any()
+
+
 def test_lineart_pads_to_64_with_edge_padding_then_crops(tmp_path):
     from controlnet.annotators.lineart_network import LineartGenerator
 

@@ -49,6 +49,8 @@ def metric_depth_to_gray(distance: np.ndarray) -> np.ndarray:
     distance = distance.astype(np.float32)
     vmin = np.percentile(distance, 2)
     vmax = np.percentile(distance, 85)
+    if vmax <= vmin:  # flat prediction: the reference divides by zero; give a flat black map
+        return np.zeros(distance.shape, np.uint8)
     near = 1.0 - (distance - vmin) / (vmax - vmin)
     return (near * 255.0).clip(0, 255).astype(np.uint8)
 
