@@ -21,7 +21,7 @@ from controlnet.errors import InputError, MissingFileError
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
-from mlsd_inputs import PICTURE_SEEDS, PICTURE_SIZES, picture, random_mlsd_state  # noqa: E402
+from mlsd_inputs import PICTURE_SEEDS, PICTURE_SIZES, TINY_SEED, picture, random_mlsd_state  # noqa: E402
 
 REFERENCE = np.load(DATA / "mlsd_reference.npz")
 CASES = list(enumerate(zip(PICTURE_SEEDS, PICTURE_SIZES)))
@@ -56,6 +56,22 @@ def test_line_map_equals_controlnet_aux(weights, index, case):
     expected = REFERENCE[f"mlsd_{index}"]
     assert out.shape == (*case[1], 3) and expected.any()
     assert np.array_equal(out[:, :, 0], expected)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    from controlnet.annotators.mlsd_network import MLSDTiny
+
+    path = tmp_path_factory.mktemp("mlsd_tiny") / "mlsd_tiny_512_fp32.pth"
+    torch.save(random_mlsd_state(MLSDTiny().state_dict(), TINY_SEED), path)
+    return path
+
+
+@pytest.mark.parametrize("index,case", CASES)
+def test_tiny_line_map_equals_controlnet_aux(tiny_weights, index, case):
+    out = annotate("mlsd", picture(*case), resolution=min(case[1]), model=tiny_weights)
+    expected = REFERENCE[f"mlsd_tiny_{index}"]
+    assert expected.any() and np.array_equal(out[:, :, 0], expected)
 
 
 def test_thresholds_are_the_a1111_sliders(weights):

@@ -11,6 +11,7 @@ import torch
 from pidinet_inputs import picture  # noqa: F401  (the same seeded pictures generator)
 
 WEIGHT_SEED = 23
+TINY_SEED = 24  # mlsd_tiny_512_fp32.pth
 PICTURE_SEEDS = (404, 505, 606)
 PICTURE_SIZES = ((256, 384), (384, 256), (256, 256))  # (h, w): the detector runs at the image size
 

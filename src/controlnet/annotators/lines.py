@@ -8,6 +8,8 @@ segments on black. The thresholds are A1111's sliders: `value_threshold` a segme
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -16,20 +18,30 @@ from .local_models import load_network
 from .registry import Param, register
 
 WEIGHTS = "mlsd_large_512_fp32.pth"
+TINY = "mlsd_tiny_512_fp32.pth"
 TOP_K = 200  # centre candidates, as M-LSD decodes
 
 
-def _build():
+def _build_large():
     from .mlsd_network import MLSDLarge
 
     return MLSDLarge()
+
+
+def _build_tiny():
+    from .mlsd_network import MLSDTiny
+
+    return MLSDTiny()
 
 
 def mlsd_raw(image: np.ndarray, weights) -> np.ndarray:
     """The network's 9 maps at half the image size: RGB and a channel of ones, all mapped by v / 127.5 - 1."""
     import torch
 
-    net = load_network(weights, WEIGHTS, "M-LSD large (mlsd_large_512_fp32.pth)", _build)
+    if Path(weights).name.startswith("mlsd_tiny"):  # the tiny file is chosen by its published name
+        net = load_network(weights, TINY, f"M-LSD tiny ({TINY})", _build_tiny)
+    else:
+        net = load_network(weights, WEIGHTS, f"M-LSD large ({WEIGHTS})", _build_large)
     x = np.concatenate([image.astype(np.float32), np.ones((*image.shape[:2], 1), np.float32)], axis=2)
     with torch.inference_mode():
         return net(torch.from_numpy(x / 127.5 - 1.0).permute(2, 0, 1)[None])[0].float().cpu().numpy()
@@ -80,7 +92,7 @@ def segment_contrast(grey: np.ndarray, segments: np.ndarray, offset: float = 2.0
     summary="straight segments from the M-LSD network (model=FILE), else OpenCV LSD; white 1-px lines on black",
     kind="edge",
     params=(
-        Param("model", None, f"path to {WEIGHTS} (or the folder holding it); without it OpenCV LSD stands in",
+        Param("model", None, f"path to {WEIGHTS} or {TINY} (or a folder holding the first); without it OpenCV LSD stands in",
               type="path"),
         Param("value_threshold", 0.1, "minimum segment score (contrast across the line, 0..1)", minimum=0.0, maximum=1.0),
         Param("distance_threshold", 0.1, "minimum length in pixels of a 256-px grid (as M-LSD)", minimum=0.0, maximum=256.0),

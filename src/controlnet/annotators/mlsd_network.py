@@ -1,4 +1,4 @@
-"""M-LSD large (MobileV2_MLSD_Large): the network behind `mlsd_large_512_fp32.pth`.
+"""M-LSD large and tiny: the networks behind `mlsd_large_512_fp32.pth` and `mlsd_tiny_512_fp32.pth`.
 
 Parameter names follow the published file: a MobileNetV2 trunk (`backbone.features.0..13`) and
 the decoder blocks `block15`..`block23`. Output: 9 maps at half the input size, of which the
@@ -41,12 +41,12 @@ class _Inverted(nn.Module):
 
 class _Backbone(nn.Module):
     SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1))
-    TAPS = (1, 3, 6, 10, 13)
 
-    def __init__(self):
+    def __init__(self, stages: int = 5, taps: tuple[int, ...] = (1, 3, 6, 10, 13)):
         super().__init__()
+        self.TAPS = taps
         features, cin = [_TfConv(4, 32, 3, 2)], 32
-        for expand, cout, repeat, stride in self.SETTING:
+        for expand, cout, repeat, stride in self.SETTING[:stages]:
             for i in range(repeat):
                 features.append(_Inverted(cin, cout, stride if i == 0 else 1, expand))
                 cin = cout
@@ -69,9 +69,9 @@ def _cbr(cin, cout, kernel, dilation=1):
 class _Merge(nn.Module):
     """BlockTypeA: 1×1 on both inputs, the deeper one upsampled ×2 (align_corners), concatenated."""
 
-    def __init__(self, c_skip: int, c_deep: int, upscale: bool = True):
+    def __init__(self, c_skip: int, c_deep: int, upscale: bool = True, out: int = 64):
         super().__init__()
-        self.conv1, self.conv2, self.upscale = _cbr(c_deep, 64, 1), _cbr(c_skip, 64, 1), upscale
+        self.conv1, self.conv2, self.upscale = _cbr(c_deep, out, 1), _cbr(c_skip, out, 1), upscale
 
     def forward(self, skip, deep):
         deep = self.conv1(deep)
@@ -83,9 +83,9 @@ class _Merge(nn.Module):
 class _Refine(nn.Module):
     """BlockTypeB: a residual 3×3 then a 3×3 to 64 channels."""
 
-    def __init__(self):
+    def __init__(self, channels: int = 128):
         super().__init__()
-        self.conv1, self.conv2 = _cbr(128, 128, 3), _cbr(128, 64, 3)
+        self.conv1, self.conv2 = _cbr(channels, channels, 3), _cbr(channels, 64, 3)
 
     def forward(self, x):
         return self.conv2(self.conv1(x) + x)
@@ -119,3 +119,20 @@ class MLSDLarge(nn.Module):
         x = self.block20(self.block19(c2, x))
         x = self.block22(self.block21(c1, x))
         return self.block23(x)[:, 7:]
+
+
+class MLSDTiny(nn.Module):
+    """The tiny variant: a 4-stage trunk, two merges, the output upsampled ×2 to half the input size."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = _Backbone(stages=4, taps=(3, 6, 10))
+        self.block12, self.block13 = _Merge(32, 64), _Refine()
+        self.block14, self.block15 = _Merge(24, 64, out=32), _Refine(64)
+        self.block16 = _Head()
+
+    def forward(self, x):
+        c2, c3, c4 = self.backbone(x)
+        x = self.block15(self.block14(c2, self.block13(self.block12(c3, c4))))
+        x = F.interpolate(self.block16(x), scale_factor=2.0, mode="bilinear", align_corners=True)
+        return x[:, 7:]
