@@ -33,7 +33,8 @@ WEIGHTS = {"depth": ("depth", DEPTH), "normal_midas": ("depth", DEPTH),
            "softedge_hed": ("ControlNetHED.pth", "ControlNetHED.pth from lllyasviel/Annotators"),
            "scribble_hed": ("ControlNetHED.pth", "ControlNetHED.pth from lllyasviel/Annotators"),
            **{name: ("table5_pidinet.pth", "table5_pidinet.pth from lllyasviel/Annotators")
-              for name in ("softedge_pidinet", "softedge_pidisafe", "scribble_pidinet")}}
+              for name in ("softedge_pidinet", "softedge_pidisafe", "scribble_pidinet")},
+           "mlsd": ("mlsd_large_512_fp32.pth", "mlsd_large_512_fp32.pth from lllyasviel/Annotators")}
 NOT_OFFERED = {"inpaint_only+lama": "needs the LaMa weights (ControlNetLama.pth), which this package does not include; "
                                     "use inpaint_only"}
 
