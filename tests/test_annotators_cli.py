@@ -73,8 +73,10 @@ def test_annotators_listing(run, capsys):
     assert "canny" in text and "--param low_threshold=100" in text and "REQUIRED" in text
     assert run(["annotators", "--json"]) == 0
     listed = {a["name"]: a for a in json.loads(capsys.readouterr().out)}
-    assert listed["mlsd"]["params"][0] == {
+    mlsd = {p["name"]: p for p in listed["mlsd"]["params"]}
+    assert mlsd["value_threshold"] == {
         "name": "value_threshold", "default": 0.1, "type": "float", "required": False,
-        "help": listed["mlsd"]["params"][0]["help"],
+        "help": mlsd["value_threshold"]["help"],
     }
+    assert mlsd["model"]["type"] == "path" and not mlsd["model"]["required"]  # M-LSD's weights are optional here
     assert listed["depth"]["learned"] and "depth" in listed["depth"]["feeds"]
