@@ -165,6 +165,16 @@ def test_without_a_base_the_error_says_how_to_give_one(cli_files, tmp_path, caps
     assert_user_error(["convert", lora, tmp_path / "x", "--to", "diffusers"], capsys, str(lora), "Control-LoRA", "--base")
 
 
+def test_base_given_for_a_file_that_is_not_a_control_lora_is_refused(tmp_path, capsys):
+    """`convert --base` on a plain ControlNet was silently ignored; nothing is written."""
+    from controlnet.assets import mini_controlnet_dir
+
+    plain = mini_controlnet_dir("edges")
+    assert_user_error(["convert", plain, tmp_path / "x", "--to", "diffusers", "--base", tmp_path / "nowhere"], capsys,
+                      "--base", "Control-LoRA", "leave --base out")
+    assert not (tmp_path / "x").exists()
+
+
 def test_made_for_another_base_is_refused_naming_both(cli_files, tmp_path, capsys):
     lora = cli_files / "control-lora-canny-rank4.safetensors"
     assert_user_error(["generate", "--model", cli_files / "base-xl", "--prompt", "x", "--steps", "1", "--width", "64",

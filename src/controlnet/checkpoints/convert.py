@@ -37,6 +37,9 @@ def convert_controlnet(src: PathLike, dst: PathLike, *, layout: str, dtype=None,
     if dst.exists() and dst.resolve() == src.resolve():
         raise InputError(f"SRC and DST are the same path ({src}); write the conversion elsewhere")
     cn = load_controlnet(src, config=config, base=base)
+    if base is not None and cn.loaded_from["layout"] != "control-lora":
+        raise InputError(f"{src}: a base model (--base) is for a Control-LoRA; this {cn.loaded_from['layout']} file "
+                         "carries all its weights: leave --base out")
     save = save_dit_controlnet if isinstance(cn, DIT_CLASSES) else save_controlnet
     return save(cn, dst, layout=layout, dtype=target or cn.loaded_from["dtype"])
 
