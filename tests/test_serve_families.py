@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from tiny_models import random_hint, tiny_controlnet, tiny_pipeline, tiny_union
 
 HINT = np.asarray(random_hint(64, 64, seed=1))
 ARGS = "alwayson_scripts.controlnet.args"
+LLLITE_REFERENCE = Path(__file__).parent / "data" / "lllite_reference.safetensors"
 
 
 def served(base, controlnets):
@@ -73,12 +75,17 @@ def sd1_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sdxl_server(tmp_path_factory):
-    """An SDXL-shaped tiny base with a ProMax union ControlNet (single file) and a plain ControlNet."""
+    """An SDXL-shaped tiny base with a ProMax union ControlNet (single file), a plain ControlNet and the
+    LLLite file of tests/test_lllite.py (made by kohya's sd-scripts for this very U-Net shape)."""
+    from safetensors.torch import load_file, save_file
+
     d = tmp_path_factory.mktemp("sdxl_union")
     pipe = tiny_pipeline("sdxl")
     pipe.save_pretrained(d / "base")
     save_controlnet(tiny_union(dict(pipe.unet.config), seed=2), d / "nets" / "controlnet-union-sdxl-1.0-promax.safetensors")
     tiny_controlnet(pipe, seed=3).save_pretrained(d / "nets" / "plain-xl")
+    lllite = load_file(LLLITE_REFERENCE)
+    save_file({k: v for k, v in lllite.items() if k.startswith("lllite_unet_")}, d / "nets" / "controllllite_canny.safetensors")
     with running_server(served=served(d / "base", d / "nets")) as server:
         yield server
 
@@ -122,6 +129,18 @@ def test_what_a_family_refuses_is_a_422_naming_the_unit(sd1_server, model, extra
     assert r.json()["field"].startswith(f"{ARGS}[0]")
     for w in words:
         assert w in r.json()["detail"]
+
+
+def test_lllite_is_listed_and_steers_alone_and_beside_a_controlnet(sdxl_server):
+    url, _ = sdxl_server
+    names = {t.split(" [")[0] for t in requests.get(url + "/controlnet/model_list").json()["model_list"]}
+    assert "controllllite_canny" in names
+    without = first_image(post(url))
+    alone = first_image(post(url, unit("controllllite_canny")))
+    plain = first_image(post(url, unit("plain-xl")))
+    both = first_image(post(url, unit("controllllite_canny"), unit("plain-xl")))
+    assert not np.array_equal(alone, without)
+    assert not np.array_equal(both, plain) and not np.array_equal(both, alone)
 
 
 def test_union_control_type_takes_a1111_names_and_is_stored(sdxl_server):
