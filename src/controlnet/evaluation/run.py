@@ -60,6 +60,7 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
 
     result = score_all(ctx, rows, kinds, annotator, annotator_params or {}, inception if s.fid else None, clip_model)
     result["settings"] = {**s.sampling(), "n": s.n, "seed": s.seed, "prompts": list(s.prompts), "level": s.level,
+                          "fid_resize": s.fid_resize,
                           "model": mid, "data": source.spec, "device": device, "recommended": recommended}
     from controlnet.evaluation.report import write_reports
 

@@ -115,7 +115,12 @@ def _features_fn(inception, ctx):
     from controlnet.evaluation.inception import inception_features, load_inception
 
     net = load_inception(inception)
-    return lambda images: inception_features(images, net)
+    return lambda images: inception_features(images, net, resize=ctx.settings.fid_resize)
+
+
+def _features_name(ctx) -> str:
+    """The cache name of Inception features: the earlier torch-resized ones keep their old name."""
+    return "inception" if ctx.settings.fid_resize == "torch" else f"inception-{ctx.settings.fid_resize}"
 
 
 def _reference_features(ctx, inception) -> np.ndarray | None:
@@ -128,7 +133,7 @@ def _reference_features(ctx, inception) -> np.ndarray | None:
     seeds = [ctx.settings.seed + i for i in range(len(refs))]
     for seed in cache.missing(seeds):
         cache.put(seed, refs[seed - seeds[0]])
-    return cache.features(seeds, _features_fn(inception, ctx))
+    return cache.features(seeds, _features_fn(inception, ctx), _features_name(ctx))
 
 
 def _quality(ctx, head, cache, inception, ref_feats) -> list[dict]:
@@ -136,7 +141,7 @@ def _quality(ctx, head, cache, inception, ref_feats) -> list[dict]:
     from controlnet.evaluation.stats import Estimate
 
     seeds = [ctx.settings.seed + i for i in range(ctx.settings.n)]
-    feats = cache.features(seeds, _features_fn(inception, ctx))
+    feats = cache.features(seeds, _features_fn(inception, ctx), _features_name(ctx))
     if len(feats) < 2:
         return []
     k, k_std = kid(feats, ref_feats, subsets=50, subset_size=max(2, min(len(feats), len(ref_feats)) // 2))
