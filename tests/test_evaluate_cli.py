@@ -68,7 +68,7 @@ def test_a_dataset_folder_with_an_annotator(tmp_path, capsys):
                               "canny", "--prompts", "none,caption", "--n", "2", "-o", tmp_path / "out"], capsys)
     assert code == 0, err
     recs = json.loads((tmp_path / "out" / "metrics.json").read_text())["records"]
-    assert {r["metric"] for r in recs} == {"edge_f1", "edge_f1_exact"}
+    assert {r["metric"] for r in recs} == {"edge_f1", "edge_f1_exact", "cnpp_canny_f1"}  # the last: ControlNet++
     assert {r["condition"] for r in recs} == {"canny"}
 
 

@@ -45,6 +45,10 @@ def register(sub) -> None:
                    help="how pictures are scaled to Inception's 299 px: tf1 (default; TF1 bilinear as TF-FID, "
                    "pytorch-fid and torch-fidelity, so FID compares with published figures) or torch (PyTorch "
                    "bilinear, this package's rule before; reads FID about 1%% higher)")
+    p.add_argument("--models-dir", "--annotator-dir", dest="models_dir", metavar="DIR",
+                   help="the detectors' weights (default $CONTROLNET_ANNOTATOR_DIR; flat or sd-webui-controlnet's "
+                   "annotator/downloads layout) for the ControlNet++ protocol figures: HED/lineart SSIM, depth RMSE, "
+                   "ADE20K mIoU (canny F1 needs none); what is missing is listed as not computed")
     p.add_argument("--clip", help="a local CLIP folder for the CLIP text-image score")
     p.add_argument("--aesthetic", metavar="FILE", help="with --clip: the LAION improved-aesthetic-predictor head "
                    "(state dict .pth or .safetensors) for the CLIP aesthetic score")
@@ -82,7 +86,7 @@ def run(args) -> int:
     result = evaluate(args.model, args.controlnet, args.data, args.outdir, config=args.config, settings=settings,
                       annotator=args.annotator, annotator_params=_params(args.annotator_param),
                       inception=args.inception, clip=args.clip, device=args.device,
-                      images=args.images, aesthetic=args.aesthetic)
+                      images=args.images, aesthetic=args.aesthetic, models_dir=args.models_dir)
     print(table(result), end="")
     print(f"wrote {args.outdir}/metrics.json, metrics.md, metrics.png, samples.png")
     return 0

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
+from controlnet.evaluation import protocol
 from controlnet.evaluation.stats import mean_ci
 
-LOWER_IS_BETTER = ("depth_rmse", "depth_order_error", "fid", "kid")
+LOWER_IS_BETTER = ("depth_rmse", "depth_order_error", "fid", "kid", *protocol.LOWER_IS_BETTER)
 
 
 def score_all(ctx, rows, kinds, annotator, params, inception, clip) -> dict:
@@ -42,6 +43,7 @@ def score_all(ctx, rows, kinds, annotator, params, inception, clip) -> dict:
         per_image = _per_image(ctx, kind, images, annotator, params, prompts, clip)
         head = {"condition": kind, "prompt": setting, "row": label}
         records += [_record(head, m, mean_ci(v, w, s.level)) for m, (v, w) in per_image.items()]
+        records += _protocol(ctx, kind, images, head, not_computed)
         if ref_feats is not None:
             records += _quality(ctx, head, cache, inception, ref_feats)
     gen_bar.close()
@@ -106,6 +108,16 @@ def _per_image(ctx, kind, images, annotator, params, prompts, clip) -> dict:
     return out
 
 
+def _protocol(ctx, kind, images, head, not_computed) -> list[dict]:
+    """The ControlNet++ protocol figure of this condition kind, when it can be computed here."""
+    metric = protocol.metric_for(kind, ctx.data.is_world)
+    if metric is None or metric.name in not_computed:
+        return []
+    est = protocol.estimate(metric, images, [it.conditions[kind] for it in ctx.items], ctx.models_dir,
+                            ctx.settings.level)
+    return [] if est is None else [_record(head, metric.name, est)]
+
+
 def _record(head: dict, metric: str, est) -> dict:
     return {**head, "metric": metric, "value": est.value, "ci_low": est.low, "ci_high": est.high, "n": est.n,
             "higher_is_better": metric not in LOWER_IS_BETTER}
@@ -166,4 +178,5 @@ def _not_computed(ctx, annotator, inception, clip) -> dict:
         out["fid"] = out["kid"] = "not computed: the dataset has no reference pictures"
     if not ctx.data.is_world and not annotator:
         out["fidelity"] = "not computed: give --annotator NAME (the annotator that made the conditions)"
+    out.update(protocol.not_computed(ctx.data.kinds, ctx.data.is_world, ctx.models_dir, ctx.data.size))
     return out

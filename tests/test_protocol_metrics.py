@@ -1,0 +1,129 @@
+"""The ControlNet++ protocol figures of `controlnet evaluate` (controlnet.metrics.protocol): the
+arithmetic on hand-computable maps, kornia's canny and torchmetrics' MS-SSIM as the protocol calls
+them, and `evaluate` computing a figure when the detector's weights are in the models folder and
+saying "not computed: give ..." when they are not."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bad_input_tools import run_cli
+from controlnet.annotators.local_models import ENV_VAR
+from controlnet.metrics import protocol as P
+
+
+@pytest.fixture(autouse=True)
+def no_env(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+
+def test_binary_f1_by_hand():
+    pred, target = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    pred[0, :4] = True  # 4 predicted
+    target[0, 1:4] = target[1, 0:3] = True  # 6 expected, 3 of them predicted
+    assert P.binary_f1(pred, target) == pytest.approx(100 * 2 * 3 / (4 + 6))
+    assert P.binary_f1(pred, pred) == 100.0
+    assert P.binary_f1(np.zeros((4, 4)), np.zeros((4, 4))) == 0.0  # torchmetrics' zero_division
+
+
+def test_canny_f1_reads_kornias_canny_of_the_picture():
+    pytest.importorskip("kornia", reason="the eval extra is not installed")
+    import torch
+    from kornia.filters import canny
+
+    picture = np.zeros((48, 48, 3), np.uint8)
+    picture[12:36, 10:30] = (200, 120, 40)
+    edges = canny(torch.from_numpy(picture).permute(2, 0, 1)[None].float() / 255.0, 0.1, 0.2)[1][0, 0].numpy()
+    condition = (edges * 255).astype(np.uint8)
+    assert condition.any() and P.canny_f1(picture, condition) == 100.0
+    shifted = np.roll(condition, 3, axis=1)
+    assert P.canny_f1(picture, shifted) == pytest.approx(P.binary_f1(edges > 0.5, shifted > 127))
+    assert P.canny_f1(picture, shifted) < 50.0
+
+
+def test_ms_ssim_as_torchmetrics_module_and_its_size_limit():
+    import torch
+    from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 192, 176)).astype(np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    assert P.ms_ssim(a[0], a[0]) == pytest.approx(1.0, abs=1e-6)
+    module = MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0)  # as eval_edge.py batches 4 groups
+    batched = float(module(torch.from_numpy(b / 255.0).float()[:, None], torch.from_numpy(a / 255.0).float()[:, None]))
+    assert np.mean([P.ms_ssim(b[i], a[i]) for i in range(2)]) == pytest.approx(batched, abs=1e-5)
+    with pytest.raises(ValueError, match="at least 161 px"):
+        P.ms_ssim(a[0, :128, :128], a[0, :128, :128])
+
+
+def test_depth_quantised_as_the_protocol_saves_it():
+    depth = np.array([[0.0, 1.0, 2.0]])  # / max -> 0, .5, 1 -> ×255 truncated
+    assert P.depth_to_protocol_gray(depth).tolist() == [[0, 127, 255]]
+    assert P.condition_to_protocol_gray(np.array([[10, 20, 30]], np.uint8)).tolist() == [[0, 127, 255]]
+    assert P.depth_rmse(np.array([[0, 3]], np.uint8), np.array([[4, 3]], np.uint8)) == pytest.approx(np.sqrt(8))
+
+
+def test_miou_is_dataset_level_as_mmseg():
+    """Picture 1: class 0 everywhere predicted, half of it truly class 1; picture 2: all class 1, right.
+    Summed counts: class 0 IoU 2/4, class 1 IoU 4/6 -> 58.33 %; a mean of per-picture mIoUs would differ."""
+    p1, t1 = np.array([[0, 0, 0, 0]]), np.array([[0, 0, 1, 1]])
+    p2, t2 = np.array([[1, 1, 1, 1]]), np.array([[1, 1, 1, 1]])
+    c1, c2 = P.intersect_union(p1, t1, 2), P.intersect_union(p2, t2, 2)
+    assert c1.tolist() == [[2, 0], [4, 2]] and c2.tolist() == [[0, 4], [0, 4]]
+    assert P.dataset_miou(np.stack([c1, c2])) == pytest.approx(100 * (2 / 4 + 4 / 6) / 2)
+    ignored = P.intersect_union(np.array([[0, 1]]), np.array([[0, 255]]), 2)  # mmseg's ignore index
+    assert ignored.tolist() == [[1, 0], [1, 0]]
+
+
+def test_dataset_statistic_interval():
+    from controlnet.evaluation.stats import statistic_ci
+
+    same = np.stack([P.intersect_union(np.array([[0, 1]]), np.array([[0, 1]]), 2)] * 5)
+    est = statistic_ci(same, P.dataset_miou)
+    assert (est.value, est.low, est.high, est.n) == (100.0, 100.0, 100.0, 5)
+    mixed = np.stack([P.intersect_union(np.array([[0, 1]]), t, 2) for t in (np.array([[0, 1]]), np.array([[1, 0]]))] * 4)
+    est = statistic_ci(mixed, P.dataset_miou)
+    assert est.low < est.value < est.high
+
+
+def test_not_computed_says_what_to_give(tmp_path):
+    from controlnet.evaluation import protocol
+
+    notes = protocol.not_computed(("softedge_hed", "depth", "seg_ade20k", "openpose"), False, None, 512)
+    assert notes["cnpp_hed_ssim"].startswith("not computed: give ControlNetHED.pth")
+    assert "huggingface.co/lllyasviel/Annotators" in notes["cnpp_hed_ssim"] and ENV_VAR in notes["cnpp_hed_ssim"]
+    assert notes["cnpp_depth_rmse"].startswith("not computed: give depth") and "dpt" in notes["cnpp_depth_rmse"]
+    assert notes["cnpp_ade20k_miou"].startswith("not computed: give seg_ade20k")
+    assert "OpenPose" in notes["cnpp_pose"]
+    (tmp_path / "hed").mkdir()
+    (tmp_path / "hed" / "ControlNetHED.pth").write_bytes(b"x")
+    assert "cnpp_hed_ssim" not in protocol.not_computed(("softedge_hed",), False, tmp_path, 512)
+    assert "161 px" in protocol.not_computed(("softedge_hed",), False, tmp_path, 64)["cnpp_hed_ssim"]
+    assert "cnpp_ade20k_miou" not in protocol.not_computed(("seg",), True, None, 64)  # world colours: not ADE20K
+
+
+def test_evaluate_computes_depth_rmse_from_the_models_folder_and_names_what_is_missing(tmp_path, capsys):
+    from controlnet.world import export
+    from test_annotators_learned import save_dpt
+
+    models = tmp_path / "models"
+    save_dpt(models / "depth")
+    data = export(tmp_path / "data", 2, layout="imagefolder", condition="depth", size=64, progress=False)
+    args = ["evaluate", "--model", "mini", "--steps", "2", "--no-fid", "--grid-samples", "1", "--no-uncontrolled",
+            "--controlnet", "mini:depth", "--data", data, "--annotator", "depth", "--annotator-param",
+            f"model={models / 'depth'}", "--n", "2"]
+    code, _, err = run_cli([*args, "--models-dir", models, "-o", tmp_path / "with"], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "with" / "metrics.json").read_text())
+    rmse = [r for r in result["records"] if r["metric"] == "cnpp_depth_rmse"]
+    assert len(rmse) == 1 and rmse[0]["n"] == 2 and not rmse[0]["higher_is_better"]
+    assert 0 <= rmse[0]["ci_low"] <= rmse[0]["value"] <= rmse[0]["ci_high"] <= 255
+    assert "cnpp_depth_rmse" not in result["not_computed"]
+    code, _, err = run_cli([*args, "-o", tmp_path / "without"], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "without" / "metrics.json").read_text())
+    assert not any(r["metric"] == "cnpp_depth_rmse" for r in result["records"])
+    assert result["not_computed"]["cnpp_depth_rmse"].startswith("not computed: give depth")
