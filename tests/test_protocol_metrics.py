@@ -95,8 +95,9 @@ def test_not_computed_says_what_to_give(tmp_path):
     notes = protocol.not_computed(("softedge_hed", "depth", "seg_ade20k", "openpose"), False, None, 512)
     assert notes["cnpp_hed_ssim"].startswith("not computed: give ControlNetHED.pth")
     assert "huggingface.co/lllyasviel/Annotators" in notes["cnpp_hed_ssim"] and ENV_VAR in notes["cnpp_hed_ssim"]
-    assert notes["cnpp_depth_rmse"].startswith("not computed: give depth") and "dpt" in notes["cnpp_depth_rmse"]
-    assert notes["cnpp_ade20k_miou"].startswith("not computed: give seg_ade20k")
+    assert notes["cnpp_depth_rmse"].startswith("not computed: give a transformers folder named depth: put it in")
+    assert "dpt" in notes["cnpp_depth_rmse"]
+    assert notes["cnpp_ade20k_miou"].startswith("not computed: give a transformers folder named seg_ade20k")
     assert "OpenPose" in notes["cnpp_pose"]
     (tmp_path / "hed").mkdir()
     (tmp_path / "hed" / "ControlNetHED.pth").write_bytes(b"x")
@@ -126,4 +127,4 @@ def test_evaluate_computes_depth_rmse_from_the_models_folder_and_names_what_is_m
     assert code == 0, err
     result = json.loads((tmp_path / "without" / "metrics.json").read_text())
     assert not any(r["metric"] == "cnpp_depth_rmse" for r in result["records"])
-    assert result["not_computed"]["cnpp_depth_rmse"].startswith("not computed: give depth")
+    assert result["not_computed"]["cnpp_depth_rmse"].startswith("not computed: give a transformers folder named depth")

@@ -164,7 +164,8 @@ def missing_weight(name: str, what: str, folder=None) -> str:
     sub, where = PUBLISHED.get(name, ("", ANNOTATORS))
     place = str(folder) if folder else f"a folder given by --models-dir DIR (Python: models_dir=) or ${ENV_VAR}"
     layout = f" (or its {sub}/ subfolder, as sd-webui-controlnet's annotator/downloads)" if sub else ""
-    return f"{what} needs {name}: put it in {place}{layout}; it is published at {where}; nothing is downloaded"
+    thing = name if "." in name else f"a transformers folder named {name}"
+    return f"{what} needs {thing}: put it in {place}{layout}; it is published at {where}; nothing is downloaded"
 
 
 def weight_path(name: str, what: str, folder=None) -> Path:

@@ -68,8 +68,7 @@ def not_computed(kinds, world: bool, folder, size: int) -> dict:
         elif metric.needs and importlib.util.find_spec(metric.needs) is None:
             out[metric.name] = f"not computed: pip install {metric.needs} (the eval extra)"
         elif metric.weights and weights_for(metric, folder) is None:
-            give = missing_weight(metric.weights, "it", folder or None).split(": ", 1)[1]
-            out[metric.name] = f"not computed: give {metric.weights} ({give})"
+            out[metric.name] = "not computed: give " + missing_weight(metric.weights, "it", folder).split(" needs ", 1)[1]
     return out
 
 
