@@ -128,3 +128,34 @@ def test_evaluate_computes_depth_rmse_from_the_models_folder_and_names_what_is_m
     result = json.loads((tmp_path / "without" / "metrics.json").read_text())
     assert not any(r["metric"] == "cnpp_depth_rmse" for r in result["records"])
     assert result["not_computed"]["cnpp_depth_rmse"].startswith("not computed: give a transformers folder named depth")
+
+
+def test_each_detector_scores_its_own_maps_at_the_ceiling(tmp_path):
+    """HED / lineart SSIM and ADE20K mIoU through the models folder: a picture against the map its own
+    detector draws scores 1.0 / 100 %; against another picture's map, less."""
+    import torch
+    from skimage import data
+
+    from controlnet.annotators.ade20k import ADE20K_PALETTE
+    from controlnet.annotators.hed_network import ControlNetHED
+    from controlnet.annotators.lineart_network import LineartGenerator
+    from controlnet.annotators.segmentation import predict_labels
+    from controlnet.evaluation import protocol
+    from controlnet.metrics.fidelity import reextract
+    from test_annotators_learned import save_upernet
+
+    torch.manual_seed(0)
+    (tmp_path / "hed").mkdir()
+    torch.save(ControlNetHED().state_dict(), tmp_path / "hed" / "ControlNetHED.pth")  # sd-webui-controlnet's layout
+    torch.save(LineartGenerator().state_dict(), tmp_path / "sk_model.pth")
+    save_upernet(tmp_path / "seg_ade20k")
+    pictures = [np.ascontiguousarray(p[:192, :192]) for p in (data.coffee(), data.chelsea())]
+    for metric, annotator in ((protocol.HED, "softedge_hed"), (protocol.LINEART, "lineart_realistic")):
+        weights = protocol.weights_for(metric, tmp_path)
+        own = [reextract(annotator, p, model=weights) for p in pictures]
+        assert protocol.estimate(metric, pictures, own, tmp_path, 0.95).value == pytest.approx(1.0, abs=1e-6)
+        assert protocol.estimate(metric, pictures, own[::-1], tmp_path, 0.95).value < 0.99
+    labels = [ADE20K_PALETTE[predict_labels(p, tmp_path / "seg_ade20k")] for p in pictures]
+    est = protocol.estimate(protocol.ADE20K, pictures, labels, tmp_path, 0.95)
+    assert (est.value, est.n) == (100.0, 2)
+    assert protocol.estimate(protocol.ADE20K, pictures, [np.roll(m, 40, 1) for m in labels], tmp_path, 0.95).value < 100
