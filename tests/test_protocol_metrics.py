@@ -114,16 +114,16 @@ def test_evaluate_computes_depth_rmse_from_the_models_folder_and_names_what_is_m
     save_dpt(models / "depth")
     data = export(tmp_path / "data", 2, layout="imagefolder", condition="depth", size=64, progress=False)
     args = ["evaluate", "--model", "mini", "--steps", "2", "--no-fid", "--grid-samples", "1", "--no-uncontrolled",
-            "--controlnet", "mini:depth", "--data", data, "--annotator", "depth", "--annotator-param",
-            f"model={models / 'depth'}", "--n", "2"]
-    code, _, err = run_cli([*args, "--models-dir", models, "-o", tmp_path / "with"], capsys)
+            "--controlnet", "mini:depth", "--data", data, "--annotator", "depth", "--n", "2"]
+    code, _, err = run_cli([*args, "--models-dir", models, "-o", tmp_path / "with"], capsys)  # --annotator's too
     assert code == 0, err
     result = json.loads((tmp_path / "with" / "metrics.json").read_text())
+    assert {"depth_rmse", "cnpp_depth_rmse"} <= {r["metric"] for r in result["records"]}
     rmse = [r for r in result["records"] if r["metric"] == "cnpp_depth_rmse"]
     assert len(rmse) == 1 and rmse[0]["n"] == 2 and not rmse[0]["higher_is_better"]
     assert 0 <= rmse[0]["ci_low"] <= rmse[0]["value"] <= rmse[0]["ci_high"] <= 255
     assert "cnpp_depth_rmse" not in result["not_computed"]
-    code, _, err = run_cli([*args, "-o", tmp_path / "without"], capsys)
+    code, _, err = run_cli([*args, "--annotator-param", f"model={models / 'depth'}", "-o", tmp_path / "without"], capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "without" / "metrics.json").read_text())
     assert not any(r["metric"] == "cnpp_depth_rmse" for r in result["records"])

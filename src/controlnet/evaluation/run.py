@@ -32,6 +32,8 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
 
     s = (settings or EvalSettings(**options)).check()
     detectors = find_models_dir(models_dir)
+    if annotator and detectors is not None:  # --annotator's weights come from the models folder too
+        annotator_params = {"models_dir": str(detectors), **(annotator_params or {})}
     out = writable_folder(out, create=False)  # made by the first write: a refused run leaves nothing
     world_data = str(checks.path("--data", data)).startswith("world")
     if not world_data and not Path(data).exists():
