@@ -108,7 +108,7 @@ def _why_not_offered(spec, weights: Path | None) -> str:
     sub, source = PUBLISHED.get(entry, ("", "lllyasviel/Annotators"))
     what = WEIGHTS[spec.name][1] if spec.name in WEIGHTS else f"{entry} from {source}"
     where = "this server's --annotator-dir" if weights else "a folder DIR and start the server with --annotator-dir DIR"
-    layout = f" (or DIR/{sub}/{entry}, sd-webui-controlnet's layout)" if sub else ""
+    layout = f" (or in its {sub}/ subfolder, sd-webui-controlnet's layout)" if sub else ""
     return f"needs weights: put {what} as {entry} in {where}{layout}"
 
 
