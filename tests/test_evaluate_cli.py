@@ -96,6 +96,7 @@ BAD = [
     (["--inception", "./no/such/inception.pt", "--fid"], "--inception"),
     (["--annotator-param", "oops"], "KEY=VALUE"),
     (["--fid-resize", "bicubic"], "--fid-resize"),
+    (["--models-dir", "./no/such/models"], "not a folder"),
     (["--data", "world:seg", "--controlnet", "mini:edges"], "needs edges"),
 ]
 
