@@ -159,3 +159,42 @@ def test_each_detector_scores_its_own_maps_at_the_ceiling(tmp_path):
     est = protocol.estimate(protocol.ADE20K, pictures, labels, tmp_path, 0.95)
     assert (est.value, est.n) == (100.0, 2)
     assert protocol.estimate(protocol.ADE20K, pictures, [np.roll(m, 40, 1) for m in labels], tmp_path, 0.95).value < 100
+
+
+def save_depth_anything(folder):
+    """A tiny random Depth Anything (transformers' DepthAnythingForDepthEstimation) saved like a hub folder."""
+    import torch
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessorPil,
+    )
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37,
+                            image_size=56, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, patch_size=14,
+                                 neck_hidden_sizes=[8, 8, 8, 8], fusion_hidden_size=16, head_hidden_size=8)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=False, ensure_multiple_of=14).save_pretrained(folder)
+    return folder
+
+
+def test_depth_rmse_with_a_depth_anything_folder(tmp_path):
+    """Depth Anything from a local folder named `depth`: a picture against its own protocol map scores 0,
+    against the map moved sideways more."""
+    from controlnet.annotators.depth import predict_depth
+    from controlnet.evaluation import protocol
+
+    save_depth_anything(tmp_path / "depth")
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 256, (64, 80, 3)).astype(np.uint8) for _ in range(2)]
+    own = [P.depth_to_protocol_gray(predict_depth(p, tmp_path / "depth")) for p in pictures]
+    assert all(m.min() == 0 and m.max() == 255 for m in own)  # min-max scaling leaves them as they are
+    assert protocol.estimate(protocol.DEPTH, pictures, own, tmp_path, 0.95).value == 0.0
+    moved = [np.roll(m, 20, axis=1) for m in own]
+    expected = np.mean([P.depth_rmse(a, b) for a, b in zip(own, moved)])
+    assert expected > 0
+    assert protocol.estimate(protocol.DEPTH, pictures, moved, tmp_path, 0.95).value == pytest.approx(expected)
