@@ -186,7 +186,7 @@ def resolve_weight_file(given, default_name: str, what: str) -> Path:
     if path.is_dir():
         found = find_weight(default_name, path)
         if found is None or not found.is_file():
-            raise MissingFileError(missing_weight(default_name, what, path))
+            raise MissingFileError("weights not found: " + missing_weight(default_name, what, path))
         return found
     if not path.is_file():
         raise MissingFileError(
