@@ -21,10 +21,14 @@ def _axis(in_size: int, out_size: int, device) -> tuple[torch.Tensor, torch.Tens
     return lo, hi, src - lo
 
 
+def _resize_rows(x: torch.Tensor, out_size: int) -> torch.Tensor:
+    """Resize along the second-to-last axis (whole rows gathered: the fast direction in memory)."""
+    lo, hi, w = _axis(x.shape[-2], out_size, x.device)
+    return torch.lerp(x.index_select(-2, lo), x.index_select(-2, hi), w[:, None])
+
+
 def resize_bilinear_tf1(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N, C, H, W) float -> (N, C, size[0], size[1]), TF1 bilinear (align_corners=False)."""
     out_h, out_w = size
-    lo, hi, w = _axis(x.shape[-2], out_h, x.device)
-    x = x[..., lo, :] + (x[..., hi, :] - x[..., lo, :]) * w[:, None]
-    lo, hi, w = _axis(x.shape[-1], out_w, x.device)
-    return x[..., lo] + (x[..., hi] - x[..., lo]) * w
+    x = _resize_rows(x, out_h).transpose(-1, -2).contiguous()
+    return _resize_rows(x, out_w).transpose(-1, -2).contiguous()
