@@ -134,7 +134,7 @@ def test_missing_and_wrong_model_folders(tmp_path, upernet_folder, dpt_folder):
         annotate("depth", COFFEE, model=no_weights)
     with pytest.raises(InputError, match="does not hold a depth-estimation model"):
         annotate("depth", COFFEE, resolution=64, model=upernet_folder)
-    with pytest.raises(InputError, match="needs parameter 'model'"):
+    with pytest.raises(MissingFileError, match="depth needs a transformers folder named depth: .*--models-dir.*model="):
         annotate("depth", COFFEE)
 
 

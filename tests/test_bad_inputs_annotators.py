@@ -220,7 +220,8 @@ LEARNED = ["depth", "normal_midas", "seg_ade20k", "softedge_hed", "scribble_hed"
 def test_learned_annotators_without_a_model_say_how_to_give_one(place, capsys, monkeypatch, name):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # even when a download would be allowed, none is tried
     with unchanged(place):
-        assert_user_error(cli(place, name), capsys, f"'{name}' needs parameter 'model'", "--param model=")
+        assert_user_error(cli(place, name), capsys, f"{name} needs ", "--models-dir DIR", "CONTROLNET_ANNOTATOR_DIR",
+                          "--param model=", "published at")
 
 
 @pytest.mark.parametrize("name", ["depth", "softedge_hed"])

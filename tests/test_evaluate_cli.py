@@ -68,7 +68,7 @@ def test_a_dataset_folder_with_an_annotator(tmp_path, capsys):
                               "canny", "--prompts", "none,caption", "--n", "2", "-o", tmp_path / "out"], capsys)
     assert code == 0, err
     recs = json.loads((tmp_path / "out" / "metrics.json").read_text())["records"]
-    assert {r["metric"] for r in recs} == {"edge_f1", "edge_f1_exact"}
+    assert {r["metric"] for r in recs} == {"edge_f1", "edge_f1_exact", "cnpp_canny_f1"}  # the last: ControlNet++
     assert {r["condition"] for r in recs} == {"canny"}
 
 
@@ -95,6 +95,8 @@ BAD = [
     (["--model", "./no/such/model"], "--model"),
     (["--inception", "./no/such/inception.pt", "--fid"], "--inception"),
     (["--annotator-param", "oops"], "KEY=VALUE"),
+    (["--fid-resize", "bicubic"], "--fid-resize"),
+    (["--models-dir", "./no/such/models"], "not a folder"),
     (["--data", "world:seg", "--controlnet", "mini:edges"], "needs edges"),
 ]
 

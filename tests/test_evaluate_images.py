@@ -114,7 +114,7 @@ def test_names_that_look_like_digits_but_are_not_indices_are_ignored(tmp_path, c
 def _damage(folder, how: str) -> None:
     """Spoil one cached entry of a row's cache folder the way a killed run or a stray edit would."""
     pngs = sorted(folder.glob("*.png"), key=lambda p: int(p.stem))
-    npys = sorted(folder.glob("*.inception.npy"))
+    npys = sorted(folder.glob("*.inception-tf1.npy"))
     if how == "truncated picture":
         pngs[0].write_bytes(pngs[0].read_bytes()[:40])
     elif how == "picture of the wrong size":

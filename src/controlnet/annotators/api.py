@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from controlnet.errors import InputError
+from controlnet.errors import InputError, MissingFileError
 
 from .image import (
     MAX_DETECT_SIDE,
@@ -14,6 +14,7 @@ from .image import (
     resize_short_side,
     to_rgb,
 )
+from .local_models import find_weight, missing_weight, models_dir
 from .registry import get_annotator
 
 
@@ -26,6 +27,7 @@ def annotate(
     height: int | None = None,
     pixel_perfect: bool = False,
     resize_mode: str = "just_resize",
+    models_dir=None,
     **params,
 ) -> np.ndarray:
     """Run annotator `name` on `image` and return an H×W×3 uint8 RGB map (H×W×4 for `inpaint`).
@@ -37,10 +39,12 @@ def annotate(
         when the aspect ratio differs: just_resize, crop_and_resize, resize_and_fill (A1111's
         names and aliases such as "Crop and Resize" or 1 are accepted).
     pixel_perfect: choose `resolution` so the detector runs at the output size (A1111 "Pixel Perfect").
+    models_dir: the folder of the detectors' weights (else $CONTROLNET_ANNOTATOR_DIR); a learned
+        annotator not given `model` reads its published file there (flat or sd-webui-controlnet's layout).
     params: the annotator's own parameters; `controlnet annotators` lists them with defaults.
     """
     spec = get_annotator(name)
-    values = spec.bind(params)
+    values = spec.bind(with_weights(spec, params, models_dir))
     resize_mode = map_resize_mode(resize_mode)
     rgb = to_rgb(image)
     h0, w0 = rgb.shape[:2]
@@ -52,6 +56,27 @@ def annotate(
     detected = spec.fn(detect_input, **values)
     detected = _check_map(detected, spec.name)
     return fit_map(detected, (out_w, out_h), spec.kind, resize_mode)
+
+
+def weights_found(spec, folder=None):
+    """Where `spec`'s weights are in the models folder (`folder`, else $CONTROLNET_ANNOTATOR_DIR), or None."""
+    folder = models_dir(folder)
+    return find_weight(spec.weights[0], folder) if spec.weights and folder is not None else None
+
+
+def with_weights(spec, params: dict, folder=None) -> dict:
+    """`params` with `model` taken from the models folder when the annotator reads published weights and
+    none was given; a required one that is missing there is named in one line (file, place, source)."""
+    if not spec.weights or params.get("model") is not None:
+        return params
+    found = weights_found(spec, folder)
+    if found is not None:
+        return {**params, "model": str(found)}
+    if any(p.name == "model" and p.required for p in spec.params):
+        place = models_dir(folder)
+        raise MissingFileError(missing_weight(spec.weights[0], spec.name, place)
+                               + ("" if place else "; or give its path as model= (CLI: --param model=FILE)"))
+    return params
 
 
 def _output_size(width, height, w0: int, h0: int) -> tuple[int, int]:

@@ -70,6 +70,7 @@ def relative_depth_to_gray(depth: np.ndarray) -> np.ndarray:
     learned=True,
     needs="a local transformers depth folder (--param model=DIR)",
     params=(MODEL_PARAM,),
+    weights=("depth",),
 )
 def depth(image: np.ndarray, model: str) -> np.ndarray:
     prediction, metric = _raw_prediction(image, model)
@@ -87,6 +88,7 @@ def depth(image: np.ndarray, model: str) -> np.ndarray:
         MODEL_PARAM,
         Param("bg_threshold", 0.4, "normalised depth below this is background: flat normal", minimum=0.0, maximum=1.0),
     ),
+    weights=("depth",),
 )
 def normal_midas(image: np.ndarray, model: str, bg_threshold: float) -> np.ndarray:
     return normal_from_depth_values(predict_depth(image, model), bg_threshold)

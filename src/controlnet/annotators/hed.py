@@ -49,6 +49,7 @@ def hed_edges(image: np.ndarray, weights) -> np.ndarray:
     needs=f"{WEIGHTS} (--param model=FILE)",
     params=(MODEL_PARAM, Param("safe", False, "quantise into 3 levels (softedge_hedsafe)")),
     aliases=("hed",),
+    weights=(WEIGHTS,),
 )
 def softedge_hed(image: np.ndarray, model: str, safe: bool) -> np.ndarray:
     edge = hed_edges(image, model)
@@ -63,6 +64,7 @@ def softedge_hed(image: np.ndarray, model: str, safe: bool) -> np.ndarray:
     learned=True,
     needs=f"{WEIGHTS} (--param model=FILE)",
     params=(MODEL_PARAM,),
+    weights=(WEIGHTS,),
 )
 def scribble_hed(image: np.ndarray, model: str) -> np.ndarray:
     return gray3(soft_edge_to_scribble(to_uint8(hed_edges(image, model))))

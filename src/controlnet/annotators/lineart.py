@@ -39,6 +39,7 @@ def _lineart(image: np.ndarray, weights, default_name: str) -> np.ndarray:
     needs="sk_model.pth (--param model=FILE)",
     params=(Param("model", None, "path to sk_model.pth (or the folder holding it)", type="path", required=True),),
     aliases=("lineart",),
+    weights=("sk_model.pth",),
 )
 def lineart_realistic(image: np.ndarray, model: str) -> np.ndarray:
     return _lineart(image, model, "sk_model.pth")
@@ -52,6 +53,7 @@ def lineart_realistic(image: np.ndarray, model: str) -> np.ndarray:
     learned=True,
     needs="sk_model2.pth (--param model=FILE)",
     params=(Param("model", None, "path to sk_model2.pth (or the folder holding it)", type="path", required=True),),
+    weights=("sk_model2.pth",),
 )
 def lineart_coarse(image: np.ndarray, model: str) -> np.ndarray:
     return _lineart(image, model, "sk_model2.pth")

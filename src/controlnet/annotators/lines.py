@@ -98,6 +98,7 @@ def segment_contrast(grey: np.ndarray, segments: np.ndarray, offset: float = 2.0
         Param("distance_threshold", 0.1, "minimum length in pixels of a 256-px grid (as M-LSD)", minimum=0.0, maximum=256.0),
         Param("max_lines", 200, "keep at most this many segments, best (score × length) first", minimum=1),
     ),
+    weights=(WEIGHTS,),  # found in the models folder: the network runs instead of OpenCV LSD
 )
 def mlsd(image: np.ndarray, model, value_threshold: float, distance_threshold: float, max_lines: int) -> np.ndarray:
     if model is not None:

@@ -3,14 +3,58 @@
 Nothing here reaches a hub: folders load with `local_files_only=True`, single files with
 `torch.load(weights_only=True)` or safetensors, so no pickle code ever runs. Loaded models are
 cached per path and modification time, so a batch of images loads them once.
+
+The models folder: one folder holds every detector's weights, given by a flag (`--models-dir`,
+`--annotator-dir`) or else by $CONTROLNET_ANNOTATOR_DIR. A file is found there flat
+(`DIR/ControlNetHED.pth`) or in sd-webui-controlnet's layout (`DIR/hed/ControlNetHED.pth` when DIR is
+its `annotator/downloads`, or DIR its extension folder or A1111's root); a missing one is named in one
+line with where to put it and where it is published.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from controlnet.errors import InputError, MissingFileError
+
+ENV_VAR = "CONTROLNET_ANNOTATOR_DIR"
+ANNOTATORS = "huggingface.co/lllyasviel/Annotators"
+LLLITE = "huggingface.co/bdsqlsz/qinglong_controlnet-lllite (Annotators/)"
+# the folders above sd-webui-controlnet's downloads/<name>/, from the models folder given
+A1111_DOWNLOADS = ("", "annotator/downloads", "extensions/sd-webui-controlnet/annotator/downloads")
+# published file (or transformers folder) -> (its sd-webui-controlnet downloads/<name>, where it is published)
+PUBLISHED = {
+    "ControlNetHED.pth": ("hed", ANNOTATORS),
+    "sk_model.pth": ("lineart", ANNOTATORS),
+    "sk_model2.pth": ("lineart", ANNOTATORS),
+    "table5_pidinet.pth": ("pidinet", ANNOTATORS),
+    "mlsd_large_512_fp32.pth": ("mlsd", ANNOTATORS),
+    "mlsd_tiny_512_fp32.pth": ("mlsd", ANNOTATORS),
+    "body_pose_model.pth": ("openpose", ANNOTATORS),
+    "hand_pose_model.pth": ("openpose", ANNOTATORS),
+    "facenet.pth": ("openpose", ANNOTATORS),
+    "yolox_l.onnx": ("openpose", "huggingface.co/yzd-v/DWPose"),
+    "dw-ll_ucoco_384.onnx": ("openpose", "huggingface.co/yzd-v/DWPose"),
+    "dpt_hybrid-midas-501f0c75.pt": ("midas", ANNOTATORS),
+    "res101.pth": ("leres", ANNOTATORS),
+    "latest_net_G.pth": ("leres", ANNOTATORS),
+    "ZoeD_M12_N.pt": ("zoedepth", ANNOTATORS),
+    "scannet.pt": ("normal_bae", ANNOTATORS),
+    "netG.pth": ("lineart_anime", ANNOTATORS),
+    "erika.pth": ("manga_line", ANNOTATORS),
+    "7_model.pth": ("TEED", LLLITE),
+    "MTEED.pth": ("TEED", "huggingface.co/TheMistoAI/MistoLine (Anyline/)"),
+    "250_16_swin_l_oneformer_ade20k_160k.pth": ("oneformer", ANNOTATORS),
+    "150_16_swin_l_oneformer_coco_100ep.pth": ("oneformer", ANNOTATORS),
+    "upernet_global_small.pth": ("uniformer", ANNOTATORS),
+    # transformers folders (saved with save_pretrained), under these names in the models folder
+    "depth": ("", "huggingface.co/Intel/dpt-hybrid-midas or depth-anything/Depth-Anything-V2-Small-hf "
+                  "(a transformers folder; of Depth Anything V2 only Small is Apache-2.0)"),
+    "seg_ade20k": ("", "huggingface.co/openmmlab/upernet-convnext-small or shi-labs/oneformer_ade20k_swin_tiny "
+                       "(a transformers ADE20K folder)"),
+}
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
@@ -94,14 +138,59 @@ def load_state_dict_file(file) -> dict:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def models_dir(given=None) -> Path | None:
+    """The models folder: `given` (the --models-dir / --annotator-dir flag) wins over $CONTROLNET_ANNOTATOR_DIR;
+    None when neither is set."""
+    source, value = ("--models-dir/--annotator-dir", given) if given not in (None, "") else (f"${ENV_VAR}", os.environ.get(ENV_VAR))
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise MissingFileError(f"{source} {path} is not a folder (give the folder that holds the detectors' weights)")
+    return path.resolve()
+
+
+def find_weight(name: str, folder) -> Path | None:
+    """`name` (a published file or a transformers folder) in `folder`: flat, or in sd-webui-controlnet's
+    downloads/<name>/ layout (`folder` being that downloads folder, the extension's or A1111's root)."""
+    folder = Path(folder).expanduser()
+    sub = PUBLISHED.get(name, ("",))[0]
+    places = [folder / name] + [folder / above / sub / name for above in A1111_DOWNLOADS if sub]
+    return next((p.resolve() for p in places if p.exists()), None)
+
+
+def missing_weight(name: str, what: str, folder=None) -> str:
+    """One line: which file `what` needs, where to put it, where it is published."""
+    sub, where = PUBLISHED.get(name, ("", ANNOTATORS))
+    place = str(folder) if folder else f"a folder given by --models-dir DIR (Python: models_dir=) or ${ENV_VAR}"
+    layout = f" (or its {sub}/ subfolder, as sd-webui-controlnet's annotator/downloads)" if sub else ""
+    thing = name if "." in name else f"a transformers folder named {name}"
+    return f"{what} needs {thing}: put it in {place}{layout}; it is published at {where}; nothing is downloaded"
+
+
+def weight_path(name: str, what: str, folder=None) -> Path:
+    """`name` in the models folder (`folder`, else $CONTROLNET_ANNOTATOR_DIR), or a MissingFileError saying where to put it."""
+    folder = models_dir(folder)
+    found = find_weight(name, folder) if folder is not None else None
+    if found is None:
+        raise MissingFileError(missing_weight(name, what, folder))
+    return found
+
+
 def resolve_weight_file(given, default_name: str, what: str) -> Path:
-    """A file path, or a folder holding the published file name (as lllyasviel/Annotators lays out)."""
+    """A file path, or a folder holding the published file name (flat as lllyasviel/Annotators, or in
+    sd-webui-controlnet's downloads/<name>/ layout); None: the models folder of $CONTROLNET_ANNOTATOR_DIR."""
+    if given is None:
+        return weight_path(default_name, what)
     path = Path(given).expanduser()
     if path.is_dir():
-        path = path / default_name
+        found = find_weight(default_name, path)
+        if found is None or not found.is_file():
+            raise MissingFileError("weights not found: " + missing_weight(default_name, what, path))
+        return found
     if not path.is_file():
         raise MissingFileError(
-            f"{what} weights not found at {path}; download {default_name} (lllyasviel/Annotators) "
+            f"{what} weights not found at {path}; download {default_name} ({PUBLISHED.get(default_name, ('', ANNOTATORS))[1]}) "
             f"yourself and pass its path, or the folder holding it"
         )
     return path.resolve()

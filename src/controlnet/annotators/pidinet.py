@@ -45,6 +45,7 @@ def pidinet_raw(image: np.ndarray, weights) -> np.ndarray:
     needs=f"{WEIGHTS} (--param model=FILE)",
     params=(MODEL_PARAM, Param("safe", False, "quantise into 3 levels (softedge_pidisafe)")),
     aliases=("pidinet",),
+    weights=(WEIGHTS,),
 )
 def softedge_pidinet(image: np.ndarray, model: str, safe: bool) -> np.ndarray:
     edge = pidinet_raw(image, model)
@@ -59,6 +60,7 @@ def softedge_pidinet(image: np.ndarray, model: str, safe: bool) -> np.ndarray:
     learned=True,
     needs=f"{WEIGHTS} (--param model=FILE)",
     params=(MODEL_PARAM,),
+    weights=(WEIGHTS,),
 )
 def softedge_pidisafe(image: np.ndarray, model: str) -> np.ndarray:
     return gray3(to_uint8(safe_step(pidinet_raw(image, model))))
@@ -72,6 +74,7 @@ def softedge_pidisafe(image: np.ndarray, model: str) -> np.ndarray:
     learned=True,
     needs=f"{WEIGHTS} (--param model=FILE)",
     params=(MODEL_PARAM,),
+    weights=(WEIGHTS,),
 )
 def scribble_pidinet(image: np.ndarray, model: str) -> np.ndarray:
     return gray3(soft_edge_to_scribble(to_uint8(pidinet_raw(image, model))))

@@ -104,6 +104,7 @@ class Annotator:
     needs: str = ""  # what must be installed or provided locally, for the listing
     aliases: tuple[str, ...] = field(default=())
     requires: Callable[[], Any] | None = None  # raises InputError (what to install) when it cannot run here
+    weights: tuple[str, ...] = ()  # published files / folders it reads from the models folder; the first fills `model`
 
     def unavailable(self) -> str | None:
         """Why this annotator cannot run in this install (a missing optional package), or None."""

@@ -44,6 +44,7 @@ def predict_labels(image: np.ndarray, folder) -> np.ndarray:
     needs="a local transformers ADE20K segmentation folder (--param model=DIR)",
     params=(Param("model", None, "local transformers semantic-segmentation folder (150 ADE20K classes)", type="path", required=True),),
     aliases=("segmentation", "seg"),
+    weights=("seg_ade20k",),
 )
 def seg_ade20k(image: np.ndarray, model: str) -> np.ndarray:
     return ADE20K_PALETTE[predict_labels(image, model)]

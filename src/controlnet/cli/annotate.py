@@ -29,6 +29,10 @@ def register(subparsers) -> None:
     run.add_argument("--width", type=int, help="output width (default: the input's, or from --height keeping aspect)")
     run.add_argument("--height", type=int, help="output height")
     run.add_argument("--pixel-perfect", action="store_true", help="pick the detect resolution from the output size (A1111)")
+    run.add_argument("--models-dir", "--annotator-dir", dest="models_dir", metavar="DIR",
+                     help="the folder of the learned detectors' weights, flat (DIR/ControlNetHED.pth) or as "
+                     "sd-webui-controlnet's annotator/downloads (DIR/hed/ControlNetHED.pth); default "
+                     "$CONTROLNET_ANNOTATOR_DIR; --param model=FILE overrides it")
     run.add_argument("--resize-mode", default="just_resize",
                      help="fit to the output size: just_resize (default), crop_and_resize, resize_and_fill")
     run.set_defaults(func=annotate_command)
@@ -70,6 +74,7 @@ def annotate_command(args: argparse.Namespace) -> int:
         height=args.height,
         pixel_perfect=args.pixel_perfect,
         resize_mode=args.resize_mode,
+        models_dir=args.models_dir,
         **parse_params(args.param),
     )
     save_image(detected, out)  # atomic: a failed write leaves the old file and no partial one
@@ -86,6 +91,7 @@ def describe(spec) -> dict:
         "map": spec.kind,
         "learned": spec.learned,
         "needs": spec.needs,
+        "weights": list(spec.weights),
         "aliases": list(spec.aliases),
         "uses_resolution": spec.uses_resolution,
         "params": [

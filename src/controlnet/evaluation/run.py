@@ -19,16 +19,21 @@ from controlnet.evaluation.settings import EvalSettings, RowSpec, parse_controln
 def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.PathLike, *, config=None,
              settings: EvalSettings | None = None, annotator: str | None = None, annotator_params=None,
              inception=None, clip=None, device: str = "cpu", progress: bool = True, images=None, aesthetic=None,
-             **options) -> dict:
+             models_dir=None, **options) -> dict:
     """Evaluate each ControlNet in `controlnets` (plus the uncontrolled base model), and each folder of
     already generated pictures in `images` (NAME=FOLDER), on `data`; write metrics.json, metrics.md,
-    metrics.png and samples.png into `out`; return the metrics."""
+    metrics.png and samples.png into `out`; return the metrics. `models_dir` (else
+    $CONTROLNET_ANNOTATOR_DIR): the detectors' weights for the ControlNet++ protocol figures."""
+    from controlnet.annotators.local_models import models_dir as find_models_dir
     from controlnet.evaluation import prompts as P
     from controlnet.evaluation.data import open_data
     from controlnet.evaluation.folder_row import parse_images, read_folder_row
     from controlnet.files import outside_inputs, writable_folder
 
     s = (settings or EvalSettings(**options)).check()
+    detectors = find_models_dir(models_dir)
+    if annotator and detectors is not None:  # --annotator's weights come from the models folder too
+        annotator_params = {"models_dir": str(detectors), **(annotator_params or {})}
     out = writable_folder(out, create=False)  # made by the first write: a refused run leaves nothing
     world_data = str(checks.path("--data", data)).startswith("world")
     if not world_data and not Path(data).exists():
@@ -55,11 +60,13 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
     if not source.is_world and len(source) < s.n:
         raise InputError(f"--n {s.n}: the dataset {data} has only {len(source)} samples")
     folders = {r.label: read_folder_row(r, s.n, size) for r in rows if r.images}
-    ctx = Context(pipe, source, [source.item(i) for i in range(s.n)], s, out / "cache", mid, progress, folders, head)
+    ctx = Context(pipe, source, [source.item(i) for i in range(s.n)], s, out / "cache", mid, progress, folders, head,
+                  detectors)
     from controlnet.evaluation.score import score_all
 
     result = score_all(ctx, rows, kinds, annotator, annotator_params or {}, inception if s.fid else None, clip_model)
     result["settings"] = {**s.sampling(), "n": s.n, "seed": s.seed, "prompts": list(s.prompts), "level": s.level,
+                          "fid_resize": s.fid_resize,
                           "model": mid, "data": source.spec, "device": device, "recommended": recommended}
     from controlnet.evaluation.report import write_reports
 

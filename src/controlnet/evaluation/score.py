@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
+from controlnet.evaluation import protocol
 from controlnet.evaluation.stats import mean_ci
 
-LOWER_IS_BETTER = ("depth_rmse", "depth_order_error", "fid", "kid")
+LOWER_IS_BETTER = ("depth_rmse", "depth_order_error", "fid", "kid", *protocol.LOWER_IS_BETTER)
 
 
 def score_all(ctx, rows, kinds, annotator, params, inception, clip) -> dict:
@@ -42,6 +43,7 @@ def score_all(ctx, rows, kinds, annotator, params, inception, clip) -> dict:
         per_image = _per_image(ctx, kind, images, annotator, params, prompts, clip)
         head = {"condition": kind, "prompt": setting, "row": label}
         records += [_record(head, m, mean_ci(v, w, s.level)) for m, (v, w) in per_image.items()]
+        records += _protocol(ctx, kind, images, head, not_computed)
         if ref_feats is not None:
             records += _quality(ctx, head, cache, inception, ref_feats)
     gen_bar.close()
@@ -106,6 +108,16 @@ def _per_image(ctx, kind, images, annotator, params, prompts, clip) -> dict:
     return out
 
 
+def _protocol(ctx, kind, images, head, not_computed) -> list[dict]:
+    """The ControlNet++ protocol figure of this condition kind, when it can be computed here."""
+    metric = protocol.metric_for(kind, ctx.data.is_world)
+    if metric is None or metric.name in not_computed:
+        return []
+    est = protocol.estimate(metric, images, [it.conditions[kind] for it in ctx.items], ctx.models_dir,
+                            ctx.settings.level)
+    return [] if est is None else [_record(head, metric.name, est)]
+
+
 def _record(head: dict, metric: str, est) -> dict:
     return {**head, "metric": metric, "value": est.value, "ci_low": est.low, "ci_high": est.high, "n": est.n,
             "higher_is_better": metric not in LOWER_IS_BETTER}
@@ -115,7 +127,12 @@ def _features_fn(inception, ctx):
     from controlnet.evaluation.inception import inception_features, load_inception
 
     net = load_inception(inception)
-    return lambda images: inception_features(images, net)
+    return lambda images: inception_features(images, net, resize=ctx.settings.fid_resize)
+
+
+def _features_name(ctx) -> str:
+    """The cache name of Inception features: the earlier torch-resized ones keep their old name."""
+    return "inception" if ctx.settings.fid_resize == "torch" else f"inception-{ctx.settings.fid_resize}"
 
 
 def _reference_features(ctx, inception) -> np.ndarray | None:
@@ -128,7 +145,7 @@ def _reference_features(ctx, inception) -> np.ndarray | None:
     seeds = [ctx.settings.seed + i for i in range(len(refs))]
     for seed in cache.missing(seeds):
         cache.put(seed, refs[seed - seeds[0]])
-    return cache.features(seeds, _features_fn(inception, ctx))
+    return cache.features(seeds, _features_fn(inception, ctx), _features_name(ctx))
 
 
 def _quality(ctx, head, cache, inception, ref_feats) -> list[dict]:
@@ -136,7 +153,7 @@ def _quality(ctx, head, cache, inception, ref_feats) -> list[dict]:
     from controlnet.evaluation.stats import Estimate
 
     seeds = [ctx.settings.seed + i for i in range(ctx.settings.n)]
-    feats = cache.features(seeds, _features_fn(inception, ctx))
+    feats = cache.features(seeds, _features_fn(inception, ctx), _features_name(ctx))
     if len(feats) < 2:
         return []
     k, k_std = kid(feats, ref_feats, subsets=50, subset_size=max(2, min(len(feats), len(ref_feats)) // 2))
@@ -161,4 +178,5 @@ def _not_computed(ctx, annotator, inception, clip) -> dict:
         out["fid"] = out["kid"] = "not computed: the dataset has no reference pictures"
     if not ctx.data.is_world and not annotator:
         out["fidelity"] = "not computed: give --annotator NAME (the annotator that made the conditions)"
+    out.update(protocol.not_computed(ctx.data.kinds, ctx.data.is_world, ctx.models_dir, ctx.data.size))
     return out

@@ -28,6 +28,7 @@ class EvalSettings:
     uncontrolled: bool = True
     fid: bool = True
     fid_note: str = "not computed: turned off (--no-fid)"  # why FID/KID are absent, when they are
+    fid_resize: str = "tf1"  # how pictures reach 299 px: tf1 (the standard) or torch (the earlier rule)
     samples_in_grid: int = 4
     extra: dict = field(default_factory=dict)
 
@@ -57,6 +58,7 @@ class EvalSettings:
         self.level = check_level(self.level)
         self.batch = checks.integer("batch", self.batch, lo=1, hi=1024)
         self.samples_in_grid = checks.integer("samples in the grid", self.samples_in_grid, lo=0, hi=64)
+        self.fid_resize = checks.choice("--fid-resize", self.fid_resize, ("tf1", "torch"))
         return self
 
     def fill_recommended(self, controlnets) -> list[str]:

@@ -44,3 +44,20 @@ def mean_ci(values, weights=None, level: float = 0.95, resamples: int = RESAMPLE
     alpha = (1 - level) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha]) if means.size else (value, value)
     return Estimate(value, float(low), float(high), int(v.size))
+
+
+def statistic_ci(per_picture, statistic, level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0) -> Estimate:
+    """`statistic` of all pictures' records together (e.g. a dataset-level mIoU from per-picture
+    counts, not a mean of per-picture figures), with a percentile-bootstrap interval over pictures."""
+    level = check_level(level)
+    records = np.asarray(per_picture, dtype=np.float64)
+    n = len(records)
+    if n == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(records[rng.integers(0, n, n)]) for _ in range(resamples)])
+    values = values[~np.isnan(values)]
+    alpha = (1 - level) / 2
+    value = float(statistic(records))
+    low, high = np.quantile(values, [alpha, 1 - alpha]) if values.size else (value, value)
+    return Estimate(value, float(low), float(high), n)

@@ -109,12 +109,11 @@ class Engine:
 
     def __init__(self, model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32",
                  annotator_dir=None):
+        from controlnet.annotators.local_models import models_dir
         from controlnet.assets import resolve_model
         from controlnet.pipeline import ControlPipeline
 
-        self.annotator_dir = None if annotator_dir is None else Path(annotator_dir).resolve()
-        if self.annotator_dir is not None and not self.annotator_dir.is_dir():
-            raise MissingFileError(f"--annotator-dir: {annotator_dir} is not a folder")
+        self.annotator_dir = models_dir(annotator_dir)  # --annotator-dir, else $CONTROLNET_ANNOTATOR_DIR
         self.model_name = "mini" if model == "mini" else Path(model).stem
         self.model_path = resolve_model(model)
         self.dtype = dtype

@@ -44,11 +44,15 @@ def is_inpaint(module: str | None) -> bool:
 
 
 def weights_path(module: str | None, weights: Path | None) -> Path | None:
-    """The weights of a learned annotator in the server's --annotator-dir (`weights`), if they are there."""
-    if weights is None or module not in WEIGHTS:
+    """The weights of a learned annotator in the server's --annotator-dir (`weights`), if they are there: the
+    files the registry names (`Annotator.weights`, else WEIGHTS), flat or in sd-webui-controlnet's layout."""
+    from controlnet.annotators import get_annotator
+    from controlnet.annotators.local_models import find_weight
+
+    if weights is None or module is None or is_inpaint(module):
         return None
-    path = Path(weights) / WEIGHTS[module][0]
-    return path if path.exists() else None
+    names = get_annotator(module).weights or WEIGHTS.get(module, ("",))[:1]
+    return find_weight(names[0], weights) if names and names[0] else None
 
 
 @functools.cache
@@ -96,11 +100,16 @@ def _why_not_offered(spec, weights: Path | None) -> str:
     reason = spec.unavailable()
     if reason:
         return f"cannot run on this server: {reason}"
-    if spec.name not in WEIGHTS:
+    if not spec.weights and spec.name not in WEIGHTS:
         return f"needs {spec.needs}, which this server cannot be given"
-    entry, what = WEIGHTS[spec.name]
+    from controlnet.annotators.local_models import PUBLISHED
+
+    entry = (spec.weights or WEIGHTS[spec.name])[0]
+    sub, source = PUBLISHED.get(entry, ("", "lllyasviel/Annotators"))
+    what = WEIGHTS[spec.name][1] if spec.name in WEIGHTS else f"{entry} from {source}"
     where = "this server's --annotator-dir" if weights else "a folder DIR and start the server with --annotator-dir DIR"
-    return f"needs weights: put {what} as {entry} in {where}"
+    layout = f" (or in its {sub}/ subfolder, sd-webui-controlnet's layout)" if sub else ""
+    return f"needs weights: put {what} as {entry} in {where}{layout}"
 
 
 def threshold_params(spec) -> list:

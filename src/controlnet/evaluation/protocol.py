@@ -1,0 +1,109 @@
+"""`controlnet evaluate`'s ControlNet++ protocol figures (`controlnet.metrics.protocol`), for the
+conditions that protocol scores, each computed when its detector's weights are in the models folder
+(--models-dir / $CONTROLNET_ANNOTATOR_DIR) and otherwise listed as "not computed: give ...".
+
+The published figures these compare with (ControlNet 1.1 / ControlNet++ on SD1.5) are in
+docs/evaluation.md; the protocol's detectors differ in places (DPT-Large depth, Mask2Former
+segmentation), so the folder's models decide how close a figure can come.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from controlnet.annotators.local_models import find_weight, missing_weight
+
+
+@dataclass(frozen=True)
+class ProtocolMetric:
+    name: str
+    weights: str | None  # the entry the detector needs in the models folder; None: weight-free
+    higher_is_better: bool = True
+    needs: str = ""  # what else must be installed, for the note
+
+
+CANNY = ProtocolMetric("cnpp_canny_f1", None, needs="kornia")
+HED = ProtocolMetric("cnpp_hed_ssim", "ControlNetHED.pth", needs="torchmetrics")
+LINEART = ProtocolMetric("cnpp_lineart_ssim", "sk_model.pth", needs="torchmetrics")
+DEPTH = ProtocolMetric("cnpp_depth_rmse", "depth", higher_is_better=False)
+ADE20K = ProtocolMetric("cnpp_ade20k_miou", "seg_ade20k")
+# condition kind (a dataset's --annotator, or a world kind) -> the protocol figure that scores it
+BY_KIND = {"canny": CANNY, "edges": CANNY, "softedge_hed": HED, "hed": HED, "softedge": HED,
+           "lineart_realistic": LINEART, "lineart": LINEART, "depth": DEPTH, "seg_ade20k": ADE20K, "seg": ADE20K}
+POSE = ("openpose", "openpose_full", "pose", "dw_openpose_full")
+POSE_NOTE = ("not computed: pose keypoint agreement needs the OpenPose detector (body_pose_model.pth), which this "
+             "package does not run yet")
+LOWER_IS_BETTER = tuple(m.name for m in (CANNY, HED, LINEART, DEPTH, ADE20K) if not m.higher_is_better)
+
+
+def metric_for(kind: str, world: bool) -> ProtocolMetric | None:
+    """The protocol figure of a condition kind; the world's seg colours are not ADE20K classes."""
+    metric = BY_KIND.get(kind)
+    return None if metric is ADE20K and world else metric
+
+
+def weights_for(metric: ProtocolMetric, folder) -> str | None:
+    """The detector's weights in the models folder, or None."""
+    found = find_weight(metric.weights, folder) if metric.weights and folder is not None else None
+    return None if found is None else str(found)
+
+
+def not_computed(kinds, world: bool, folder, size: int) -> dict:
+    """{metric: why} for the protocol figures of `kinds` that cannot be computed here (pictures of `size` px)."""
+    import importlib.util
+
+    from controlnet.metrics.protocol import MS_SSIM_MIN_SIDE
+
+    out = {}
+    for kind in kinds:
+        if kind in POSE:
+            out["cnpp_pose"] = POSE_NOTE
+        metric = metric_for(kind, world)
+        if metric is None:
+            continue
+        if metric in (HED, LINEART) and size < MS_SSIM_MIN_SIDE:
+            out[metric.name] = f"not computed: multi-scale SSIM needs pictures of at least {MS_SSIM_MIN_SIDE} px, not {size}"
+        elif metric.needs and importlib.util.find_spec(metric.needs) is None:
+            out[metric.name] = f"not computed: pip install {metric.needs} (the eval extra)"
+        elif metric.weights and weights_for(metric, folder) is None:
+            out[metric.name] = "not computed: give " + missing_weight(metric.weights, "it", folder).split(" needs ", 1)[1]
+    return out
+
+
+def picture_score(metric: ProtocolMetric, image: np.ndarray, condition: np.ndarray, weights):
+    """One picture's figure (its intersection/union counts for mIoU)."""
+    from controlnet.metrics import protocol as P
+
+    if metric is CANNY:
+        return P.canny_f1(image, condition)
+    if metric in (HED, LINEART):
+        from controlnet.metrics.fidelity import reextract
+
+        return P.ms_ssim(reextract("softedge_hed" if metric is HED else "lineart_realistic", image, model=weights),
+                         condition)
+    if metric is DEPTH:
+        from controlnet.annotators.depth import predict_depth
+
+        return P.depth_rmse(P.depth_to_protocol_gray(predict_depth(image, weights)), P.condition_to_protocol_gray(condition))
+    from controlnet.annotators.ade20k import ADE20K_PALETTE
+    from controlnet.annotators.segmentation import predict_labels
+    from controlnet.metrics.segmentation import colors_to_labels
+
+    return P.intersect_union(predict_labels(image, weights), colors_to_labels(condition, ADE20K_PALETTE),
+                             len(ADE20K_PALETTE))
+
+
+def estimate(metric: ProtocolMetric, images, conditions, folder, level: float):
+    """The figure over a row's pictures with its bootstrap interval, or None when it cannot be computed."""
+    from controlnet.evaluation.stats import mean_ci, statistic_ci
+    from controlnet.metrics.protocol import dataset_miou
+
+    weights = weights_for(metric, folder)
+    if metric.weights and weights is None:
+        return None
+    scores = [picture_score(metric, img, cond, weights) for img, cond in zip(images, conditions)]
+    if metric is ADE20K:
+        return statistic_ci(np.stack(scores), dataset_miou, level)
+    return mean_ci(scores, level=level)
