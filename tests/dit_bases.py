@@ -68,8 +68,9 @@ def save_flux_base(folder: Path, *, t5: bool = True, seed: int = 1, **transforme
     return folder
 
 
-def save_sd3_base(folder: Path, *, t5: bool = True, seed: int = 2, **transformer) -> Path:
-    """A tiny SD3 base (two CLIPs); `t5=False` leaves text_encoder_3 out (zeros in its place, as diffusers)."""
+def save_sd3_base(folder: Path, *, t5: bool = True, clips: int = 2, seed: int = 2, **transformer) -> Path:
+    """A tiny SD3 base (two CLIPs; `clips=1`: the first alone, give pooled_projection_dim=32); `t5=False`
+    leaves text_encoder_3 out (zeros in its place, as diffusers)."""
     from controlnet.offline_tokenizer import offline_clip_tokenizer
 
     folder = Path(folder)
@@ -80,8 +81,9 @@ def save_sd3_base(folder: Path, *, t5: bool = True, seed: int = 2, **transformer
     StableDiffusion3Pipeline(
         transformer=randomized(SD3Transformer2DModel(**dict(SD3, **transformer)), seed),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae, text_encoder=_clip(True),
-        text_encoder_2=_clip(True), text_encoder_3=t5_model,
+        text_encoder_2=_clip(True) if clips == 2 else None, text_encoder_3=t5_model,
         tokenizer=offline_clip_tokenizer(folder.parent / f"{folder.name}-tok1"),
-        tokenizer_2=offline_clip_tokenizer(folder.parent / f"{folder.name}-tok2"), tokenizer_3=t5_tok,
+        tokenizer_2=offline_clip_tokenizer(folder.parent / f"{folder.name}-tok2") if clips == 2 else None,
+        tokenizer_3=t5_tok,
     ).save_pretrained(folder)
     return folder

@@ -170,15 +170,39 @@ def test_sd3_cache_changes_nothing_and_validation_samples(world):
     assert grid[:, RES["sd3"]:].std() > 0
 
 
-def test_a_one_clip_flux_base_trains(world):
-    """No T5 (the miniature bases' layout): the CLIP's token states are the text."""
+def test_one_clip_bases_train(world):
+    """No T5 (the miniature bases' layout): Flux reads the CLIP's token states; SD3 with one CLIP gets its
+    states and zeros in T5's place. The run's text embeddings are what the base's sampler encodes."""
+    from controlnet.checkpoints import load_controlnet
+    from controlnet.pipeline.flux import FluxBase
+    from controlnet.pipeline.sd3 import SD3Base
+    from controlnet.training import loop
+
+    save_sd3_base(world / "sd3-1clip", t5=False, clips=1, pooled_projection_dim=32)
     result = train(config(world, "flux", "flux-1clip-out", base="flux-1clip", max_steps=2, num_layers=1,
                           num_single_layers=0))
-    from controlnet.checkpoints import load_controlnet
-
     net = load_controlnet(result.output_dir)
     assert (len(net.transformer_blocks), len(net.single_transformer_blocks)) == (1, 0)
     assert all(np.isfinite(r["loss"]) for r in result.log)
+    for kind, base_cls in (("flux", FluxBase), ("sd3", SD3Base)):
+        run = loop._setup(config(world, kind, f"{kind}-1clip-step", base=f"{kind}-1clip", num_layers=1), None)
+        base = base_cls.from_pretrained(world / f"{kind}-1clip")
+        assert base.text_encoder_2 is None and getattr(base, "text_encoder_3", None) is None
+        embeds, pooled = run.recipe.encode(run.base)(["a red cube", ""])
+        clip = base.text_encoder(base.tokenizer(["a red cube", ""], padding="max_length", return_tensors="pt").input_ids,
+                                 output_hidden_states=True)
+        if kind == "flux":
+            assert torch.equal(embeds, clip.last_hidden_state) and torch.equal(pooled, clip.pooler_output)
+        else:
+            assert embeds.shape == (2, 77 + 77, 32) and torch.equal(embeds[:, :77], clip.hidden_states[-2])
+            assert not embeds[:, 77:].any() and torch.equal(pooled, clip.text_embeds)
+        assert np.isfinite(run.recipe.loss(run, *_one_batch(run)).item())
+
+
+def _one_batch(run):
+    batch = next(run.batches)
+    draws = run.recipe.draw(run)
+    return batch, draws, run.recipe.features(run, batch, draws)[0]
 
 
 # ---------------------------------------------------------------- bad input
@@ -250,3 +274,28 @@ def test_two_cpu_processes_match_one_on_sd3(world):
     one = train(config(world, "sd3", "sd3-ddp1", max_steps=steps, num_layers=2, batch_size=2))
     assert len(two) == steps
     same_run(one.log, world / "sd3-ddp1", two, world / "sd3-ddp2", lr=1e-3)
+
+
+def test_sigterm_then_resume_gives_the_uninterrupted_run(world):
+    """`controlnet train` on an SD3 base stopped by SIGTERM saves a checkpoint and exits 128+15; resumed, it
+    ends with the weights of a run that was never stopped."""
+    import signal
+    import time
+
+    out = world / "sd3-sigterm"
+    cmd = [sys.executable, *module_args(), *map(str, _argv(world, "sd3", "sd3-sigterm", "--num-layers", "2",
+                                                            "--learning-rate", "1e-3", "--batch-size", "2",
+                                                            "--max-steps", "100000", "--checkpoint-every", "100000")[1:])]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log, deadline = out / "train_log.jsonl", time.time() + 240
+    while time.time() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 2):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    stopped = json.loads(log.read_text().splitlines()[-1])["step"]
+    resumed = train(config(world, "sd3", "sd3-sigterm", resume="latest", max_steps=stopped + 1, num_layers=2))
+    assert [r["step"] for r in resumed.log] == [stopped + 1]
+    whole = train(config(world, "sd3", "sd3-whole", max_steps=stopped + 1, num_layers=2))
+    assert max_diff(weights(whole.output_dir), weights(resumed.output_dir)) <= 1e-6

@@ -152,6 +152,15 @@ class TransformerBase:
         parts.pop("force_zeros_for_empty_prompt")
         return cls(**parts)
 
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """What width and height must be multiples of: the VAE's factor times the patch (Flux packs 2×2)."""
+        return self.vae_scale_factor * (2 if self.kind == "flux" else self.transformer.config.patch_size)
+
 
 def single_file_kind(path: Path) -> str:
     """"sdxl" when the checkpoint has SDXL's second text encoder, else "sd"."""

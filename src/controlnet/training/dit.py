@@ -38,18 +38,6 @@ DIT_ONLY = {"num_layers": None, "num_single_layers": None, "weighting_scheme": "
             "max_sequence_length": None, "embedded_guidance": 3.5}
 
 
-def dit_kind(path: str) -> str | None:
-    """"sd3" or "flux" when `path` is a diffusers folder of a transformer base; None otherwise (U-Net
-    bases, "mini", and what is not a folder: the U-Net loader names the problem)."""
-    from controlnet.pipeline.loading import base_kind, read_model_index
-
-    folder = Path(path)
-    if not (folder / "model_index.json").is_file():
-        return None
-    kind = base_kind(read_model_index(folder))  # another transformer pipeline: one line naming it
-    return kind if kind in DEFAULT_LAYERS else None
-
-
 def check_options(config, kind: str | None) -> None:
     """Options of the other kind of base are refused, not ignored."""
     wrong = UNET_ONLY if kind else DIT_ONLY
@@ -339,7 +327,9 @@ def _hint_keys(hints: torch.Tensor) -> list[str]:
 
 def recipe_for(config) -> DiTRecipe | None:
     """The recipe of an SD3/Flux `--base-model`, or None for U-Net bases; other kinds' options refused."""
-    kind = dit_kind(config.base_model)
+    from controlnet.generation import dit_kind
+
+    kind = dit_kind(config.base_model)  # another transformer pipeline: one line naming it
     check_options(config, kind)
     return DiTRecipe(kind, config) if kind else None
 
