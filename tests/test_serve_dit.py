@@ -1,7 +1,8 @@
 """`controlnet serve` on an SD3 or Flux base (issue 21 §2): the model list holds the ControlNets made for
 the base's family only, a txt2img request with a ControlNet unit gives the picture `FluxBase` / `SD3Base`
 give with the same settings (so `sample_flux` / `sample_sd3`), and the A1111 fields these bases do not run
-are refused naming the field. Tiny random models over loopback."""
+are refused naming the field; img2img starts from the init image as the samplers' `init_image` does.
+Tiny random models over loopback."""
 
 from __future__ import annotations
 
@@ -113,10 +114,31 @@ def test_fields_these_bases_do_not_run_are_refused(server, change, field):
     assert r.json()["field"] == field, r.json()
 
 
-def test_img2img_negative_prompt_and_sampler(server):
+def test_img2img_equals_the_base_sampler_from_the_init_image(server, store):
     kind, url = server
-    r = requests.post(f"{url}/sdapi/v1/img2img", json=request_body(kind, [unit(kind)], init_images=[unit(kind)["image"]]))
-    assert r.status_code == 422 and r.json()["field"] == "init_images", r.text
+    init = np.asarray(random_hint(SIZE[kind], SIZE[kind], seed=3))
+    r = requests.post(f"{url}/sdapi/v1/img2img", json=request_body(kind, [unit(kind)], init_images=[b64png(init)],
+                                                                    denoising_strength=0.5, seed=7, steps=4))
+    assert r.status_code == 200, r.text
+    got = decode(r.json()["images"][0])
+    base = (FluxBase if kind == "flux" else SD3Base).from_pretrained(store / kind)
+    net = load_controlnet(store / "nets" / f"{kind}-{'canny' if kind == 'flux' else 'depth'}.safetensors")
+    hint = hint_tensor(np.asarray(random_hint(SIZE[kind], SIZE[kind], seed=1)), SIZE[kind], SIZE[kind]) * 2 - 1
+    control = FluxControl(net, hint, 0.8, 0.0, 0.5) if kind == "flux" else SD3Control(net, hint, 0.8)
+    extra = {"negative_prompt": "blurry"} if kind == "sd3" else {}
+    pixels = torch.from_numpy(init).permute(2, 0, 1)[None].float() / 255 * 2 - 1
+    want = base("a red square on a blue background", [control], width=SIZE[kind], height=SIZE[kind], steps=4,
+                guidance_scale=4.0, generator=torch.Generator().manual_seed(7), output_type="np", init_image=pixels,
+                strength=0.5, **extra)
+    assert np.array_equal(got, np.asarray(VaeImageProcessor.numpy_to_pil(want)[0]))
+    mask = b64png(np.full((SIZE[kind], SIZE[kind], 3), 255, np.uint8))
+    r = requests.post(f"{url}/sdapi/v1/img2img", json=request_body(kind, [unit(kind)], init_images=[b64png(init)],
+                                                                    mask=mask))
+    assert r.status_code == 422 and r.json()["field"] == "mask", r.text
+
+
+def test_negative_prompt_and_sampler(server):
+    kind, url = server
     if kind == "flux":
         r = requests.post(f"{url}/sdapi/v1/txt2img", json=request_body(kind, [unit(kind)], negative_prompt="blurry"))
         assert r.status_code == 422 and r.json()["field"] == "negative_prompt", r.text

@@ -103,6 +103,17 @@ def check_steps_and_size(steps: int, width: int, height: int) -> None:
             raise InputError(f"{name} must be a whole number ≥ 1, got {value!r}")
 
 
+def img2img_start(scheduler, timesteps: torch.Tensor, strength: float) -> torch.Tensor:
+    """The last `strength` of the schedule, as diffusers' img2img pipelines cut it (`get_timesteps`); the
+    scheduler steps from there."""
+    if not 0 < strength <= 1:
+        raise InputError(f"strength must be in (0, 1], got {strength!r}")
+    n = len(timesteps)
+    start = int(max(n - min(n * strength, n), 0))  # < n for any strength > 0: at least one step runs
+    scheduler.set_begin_index(start)
+    return timesteps[start:]
+
+
 def active(unit: FluxControl, i: int, n: int) -> bool:
     """diffusers' window: step i of n is inside [start, end] (by fractions of steps)."""
     return not (i / n < unit.start or (i + 1) / n > unit.end)
@@ -127,10 +138,13 @@ def sample_flux(
     negative_pooled_prompt_embeds: torch.Tensor | None = None,
     true_cfg_scale: float = 1.0,
     output_type: str = "pt",
+    init_image=None,
+    strength: float = 1.0,
 ):
     """Latents (`output_type="latent"`, packed as diffusers returns them) or images (`"pt"` tensors in
     [0, 1], `"pil"`, `"np"`). `control_image`: the hint of a FLUX.1 Control base (concatenated on
-    its input channels)."""
+    its input channels). `init_image` (img2img, as `FluxControlNetImg2ImgPipeline`): the picture to
+    start from, noised to the first of the last `strength` of the steps."""
     check_steps_and_size(steps, width, height)
     _check(controls, transformer, control_image, width, height, vae)
     device = transformer.device
@@ -138,6 +152,7 @@ def sample_flux(
     text_ids = torch.zeros(prompt_embeds.shape[1], 3, device=device, dtype=prompt_embeds.dtype)
     conds = [control_input(u, width, height, batch, vae, generator) for u in controls]
     concat = encode(vae, pixels(control_image, width, height, batch, vae), generator) if control_image is not None else None
+    init = encode(vae, pixels(init_image, width, height, batch, vae), generator) if init_image is not None else None
     modes = [torch.tensor(u.mode_index if u.mode is not None else -1).expand(batch).to(device, torch.long)[:, None]
              for u in controls]
     f = vae_scale_factor(vae)
@@ -146,6 +161,9 @@ def sample_flux(
     latents = pack(randn_tensor((batch, channels, h, w), generator=generator, device=device, dtype=prompt_embeds.dtype))
     ids = image_ids(h, w, prompt_embeds.dtype, device)
     timesteps = flux_timesteps(scheduler, steps, latents.shape[1], device)
+    if init is not None:
+        timesteps = img2img_start(scheduler, timesteps, strength)
+        latents = scheduler.scale_noise(init, timesteps[:1].repeat(batch), latents)
     texts = [(prompt_embeds, pooled_prompt_embeds)]
     if true_cfg_scale > 1 and negative_prompt_embeds is not None and negative_pooled_prompt_embeds is not None:
         texts.append((negative_prompt_embeds, negative_pooled_prompt_embeds))  # the ControlNets see the prompt only

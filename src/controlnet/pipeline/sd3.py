@@ -26,7 +26,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from controlnet.errors import InputError
 from controlnet.nn.controlled_transformer import controlled_sd3
 from controlnet.nn.dit_controlnet import SD3ControlNet, hint_transform_fn
-from controlnet.pipeline.flux import active, check_steps_and_size, vae_scale_factor, vae_shift
+from controlnet.pipeline.flux import (
+    active,
+    check_steps_and_size,
+    img2img_start,
+    pixels,
+    vae_scale_factor,
+    vae_shift,
+)
 from controlnet.pipeline.loading import TransformerBase
 
 
@@ -92,9 +99,13 @@ def sample_sd3(
     negative_pooled_prompt_embeds: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     output_type: str = "pt",
+    init_image=None,
+    strength: float = 1.0,
 ):
     """Latents (`output_type="latent"`) or images (`"pt"` in [0, 1], `"pil"`, `"np"`); guidance > 1
-    needs the negative embeddings (the empty prompt's, when there is no negative prompt)."""
+    needs the negative embeddings (the empty prompt's, when there is no negative prompt). `init_image`
+    (img2img, as `StableDiffusion3Img2ImgPipeline`): the picture to start from, noised to the first of
+    the last `strength` of the steps."""
     guided = guidance_scale > 1
     check_steps_and_size(steps, width, height)
     _check(controls, transformer, vae, width, height, guided, negative_prompt_embeds, negative_pooled_prompt_embeds)
@@ -104,10 +115,18 @@ def sample_sd3(
         pooled_prompt_embeds = torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds])
     conds = [control_latents(u, vae, width, height, batch, guided) for u in controls]
     scheduler.set_timesteps(steps, device=transformer.device)
+    timesteps = scheduler.timesteps
     f = vae_scale_factor(vae)
+    init = None
+    if init_image is not None:  # a posterior sample drawn before the noise, as diffusers draws it
+        init = vae.encode(pixels(init_image, width, height, batch, vae)).latent_dist.sample(generator)
+        init = ((init - vae_shift(vae)) * vae.config.scaling_factor).to(prompt_embeds.dtype)
     latents = randn_tensor((batch, transformer.config.in_channels, height // f, width // f), generator=generator,
                            device=transformer.device, dtype=prompt_embeds.dtype)
-    for i, t in enumerate(scheduler.timesteps):
+    if init is not None:
+        timesteps = img2img_start(scheduler, timesteps, strength)
+        latents = scheduler.scale_noise(init, timesteps[:1].repeat(batch), latents)
+    for i, t in enumerate(timesteps):
         x = torch.cat([latents] * 2) if guided else latents
         timestep = t.expand(x.shape[0])
         residuals = [
@@ -115,7 +134,7 @@ def sample_sd3(
                          if u.controlnet.config.force_zeros_for_pooled_projection else pooled_prompt_embeds,
                          prompt_embeds if u.controlnet.context_embedder is not None else None, u.scale,
                          base_pos_embed=transformer.pos_embed)
-            for u, c in zip(controls, conds) if active(u, i, len(scheduler.timesteps))
+            for u, c in zip(controls, conds) if active(u, i, len(timesteps))
         ]
         pred = controlled_sd3(transformer, x, prompt_embeds, pooled_prompt_embeds, timestep, residuals)
         if guided:

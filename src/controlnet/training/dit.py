@@ -122,11 +122,10 @@ class DiTRecipe:
                             getattr(base, "text_encoder_3", None)) if m is not None]
 
     def _check_base(self, base) -> None:
-        t, vae = base.transformer, base.vae
+        t, multiple = base.transformer, base.size_multiple
         if self.kind == "flux" and t.x_embedder.in_features == 2 * (t.config.out_channels or t.config.in_channels):
             raise InputError(f"--base-model {self.config.base_model} is a FLUX.1 Control base (the hint rides on its "
                              "input channels): ControlNets are trained for plain Flux bases")
-        multiple = 2 ** (len(vae.config.block_out_channels) - 1) * (2 if self.kind == "flux" else t.config.patch_size)
         if self.config.resolution % multiple:
             raise InputError(f"--resolution {self.config.resolution} is not a multiple of {multiple} (this "
                              f"{NAMES[self.kind]} base's VAE factor times its patch size)")
@@ -198,9 +197,8 @@ class DiTRecipe:
     # ------------------------------------------------------------------ one micro-batch
 
     def latent_shape(self, run) -> tuple[int, int, int]:
-        vae = run.base.vae
-        side = self.config.resolution // 2 ** (len(vae.config.block_out_channels) - 1)
-        return vae.config.latent_channels, side, side
+        side = self.config.resolution // run.base.vae_scale_factor
+        return run.base.vae.config.latent_channels, side, side
 
     def draw(self, run) -> DiTDraws:
         """This process's share of the global micro-batch's draws, from a generator seeded by (seed, micro-batch):

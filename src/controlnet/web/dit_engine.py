@@ -1,10 +1,10 @@
 """The server's engine on an SD3 / SD3.5 or Flux base (`controlnet serve --model <such a folder>`): the
 same catalog, API and jobs as `Engine`, with the base loaded as `SD3Base` / `FluxBase` and each picture
-sampled by `sample_sd3` / `sample_flux` exactly as `controlnet generate` samples it (one seed per
-picture, the same hint fitting), so a PNG's parameters replay with `generate --from`.
+sampled by `sample_sd3` / `sample_flux` (txt2img as `controlnet generate` samples it: one seed per
+picture, the same hint fitting; img2img from the init image at the request's strength).
 
-What these bases do not run (img2img, U-Net control modes, per-layer weights, ...) is refused when the
-request is parsed (`web.unsupported.check_transformer_base`), naming the field.
+What these bases do not run (inpainting, U-Net control modes, per-layer weights, ...) is refused when
+the request is parsed (`web.unsupported.check_transformer_base`), naming the field.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class DiTEngine(Engine):
 
         from controlnet.pipeline.sampling import seed_at
 
-        images, total, forwards = req.batch_size * req.n_iter, req.steps * req.n_iter, [0]
+        images, total, forwards = req.batch_size * req.n_iter, req.steps_run * req.n_iter, [0]
 
         def check():  # progress in steps of a batch, as the U-Net engine counts them
             on_step(min(forwards[0] // req.batch_size, total), total)
@@ -132,6 +132,12 @@ class DiTEngine(Engine):
         options = dict(width=req.width, height=req.height, steps=req.steps, guidance_scale=req.cfg, output_type="np")
         if self.base_kind == "sd3":
             options["negative_prompt"] = req.negative_prompt
+        if req.init_image is not None:  # img2img: fitted by the request's resize_mode, in [-1, 1]
+            from controlnet.images import fit, to_rgb
+
+            fitted = fit(to_rgb(req.init_image), (req.width, req.height), req.init_resize)
+            options.update(init_image=torch.from_numpy(fitted).permute(2, 0, 1)[None].float() * 2 - 1,
+                           strength=req.strength)
         step = self.pipe.transformer.proj_out.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
         try:
             check()

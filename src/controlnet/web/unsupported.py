@@ -118,9 +118,8 @@ def check_transformer_base(req, kind: str, name: str, size_multiple: int) -> Non
     """Refuse what an SD3 / Flux base (`kind`, called `name`) cannot do in a parsed request (`req.echo`
     set), naming the field; the sampler becomes flow matching's Euler (a note in `req.warnings` when
     another was asked for)."""
-    if req.init_image is not None or req.mask is not None:
-        raise FieldError("mask" if req.mask is not None and req.kind == "txt2img" else "init_images",
-                         f"img2img and inpainting are not offered for {name} bases here; use txt2img with ControlNet units")
+    if req.mask is not None:
+        raise FieldError("mask", f"inpainting is not offered for {name} bases here; img2img without a mask is")
     if req.eta:
         raise FieldError("eta", f"{name} bases sample with flow matching's Euler, which has no eta; leave it 0")
     if kind == "flux" and req.negative_prompt:
