@@ -8,76 +8,29 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers import (
-    AutoencoderKL,
-    FlowMatchEulerDiscreteScheduler,
-    FluxPipeline,
-    FluxTransformer2DModel,
-    SD3Transformer2DModel,
-    StableDiffusion3Pipeline,
-)
 
 from bad_input_tools import assert_user_error, run_cli
 from controlnet.checkpoints.dit import save_dit_controlnet
 from controlnet.nn.dit_controlnet import FluxControlNet, SD3ControlNet
 from controlnet.pipeline.flux import FluxBase, FluxControl
 from controlnet.pipeline.sd3 import SD3Base, SD3Control
+from dit_bases import FLUX, SD3, save_flux_base, save_sd3_base
 from tiny_models import randomized
 
-FLUX = dict(patch_size=1, in_channels=16, num_layers=2, num_single_layers=3, attention_head_dim=16, num_attention_heads=2,
-            joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8], guidance_embeds=True)
-SD3 = dict(sample_size=32, patch_size=1, in_channels=8, num_layers=4, attention_head_dim=8, num_attention_heads=4,
-           joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=64, out_channels=8, qk_norm="rms_norm")
 SIZES = {"flux": 64, "sd3": 8}  # the tiny Flux VAE scales by 8 (then 2×2 packing), the SD3 one by 1
-
-
-def _text(root, words):
-    """(CLIP tokenizer, T5 tokenizer, T5) for a tiny base, built offline."""
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    t5_tok = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    t5_tok.pre_tokenizer = Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=t5_tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    t5 = T5EncoderModel(T5Config(vocab_size=len(words), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
-                                 decoder_start_token_id=0)).eval()
-    return fast, t5
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Tiny Flux and SD3 base folders (diffusers' save_pretrained), a ControlNet file per base (Flux:
     a plain and a union net), a U-Net ControlNet, and a hint per base size."""
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
     from controlnet.checkpoints import save_controlnet
     from controlnet.nn import ControlNet
-    from controlnet.offline_tokenizer import offline_clip_tokenizer
-    from controlnet.tiny import BYTE_VOCAB, clip_text_config, tiny_text_kwargs, tiny_unet
+    from controlnet.tiny import tiny_unet
 
     root = tmp_path_factory.mktemp("dit")
-    words = ["<pad>", "</s>", "<unk>", "a", "red", "cube", "on", "grass", "blurry"]
-    torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(4, 4, 4, 4), layers_per_block=1, latent_channels=4, norm_num_groups=1,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035).eval()
-    t5_tok, t5 = _text(root, words)
-    FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, transformer=randomized(FluxTransformer2DModel(**FLUX), 1),
-                 text_encoder=CLIPTextModel(clip_text_config(BYTE_VOCAB, **tiny_text_kwargs(32, layers=2))).eval(),
-                 tokenizer=offline_clip_tokenizer(root / "t0"), text_encoder_2=t5, tokenizer_2=t5_tok
-                 ).save_pretrained(root / "flux")
-    sd3_vae = AutoencoderKL(block_out_channels=(4,), layers_per_block=1, latent_channels=8, norm_num_groups=1,
-                            use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035).eval()
-    clips = [CLIPTextModelWithProjection(clip_text_config(BYTE_VOCAB, projection_dim=32, **tiny_text_kwargs(32, layers=2))).eval()
-             for _ in range(2)]
-    t5_tok, t5 = _text(root, words)
-    StableDiffusion3Pipeline(
-        transformer=randomized(SD3Transformer2DModel(**SD3), 2), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=sd3_vae, text_encoder=clips[0], text_encoder_2=clips[1], text_encoder_3=t5,
-        tokenizer=offline_clip_tokenizer(root / "t1"), tokenizer_2=offline_clip_tokenizer(root / "t2"), tokenizer_3=t5_tok,
-    ).save_pretrained(root / "sd3")
+    save_flux_base(root / "flux")
+    save_sd3_base(root / "sd3")
     nets = {"flux": FluxControlNet(**dict(FLUX, num_layers=1, num_single_layers=2)),
             "union": FluxControlNet(**dict(FLUX, num_layers=2, num_single_layers=0, num_mode=10)),
             "sd3": SD3ControlNet(**dict(SD3, num_layers=2)),

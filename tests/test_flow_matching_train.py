@@ -87,10 +87,11 @@ def _assert_same_step(ref_loss, ref_net, loss, net, base):
     assert all(p.grad is None for p in base.parameters())
 
 
-def sd3_reference(base, net, batch, scheduler, weighting_scheme, precondition_outputs):
-    """train_controlnet_sd3.py, lines 1308-1377, from latents and embeddings on."""
+def sd3_reference(base, net, batch, scheduler, weighting_scheme, precondition_outputs, timesteps=None):
+    """train_controlnet_sd3.py, lines 1308-1377, from latents and embeddings on (`timesteps`: the sampled
+    ones; by default those of the fixed density sample U)."""
     model_input, noise = batch["latents"], batch["noise"]
-    timesteps = _sampled(scheduler)
+    timesteps = _sampled(scheduler) if timesteps is None else timesteps
     sigmas = _sigmas(scheduler, timesteps, model_input.ndim)
     noisy_model_input = (1.0 - sigmas) * model_input + sigmas * noise
     samples = net(hidden_states=noisy_model_input, timestep=timesteps, encoder_hidden_states=batch["prompt_embeds"],
@@ -127,7 +128,7 @@ def test_the_sd3_step_equals_train_controlnet_sd3(weighting_scheme, precondition
     _assert_same_step(ref_loss, ref_net, loss, net, ours_base)
 
 
-def flux_reference(base, net, batch, scheduler, guidance_scale):
+def flux_reference(base, net, batch, scheduler, guidance_scale, timesteps=None):
     """train_controlnet_flux.py, lines 1247-1337, from latents and embeddings on (the noise is packed from
     the unpacked one the test gives both sides)."""
     latents, controls = batch["latents"], batch["control_latents"]
@@ -136,7 +137,7 @@ def flux_reference(base, net, batch, scheduler, guidance_scale):
     control_image = FluxControlNetPipeline._pack_latents(controls, b, c, h, w)
     latent_image_ids = FluxControlNetPipeline._prepare_latent_image_ids(b, h // 2, w // 2, latents.device, latents.dtype)
     noise = FluxControlNetPipeline._pack_latents(batch["noise"], b, c, h, w)
-    timesteps = _sampled(scheduler)
+    timesteps = _sampled(scheduler) if timesteps is None else timesteps
     sigmas = _sigmas(scheduler, timesteps, pixel_latents.ndim)
     noisy_model_input = (1.0 - sigmas) * pixel_latents + sigmas * noise
     guidance_vec = torch.full((b,), guidance_scale) if base.config.guidance_embeds else None

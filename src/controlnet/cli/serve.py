@@ -65,7 +65,7 @@ def limits(args):
 def run(args) -> int:
     from controlnet import checks
     from controlnet.web import create_app
-    from controlnet.web.engine import Engine
+    from controlnet.web.dit_engine import open_engine
     from controlnet.web.guard import Origins, parse_auth
     from controlnet.web.server import make_server
 
@@ -80,7 +80,7 @@ def run(args) -> int:
     from controlnet.cli import quiet_libraries
 
     quiet_libraries()
-    engine = Engine(args.model, args.controlnet_dir, device=args.device, dtype=args.dtype, annotator_dir=args.annotator_dir)
+    engine = open_engine(args.model, args.controlnet_dir, device=args.device, dtype=args.dtype, annotator_dir=args.annotator_dir)
     print(f"controlnet serve: {engine.model_name} with {len(engine.controlnets)} ControlNet(s) on http://{host}:{port}/",
           file=sys.stderr)
     try:

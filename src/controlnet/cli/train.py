@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from controlnet.training.config import TrainConfig
 
 HELP = {
-    "base_model": "local diffusers folder of the base model (model_index.json, unet/, vae/, text_encoder/, ...)",
+    "base_model": "local diffusers folder of the base model (model_index.json, unet/ or transformer/ of SD3/Flux, vae/, "
+                  "text_encoder/, ...)",
     "data": "training data: fill50k folder (prompt.json), image folder (metadata.jsonl), datasets folder, "
             "*.parquet or *.tar WebDataset shards (several allowed)",
     "data_format": "data layout; auto detects it from the files",
@@ -40,6 +41,12 @@ HELP = {
     "connection_init": "zero (paper) or gaussian (§4.2 ablation)",
     "copy": "full (paper) or lite (ControlNet-lite ablation)",
     "hint_encoder": "code (released checkpoints) or paper (the text's 4x4 encoder)",
+    "num_layers": "SD3/Flux bases: transformer blocks copied into the ControlNet (Flux: double blocks); "
+                  "default 12 (SD3) or 4 (Flux), at most the base's",
+    "num_single_layers": "Flux bases: single blocks copied; default 10, at most the base's",
+    "weighting_scheme": "SD3/Flux bases: how the noise level σ is drawn (sigma_sqrt and cosmap weigh the SD3 loss instead)",
+    "max_sequence_length": "SD3/Flux bases: T5 tokens per prompt; default 77 (SD3) or 512 (Flux)",
+    "embedded_guidance": "Flux bases with guidance embedding (dev): the guidance value they see in training and validation",
     "batch_size": "samples per process per micro-batch",
     "gradient_accumulation_steps": "micro-batches per optimizer step",
     "max_steps": "optimizer steps to train for",
@@ -74,13 +81,20 @@ HELP = {
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from controlnet.training.config import DATA_FORMATS, LR_SCHEDULERS, MIXED_PRECISION, TrainConfig
+    from controlnet.training.config import (
+        DATA_FORMATS,
+        LR_SCHEDULERS,
+        MIXED_PRECISION,
+        WEIGHTING_SCHEMES,
+        TrainConfig,
+    )
 
     p = subparsers.add_parser("train", help="train a ControlNet on pairs (target, condition, prompt)",
                               description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     choices = {"data_format": DATA_FORMATS, "mixed_precision": MIXED_PRECISION, "lr_scheduler": LR_SCHEDULERS,
                "prediction_type": ("epsilon", "v_prediction"), "connection_init": ("zero", "gaussian"),
-               "copy": ("full", "lite"), "hint_encoder": ("code", "paper"), "report_to": ("tensorboard", "none")}
+               "copy": ("full", "lite"), "hint_encoder": ("code", "paper"), "report_to": ("tensorboard", "none"),
+               "weighting_scheme": WEIGHTING_SCHEMES}
     required = {"base_model", "data"}
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")

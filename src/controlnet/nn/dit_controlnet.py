@@ -129,6 +129,25 @@ class SD3ControlNet(ModelMixin, ConfigMixin):
             in_channels=in_channels + extra_conditioning_channels, embed_dim=inner, pos_embed_type=None,
         ))
 
+    @classmethod
+    def from_transformer(cls, transformer, num_layers: int) -> SD3ControlNet:
+        """The paper's copy for training: the base's first `num_layers` joint blocks, its embeddings, zero
+        connections; real pooled projections and the shifted control latent, as `train_controlnet_sd3.py`
+        feeds them (`force_zeros_for_pooled_projection=False`, so sampling feeds the same)."""
+        c = transformer.config
+        net = cls(sample_size=c.sample_size, patch_size=c.patch_size, in_channels=c.in_channels, num_layers=num_layers,
+                  attention_head_dim=c.attention_head_dim, num_attention_heads=c.num_attention_heads,
+                  joint_attention_dim=c.joint_attention_dim, caption_projection_dim=c.caption_projection_dim,
+                  pooled_projection_dim=c.pooled_projection_dim, out_channels=c.out_channels,
+                  pos_embed_max_size=c.pos_embed_max_size, qk_norm=c.get("qk_norm"),
+                  dual_attention_layers=tuple(i for i in c.get("dual_attention_layers", ()) if i < num_layers),
+                  force_zeros_for_pooled_projection=False)
+        for name in ("pos_embed", "time_text_embed", "context_embedder"):
+            getattr(net, name).load_state_dict(getattr(transformer, name).state_dict())
+        for block, source in zip(net.transformer_blocks, transformer.transformer_blocks):
+            block.load_state_dict(source.state_dict())
+        return net if transformer.dtype == torch.float32 else net.to(transformer.dtype)
+
     @property
     def family(self) -> str:
         if self.context_embedder is None:
@@ -211,6 +230,24 @@ class FluxControlNet(ModelMixin, ConfigMixin):
         else:
             self.input_hint_block = None
             self.controlnet_x_embedder = _zero(nn.Linear(in_channels, inner))
+
+    @classmethod
+    def from_transformer(cls, transformer, num_layers: int, num_single_layers: int) -> FluxControlNet:
+        """The paper's copy for training (`FluxControlNetModel.from_transformer`): the base's first blocks of
+        each kind, its embeddings, zero connections and a zero `controlnet_x_embedder`."""
+        c = transformer.config
+        net = cls(patch_size=c.patch_size, in_channels=c.in_channels, num_layers=num_layers,
+                  num_single_layers=num_single_layers, attention_head_dim=c.attention_head_dim,
+                  num_attention_heads=c.num_attention_heads, joint_attention_dim=c.joint_attention_dim,
+                  pooled_projection_dim=c.pooled_projection_dim, guidance_embeds=c.guidance_embeds,
+                  axes_dims_rope=tuple(c.axes_dims_rope))
+        for name in ("pos_embed", "time_text_embed", "context_embedder", "x_embedder"):
+            getattr(net, name).load_state_dict(getattr(transformer, name).state_dict())
+        for mine, theirs in ((net.transformer_blocks, transformer.transformer_blocks),
+                             (net.single_transformer_blocks, transformer.single_transformer_blocks)):
+            for block, source in zip(mine, theirs):
+                block.load_state_dict(source.state_dict())
+        return net if transformer.dtype == torch.float32 else net.to(transformer.dtype)
 
     @property
     def index_rule(self) -> str:

@@ -78,7 +78,7 @@ def encode(vae, image: torch.Tensor, generator) -> torch.Tensor:
     """Packed, shifted and scaled VAE latents of pixels: a *sample* of the posterior, drawn from
     `generator` (as diffusers draws it, before the noise)."""
     latents = vae.encode(image).latent_dist.sample(generator)
-    return pack((latents - vae.config.shift_factor) * vae.config.scaling_factor)
+    return pack((latents - vae_shift(vae)) * vae.config.scaling_factor)
 
 
 def control_input(unit: FluxControl, width: int, height: int, batch: int, vae, generator) -> torch.Tensor:
@@ -101,6 +101,17 @@ def check_steps_and_size(steps: int, width: int, height: int) -> None:
     for name, value in (("steps", steps), ("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a whole number ≥ 1, got {value!r}")
+
+
+def img2img_start(scheduler, timesteps: torch.Tensor, strength: float) -> torch.Tensor:
+    """The last `strength` of the schedule, as diffusers' img2img pipelines cut it (`get_timesteps`); the
+    scheduler steps from there."""
+    if not 0 < strength <= 1:
+        raise InputError(f"strength must be in (0, 1], got {strength!r}")
+    n = len(timesteps)
+    start = int(max(n - min(n * strength, n), 0))  # < n for any strength > 0: at least one step runs
+    scheduler.set_begin_index(start)
+    return timesteps[start:]
 
 
 def active(unit: FluxControl, i: int, n: int) -> bool:
@@ -127,10 +138,13 @@ def sample_flux(
     negative_pooled_prompt_embeds: torch.Tensor | None = None,
     true_cfg_scale: float = 1.0,
     output_type: str = "pt",
+    init_image=None,
+    strength: float = 1.0,
 ):
     """Latents (`output_type="latent"`, packed as diffusers returns them) or images (`"pt"` tensors in
     [0, 1], `"pil"`, `"np"`). `control_image`: the hint of a FLUX.1 Control base (concatenated on
-    its input channels)."""
+    its input channels). `init_image` (img2img, as `FluxControlNetImg2ImgPipeline`): the picture to
+    start from, noised to the first of the last `strength` of the steps."""
     check_steps_and_size(steps, width, height)
     _check(controls, transformer, control_image, width, height, vae)
     device = transformer.device
@@ -138,6 +152,7 @@ def sample_flux(
     text_ids = torch.zeros(prompt_embeds.shape[1], 3, device=device, dtype=prompt_embeds.dtype)
     conds = [control_input(u, width, height, batch, vae, generator) for u in controls]
     concat = encode(vae, pixels(control_image, width, height, batch, vae), generator) if control_image is not None else None
+    init = encode(vae, pixels(init_image, width, height, batch, vae), generator) if init_image is not None else None
     modes = [torch.tensor(u.mode_index if u.mode is not None else -1).expand(batch).to(device, torch.long)[:, None]
              for u in controls]
     f = vae_scale_factor(vae)
@@ -146,6 +161,9 @@ def sample_flux(
     latents = pack(randn_tensor((batch, channels, h, w), generator=generator, device=device, dtype=prompt_embeds.dtype))
     ids = image_ids(h, w, prompt_embeds.dtype, device)
     timesteps = flux_timesteps(scheduler, steps, latents.shape[1], device)
+    if init is not None:
+        timesteps = img2img_start(scheduler, timesteps, strength)
+        latents = scheduler.scale_noise(init, timesteps[:1].repeat(batch), latents)
     texts = [(prompt_embeds, pooled_prompt_embeds)]
     if true_cfg_scale > 1 and negative_prompt_embeds is not None and negative_pooled_prompt_embeds is not None:
         texts.append((negative_prompt_embeds, negative_pooled_prompt_embeds))  # the ControlNets see the prompt only
@@ -160,7 +178,7 @@ def sample_flux(
         latents = scheduler.step(pred, t, latents, return_dict=False)[0]
     if output_type == "latent":
         return latents
-    image = vae.decode(unpack(latents, h, w) / vae.config.scaling_factor + vae.config.shift_factor, return_dict=False)[0]
+    image = vae.decode(unpack(latents, h, w) / vae.config.scaling_factor + vae_shift(vae), return_dict=False)[0]
     return VaeImageProcessor(vae_scale_factor=f * 2).postprocess(image, output_type=output_type)
 
 
@@ -201,17 +219,25 @@ def _check(controls, transformer, control_image, width: int, height: int, vae) -
 def encode_flux_prompt(tokenizer, text_encoder, tokenizer_2, text_encoder_2, prompts: list[str],
                        max_sequence_length: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """(T5 token states, CLIP pooled vector) as Flux takes them: CLIP padded to its own length,
-    T5 to `max_sequence_length` (512 for dev, 256 for schnell); longer prompts are truncated."""
+    T5 to `max_sequence_length` (512 for dev, 256 for schnell); longer prompts are truncated. A base
+    without T5 (`text_encoder_2` None: the small one-CLIP bases) reads the CLIP's last hidden states."""
     if not 1 <= max_sequence_length <= 512:
         raise InputError(f"max_sequence_length must be 1..512, got {max_sequence_length}")
     clip = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                      return_tensors="pt").input_ids
-    t5 = tokenizer_2(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
-                     return_tensors="pt").input_ids
     with torch.no_grad():
-        pooled = text_encoder(clip.to(text_encoder.device), output_hidden_states=False).pooler_output
+        out = text_encoder(clip.to(text_encoder.device), output_hidden_states=False)
+        if text_encoder_2 is None:
+            return out.last_hidden_state.to(text_encoder.dtype), out.pooler_output.to(text_encoder.dtype)
+        t5 = tokenizer_2(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+                         return_tensors="pt").input_ids
         states = text_encoder_2(t5.to(text_encoder_2.device), output_hidden_states=False)[0]
-    return states.to(text_encoder_2.dtype), pooled.to(text_encoder.dtype)
+    return states.to(text_encoder_2.dtype), out.pooler_output.to(text_encoder.dtype)
+
+
+def vae_shift(vae) -> float:
+    """The VAE's latent shift; 0 for autoencoders without one (SD's, the miniature model's)."""
+    return vae.config.shift_factor or 0.0
 
 
 @dataclass
@@ -226,8 +252,8 @@ class FluxBase(TransformerBase):
     scheduler: object
     text_encoder: object
     tokenizer: object
-    text_encoder_2: object
-    tokenizer_2: object
+    text_encoder_2: object = None  # T5; None for one-CLIP bases (see encode_flux_prompt)
+    tokenizer_2: object = None
 
     def __call__(self, prompt: str | list[str], controls: list[FluxControl] = (), *, negative_prompt=None,
                  max_sequence_length: int = 512, **kwargs):

@@ -26,7 +26,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from controlnet.errors import InputError
 from controlnet.nn.controlled_transformer import controlled_sd3
 from controlnet.nn.dit_controlnet import SD3ControlNet, hint_transform_fn
-from controlnet.pipeline.flux import active, check_steps_and_size, vae_scale_factor
+from controlnet.pipeline.flux import (
+    active,
+    check_steps_and_size,
+    img2img_start,
+    pixels,
+    vae_scale_factor,
+    vae_shift,
+)
 from controlnet.pipeline.loading import TransformerBase
 
 
@@ -54,7 +61,7 @@ def control_latents(unit: SD3Control, vae, width: int, height: int, batch: int, 
     image = image.repeat_interleave(batch if image.shape[0] == 1 else 1, dim=0).to(device=vae.device, dtype=vae.dtype)
     if cn.config.extra_conditioning_channels:
         return _inpaint_latents(unit.mask, image, vae, width, height, guided)
-    shift = 0 if cn.config.force_zeros_for_pooled_projection else vae.config.shift_factor
+    shift = 0 if cn.config.force_zeros_for_pooled_projection else vae_shift(vae)
     latents = (vae.encode(image).latent_dist.mean - shift) * vae.config.scaling_factor
     return torch.cat([latents] * 2) if guided else latents
 
@@ -69,7 +76,7 @@ def _inpaint_latents(mask, image: torch.Tensor, vae, width: int, height: int, gu
     mask = mask.repeat_interleave(image.shape[0] if mask.shape[0] == 1 else 1, dim=0).to(image)
     masked = image.clone()
     masked[(mask > 0.5).repeat(1, 3, 1, 1)] = -1
-    latents = (vae.encode(masked).latent_dist.mean - vae.config.shift_factor) * vae.config.scaling_factor
+    latents = (vae.encode(masked).latent_dist.mean - vae_shift(vae)) * vae.config.scaling_factor
     keep = 1 - torch.nn.functional.interpolate(mask, size=(height // f, width // f))
     latents = torch.cat([latents, keep.to(latents)], dim=1)
     return torch.cat([latents] * 2) if guided else latents
@@ -92,9 +99,13 @@ def sample_sd3(
     negative_pooled_prompt_embeds: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     output_type: str = "pt",
+    init_image=None,
+    strength: float = 1.0,
 ):
     """Latents (`output_type="latent"`) or images (`"pt"` in [0, 1], `"pil"`, `"np"`); guidance > 1
-    needs the negative embeddings (the empty prompt's, when there is no negative prompt)."""
+    needs the negative embeddings (the empty prompt's, when there is no negative prompt). `init_image`
+    (img2img, as `StableDiffusion3Img2ImgPipeline`): the picture to start from, noised to the first of
+    the last `strength` of the steps."""
     guided = guidance_scale > 1
     check_steps_and_size(steps, width, height)
     _check(controls, transformer, vae, width, height, guided, negative_prompt_embeds, negative_pooled_prompt_embeds)
@@ -104,10 +115,18 @@ def sample_sd3(
         pooled_prompt_embeds = torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds])
     conds = [control_latents(u, vae, width, height, batch, guided) for u in controls]
     scheduler.set_timesteps(steps, device=transformer.device)
+    timesteps = scheduler.timesteps
     f = vae_scale_factor(vae)
+    init = None
+    if init_image is not None:  # a posterior sample drawn before the noise, as diffusers draws it
+        init = vae.encode(pixels(init_image, width, height, batch, vae)).latent_dist.sample(generator)
+        init = ((init - vae_shift(vae)) * vae.config.scaling_factor).to(prompt_embeds.dtype)
     latents = randn_tensor((batch, transformer.config.in_channels, height // f, width // f), generator=generator,
                            device=transformer.device, dtype=prompt_embeds.dtype)
-    for i, t in enumerate(scheduler.timesteps):
+    if init is not None:
+        timesteps = img2img_start(scheduler, timesteps, strength)
+        latents = scheduler.scale_noise(init, timesteps[:1].repeat(batch), latents)
+    for i, t in enumerate(timesteps):
         x = torch.cat([latents] * 2) if guided else latents
         timestep = t.expand(x.shape[0])
         residuals = [
@@ -115,7 +134,7 @@ def sample_sd3(
                          if u.controlnet.config.force_zeros_for_pooled_projection else pooled_prompt_embeds,
                          prompt_embeds if u.controlnet.context_embedder is not None else None, u.scale,
                          base_pos_embed=transformer.pos_embed)
-            for u, c in zip(controls, conds) if active(u, i, len(scheduler.timesteps))
+            for u, c in zip(controls, conds) if active(u, i, len(timesteps))
         ]
         pred = controlled_sd3(transformer, x, prompt_embeds, pooled_prompt_embeds, timestep, residuals)
         if guided:
@@ -124,7 +143,7 @@ def sample_sd3(
         latents = scheduler.step(pred, t, latents, return_dict=False)[0]
     if output_type == "latent":
         return latents
-    image = vae.decode(latents / vae.config.scaling_factor + vae.config.shift_factor, return_dict=False)[0]
+    image = vae.decode(latents / vae.config.scaling_factor + vae_shift(vae), return_dict=False)[0]
     return VaeImageProcessor(vae_scale_factor=f).postprocess(image, output_type=output_type)
 
 
@@ -158,18 +177,26 @@ def _clip(tokenizer, text_encoder, prompts: list[str]) -> tuple[torch.Tensor, to
     return out.hidden_states[-2], out[0]
 
 
-def encode_sd3_prompt(tokenizers, text_encoders, prompts: list[str], max_sequence_length: int = 256):
+def encode_sd3_prompt(tokenizers, text_encoders, prompts: list[str], max_sequence_length: int = 256,
+                      joint_attention_dim: int | None = None):
     """(token states, pooled vector) of SD3's three encoders: CLIP-L and CLIP-G side by side on the
-    channels, zero-padded to T5's width, then T5's tokens after them; pooled = CLIP-L ‖ CLIP-G."""
+    channels, zero-padded to T5's width, then T5's tokens after them; pooled = CLIP-L ‖ CLIP-G.
+    A base without T5 gets zeros in its place (diffusers' rule; the width is `joint_attention_dim`),
+    one without CLIP-G the first CLIP's alone (the small one-CLIP bases)."""
     if not 1 <= max_sequence_length <= 512:
         raise InputError(f"max_sequence_length must be 1..512, got {max_sequence_length}")
-    (states_l, pooled_l), (states_g, pooled_g) = (_clip(t, e, prompts) for t, e in zip(tokenizers[:2], text_encoders[:2]))
-    ids = tokenizers[2](prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
-                        return_tensors="pt").input_ids
-    t5 = text_encoders[2](ids.to(text_encoders[2].device))[0].to(text_encoders[2].dtype)
-    clip = torch.cat([states_l, states_g], dim=-1).to(text_encoders[0].dtype)
+    clips = [_clip(t, e, prompts) for t, e in zip(tokenizers[:2], text_encoders[:2]) if e is not None]
+    clip = torch.cat([states for states, _ in clips], dim=-1).to(text_encoders[0].dtype)
+    pooled = torch.cat([p for _, p in clips], dim=-1).to(text_encoders[0].dtype)
+    if text_encoders[2] is None:
+        width = joint_attention_dim or clip.shape[-1]
+        t5 = clip.new_zeros(clip.shape[0], max_sequence_length, width)
+    else:
+        ids = tokenizers[2](prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+                            return_tensors="pt").input_ids
+        t5 = text_encoders[2](ids.to(text_encoders[2].device))[0].to(text_encoders[2].dtype)
     clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
-    return torch.cat([clip, t5], dim=-2), torch.cat([pooled_l, pooled_g], dim=-1).to(text_encoders[0].dtype)
+    return torch.cat([clip, t5], dim=-2), pooled
 
 
 @dataclass
@@ -183,11 +210,11 @@ class SD3Base(TransformerBase):
     vae: object
     scheduler: object
     text_encoder: object
-    text_encoder_2: object
-    text_encoder_3: object
-    tokenizer: object
-    tokenizer_2: object
-    tokenizer_3: object
+    text_encoder_2: object = None  # CLIP-G; None for one-CLIP bases
+    text_encoder_3: object = None  # T5; None: zeros in its place, as diffusers
+    tokenizer: object = None
+    tokenizer_2: object = None
+    tokenizer_3: object = None
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], controls: list[SD3Control] = (), *, negative_prompt: str | list[str] = "",
@@ -199,9 +226,10 @@ class SD3Base(TransformerBase):
             raise InputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts; give one, or one per prompt")
         tokenizers = (self.tokenizer, self.tokenizer_2, self.tokenizer_3)
         encoders = (self.text_encoder, self.text_encoder_2, self.text_encoder_3)
-        embeds, pooled = encode_sd3_prompt(tokenizers, encoders, prompts, max_sequence_length)
+        width = self.transformer.config.joint_attention_dim
+        embeds, pooled = encode_sd3_prompt(tokenizers, encoders, prompts, max_sequence_length, width)
         if guidance_scale > 1:
             kwargs["negative_prompt_embeds"], kwargs["negative_pooled_prompt_embeds"] = encode_sd3_prompt(
-                tokenizers, encoders, negatives, max_sequence_length)
+                tokenizers, encoders, negatives, max_sequence_length, width)
         return sample_sd3(self.transformer, self.vae, self.scheduler, embeds, pooled, controls,
                           guidance_scale=guidance_scale, **kwargs)

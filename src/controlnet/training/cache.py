@@ -21,6 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from controlnet.files import atomic_file
 
+TEXT_NAMES = ("ehs", "pooled")  # the stored names of an embedding's parts
+
 
 class FeatureCache:
     def __init__(self, directory: str | Path, vae_hash: str, text_hash: str):
@@ -61,8 +63,9 @@ class FeatureCache:
         return (torch.stack([found[i]["mean"] for i in range(len(keys))]).to(device),
                 torch.stack([found[i]["std"] for i in range(len(keys))]).to(device))
 
-    def text(self, prompts: list[str], embed) -> torch.Tensor:
-        """Text embeddings for each prompt; `embed(prompts) -> tensor` runs only on misses."""
+    def text(self, prompts: list[str], embed):
+        """Text embeddings for each prompt; `embed(prompts)` runs only on misses and returns a tensor, or a
+        tuple of tensors (SD3/Flux: token states and pooled vector), which this returns alike, stacked."""
         keys = [hashlib.blake2b(p.encode("utf-8"), digest_size=16).hexdigest() for p in prompts]
         missing = []
         for p, key in zip(prompts, keys):
@@ -71,7 +74,8 @@ class FeatureCache:
             path = self._path(self.text_dir, key)
             if path.is_file():
                 try:
-                    self.text_memory[key] = load_file(str(path))["ehs"]
+                    stored = load_file(str(path))
+                    self.text_memory[key] = tuple(stored[n] for n in TEXT_NAMES if n in stored)
                     continue
                 except Exception:
                     pass
@@ -81,8 +85,10 @@ class FeatureCache:
             if len(self.text_memory) > 4096:  # many unique captions: keep memory bounded, disk has them
                 self.text_memory = {k: self.text_memory[k] for k in keys if k in self.text_memory}
             out = embed(missing)
-            for p, e in zip(missing, out):
+            parts = out if isinstance(out, tuple) else (out,)
+            for j, p in enumerate(missing):
                 key = hashlib.blake2b(p.encode("utf-8"), digest_size=16).hexdigest()
-                self.text_memory[key] = e.detach().cpu()
-                self._write(self._path(self.text_dir, key), {"ehs": e})
-        return torch.stack([self.text_memory[k] for k in keys])
+                self.text_memory[key] = tuple(t[j].detach().cpu() for t in parts)
+                self._write(self._path(self.text_dir, key), dict(zip(TEXT_NAMES, self.text_memory[key])))
+        stacked = tuple(torch.stack(t) for t in zip(*(self.text_memory[k] for k in keys)))
+        return stacked if len(stacked) > 1 else stacked[0]

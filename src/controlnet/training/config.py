@@ -18,6 +18,7 @@ from controlnet.files import write_json
 DATA_FORMATS = ("auto", "fill50k", "folder", "hf", "parquet", "webdataset")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap")  # flow_matching's, without importing torch
 
 
 @dataclass
@@ -46,6 +47,13 @@ class TrainConfig:
     connection_init: str = "zero"  # "gaussian": the §4.2 ablation
     copy: str = "full"  # "lite": ControlNet-lite ablation
     hint_encoder: str = "code"  # "paper": the text's 4x4 encoder
+
+    # ---- transformer bases (SD3/SD3.5, Flux): diffusers' train_controlnet_sd3/flux.py options
+    num_layers: int | None = None  # blocks copied (Flux: double blocks); None: 12 (SD3) / 4 (Flux), at most the base's
+    num_single_layers: int | None = None  # Flux single blocks copied; None: 10, at most the base's
+    weighting_scheme: str = "logit_normal"  # how σ is drawn (and, sigma_sqrt/cosmap, the SD3 loss weighted)
+    max_sequence_length: int | None = None  # T5 tokens; None: 77 (SD3) / 512 (Flux), as the examples
+    embedded_guidance: float = 3.5  # what a guidance-distilled Flux base (dev) sees in training and validation
 
     # ---- optimisation
     batch_size: int = 4  # per process
@@ -159,6 +167,13 @@ class TrainConfig:
             checks.integer(_flag(name), getattr(self, name), lo=0)
         if self.max_train_samples is not None:
             checks.positive_int("--max-train-samples", self.max_train_samples)
+        if self.num_layers is not None:
+            checks.positive_int("--num-layers", self.num_layers)
+        if self.num_single_layers is not None:
+            checks.integer("--num-single-layers", self.num_single_layers, lo=0)
+        if self.max_sequence_length is not None:
+            checks.integer("--max-sequence-length", self.max_sequence_length, lo=1, hi=512)
+        checks.number("--embedded-guidance", self.embedded_guidance, lo=0, hi=checks.MAX_GUIDANCE)
         checks.integer("--resolution", self.resolution, lo=8)
         if self.resolution % 8:
             raise InputError(f"--resolution must be a multiple of 8, got {self.resolution}")
@@ -172,6 +187,7 @@ class TrainConfig:
         checks.choice("--copy", self.copy, ("full", "lite"))
         checks.choice("--hint-encoder", self.hint_encoder, ("code", "paper"))
         checks.choice("--report-to", self.report_to, ("tensorboard", "none"))
+        checks.choice("--weighting-scheme", self.weighting_scheme, WEIGHTING_SCHEMES)
         for name in ("annotator", "validation_annotator"):
             if getattr(self, name) is not None:
                 from controlnet.annotators import get_annotator

@@ -15,10 +15,11 @@ import torch
 
 from controlnet.nn.controlled_transformer import controlled_flux, controlled_sd3
 from controlnet.pipeline.flux import image_ids, pack
+from controlnet.training.config import WEIGHTING_SCHEMES
 
 NUM_TRAIN_TIMESTEPS = 1000
-# Schemes that sample σ non-uniformly weigh every σ alike; the other two weigh the loss (SD3 paper §3.1).
-WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap")
+# WEIGHTING_SCHEMES: those that sample σ non-uniformly weigh every σ alike; sigma_sqrt and cosmap weigh
+# the loss (SD3 paper §3.1). Named in the config, beside its option.
 
 
 def loss_weighting(scheme: str, sigmas: torch.Tensor) -> torch.Tensor:
@@ -74,15 +75,18 @@ def sd3_controlnet_loss(
     sigmas: torch.Tensor,
     weighting_scheme: str = "logit_normal",
     precondition_outputs: bool = True,
+    controlnet_pooled: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One SD3/SD3.5 step's loss. `latents` and `control_latents`: VAE latents (B, C, H, W) with the VAE's
     shift and scale applied. `precondition_outputs` (the example's default) compares x̂ = x_σ − σ·v with x,
-    i.e. σ²·‖v − (ε − x)‖²; off, the velocity is compared with ε − x."""
+    i.e. σ²·‖v − (ε − x)‖²; off, the velocity is compared with ε − x. `controlnet_pooled`: what the
+    ControlNet sees instead of the pooled embedding (zeros for InstantX nets, as they are sampled)."""
     transformer.requires_grad_(False)
     noisy, s = _noised(latents, noise, sigmas)
     timestep = sigmas * NUM_TRAIN_TIMESTEPS
     text = prompt_embeds if controlnet.context_embedder is not None else None  # the SAI nets have no text stream
-    residuals = controlnet(noisy, control_latents, timestep, pooled_prompt_embeds, encoder_hidden_states=text,
+    cn_pooled = pooled_prompt_embeds if controlnet_pooled is None else controlnet_pooled
+    residuals = controlnet(noisy, control_latents, timestep, cn_pooled, encoder_hidden_states=text,
                            base_pos_embed=transformer.pos_embed)
     pred = controlled_sd3(transformer, noisy, prompt_embeds, pooled_prompt_embeds, timestep, controls=[residuals])
     if precondition_outputs:

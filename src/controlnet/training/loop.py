@@ -99,6 +99,7 @@ class _Run:
     accelerator: object
     out: Path
     log_with: str | None
+    recipe: object = None  # the base's side of the loop: UNetRecipe, or training.dit.DiTRecipe
     base: Base | None = None
     controlnet: torch.nn.Module | None = None
     denoiser: torch.nn.Module | None = None
@@ -176,20 +177,69 @@ def _train(config: TrainConfig, base: Base | None) -> TrainResult:
 def _setup(config: TrainConfig, base: Base | None) -> _Run:
     """Everything before step 1: inputs checked, data opened, models loaded, state restored."""
     config.validate()
+    recipe = _recipe(config, base)
     _check_places(config)
-    run = _Run(config, *_accelerator(config))
+    run = _Run(config, *_accelerator(config, recipe.accelerator_kwargs()), recipe=recipe)
     resume_from = _checkpoint_to_resume(run)
     fmt, dataset = _open_data(config)
-    _load_models(run, base)
+    recipe.load_models(run, base)
     _make_optimizer(run)
     run.state = _resume(run, resume_from) if resume_from else {
         "step": 0, "samples_seen": 0, "bad_samples": 0, "fidelity": [], "world": run.world}
     run.step = run.state["step"]
     run.micro = run.step * config.gradient_accumulation_steps
     run.batches, run.data_description = _batches(run, fmt, dataset)
-    run.cache = _feature_cache(run)
+    run.cache = recipe.feature_cache(run)
     _open_outputs(run)
     return run
+
+
+def _recipe(config: TrainConfig, base: Base | None):
+    """The base's side of the loop: a transformer base's (SD3, Flux) or the U-Net's."""
+    from controlnet.training.dit import check_options, recipe_for
+
+    if base is not None:
+        check_options(config, None)
+        return UNetRecipe()
+    return recipe_for(config) or UNetRecipe()
+
+
+class UNetRecipe:
+    """What the loop asks of a U-Net base (SD 1.x/2.x/XL): the models, a micro-batch's random draws, its
+    features (latents, text), the diffusion loss, the feature cache, the validation sampler."""
+
+    def accelerator_kwargs(self) -> list:
+        return []
+
+    def load_models(self, run: _Run, base: Base | None) -> None:
+        _load_models(run, base)
+
+    def draw(self, run: _Run):
+        config = run.config
+        return draw(config.seed, run.micro, config.batch_size * run.world,
+                    slice(run.rank * config.batch_size, (run.rank + 1) * config.batch_size), _latent_shape(run),
+                    run.base.scheduler.config.num_train_timesteps, config.empty_prompt_prob)
+
+    def features(self, run: _Run, batch: dict, draws) -> tuple[tuple, list[str]]:
+        latents, ehs, prompts = _features(run, batch, draws)
+        return (latents, ehs), prompts
+
+    def loss(self, run: _Run, batch: dict, draws, features: tuple) -> torch.Tensor:
+        (latents, ehs), device = features, run.accelerator.device
+        return diffusion_loss(run.denoiser, run.base.scheduler, latents.to(run.weight_dtype), ehs,
+                              batch["hint"].to(device), draws.noise.to(device, run.weight_dtype),
+                              draws.timesteps.to(device), run.prediction_type)
+
+    def feature_cache(self, run: _Run) -> FeatureCache | None:
+        return _feature_cache(run)
+
+    def sample(self, *args, **kwargs):
+        from controlnet.training.validation import sample
+
+        return sample(*args, **kwargs)
+
+    def save_model(self, controlnet, folder: Path) -> None:
+        ckpt.save_model_folder(controlnet, folder)
 
 
 def _check_places(config: TrainConfig) -> None:
@@ -208,7 +258,7 @@ def _check_places(config: TrainConfig) -> None:
     check_condition_images(config.validation_images, config.resolution, config.inpaint_maps)
 
 
-def _accelerator(config: TrainConfig) -> tuple[object, Path, str | None]:
+def _accelerator(config: TrainConfig, kwargs_handlers: list = ()) -> tuple[object, Path, str | None]:
     """(accelerate's Accelerator, the output folder, the tracker: "tensorboard" or None)."""
     from accelerate import Accelerator
 
@@ -223,7 +273,7 @@ def _accelerator(config: TrainConfig) -> tuple[object, Path, str | None]:
     _reset_single_process_state()
     out = Path(config.output_dir)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=log_with, project_dir=str(out),
-                              cpu=_launched_on_cpus())
+                              cpu=_launched_on_cpus(), kwargs_handlers=list(kwargs_handlers))
     if config.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -410,8 +460,7 @@ def _train_step(run: _Run, signals: _Signals) -> tuple[dict, bool]:
 def _accumulate(run: _Run) -> tuple[list[torch.Tensor], int, bool]:
     """Forward and backward of each micro-batch: (finite losses, empty prompts seen, whether all were finite).
     A non-finite micro-batch makes the whole step skip, on every process together."""
-    config, accelerator, accum = run.config, run.accelerator, run.config.gradient_accumulation_steps
-    base, device = run.base, accelerator.device
+    accelerator, accum = run.accelerator, run.config.gradient_accumulation_steps
     losses, empties, ok = [], 0, True
     for m in range(accum):
         batch = next(run.batches)
@@ -419,17 +468,13 @@ def _accumulate(run: _Run) -> tuple[list[torch.Tensor], int, bool]:
             if idx not in run.seen_bad:
                 run.seen_bad.add(idx)
                 run.state["bad_samples"] += 1
-        draws = draw(config.seed, run.micro, config.batch_size * run.world,
-                     slice(run.rank * config.batch_size, (run.rank + 1) * config.batch_size), _latent_shape(run),
-                     base.scheduler.config.num_train_timesteps, config.empty_prompt_prob)
+        draws = run.recipe.draw(run)
         run.micro += 1
-        latents, ehs, prompts = _features(run, batch, draws)
+        features, prompts = run.recipe.features(run, batch, draws)
         empties += sum(p == "" for p in prompts)
         sync = m == accum - 1 or run.world == 1
         with contextlib.nullcontext() if sync else accelerator.no_sync(run.denoiser), accelerator.autocast():
-            loss = diffusion_loss(run.denoiser, base.scheduler, latents.to(run.weight_dtype), ehs,
-                                  batch["hint"].to(device), draws.noise.to(device, run.weight_dtype),
-                                  draws.timesteps.to(device), run.prediction_type)
+            loss = run.recipe.loss(run, batch, draws, features)
         if not _all_true(accelerator, bool(torch.isfinite(loss.detach())), run.world):
             ok = False
             continue
@@ -696,7 +741,7 @@ def _validate(run: _Run) -> None:
             resolution=config.resolution, out_png=png, num_samples=config.num_validation_samples,
             steps=config.validation_steps, guidance_scale=config.guidance_scale, seed=config.seed,
             annotator=config.validation_annotator, only_mid_control=config.only_mid_control,
-            inpaint_maps=config.inpaint_maps)
+            inpaint_maps=config.inpaint_maps, sampler=run.recipe.sample)
         if scores:
             run.state["fidelity"].append({"step": step, **scores})
             if run.log_with:
@@ -725,7 +770,7 @@ def _finish(run: _Run) -> None:
     run.accelerator.wait_for_everyone()
     if not run.main:
         return
-    ckpt.save_model_folder(run.controlnet, out)
+    run.recipe.save_model(run.controlnet, out)
     original = None
     if config.save_original:
         from controlnet.checkpoints import save_controlnet

@@ -80,8 +80,10 @@ def check_condition_images(paths: list[str], resolution: int, inpaint_maps: bool
 
 def run_validation(controlnet, base, images: list[str], prompts: list[str], *, resolution: int, out_png: Path,
                    num_samples: int = 2, steps: int = 20, guidance_scale: float = 7.5, seed: int = 0,
-                   annotator: str | None = None, only_mid_control: bool = False, inpaint_maps: bool = False) -> dict:
-    """Write the grid to `out_png`; return {"fidelity_prompt", "fidelity_empty"} when an annotator is set."""
+                   annotator: str | None = None, only_mid_control: bool = False, inpaint_maps: bool = False,
+                   sampler=sample) -> dict:
+    """Write the grid to `out_png`; return {"fidelity_prompt", "fidelity_empty"} when an annotator is set.
+    `sampler`: `sample`'s signature; transformer bases pass theirs (`controlnet.training.dit`)."""
     was_training = controlnet.training
     controlnet.eval()
     rows, scores = [], {"prompt": [], "empty": []}
@@ -91,10 +93,10 @@ def run_validation(controlnet, base, images: list[str], prompts: list[str], *, r
             cond = load_condition(path, resolution, inpaint_maps)
             hint = hint_of(cond)[None].repeat(num_samples, 1, 1, 1)
             cond = (hint[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # masked: black
-            with_prompt = sample(controlnet, base, [prompt] * num_samples, hint, steps=steps, guidance_scale=guidance_scale,
-                                 seed=seed + i, only_mid_control=only_mid_control)
-            without = sample(controlnet, base, [""] * num_samples, hint, steps=steps, guidance_scale=guidance_scale,
-                             seed=seed + i, only_mid_control=only_mid_control)
+            with_prompt = sampler(controlnet, base, [prompt] * num_samples, hint, steps=steps,
+                                  guidance_scale=guidance_scale, seed=seed + i, only_mid_control=only_mid_control)
+            without = sampler(controlnet, base, [""] * num_samples, hint, steps=steps, guidance_scale=guidance_scale,
+                              seed=seed + i, only_mid_control=only_mid_control)
             rows.append(np.concatenate([cond, *with_prompt, *without], axis=1))
             if annotator:
                 from controlnet.metrics.fidelity import control_fidelity

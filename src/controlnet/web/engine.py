@@ -111,18 +111,30 @@ class Engine:
                  annotator_dir=None):
         from controlnet.annotators.local_models import models_dir
         from controlnet.assets import resolve_model
-        from controlnet.pipeline import ControlPipeline
 
         self.annotator_dir = models_dir(annotator_dir)  # --annotator-dir, else $CONTROLNET_ANNOTATOR_DIR
         self.model_name = "mini" if model == "mini" else Path(model).stem
         self.model_path = resolve_model(model)
         self.dtype = dtype
-        self.pipe = ControlPipeline.from_pretrained(self.model_path, dtype=dtype, device=device)
-        self.controlnets = find_controlnets(model, controlnet_dir)
+        self.pipe = self._load_base(device)
+        self.controlnets = self._usable(find_controlnets(model, controlnet_dir))
         self.hashes = {name: short_hash(p) for name, p in self.controlnets.items()}
-        self.model_hash = short_hash(self.model_path / "unet" if (self.model_path / "unet").is_dir() else self.model_path)
+        weights = self.model_path / self.denoiser_folder
+        self.model_hash = short_hash(weights if weights.is_dir() else self.model_path)
         self._loaded: dict[str, object] = {}
         self._families: dict[str, tuple[str, int | None]] = {}
+
+    base_kind = "unet"  # web.dit_engine.DiTEngine: "sd3" / "flux"
+    denoiser_folder = "unet"
+
+    def _load_base(self, device: str):
+        from controlnet.pipeline import ControlPipeline
+
+        return ControlPipeline.from_pretrained(self.model_path, dtype=self.dtype, device=device)
+
+    def _usable(self, found: dict[str, Path]) -> dict[str, Path]:
+        """The listed checkpoints this base can run (all: a misfit is named when it is loaded)."""
+        return found
 
     # ------------------------------------------------------------------ catalog
 

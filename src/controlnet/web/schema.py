@@ -507,6 +507,8 @@ def parse_generation(kind: str, body, catalog, limits: Limits) -> GenerationRequ
         raise FieldError("mask", "inpainting needs the picture to inpaint: send it with init_images to /sdapi/v1/img2img")
     _inpaint_units(req)
     req.echo = _echo(body)
+    if getattr(catalog, "base_kind", "unet") != "unet":  # an SD3 / Flux base (web.dit_engine)
+        unsupported.check_transformer_base(req, catalog.base_kind, catalog.base_name, catalog.pipe.size_multiple)
     return req
 
 

@@ -100,3 +100,46 @@ def check_unit(where: str, unit: dict) -> None:
         value = unit.get(name)
         if not _off(value) and value != default and str(value).lower() != str(default).lower():
             raise FieldError(f"{where}.{name}", f"{why} (got {value!r})")
+
+
+# What an SD3 / Flux base (web.dit_engine) does not run, as the request was parsed: UnitRequest attribute ->
+# (the unit's A1111 field, its "not asked for" value, why). The sampler is a note, not a refusal: clients send
+# theirs by default, and these bases have one (flow matching's Euler).
+TRANSFORMER_UNIT_REFUSED = {
+    "mode": ("control_mode", "balanced", "control modes weigh a U-Net's guidance halves; SD3/Flux ControlNets have none"),
+    "layer_scales": ("advanced_weighting", None, "per-layer weights are for U-Net ControlNets"),
+    "region_mask": ("effective_region_mask", None, "regional masks are for U-Net ControlNets"),
+    "schedule": ("weight_schedule", None, "weight schedules are for U-Net ControlNets; use guidance_start/end"),
+    "control_type": ("union_control_type", None, "union types are for SDXL union ControlNets"),
+}
+
+
+def check_transformer_base(req, kind: str, name: str, size_multiple: int) -> None:
+    """Refuse what an SD3 / Flux base (`kind`, called `name`) cannot do in a parsed request (`req.echo`
+    set), naming the field; the sampler becomes flow matching's Euler (a note in `req.warnings` when
+    another was asked for)."""
+    if req.mask is not None:
+        raise FieldError("mask", f"inpainting is not offered for {name} bases here; img2img without a mask is")
+    if req.eta:
+        raise FieldError("eta", f"{name} bases sample with flow matching's Euler, which has no eta; leave it 0")
+    if kind == "flux" and req.negative_prompt:
+        raise FieldError("negative_prompt", "a Flux base takes no negative prompt here (its guidance is embedded: "
+                                            "cfg_scale); leave it empty")
+    for side in ("width", "height"):
+        if getattr(req, side) % size_multiple:
+            raise FieldError(side, f"{getattr(req, side)} is not a multiple of {size_multiple}, as this {name} base needs")
+    for u in req.units:
+        from controlnet.web.modules import is_inpaint
+
+        if is_inpaint(u.module):
+            raise FieldError(f"{u.field}.module", f"{u.module} is for U-Net inpainting ControlNets, not offered for "
+                                                  f"{name} bases")
+        for attr, (field, off, why) in TRANSFORMER_UNIT_REFUSED.items():
+            value = getattr(u, attr)
+            if value is not None and value != off:
+                raise FieldError(f"{u.field}.{field}", f"{why} (got {_shown(value if attr != 'region_mask' else 'a mask')})")
+    asked = req.echo.get("sampler_name") or req.echo.get("sampler_index")
+    if asked and req.sampler != "euler":
+        req.warnings.append(f"sampler_name {req.sampler_label!r}: {name} bases sample with flow matching's Euler "
+                            "(their scheduler); it was used instead")
+    req.sampler, req.sampler_label = "euler", "Euler"
