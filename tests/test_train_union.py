@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bad_input_tools import assert_user_error
+from controlnet.errors import InputError
 from controlnet.training import TrainConfig, make_fill50k, make_tiny_base, train
 
 RES = 16
@@ -113,3 +114,30 @@ def test_union_data_without_a_known_type_is_refused(world, capsys):
                       "sample 1", "no control_type")
     assert_user_error([*common, "--data", str(untyped), "--output-dir", str(root / "v"), "--validation-images",
                        str(untyped / "source" / "0.png")], capsys, "--validation-images", "union")
+
+
+def test_a_row_of_a_mixed_batch_equals_that_row_alone():
+    """The per-row union forward (a type per sample, as training feeds it) gives each row what the
+    ordinary forward gives for that row alone with its one hint and type (as sampling runs it)."""
+    from controlnet.nn.union import UnionControlNet
+    from controlnet.training.base import build_base
+
+    base = build_base("tiny")
+    torch.manual_seed(0)
+    cn = UnionControlNet.from_unet(base.unet, vae_scale_factor=base.vae_scale_factor)
+    with torch.no_grad():
+        for p in cn.parameters():  # leave the zero layers' zeros: every path then matters
+            p.add_(0.05 * torch.randn_like(p))
+    c = base.unet.config
+    sample, ehs = torch.randn(3, c.in_channels, 8, 8), torch.randn(3, 5, c.cross_attention_dim)
+    t, hint, types = torch.tensor([10, 500, 900]), torch.rand(3, 3, 16, 16), torch.tensor([3, 5, 1])
+    with torch.no_grad():
+        rows = cn(sample, t, ehs, hint, control_types=types)
+        for i in range(3):
+            alone = cn(sample[i:i + 1], t[i:i + 1], ehs[i:i + 1], hint[i:i + 1], control_types=[int(types[i])])
+            for a, b in zip((*rows.down, rows.mid), (*alone.down, alone.mid)):
+                assert torch.allclose(a[i:i + 1], b, atol=1e-5)
+        other = cn(sample, t, ehs, hint, control_types=torch.tensor([3, 3, 1]))
+    assert not torch.allclose(other.mid[1], rows.mid[1], atol=1e-3)  # the type does change the output
+    with pytest.raises(InputError, match="out of range"):
+        cn(sample, t, ehs, hint, control_types=torch.tensor([3, 6, 1]))
