@@ -34,7 +34,8 @@ def generate_row(ctx: Context, cn, kind: str | None, prompts: list[str], cache, 
     seeds = [s.seed + i for i in range(s.n)]
     missing = cache.missing(seeds)
     union = {"control_type": kind} if cn is not None and cn.config.get("num_control_type") else {}  # its type: the row's kind
-    for run in _runs(missing, s.batch):
+    # a union's condition layer attends across batch rows (docs/families.md): one picture per pass, as trained
+    for run in _runs(missing, 1 if union else s.batch):
         idx = [seed - s.seed for seed in run]
         units = [ControlUnit(cn, [ctx.items[i].conditions[kind] for i in idx], weight=s.weight, mode=s.mode,
                              resize="crop_and_resize", **union)] if cn is not None else []
