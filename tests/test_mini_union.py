@@ -10,8 +10,8 @@ import torch
 
 from controlnet.assets import HELD_OUT_SEED, MINI_DIR, available_controlnets
 
-pytestmark = pytest.mark.skipif("union" not in available_controlnets(union=True),
-                                reason="the built-in union ControlNet is not installed")
+installed = pytest.mark.skipif("union" not in available_controlnets(union=True),
+                               reason="the built-in union ControlNet is not installed")
 
 # metric, and how much better than no control the union must be. The margins are a fraction of the
 # gaps measured at n = 48 (docs/mini.md), far above any float rounding between machines.
@@ -41,6 +41,7 @@ def _score(pipe, kind, samples, union=None):
     return float(np.mean(values))
 
 
+@installed
 @pytest.mark.parametrize("kind", ["edges", "seg", "depth"])
 def test_the_shipped_union_controls_each_condition_by_its_type(pipe, kind):
     from controlnet.assets import resolve_controlnet
@@ -52,3 +53,13 @@ def test_the_shipped_union_controls_each_condition_by_its_type(pipe, kind):
     controlled, plain = _score(pipe, kind, samples, union), _score(pipe, kind, samples)
     margin = CHECKS[kind][1]
     assert (controlled - plain) * np.sign(margin) > abs(margin), (kind, controlled, plain)
+
+
+@installed
+def test_the_built_in_weights_stay_within_25_mb_and_the_union_within_its_share():
+    """Issue 20's budget: every built-in file together at most 25 MB; the union at most 3.3 MB of it."""
+    def size(folder):
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    assert size(MINI_DIR) <= 25_000_000, size(MINI_DIR)
+    assert size(MINI_DIR / "controlnet-union") <= 3_300_000
