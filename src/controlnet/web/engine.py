@@ -83,7 +83,7 @@ def find_controlnets(model: str, folder: str | os.PathLike | None) -> dict[str, 
 
     found: dict[str, Path] = {}
     if model == "mini":
-        found.update({f"mini-{c}": mini_controlnet_dir(c) for c in available_controlnets(union=True)})
+        found.update({f"mini-{c}": mini_controlnet_dir(c) for c in available_controlnets()})
     if folder is not None:
         root = Path(folder)
         if not root.is_dir():
