@@ -141,3 +141,17 @@ def test_a_row_of_a_mixed_batch_equals_that_row_alone():
     assert not torch.allclose(other.mid[1], rows.mid[1], atol=1e-3)  # the type does change the output
     with pytest.raises(InputError, match="out of range"):
         cn(sample, t, ehs, hint, control_types=torch.tensor([3, 6, 1]))
+
+
+def test_streamed_samples_carry_their_type_from_an_entry_or_the_json():
+    from controlnet.training.control_types import batch_types
+    from controlnet.training.data import _wds_control_type
+
+    assert _wds_control_type({"control_type": b"depth\n"}) == "depth"
+    assert _wds_control_type({"json": b'{"control_type": "seg", "text": "x"}'}) == "seg"
+    assert _wds_control_type({"json": b"not json"}) is None and _wds_control_type({}) is None
+    assert batch_types(["edges", "seg", "depth", "3"], 6).tolist() == [3, 5, 1, 3]
+    with pytest.raises(InputError, match="no control_type"):
+        batch_types(["canny", None], 6)
+    with pytest.raises(InputError, match="repaint"):
+        batch_types(["repaint"], 6)
