@@ -15,7 +15,7 @@ from controlnet.world import CONDITIONS, World, export, read_export
 
 @pytest.mark.parametrize("layout,condition,index_file,columns", [
     ("fill50k", "edges", "prompt.json", ("source", "target", "prompt")),
-    ("imagefolder", "seg", "metadata.jsonl", ("image", "conditioning_image", "text")),
+    ("imagefolder", "seg", "metadata.jsonl", ("image", "conditioning_image", "text", "control_type")),
 ])
 def test_export_loads_back(tmp_path, layout, condition, index_file, columns):
     out = export(tmp_path / layout, 12, layout, condition, seed=5, start=3, progress=False)

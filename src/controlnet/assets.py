@@ -13,6 +13,7 @@ from controlnet.errors import MissingFileError
 
 MINI_DIR = Path(__file__).parent / "builtin_models" / "mini"
 MINI_CONDITIONS = ("edges", "seg", "depth", "inpaint")  # inpaint: the picture with -1 where to repaint
+MINI_UNION = "union"  # one union ControlNet for edges, seg and depth (a control type per unit)
 HELD_OUT_SEED = 1  # world seed of the samples the miniature models never saw (training uses seed 0)
 
 
@@ -31,17 +32,20 @@ def mini_model_dir(root: Path | None = None) -> Path:
 
 
 def mini_controlnet_dir(condition: str, root: Path | None = None) -> Path:
-    if condition not in MINI_CONDITIONS:
-        raise MissingFileError(f"no built-in ControlNet for {condition!r}; built-in: {', '.join(MINI_CONDITIONS)}")
+    if condition not in (*MINI_CONDITIONS, MINI_UNION):
+        raise MissingFileError(f"no built-in ControlNet for {condition!r}; built-in: "
+                               f"{', '.join((*MINI_CONDITIONS, MINI_UNION))}")
     folder = (Path(root) if root else MINI_DIR) / f"controlnet-{condition}"
     if not (folder / "config.json").is_file():
         raise _missing(f"{condition} ControlNet")
     return folder
 
 
-def available_controlnets(root: Path | None = None) -> list[str]:
+def available_controlnets(root: Path | None = None, union: bool = False) -> list[str]:
+    """The installed built-in ControlNets' conditions (and "union" when asked and installed)."""
     root = Path(root) if root else MINI_DIR
-    return [c for c in MINI_CONDITIONS if (root / f"controlnet-{c}" / "config.json").is_file()]
+    names = (*MINI_CONDITIONS, MINI_UNION) if union else MINI_CONDITIONS
+    return [c for c in names if (root / f"controlnet-{c}" / "config.json").is_file()]
 
 
 def resolve_model(name: str) -> Path:
@@ -60,10 +64,10 @@ def resolve_controlnet(name: str) -> Path:
         if name.startswith(prefix) and not Path(name).exists():
             return mini_controlnet_dir(name[len(prefix):])
     if name == "mini" and not Path(name).exists():
-        built_in = ", ".join(f"mini:{c}" for c in MINI_CONDITIONS)
+        built_in = ", ".join(f"mini:{c}" for c in (*MINI_CONDITIONS, MINI_UNION))
         raise MissingFileError(f"'mini' is the built-in base model; name one of its ControlNets: {built_in}")
     return Path(name)
 
 
 def _names_a_builtin_controlnet(name: str) -> bool:
-    return not Path(name).exists() and any(name == f"mini{sep}{c}" for sep in ":-" for c in MINI_CONDITIONS)
+    return not Path(name).exists() and any(name == f"mini{sep}{c}" for sep in ":-" for c in (*MINI_CONDITIONS, MINI_UNION))

@@ -32,6 +32,8 @@ HELP = {
     "random_flip": "flip pairs horizontally at random (disables the latent cache)",
     "max_train_samples": "use only the first N samples",
     "controlnet": "start from this ControlNet (any layout) instead of a copy of the U-Net",
+    "union": "train a union ControlNet (one network, several condition kinds): each sample's type comes from "
+             "the data's control_type column (canny, depth, seg, ...); implied by a union --controlnet",
     "learning_rate": "AdamW learning rate of the ControlNet (paper: 1e-5)",
     "empty_prompt_prob": "fraction of prompts replaced by the empty string (paper: 0.5)",
     "prediction_type": "epsilon or v_prediction; default: the base model's scheduler config",

@@ -93,7 +93,7 @@ def parse_controlnet(spec: str, data_kind: str | None) -> RowSpec:
     spec = str(checks.path("--controlnet", spec))
     kind, _, rest = spec.partition("=")
     if rest and not Path(spec).exists():
-        path, label = checks.path("--controlnet", rest), spec
+        path, label = resolve_controlnet(str(checks.path("--controlnet", rest))), spec  # edges=mini:union too
     else:
         kind, path, label = None, resolve_controlnet(spec), spec
         for sep in ":-":

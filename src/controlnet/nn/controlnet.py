@@ -201,17 +201,18 @@ class ControlNet(ModelMixin, ConfigMixin):
         channel_order: str = "rgb",
         load_weights: bool = True,
         device: str | torch.device | None = None,
+        **extra,
     ) -> ControlNet:
         """The trainable copy of a diffusers `UNet2DConditionModel`, weights copied.
 
         `vae_scale_factor` sets how many stride-2 convs the hint encoder has (8 → three, as in every
         public checkpoint). `connection_init="gaussian"` and `copy="lite"` are the paper's ablations.
         Works on the meta device too (for counting parameters without allocating them); `device`
-        (default: the U-Net's) is where the ControlNet is built.
+        (default: the U-Net's) is where the ControlNet is built. `extra`: a subclass's own config.
         """
         _check_is(unet, "block_out_channels", "from_unet", "UNet2DConditionModel", "unet")
         uc = unet.config
-        config = {k: uc[k] for k in UNET_KEYS if k in uc}
+        config = {**{k: uc[k] for k in UNET_KEYS if k in uc}, **extra}
         device = torch.device(device) if device is not None else next(unet.parameters()).device
         with torch.device(device):
             cn = cls(

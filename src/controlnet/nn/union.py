@@ -44,7 +44,8 @@ CONTROL_TYPES = (
     ("openpose", "pose", "dw_openpose"),
     ("depth",),
     ("hed", "pidi", "scribble", "ted", "softedge", "soft_edge", "hed/pidi/scribble/ted"),
-    ("canny", "lineart", "anime_lineart", "mlsd", "hard_edge", "canny/lineart/anime_lineart/mlsd", "canny/lineart/mlsd"),
+    ("canny", "lineart", "anime_lineart", "mlsd", "hard_edge", "canny/lineart/anime_lineart/mlsd", "canny/lineart/mlsd",
+     "edges"),  # edges: the built-in world's outlines
     ("normal", "normal_map"),
     ("segment", "seg", "segmentation"),
     ("tile",),
@@ -52,6 +53,7 @@ CONTROL_TYPES = (
 )
 TYPE_INDEX = {name: i for i, names in enumerate(CONTROL_TYPES) for name in names}
 UNION_WIDTHS = (48, 96, 192, 384)
+HEADS = 8  # xinsir's num_trans_head
 ATTENTION_MODES = ("batch", "tokens")
 
 
@@ -166,6 +168,17 @@ class UnionControlNet(ControlNet):
         self.control_type_proj = Timesteps(c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift)
         self.control_add_embedding = TimestepEmbedding(c.addition_time_embed_dim * num_control_type, c.block_out_channels[0] * 4)
 
+    @classmethod
+    def from_unet(cls, unet, *, num_control_type: int = 6, **kwargs) -> UnionControlNet:
+        """A union ControlNet copied from a U-Net (to train): `ControlNet.from_unet` plus the union's
+        modules at block_out_channels[0] wide (8 heads when it divides), xinsir's 6 type slots (8: ProMax's).
+        A U-Net without SDXL's time ids gets a control-type embedding of that width too."""
+        width = unet.config.block_out_channels[0]
+        extra = dict(num_control_type=num_control_type, num_trans_channel=width, num_proj_channel=width,
+                     num_trans_head=HEADS if width % HEADS == 0 else 1,
+                     addition_time_embed_dim=unet.config.get("addition_time_embed_dim") or width)
+        return super().from_unet(unet, **kwargs, **extra)
+
     @staticmethod
     def _get_init_keys(input_class):
         """ConfigMixin's init keys (from_config, from_pretrained): ours and the base ControlNet's."""
@@ -235,6 +248,9 @@ class UnionControlNet(ControlNet):
         """Residuals for a batch: `hint` (one tensor or a list) with `control_types` (and `scales`),
         or `hint_embedding` from `embed_conditions`. Unscaled, except condition features when
         several conditions share the pass (see the module docstring)."""
+        if torch.is_tensor(control_types) and hint_embedding is None:
+            return self._forward_rows(sample, timestep, encoder_hidden_states, hint, control_types,
+                                      added_cond_kwargs, class_labels, timestep_cond, attention_mask, cross_attention_kwargs)
         conditions = hint_embedding
         if conditions is None:
             if hint is None or control_types is None:
@@ -249,6 +265,31 @@ class UnionControlNet(ControlNet):
         emb = self.time_embed(sample, timestep, encoder_hidden_states, added_cond_kwargs, class_labels, timestep_cond)
         emb = emb + self.control_embed(conditions.types, sample.shape[0], emb.dtype)
         h = self.fuse(self.conv_in(sample), conditions)
+        return self.control(h, emb, encoder_hidden_states, attention_mask, cross_attention_kwargs)
+
+    def _forward_rows(self, sample, timestep, encoder_hidden_states, hint, types: torch.Tensor, *rest) -> ControlResiduals:
+        """One hint per row, row b of type `types[b]` (training on batches that mix types). Each row
+        equals a forward of that row alone with its one hint: the condition transformer sees no other
+        row (with the reference's batch-wise attention, a batch of one is what one hint per batch gives)."""
+        added_cond_kwargs, class_labels, timestep_cond, attention_mask, cross_attention_kwargs = rest
+        n = self.config.num_control_type
+        types = types.to(self.task_embedding.device, torch.long)
+        if types.shape != (sample.shape[0],) or not torch.is_tensor(hint) or hint.shape[0] != sample.shape[0]:
+            raise InputError(f"control types per row need one hint and one type per sample: {tuple(types.shape)} types, "
+                             f"{sample.shape[0]} samples")
+        if types.numel() and not 0 <= int(types.min()) <= int(types.max()) < n:
+            raise InputError(f"control type index out of range 0..{n - 1}: {types.tolist()}")
+        e = self.embed_hint(hint)
+        emb = self.time_embed(sample, timestep, encoder_hidden_states, added_cond_kwargs, class_labels, timestep_cond)
+        flags = torch.nn.functional.one_hot(types, n).to(emb.dtype)
+        proj = self.control_type_proj(flags.flatten()).reshape(sample.shape[0], -1)
+        emb = emb + self.control_add_embedding(proj.to(emb.dtype))
+        x = self.conv_in(sample)
+        e = e.to(x.dtype)
+        t = torch.stack([e.mean(dim=(2, 3)) + self.task_embedding[types], x.mean(dim=(2, 3))], dim=1)
+        for layer in self.transformer_layes:  # rows alone: (1, B*L, C) is a sequence of one per token
+            t = layer(t, "tokens") if self.config.attend_across == "tokens" else layer(t.reshape(1, -1, t.shape[-1])).reshape(t.shape)
+        h = x + e + self.spatial_ch_projs(t[:, 0])[..., None, None]
         return self.control(h, emb, encoder_hidden_states, attention_mask, cross_attention_kwargs)
 
     # ------------------------------------------------------------------ diffusers interop

@@ -36,6 +36,7 @@ class TrainConfig:
     random_flip: bool = False  # augmentation; turns the latent cache off
     max_train_samples: int | None = None
     controlnet: str | None = None  # start from an existing ControlNet instead of copying the U-Net
+    union: bool = False  # a union ControlNet: a control_type per sample (implied by a union --controlnet)
 
     # ---- the paper's recipe (§3.3) and the original code's options
     learning_rate: float = 1e-5
@@ -123,6 +124,9 @@ class TrainConfig:
     def _check_pairs(self) -> None:
         """Options that act only with another are refused alone rather than ignored."""
         given = [_flag(n) for n in ("validation_prompts", "validation_annotator") if getattr(self, n)]
+        if self.union and self.validation_images:
+            raise InputError("--validation-images: validation sampling of a union ControlNet is not supported yet "
+                             "(it needs a control type per image); leave them out and score it with `controlnet evaluate`")
         if given and not self.validation_images:
             raise InputError(f"{' and '.join(given)} do nothing without --validation-images (the condition images to "
                              "sample from); give them or leave the option out")

@@ -148,7 +148,10 @@ class Processing:
         hint = hint_of(cond)
         # content key for the latent cache: what the VAE will see, not the file name
         content = hashlib.blake2b(target.tobytes(), digest_size=16, person=b"cn-pixels").hexdigest()
-        return {"image": image, "hint": hint, "prompt": prompt, "key": content}
+        out = {"image": image, "hint": hint, "prompt": prompt, "key": content}
+        if record.get("control_type") is not None:  # union training: the sample's condition kind
+            out["control_type"] = record["control_type"]
+        return out
 
 
 def _rng(seed: int, epoch: int, key: str) -> random.Random:
@@ -170,6 +173,10 @@ class RecordSource:
     def record(self, i: int) -> dict:
         raise NotImplementedError
 
+    def control_type(self, i: int):
+        """Record i's `control_type` column (union training), without decoding its images."""
+        return self.record(i).get("control_type")
+
 
 class JsonLinesSource(RecordSource):
     """Records from a JSON-lines index file (one object per non-empty line), parsed lazily."""
@@ -187,6 +194,12 @@ class JsonLinesSource(RecordSource):
             return json.loads(self.lines[i])
         except json.JSONDecodeError as exc:
             raise BadSample(f"{self.index_name} line {i + 1} is not JSON ({exc.msg})") from None
+
+    def control_type(self, i: int):
+        try:
+            return self.row(i).get("control_type")
+        except (BadSample, AttributeError):
+            return None
 
 
 class Fill50k(JsonLinesSource):
@@ -206,7 +219,7 @@ class Fill50k(JsonLinesSource):
     def record(self, i):
         row = self.row(i)
         return {"target": row.get("target"), "condition": row.get("source"), "prompt": row.get("prompt"),
-                "key": f"{i}:{row.get('target')}"}
+                "key": f"{i}:{row.get('target')}", "control_type": row.get("control_type")}
 
 
 class ImageFolder(JsonLinesSource):
@@ -229,7 +242,8 @@ class ImageFolder(JsonLinesSource):
         row = self.row(i)
         image_col, cond_col, text_col = self.columns
         target = row.get(image_col, row.get("file_name"))
-        return {"target": target, "condition": row.get(cond_col), "prompt": row.get(text_col), "key": f"{i}:{target}"}
+        return {"target": target, "condition": row.get(cond_col), "prompt": row.get(text_col), "key": f"{i}:{target}",
+                "control_type": row.get("control_type")}
 
 
 class HFDataset(RecordSource):
@@ -274,7 +288,11 @@ class HFDataset(RecordSource):
     def record(self, i):
         row = self.ds[i]
         image_col, cond_col, text_col = self.columns
-        return {"target": row.get(image_col), "condition": row.get(cond_col), "prompt": row.get(text_col), "key": str(i)}
+        return {"target": row.get(image_col), "condition": row.get(cond_col), "prompt": row.get(text_col), "key": str(i),
+                "control_type": row.get("control_type")}
+
+    def control_type(self, i: int):
+        return self.ds[i].get("control_type") if "control_type" in self.ds.column_names else None
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -305,6 +323,15 @@ class PairDataset(torch.utils.data.Dataset):
         except Exception as exc:
             raise BadSample(f"unreadable record ({type(exc).__name__}: {exc})") from None
         return self.processing(record, source.root, epoch)
+
+    def control_type(self, i: int):
+        """Sample i's control type (union training), read from its record without decoding images."""
+        s = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.sources[s].control_type(i - int(self.offsets[s]))
+
+    def where(self, i: int) -> str:
+        s = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return f"record {i - int(self.offsets[s])} of {self.sources[s].root or self.sources[s].name}"
 
     def __getitem__(self, item):
         i, epoch = item if isinstance(item, tuple) else (item, 0)
@@ -422,7 +449,7 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
                     text = None
             record = {"target": self._find(s, image_col, WDS_IMAGE_KEYS),
                       "condition": self._find(s, cond_col, WDS_COND_KEYS),
-                      "prompt": text, "key": s.get("__key__", str(k))}
+                      "prompt": text, "key": s.get("__key__", str(k)), "control_type": _wds_control_type(s)}
             try:
                 sample = self.processing(record, None, epoch)
             except BadSample as exc:
@@ -449,6 +476,20 @@ class WebDatasetPairs(torch.utils.data.IterableDataset):
 
 class _One:
     num_workers = 1
+
+
+def _wds_control_type(sample: dict):
+    """A WebDataset sample's `control_type` entry, or the key of its .json (union training)."""
+    value = sample.get("control_type")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace").strip()
+    if value is None and "json" in sample:
+        try:
+            meta = json.loads(sample["json"])
+            return meta.get("control_type") if isinstance(meta, dict) else None
+        except ValueError:
+            return None
+    return value
 
 
 def stream_batches(stream, batch: int) -> Iterator[dict]:
@@ -494,6 +535,7 @@ def collate(samples: list[dict]) -> dict:
         "prompt": [s["prompt"] for s in samples],
         "key": [s["key"] for s in samples],
         "index": [s.get("index", -1) for s in samples],
+        "control_type": [s.get("control_type") for s in samples],
         "skipped": [x for s in samples for x in s.get("skipped", ())],
     }
 

@@ -36,10 +36,11 @@ class ControlledDenoiser(nn.Module):
         mods = [u.up_blocks, u.conv_out] + [m for m in (u.conv_norm_out,) if m is not None]
         return [p for m in mods for p in m.parameters()]
 
-    def forward(self, sample, timestep, encoder_hidden_states, hint, added_cond_kwargs=None):
+    def forward(self, sample, timestep, encoder_hidden_states, hint, added_cond_kwargs=None, control_types=None):
         cn_dtype = self.controlnet.dtype  # fp32 master weights; autocast lowers the matmuls where it applies
+        union = {} if control_types is None else {"control_types": control_types}  # a union: one type per row
         residuals = self.controlnet(sample.to(cn_dtype), timestep, encoder_hidden_states.to(cn_dtype), hint,
-                                    added_cond_kwargs=added_cond_kwargs)
+                                    added_cond_kwargs=added_cond_kwargs, **union)
         scales = [0.0] * (residuals.num_connections - 1) + [1.0] if self.only_mid_control else None
         unet_dtype = self.unet.dtype
         return controlled_unet(self.unet, sample.to(unet_dtype), timestep, encoder_hidden_states.to(unet_dtype),

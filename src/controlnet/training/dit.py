@@ -33,7 +33,7 @@ A_NAME = {"sd3": "an SD3", "flux": "a Flux"}
 # Options of the U-Net recipe (paper §3 ablations, the original code's switches), refused on transformer bases
 UNET_ONLY = {"unlock_decoder": False, "only_mid_control": False, "connection_init": "zero", "copy": "full",
              "hint_encoder": "code", "prediction_type": None, "split_unet": True, "gradient_checkpointing": False,
-             "save_original": False, "inpaint_maps": False}
+             "save_original": False, "inpaint_maps": False, "union": False}
 DIT_ONLY = {"num_layers": None, "num_single_layers": None, "weighting_scheme": "logit_normal",
             "max_sequence_length": None, "embedded_guidance": 3.5}
 
@@ -95,7 +95,7 @@ class DiTRecipe:
 
     # ------------------------------------------------------------------ models
 
-    def load_models(self, run, base=None) -> None:
+    def load_models(self, run, base=None, dataset=None) -> None:
         """The base locked in the mixed-precision dtype, the ControlNet in fp32 (master weights)."""
         from controlnet.pipeline.flux import FluxBase
         from controlnet.pipeline.sd3 import SD3Base

@@ -182,7 +182,7 @@ def _setup(config: TrainConfig, base: Base | None) -> _Run:
     run = _Run(config, *_accelerator(config, recipe.accelerator_kwargs()), recipe=recipe)
     resume_from = _checkpoint_to_resume(run)
     fmt, dataset = _open_data(config)
-    recipe.load_models(run, base)
+    recipe.load_models(run, base, dataset)
     _make_optimizer(run)
     run.state = _resume(run, resume_from) if resume_from else {
         "step": 0, "samples_seen": 0, "bad_samples": 0, "fidelity": [], "world": run.world}
@@ -211,8 +211,8 @@ class UNetRecipe:
     def accelerator_kwargs(self) -> list:
         return []
 
-    def load_models(self, run: _Run, base: Base | None) -> None:
-        _load_models(run, base)
+    def load_models(self, run: _Run, base: Base | None, dataset: PairDataset | None = None) -> None:
+        _load_models(run, base, dataset)
 
     def draw(self, run: _Run):
         config = run.config
@@ -228,7 +228,7 @@ class UNetRecipe:
         (latents, ehs), device = features, run.accelerator.device
         return diffusion_loss(run.denoiser, run.base.scheduler, latents.to(run.weight_dtype), ehs,
                               batch["hint"].to(device), draws.noise.to(device, run.weight_dtype),
-                              draws.timesteps.to(device), run.prediction_type)
+                              draws.timesteps.to(device), run.prediction_type, control_types=_union_types(run, batch))
 
     def feature_cache(self, run: _Run) -> FeatureCache | None:
         return _feature_cache(run)
@@ -308,7 +308,7 @@ def _open_data(config: TrainConfig) -> tuple[str, PairDataset | None]:
     return fmt, PairDataset(sources, _processing(config), config.max_train_samples)
 
 
-def _load_models(run: _Run, base: Base | None) -> None:
+def _load_models(run: _Run, base: Base | None, dataset: PairDataset | None = None) -> None:
     """The base locked, the ControlNet in fp32 (master weights), everything else in the mixed-precision dtype."""
     config = run.config
     base = (base or load_base(config.base_model)).lock()
@@ -319,7 +319,7 @@ def _load_models(run: _Run, base: Base | None) -> None:
         raise InputError(f"--resolution {config.resolution} is not a multiple of the base model's VAE factor "
                          f"{base.vae_scale_factor}")
     weight_dtype = DTYPES[config.mixed_precision]
-    controlnet = _build_controlnet(config, base).float().train()
+    controlnet = _build_controlnet(config, base, dataset).float().train()
     if config.gradient_checkpointing:
         controlnet.enable_gradient_checkpointing()
     device = run.accelerator.device
@@ -331,8 +331,10 @@ def _load_models(run: _Run, base: Base | None) -> None:
     run.base, run.controlnet, run.weight_dtype, run.prediction_type = base, controlnet, weight_dtype, prediction_type
 
 
-def _build_controlnet(config: TrainConfig, base: Base):
+def _build_controlnet(config: TrainConfig, base: Base, dataset: PairDataset | None = None):
     from controlnet.nn import ControlNet
+    from controlnet.nn.union import UnionControlNet
+    from controlnet.training import control_types as ct
 
     if config.controlnet:
         from controlnet.assets import resolve_controlnet
@@ -340,10 +342,23 @@ def _build_controlnet(config: TrainConfig, base: Base):
 
         controlnet = load_controlnet(resolve_controlnet(config.controlnet))
         _check_fits(controlnet, base, config)
+        if isinstance(controlnet, UnionControlNet):
+            if config.validation_images:
+                raise InputError(f"--validation-images: --controlnet {config.controlnet} is a union ControlNet, whose "
+                                 "validation sampling is not supported yet; leave them out and use `controlnet evaluate`")
+            if dataset is not None:
+                ct.check_fit(ct.scan_types(dataset), controlnet.config.num_control_type, config.controlnet)
+        elif config.union:
+            raise InputError(f"--union: --controlnet {config.controlnet} is a plain ControlNet (one condition kind); "
+                             "start from a union ControlNet or leave --controlnet out to copy the U-Net")
         return controlnet
     torch.manual_seed(config.seed)  # the hint encoder's random init, the same in every process
-    return ControlNet.from_unet(base.unet, vae_scale_factor=base.vae_scale_factor, hint_encoder=config.hint_encoder,
-                                connection_init=config.connection_init, copy=config.copy)
+    kind, extra = ControlNet, {}
+    if config.union:
+        slots = ct.type_slots(ct.scan_types(dataset)) if dataset is not None else ct.XINSIR_TYPES
+        kind, extra = UnionControlNet, {"num_control_type": slots}
+    return kind.from_unet(base.unet, vae_scale_factor=base.vae_scale_factor, hint_encoder=config.hint_encoder,
+                          connection_init=config.connection_init, copy=config.copy, **extra)
 
 
 def _check_fits(controlnet, base: Base, config: TrainConfig) -> None:
@@ -359,6 +374,8 @@ def _check_fits(controlnet, base: Base, config: TrainConfig) -> None:
     cn, unet = controlnet.config, base.unet.config
     keys = ("in_channels", "block_out_channels", "layers_per_block", "cross_attention_dim", "addition_embed_type",
             "addition_time_embed_dim", "projection_class_embeddings_input_dim")
+    if "num_control_type" in cn and cn.get("addition_embed_type") is None:  # a union's own control-type width
+        keys = tuple(k for k in keys if k != "addition_time_embed_dim")
     differ = [f"{k} {plain(cn.get(k))} vs {plain(unet.get(k))}" for k in keys if plain(cn.get(k)) != plain(unet.get(k))]
     if len(cn.get("down_block_types", ())) != len(unet.get("down_block_types", ())):
         differ.append(f"{len(cn['down_block_types'])} vs {len(unet['down_block_types'])} levels")
@@ -482,6 +499,16 @@ def _accumulate(run: _Run) -> tuple[list[torch.Tensor], int, bool]:
             accelerator.backward(loss / accum)
         losses.append(loss.detach().float())
     return losses, empties, ok
+
+
+def _union_types(run: _Run, batch: dict) -> torch.Tensor | None:
+    """A union ControlNet's type index per sample of the batch; None for a plain ControlNet."""
+    n = run.controlnet.config.get("num_control_type")
+    if n is None:
+        return None
+    from controlnet.training.control_types import batch_types
+
+    return batch_types(batch["control_type"], n).to(run.accelerator.device)
 
 
 def _latent_shape(run: _Run) -> tuple[int, int, int]:

@@ -48,10 +48,12 @@ def encode_images(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def diffusion_loss(denoiser, scheduler, latents, encoder_hidden_states, hint, noise, timesteps,
-                   prediction_type: str) -> torch.Tensor:
-    """|| target - prediction ||² with target ε (SD 1.x) or v (SD 2.x 768-v), as the base model was trained."""
+                   prediction_type: str, control_types: torch.Tensor | None = None) -> torch.Tensor:
+    """|| target - prediction ||² with target ε (SD 1.x) or v (SD 2.x 768-v), as the base model was trained.
+    `control_types`: a union ControlNet's type index per sample."""
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    pred = denoiser(noisy, timesteps, encoder_hidden_states, hint)
+    union = {} if control_types is None else {"control_types": control_types}
+    pred = denoiser(noisy, timesteps, encoder_hidden_states, hint, **union)
     if prediction_type == "epsilon":
         target = noise
     elif prediction_type == "v_prediction":

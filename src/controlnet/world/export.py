@@ -113,6 +113,8 @@ def _write_samples(world: World, out: Path, layout: str, indices: range, progres
         if layout == "imagefolder":
             row = {image_col: row[image_col], cond_col: row[cond_col]}
         row[text_col] = sample.caption
+        if layout == "imagefolder":
+            row["control_type"] = condition  # what a union ControlNet is told (training/control_types.py)
         index.append(json.dumps(row) + "\n")
         truth.append(json.dumps(sample.truth()) + "\n")
     return "".join(index), "".join(truth)
