@@ -238,6 +238,7 @@ def nets(world):
     ("sd3", ["--unlock-decoder", "--copy", "lite"], ["--unlock-decoder", "--copy", "U-Net options"]),
     ("flux", ["--resolution", "40"], ["--resolution 40", "multiple of 16"]),
     ("sd3", ["--weighting-scheme", "cosine"], ["--weighting-scheme", "cosine"]),
+    ("flux", ["--union"], ["--union", "U-Net options"]),
     ("sd3", ["--controlnet", "{flux-net}"], ["flux-net.safetensors", "flux-controlnet", "SD3 base"]),
     ("flux", ["--controlnet", "{unet-net}"], ["unet-net.safetensors", "U-Net ControlNet", "Flux base"]),
     ("sd3", ["--controlnet", "{sd3-narrow}"], ["sd3-narrow.safetensors", "another SD3 base", "width 16 vs 32"]),
