@@ -17,7 +17,7 @@ from controlnet.errors import InputError
 NONE = "none"
 # A1111 / sd-webui-controlnet names -> ours (its "(from white bg & black line)" style labels are cut at " ("); the
 # depth and seg names map to our annotators of the same maps (MiDaS depth, ADE20K palette), which need local weights
-A1111_NAMES = {"t2ia_color_grid": "color", "openpose": "pose", "blur": "blur_gaussian", "tile": "tile_resample",
+A1111_NAMES = {"t2ia_color_grid": "color", "blur": "blur_gaussian", "tile": "tile_resample",
                "depth_midas": "depth", "depth_leres": "depth", "depth_zoe": "depth", "depth_anything": "depth",
                "seg_ofade20k": "seg_ade20k", "seg_ufade20k": "seg_ade20k"}
 # sd-webui-controlnet's inpaint modules -> ours; `inpaint` is its old name of inpaint_global_harmonious
@@ -34,7 +34,13 @@ WEIGHTS = {"depth": ("depth", DEPTH), "normal_midas": ("depth", DEPTH),
            "scribble_hed": ("ControlNetHED.pth", "ControlNetHED.pth from lllyasviel/Annotators"),
            **{name: ("table5_pidinet.pth", "table5_pidinet.pth from lllyasviel/Annotators")
               for name in ("softedge_pidinet", "softedge_pidisafe", "scribble_pidinet")},
-           "mlsd": ("mlsd_large_512_fp32.pth", "mlsd_large_512_fp32.pth from lllyasviel/Annotators")}
+           "mlsd": ("mlsd_large_512_fp32.pth", "mlsd_large_512_fp32.pth from lllyasviel/Annotators"),
+           # OpenPose: every file a module needs (the first is passed; the others are found beside it)
+           **{name: (files, " + ".join(files) + " from lllyasviel/Annotators") for name, files in (
+               ("openpose", ("body_pose_model.pth",)), ("openpose_hand", ("body_pose_model.pth", "hand_pose_model.pth")),
+               ("openpose_face", ("body_pose_model.pth", "facenet.pth")),
+               ("openpose_faceonly", ("body_pose_model.pth", "facenet.pth")),
+               ("openpose_full", ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")))}}
 NOT_OFFERED = {"inpaint_only+lama": "needs the LaMa weights (ControlNetLama.pth), which this package does not include; "
                                     "use inpaint_only"}
 
@@ -47,8 +53,9 @@ def weights_path(module: str | None, weights: Path | None) -> Path | None:
     """The weights of a learned annotator in the server's --annotator-dir (`weights`), if they are there."""
     if weights is None or module not in WEIGHTS:
         return None
-    path = Path(weights) / WEIGHTS[module][0]
-    return path if path.exists() else None
+    names = WEIGHTS[module][0]
+    paths = [Path(weights) / name for name in ((names,) if isinstance(names, str) else names)]
+    return paths[0] if all(p.exists() for p in paths) else None
 
 
 @functools.cache
@@ -99,6 +106,7 @@ def _why_not_offered(spec, weights: Path | None) -> str:
     if spec.name not in WEIGHTS:
         return f"needs {spec.needs}, which this server cannot be given"
     entry, what = WEIGHTS[spec.name]
+    entry = entry if isinstance(entry, str) else " and ".join(entry)
     where = "this server's --annotator-dir" if weights else "a folder DIR and start the server with --annotator-dir DIR"
     return f"needs weights: put {what} as {entry} in {where}"
 
