@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from controlnet.annotators import annotate, openpose_modules
-from controlnet.annotators.openpose import body_maps, body_peaks, detect_people, draw
+from controlnet.annotators.openpose import body_maps, body_peaks, detect_people, draw, poses_json
 from controlnet.errors import InputError, MissingFileError
 
 DATA = Path(__file__).parent / "data"
@@ -90,34 +90,36 @@ def test_map_with_random_weights_equals_controlnet_aux(weights, index, case):
     assert np.abs(out.astype(int) - REFERENCE[f"real_openpose_{index}"].astype(int)).max() <= 1
 
 
-@pytest.fixture
-def stubs(monkeypatch):
-    """Swap the three networks for openpose_inputs' stubs (the seed picks the body stub's people)."""
-    seed = {}
-
-    def load(model, name):
-        return {"body_pose_model.pth": StubBody(seed["value"]), "hand_pose_model.pth": StubHand(),
-                "facenet.pth": StubFace(as_list=False)}[name]
-
-    monkeypatch.setattr(openpose_modules, "load_openpose", load)
-    return seed
+@pytest.fixture(scope="module")
+def stub_people():
+    """Per picture, everyone found with the three networks swapped for the stubs (hands take a few seconds)."""
+    return {index: detect_people(picture(*case), StubBody(case[0]), StubHand(), StubFace(as_list=False))
+            for index, case in CASES}
 
 
 @pytest.mark.parametrize("module", MODULES)
 @pytest.mark.parametrize("index,case", CASES)
-def test_maps_equal_controlnet_aux(stubs, module, index, case):
-    stubs["value"] = case[0]
-    out = annotate(module, picture(*case), resolution=min(case[1]), model="unused")
+def test_maps_equal_controlnet_aux(stub_people, module, index, case):
+    out = draw(stub_people[index], *case[1], *openpose_modules.MODULES[module])
     expected = REFERENCE[f"stub_{module}_{index}"]
     assert out.shape == expected.shape
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
-    assert (expected.max(axis=2) > 0).mean() > 0.01, "the reference drew something"
+    assert (expected.max(axis=2) > 0).mean() > 0.005, "the reference drew something"
+
+
+@pytest.mark.parametrize("module", ["openpose", "openpose_faceonly"])
+def test_modules_detect_what_they_draw(monkeypatch, module):
+    """Through annotate(): the module loads its networks by file name and draws its parts."""
+    seed, size = CASES[0][1]
+    stubs = {"body_pose_model.pth": StubBody(seed), "hand_pose_model.pth": StubHand(), "facenet.pth": StubFace(False)}
+    monkeypatch.setattr(openpose_modules, "load_openpose", lambda model, name: stubs[name])
+    out = annotate(module, picture(seed, size), resolution=min(size), model="unused")
+    assert np.abs(out.astype(int) - REFERENCE[f"stub_{module}_0"].astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize("index,case", CASES)
-def test_pose_json_equals_controlnet_aux(stubs, index, case):
-    stubs["value"] = case[0]
-    ours = openpose_modules.openpose_json(picture(*case), "unused", "openpose_full")
+def test_pose_json_equals_controlnet_aux(stub_people, index, case):
+    ours = poses_json(stub_people[index], *case[1])
     expected = json.loads(str(REFERENCE[f"stub_json_{index}"]))
     assert len(expected["people"]) == 2, "two people assembled, the stray arm pruned"
     assert all(v is not None for person in expected["people"] for v in person.values()), "hands and faces found"
@@ -134,7 +136,7 @@ def test_pose_json_equals_controlnet_aux(stubs, index, case):
 def test_json_marks_missing_keypoints_and_absent_parts():
     image = picture(1, (256, 256))
     found = detect_people(image, StubBody(1), None, None)
-    data = openpose_modules.poses_json(found, 256, 256)
+    data = poses_json(found, 256, 256)
     person = data["people"][0]
     assert person["hand_left_keypoints_2d"] is None and person["face_keypoints_2d"] is None
     assert len(person["pose_keypoints_2d"]) == 54 and set(person["pose_keypoints_2d"][2::3]) <= {0.0, 1.0}
@@ -187,3 +189,43 @@ def test_server_offers_openpose_modules_only_with_their_files(weights, tmp_path)
     (body_only / "body_pose_model.pth").symlink_to(weights / "body_pose_model.pth")
     assert set(offered(body_only)) & set(MODULES) == {"openpose"}
     assert set(MODULES) <= set(offered(weights))
+
+
+def test_server_refuses_openpose_without_files_and_names_them(tmp_path):
+    from controlnet.web.inputs import FieldError
+    from controlnet.web.modules import resolve
+
+    with pytest.raises(FieldError, match=r"body_pose_model\.pth and hand_pose_model\.pth and facenet\.pth"):
+        resolve("controlnet_module", "openpose_full", tmp_path)
+
+
+def test_detect_answers_poses_for_openpose_modules_only(weights):
+    """/controlnet/detect adds A1111's `poses` (one JSON per image, at the detect size) for the openpose modules."""
+    from types import SimpleNamespace
+
+    from controlnet.web.engine import Engine
+    from controlnet.web.results import detect_response
+    from controlnet.web.schema import DetectRequest
+
+    server = SimpleNamespace(annotator_weights=lambda module: {"model": str(weights / "body_pose_model.pth")})
+    image = picture(7, (96, 128))
+    poses = Engine.detect_poses(server, DetectRequest("openpose_hand", [image, image], 64, {}, []))
+    assert poses == [{"people": [], "canvas_height": 64, "canvas_width": 85}] * 2  # random weights find nobody
+    assert Engine.detect_poses(server, DetectRequest("canny", [image], 64, {}, [])) is None
+    assert "poses" not in detect_response([image], [], None)
+    assert detect_response([image], [], poses)["poses"] == poses
+
+
+def test_cli_writes_the_map_and_the_pose_json(weights, tmp_path, capsys):
+    from PIL import Image
+
+    from bad_input_tools import assert_user_error, run_cli
+
+    Image.fromarray(picture(9, (64, 96))).save(tmp_path / "in.png")
+    argv = ["annotate", "openpose_hand", str(tmp_path / "in.png"), "-o", str(tmp_path / "pose.png"),
+            "--resolution", "64", "--param", f"model={weights}", "--pose-json", str(tmp_path / "pose.json")]
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0 and "pose.json" in out
+    assert json.loads((tmp_path / "pose.json").read_text()) == {"people": [], "canvas_height": 64, "canvas_width": 96}
+    canny = ["annotate", "canny", str(tmp_path / "in.png"), "-o", str(tmp_path / "c.png"), "--pose-json", "x.json"]
+    assert_user_error(canny, capsys, "OpenPose JSON comes from the openpose modules")

@@ -7,7 +7,11 @@ The mediapipe stand-in stays available as `pose`; the openpose names run the rea
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
+
+from controlnet.errors import InputError
 
 from .local_models import load_network
 from .openpose import detect_people, draw, poses_json, weight_folder
@@ -40,16 +44,39 @@ def files_for(module: str) -> list[str]:
     return [BODY] + [HAND] * hands + [FACE] * face
 
 
+_LAST: list = []  # the last detection: (image digest, networks, people), so a map and its JSON cost one run
+
+
 def people(image: np.ndarray, model, hands: bool, face: bool):
     """Everyone found in an RGB uint8 image, hands and faces as asked."""
-    return detect_people(image, load_openpose(model, BODY), load_openpose(model, HAND) if hands else None,
-                         load_openpose(model, FACE) if face else None)
+    nets = (load_openpose(model, BODY), load_openpose(model, HAND) if hands else None,
+            load_openpose(model, FACE) if face else None)
+    digest = (image.shape, hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest())
+    if _LAST and _LAST[0][0] == digest and all(a is b for a, b in zip(_LAST[0][1], nets)):
+        return _LAST[0][2]
+    found = detect_people(image, *nets)
+    _LAST[:] = [(digest, nets, found)]
+    return found
 
 
 def openpose_json(image: np.ndarray, model, module: str = "openpose_full") -> dict:
     """A1111's pose JSON (`people`, `canvas_width`, `canvas_height`) for what `module` detects, at the image's size."""
     _, hands, face = MODULES[module]
     return poses_json(people(image, model, hands, face), *image.shape[:2])
+
+
+def check_json_module(module: str) -> None:
+    """Only the openpose modules detect people: an InputError for any other name."""
+    if module not in MODULES:
+        raise InputError(f"the OpenPose JSON comes from the openpose modules ({', '.join(MODULES)}), not {module!r}")
+
+
+def detect_json(module: str, image, resolution: int, model) -> dict:
+    """The JSON of what `annotate(module, image, resolution, model=model)` draws: same detect size, same run."""
+    from .image import resize_short_side, to_rgb
+
+    check_json_module(module)
+    return openpose_json(resize_short_side(to_rgb(image), resolution), model, module)
 
 
 def _register(module: str, summary: str):
