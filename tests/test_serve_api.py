@@ -237,7 +237,7 @@ def test_module_list_offers_only_what_runs_here(server):
         assert r.status_code == 200, (name, r.text)
     if get_annotator("pose").unavailable():  # mediapipe is an optional extra
         assert "pose" not in listed and "mediapipe_face" not in listed
-        r = requests.post(f"{url}/sdapi/v1/txt2img", json=body(units=[{"enabled": True, "module": "openpose",
+        r = requests.post(f"{url}/sdapi/v1/txt2img", json=body(units=[{"enabled": True, "module": "pose",
                                                                         "model": "mini-edges", "image": b64png(square())}]))
         assert r.status_code == 422 and "mediapipe" in r.json()["detail"], r.text
 

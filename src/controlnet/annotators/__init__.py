@@ -18,6 +18,7 @@ from . import (  # noqa: F401
     lines,
     mediapipe_face,
     normal,
+    openpose_modules,
     pidinet,
     pose,
     segmentation,

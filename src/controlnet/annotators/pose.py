@@ -4,7 +4,8 @@ mediapipe 0.10.21 (the `pose` extra) ships BlazePose (33 points, single person),
 and FaceMesh (478 points) inside its wheel, so this runs offline. BlazePose is remapped to the
 OpenPose-18 body (neck = mid-shoulders), hands map 1:1, and 68 FaceMesh points + 2 pupils stand in
 for OpenPose's 70 face points. Expect some distribution shift against OpenPose-detected training
-maps. mediapipe >= 0.10.30 ships no models and no `mp.solutions`, so it cannot be used here.
+maps: the A1111 names (openpose, openpose_full, ...) run the real OpenPose from its weight files
+(openpose_modules.py). mediapipe >= 0.10.30 ships no models and no `mp.solutions`, so it cannot be used here.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def detect_faces(image: np.ndarray, confidence: float) -> list:
         Param("min_confidence", 0.5, "mediapipe detection confidence", minimum=0.0, maximum=1.0),
         Param("min_visibility", 0.5, "body keypoints less visible than this are left out", minimum=0.0, maximum=1.0),
     ),
-    aliases=("openpose", "pose_mediapipe"),
+    aliases=("pose_mediapipe",),
 )
 def pose(image: np.ndarray, hands: bool, face: bool, min_confidence: float, min_visibility: float) -> np.ndarray:
     image = np.ascontiguousarray(image)

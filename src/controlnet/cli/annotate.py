@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                      "$CONTROLNET_ANNOTATOR_DIR; --param model=FILE overrides it")
     run.add_argument("--resize-mode", default="just_resize",
                      help="fit to the output size: just_resize (default), crop_and_resize, resize_and_fill")
+    run.add_argument("--pose-json", metavar="FILE", help="openpose modules: also write the people found as the OpenPose "
+                     "JSON that A1111's pose editor reads (coordinates normalised to the detect size)")
     run.set_defaults(func=annotate_command)
 
     listing = subparsers.add_parser(
@@ -66,6 +68,13 @@ def annotate_command(args: argparse.Namespace) -> int:
 
     outside_inputs(args.output, "the output image (-o)", {"the input image": args.image})  # it would be overwritten
     out = writable_file(args.output, what="output image", image=True)  # before the work, not after
+    if args.pose_json:
+        from controlnet.annotators import get_annotator
+        from controlnet.annotators.openpose_modules import check_json_module
+
+        check_json_module(get_annotator(args.name).name)
+        if args.pixel_perfect:
+            raise InputError("--pose-json takes the detect size from --resolution; leave out --pixel-perfect")
     detected = annotate(
         args.name,
         args.image,
@@ -79,7 +88,20 @@ def annotate_command(args: argparse.Namespace) -> int:
     )
     save_image(detected, out)  # atomic: a failed write leaves the old file and no partial one
     print(f"wrote {out} ({detected.shape[1]}x{detected.shape[0]}, {args.name})")
+    if args.pose_json:
+        write_pose_json(args)
     return 0
+
+
+def write_pose_json(args: argparse.Namespace) -> None:
+    """The OpenPose JSON of the detection just drawn (the same detect size; the detection is reused)."""
+    from controlnet.annotators import get_annotator
+    from controlnet.annotators.openpose_modules import detect_json
+    from controlnet.files import write_json
+
+    params = get_annotator(args.name).bind(parse_params(args.param))
+    write_json(args.pose_json, detect_json(get_annotator(args.name).name, args.image, args.resolution, params.get("model")))
+    print(f"wrote {args.pose_json} (OpenPose JSON)")
 
 
 def describe(spec) -> dict:

@@ -347,6 +347,15 @@ class Engine:
         weights = self.annotator_weights(req.module)
         return [annotate(req.module, image, req.resolution, **req.params, **weights) for image in req.images]
 
+    def detect_poses(self, req: DetectRequest) -> list[dict] | None:
+        """A1111's `poses` of /controlnet/detect: the OpenPose JSON of each image, for the openpose modules."""
+        from controlnet.annotators.openpose_modules import MODULES, detect_json
+
+        if req.module not in MODULES:
+            return None
+        model = self.annotator_weights(req.module)["model"]
+        return [detect_json(req.module, image, req.resolution, model) for image in req.images]
+
     def annotator_weights(self, module: str) -> dict:
         """The `model` parameter of a learned annotator: its weights in --annotator-dir (none for the others)."""
         from controlnet.web.modules import weights_path

@@ -17,7 +17,7 @@ from controlnet.errors import InputError
 NONE = "none"
 # A1111 / sd-webui-controlnet names -> ours (its "(from white bg & black line)" style labels are cut at " ("); the
 # depth and seg names map to our annotators of the same maps (MiDaS depth, ADE20K palette), which need local weights
-A1111_NAMES = {"t2ia_color_grid": "color", "openpose": "pose", "blur": "blur_gaussian", "tile": "tile_resample",
+A1111_NAMES = {"t2ia_color_grid": "color", "blur": "blur_gaussian", "tile": "tile_resample",
                "depth_midas": "depth", "depth_leres": "depth", "depth_zoe": "depth", "depth_anything": "depth",
                "seg_ofade20k": "seg_ade20k", "seg_ufade20k": "seg_ade20k"}
 # sd-webui-controlnet's inpaint modules -> ours; `inpaint` is its old name of inpaint_global_harmonious
@@ -51,8 +51,13 @@ def weights_path(module: str | None, weights: Path | None) -> Path | None:
 
     if weights is None or module is None or is_inpaint(module):
         return None
-    names = get_annotator(module).weights or WEIGHTS.get(module, ("",))[:1]
-    return find_weight(names[0], weights) if names and names[0] else None
+    paths = [find_weight(name, weights) for name in _weight_files(get_annotator(module))]
+    return paths[0] if paths and all(paths) else None
+
+
+def _weight_files(spec) -> tuple[str, ...]:
+    """Every file (or transformers folder) a learned annotator reads; the first fills its `model`."""
+    return spec.weights or ((WEIGHTS[spec.name][0],) if spec.name in WEIGHTS else ())
 
 
 @functools.cache
@@ -104,8 +109,9 @@ def _why_not_offered(spec, weights: Path | None) -> str:
         return f"needs {spec.needs}, which this server cannot be given"
     from controlnet.annotators.local_models import PUBLISHED
 
-    entry = (spec.weights or WEIGHTS[spec.name])[0]
-    sub, source = PUBLISHED.get(entry, ("", "lllyasviel/Annotators"))
+    files = _weight_files(spec)
+    entry = " and ".join(files)
+    sub, source = PUBLISHED.get(files[0], ("", "lllyasviel/Annotators"))
     what = WEIGHTS[spec.name][1] if spec.name in WEIGHTS else f"{entry} from {source}"
     where = "this server's --annotator-dir" if weights else "a folder DIR and start the server with --annotator-dir DIR"
     layout = f" (or in its {sub}/ subfolder, sd-webui-controlnet's layout)" if sub else ""

@@ -56,5 +56,7 @@ def generation_response(req: GenerationRequest, out: Generated, job_id: str, mod
     return {"images": images, "parameters": req.echo, "info": json.dumps(info(req, out, job_id, model_title))}
 
 
-def detect_response(maps: list, warnings: list[str]) -> dict:
-    return {"info": "Success", "images": [png_b64(m) for m in maps], "warnings": warnings}
+def detect_response(maps: list, warnings: list[str], poses: list | None = None) -> dict:
+    """A1111's answer; `poses` (the OpenPose JSON per image) only for the openpose modules, as A1111 does."""
+    out = {"info": "Success", "images": [png_b64(m) for m in maps], "warnings": warnings}
+    return out if poses is None else {**out, "poses": poses}

@@ -57,7 +57,8 @@ class Service:
     def _run(self, job: Job, on_step):
         """In the worker thread: the job's work, and its answer encoded (PNGs with parameters)."""
         if job.kind == "detect":
-            return results.detect_response(self.engine.detect(job.request), job.request.warnings)
+            maps = self.engine.detect(job.request)
+            return results.detect_response(maps, job.request.warnings, self.engine.detect_poses(job.request))
         out = self.engine.generate(job.request, on_step)
         return results.generation_response(job.request, out, job.id, self.model_title)
 
