@@ -78,7 +78,12 @@ def encode(vae, image: torch.Tensor, generator) -> torch.Tensor:
     """Packed, shifted and scaled VAE latents of pixels: a *sample* of the posterior, drawn from
     `generator` (as diffusers draws it, before the noise)."""
     latents = vae.encode(image).latent_dist.sample(generator)
-    return pack((latents - vae.config.shift_factor) * vae.config.scaling_factor)
+    return pack((latents - shift_factor(vae)) * vae.config.scaling_factor)
+
+
+def shift_factor(vae) -> float:
+    """The VAE's latent shift; an autoencoder without one (SD's, the miniature's) shifts by 0."""
+    return vae.config.shift_factor or 0.0
 
 
 def control_input(unit: FluxControl, width: int, height: int, batch: int, vae, generator) -> torch.Tensor:
@@ -160,7 +165,7 @@ def sample_flux(
         latents = scheduler.step(pred, t, latents, return_dict=False)[0]
     if output_type == "latent":
         return latents
-    image = vae.decode(unpack(latents, h, w) / vae.config.scaling_factor + vae.config.shift_factor, return_dict=False)[0]
+    image = vae.decode(unpack(latents, h, w) / vae.config.scaling_factor + shift_factor(vae), return_dict=False)[0]
     return VaeImageProcessor(vae_scale_factor=f * 2).postprocess(image, output_type=output_type)
 
 
@@ -231,7 +236,9 @@ class FluxBase(TransformerBase):
 
     def __call__(self, prompt: str | list[str], controls: list[FluxControl] = (), *, negative_prompt=None,
                  max_sequence_length: int = 512, **kwargs):
-        """`sample_flux` from text; `negative_prompt` with `true_cfg_scale` > 1 for true CFG."""
+        """`sample_flux` from text; `negative_prompt` with `true_cfg_scale` > 1 for true CFG. The token
+        states are at most as long as the second tokenizer reads (T5: 512; the mini-dit's CLIP: 32)."""
+        max_sequence_length = min(max_sequence_length, self.tokenizer_2.model_max_length)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         encode = lambda p: encode_flux_prompt(self.tokenizer, self.text_encoder, self.tokenizer_2,  # noqa: E731
                                               self.text_encoder_2, p, max_sequence_length)

@@ -63,11 +63,21 @@ def base_kind(index: dict) -> str:
     return "sd"
 
 
+def component_location(folder: Path, index: dict, name: str) -> tuple[Path, str]:
+    """(root, subfolder) of a component: `folder/name`, or where `_shared_components` points (a path
+    relative to the folder; the built-in mini-dit borrows the miniature SD's autoencoder and CLIP)."""
+    shared = index.get("_shared_components") or {}
+    if not isinstance(shared, dict) or not isinstance(shared.get(name, name), str):
+        raise CheckpointError(f"{folder}/model_index.json: _shared_components must map component names to folders")
+    path = (folder / shared[name]).resolve() if name in shared else folder / name
+    return path.parent, path.name
+
+
 def _check_component(folder: Path, name: str, index: dict) -> None:
     entry = index.get(name)
     if not entry or entry == [None, None]:
         raise MissingFileError(f"{folder}/model_index.json lists no {name}; this pipeline needs one")
-    sub = folder / name
+    sub = Path(*component_location(folder, index, name))
     if not sub.is_dir():
         raise MissingFileError(f"{sub} is missing: the base model needs its {name} folder")
     if name.startswith("tokenizer"):
@@ -112,18 +122,19 @@ def load_folder(path: str | os.PathLike, *, dtype=None, device="cpu", variant: s
     parts: dict = {"kind": kind, "force_zeros_for_empty_prompt": bool(index.get("force_zeros_for_empty_prompt", kind == "sdxl"))}
     for name in NEEDED[kind]:
         cls = _class(index[name], name)
-        kwargs: dict = {"subfolder": name, "local_files_only": True}
+        root, sub = component_location(folder, index, name)
+        kwargs: dict = {"subfolder": sub, "local_files_only": True}
         try:
             if name.startswith("tokenizer"):
-                parts[name] = cls.from_pretrained(folder, **kwargs)
+                parts[name] = cls.from_pretrained(root, **kwargs)
             elif name == "scheduler":
-                parts[name] = cls.from_pretrained(folder, **kwargs)
+                parts[name] = cls.from_pretrained(root, **kwargs)
             else:
                 if variant:
                     kwargs["variant"] = variant
                 if dtype is not None:  # load in the dtype (casting afterwards makes diffusers warn)
                     kwargs["dtype" if index[name][0] == "transformers" else "torch_dtype"] = dtype
-                parts[name] = cls.from_pretrained(folder, **kwargs).to(device).eval()
+                parts[name] = cls.from_pretrained(root, **kwargs).to(device).eval()
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load {folder / name}: {str(exc).splitlines()[0]}") from None
     return parts
