@@ -23,7 +23,7 @@ from controlnet.mini.config import StageConfig
 class MiniDiTConfig:
     image_size: int = 64
     world_seed: int = 0  # training samples; held-out samples use world_seed + 1
-    latent_samples: int = 30_000  # world samples encoded once (latents and text states)
+    latent_samples: int = 12_000  # world samples encoded once (latents and text states); a small model, few epochs
     # FluxTransformer2DModel: width 64 (4 heads of 16), 2 double-stream + 4 single-stream blocks
     width: int = 64
     heads: int = 4
@@ -32,10 +32,10 @@ class MiniDiTConfig:
     # training: rectified flow, logit-normal σ, 10% empty captions (true CFG), EMA
     empty_caption_rate: float = 0.1
     ema_decay: float = 0.999
-    budget_minutes: float = 70.0  # base 60% (42 min), ControlNet 40% (28 min)
-    base: StageConfig = field(default_factory=lambda: StageConfig(64, 5e-4, 40_000, 0.6, warmup_steps=200))
+    budget_minutes: float = 90.0  # base 60% (54 min), ControlNet 35% (31.5 min), the rest saving and checks
+    base: StageConfig = field(default_factory=lambda: StageConfig(32, 4e-4, 40_000, 0.6, warmup_steps=200))
     # the XLabs-style ControlNet: a copy of the base's double blocks, a pixel hint encoder
-    controlnet: StageConfig = field(default_factory=lambda: StageConfig(32, 1e-3, 40_000, 0.4, warmup_steps=0))
+    controlnet: StageConfig = field(default_factory=lambda: StageConfig(32, 1e-3, 40_000, 0.35, warmup_steps=0))
     controlnet_double_blocks: int = 2
     controlnet_samples: int = 8000
 

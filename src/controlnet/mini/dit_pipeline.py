@@ -14,12 +14,10 @@ import torch
 from controlnet.files import write_text
 from controlnet.pipeline.flux import FluxBase
 
-SHARED = {"vae": "vae", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder",
-          "tokenizer": "tokenizer", "tokenizer_2": "tokenizer"}
+SHARED = ("vae", "text_encoder", "tokenizer")
 CLASSES = {"transformer": ["diffusers", "FluxTransformer2DModel"], "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
            "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
-           "text_encoder_2": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-           "tokenizer_2": ["transformers", "CLIPTokenizer"]}
+           "text_encoder_2": [None, None], "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": [None, None]}
 
 
 def mini_parts(mini: Path) -> tuple:
@@ -34,8 +32,7 @@ def mini_parts(mini: Path) -> tuple:
 
 
 def assemble(transformer, vae, text_encoder, tokenizer, scheduler) -> FluxBase:
-    return FluxBase(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
-                    tokenizer=tokenizer, text_encoder_2=text_encoder, tokenizer_2=tokenizer)
+    return FluxBase(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
 
 
 def save(transformer, scheduler, folder: Path, mini: Path) -> Path:
@@ -46,6 +43,6 @@ def save(transformer, scheduler, folder: Path, mini: Path) -> Path:
     scheduler.save_pretrained(folder / "scheduler")
     rel = os.path.relpath(Path(mini).resolve(), folder.resolve())
     index = {"_class_name": "FluxPipeline", "_diffusers_version": "0.42.1", **CLASSES,
-             "_shared_components": {k: f"{rel}/{v}" for k, v in SHARED.items()}}
+             "_shared_components": {k: f"{rel}/{k}" for k in SHARED}}
     write_text(folder / "model_index.json", json.dumps(index, indent=2) + "\n")
     return folder

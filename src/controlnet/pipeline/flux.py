@@ -78,12 +78,7 @@ def encode(vae, image: torch.Tensor, generator) -> torch.Tensor:
     """Packed, shifted and scaled VAE latents of pixels: a *sample* of the posterior, drawn from
     `generator` (as diffusers draws it, before the noise)."""
     latents = vae.encode(image).latent_dist.sample(generator)
-    return pack((latents - shift_factor(vae)) * vae.config.scaling_factor)
-
-
-def shift_factor(vae) -> float:
-    """The VAE's latent shift; an autoencoder without one (SD's, the miniature's) shifts by 0."""
-    return vae.config.shift_factor or 0.0
+    return pack((latents - vae_shift(vae)) * vae.config.scaling_factor)
 
 
 def control_input(unit: FluxControl, width: int, height: int, batch: int, vae, generator) -> torch.Tensor:
@@ -165,7 +160,7 @@ def sample_flux(
         latents = scheduler.step(pred, t, latents, return_dict=False)[0]
     if output_type == "latent":
         return latents
-    image = vae.decode(unpack(latents, h, w) / vae.config.scaling_factor + shift_factor(vae), return_dict=False)[0]
+    image = vae.decode(unpack(latents, h, w) / vae.config.scaling_factor + vae_shift(vae), return_dict=False)[0]
     return VaeImageProcessor(vae_scale_factor=f * 2).postprocess(image, output_type=output_type)
 
 
@@ -206,17 +201,25 @@ def _check(controls, transformer, control_image, width: int, height: int, vae) -
 def encode_flux_prompt(tokenizer, text_encoder, tokenizer_2, text_encoder_2, prompts: list[str],
                        max_sequence_length: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """(T5 token states, CLIP pooled vector) as Flux takes them: CLIP padded to its own length,
-    T5 to `max_sequence_length` (512 for dev, 256 for schnell); longer prompts are truncated."""
+    T5 to `max_sequence_length` (512 for dev, 256 for schnell); longer prompts are truncated. A base
+    without T5 (`text_encoder_2` None: the small one-CLIP bases) reads the CLIP's last hidden states."""
     if not 1 <= max_sequence_length <= 512:
         raise InputError(f"max_sequence_length must be 1..512, got {max_sequence_length}")
     clip = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                      return_tensors="pt").input_ids
-    t5 = tokenizer_2(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
-                     return_tensors="pt").input_ids
     with torch.no_grad():
-        pooled = text_encoder(clip.to(text_encoder.device), output_hidden_states=False).pooler_output
+        out = text_encoder(clip.to(text_encoder.device), output_hidden_states=False)
+        if text_encoder_2 is None:
+            return out.last_hidden_state.to(text_encoder.dtype), out.pooler_output.to(text_encoder.dtype)
+        t5 = tokenizer_2(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+                         return_tensors="pt").input_ids
         states = text_encoder_2(t5.to(text_encoder_2.device), output_hidden_states=False)[0]
-    return states.to(text_encoder_2.dtype), pooled.to(text_encoder.dtype)
+    return states.to(text_encoder_2.dtype), out.pooler_output.to(text_encoder.dtype)
+
+
+def vae_shift(vae) -> float:
+    """The VAE's latent shift; 0 for autoencoders without one (SD's, the miniature model's)."""
+    return vae.config.shift_factor or 0.0
 
 
 @dataclass
@@ -231,14 +234,12 @@ class FluxBase(TransformerBase):
     scheduler: object
     text_encoder: object
     tokenizer: object
-    text_encoder_2: object
-    tokenizer_2: object
+    text_encoder_2: object = None  # T5; None for one-CLIP bases (see encode_flux_prompt)
+    tokenizer_2: object = None
 
     def __call__(self, prompt: str | list[str], controls: list[FluxControl] = (), *, negative_prompt=None,
                  max_sequence_length: int = 512, **kwargs):
-        """`sample_flux` from text; `negative_prompt` with `true_cfg_scale` > 1 for true CFG. The token
-        states are at most as long as the second tokenizer reads (T5: 512; the mini-dit's CLIP: 32)."""
-        max_sequence_length = min(max_sequence_length, self.tokenizer_2.model_max_length)
+        """`sample_flux` from text; `negative_prompt` with `true_cfg_scale` > 1 for true CFG."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         encode = lambda p: encode_flux_prompt(self.tokenizer, self.text_encoder, self.tokenizer_2,  # noqa: E731
                                               self.text_encoder_2, p, max_sequence_length)

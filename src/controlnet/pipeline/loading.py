@@ -31,6 +31,11 @@ NEEDED = {
     "sd3": ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2",
             "tokenizer_3", "scheduler"),
 }
+# Text encoders a transformer base may leave out of model_index.json (null): T5 (diffusers' SD3 pipeline then
+# feeds zeros in its place; Flux reads the CLIP's token states instead) and SD3's second CLIP. Small bases
+# trained with one CLIP (the miniature ones) are such folders.
+OPTIONAL = {"flux": ("text_encoder_2", "tokenizer_2"),
+            "sd3": ("text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3")}
 
 
 def read_model_index(folder: Path) -> dict:
@@ -117,10 +122,13 @@ def load_folder(path: str | os.PathLike, *, dtype=None, device="cpu", variant: s
         raise MissingFileError(f"base model not found: {folder}")
     index = read_model_index(folder)
     kind = base_kind(index)
-    for name in NEEDED[kind]:
+    left_out = [n for n in OPTIONAL.get(kind, ()) if index.get(n) in (None, [None, None])]
+    needed = [n for n in NEEDED[kind] if n not in left_out]
+    for name in needed:
         _check_component(folder, name, index)
     parts: dict = {"kind": kind, "force_zeros_for_empty_prompt": bool(index.get("force_zeros_for_empty_prompt", kind == "sdxl"))}
-    for name in NEEDED[kind]:
+    parts.update(dict.fromkeys(left_out))
+    for name in needed:
         cls = _class(index[name], name)
         root, sub = component_location(folder, index, name)
         kwargs: dict = {"subfolder": sub, "local_files_only": True}
