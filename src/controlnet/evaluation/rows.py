@@ -35,8 +35,9 @@ def generate_row(ctx: Context, cn, kind: str | None, prompts: list[str], cache, 
     missing = cache.missing(seeds)
     for run in _runs(missing, s.batch):
         idx = [seed - s.seed for seed in run]
-        units = [ControlUnit(cn, [ctx.items[i].conditions[kind] for i in idx], weight=s.weight, mode=s.mode,
-                             resize="crop_and_resize")] if cn is not None else []
+        unit = getattr(ctx.pipe, "make_unit", ControlUnit)  # a transformer base's pipe has its own
+        units = [unit(cn, [ctx.items[i].conditions[kind] for i in idx], weight=s.weight, mode=s.mode,
+                      resize="crop_and_resize")] if cn is not None else []
         size = ctx.data.size
         images = ctx.pipe([prompts[i] for i in idx], units=units, steps=s.steps, guidance_scale=s.guidance_scale,
                           scheduler=s.scheduler, seed=run[0], width=size, height=size, output_type="np",
