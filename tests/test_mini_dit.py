@@ -112,17 +112,17 @@ def tiny_dit(tmp_path_factory):
     with torch.no_grad():
         for p in [*net.controlnet_blocks.parameters(), *net.input_hint_block.conv_out.parameters()]:
             p.normal_(0, 0.5)
-    save_dit_controlnet(net, folder / "edges", dtype=torch.float32)
+    save_dit_controlnet(net, folder / "model" / "controlnet-edges", dtype=torch.float32)
     return folder
 
 
 def test_evaluate_scores_a_transformer_base_and_its_controlnet(tiny_dit, tmp_path):
     from controlnet.evaluation import evaluate
 
-    result = evaluate(tiny_dit / "model", [f"edges={tiny_dit / 'edges'}"], "world:edges", tmp_path / "eval", n=2, steps=2,
+    result = evaluate(tiny_dit / "model", [f"edges={tiny_dit / 'model' / 'controlnet-edges'}"], "world:edges", tmp_path / "eval", n=2, steps=2,
                       guidance_scale=2.0, fid=False, progress=False)
     f1 = {r["row"]: r["value"] for r in result["records"] if r["metric"] == "edge_f1"}
-    assert set(f1) == {"no control", f"edges={tiny_dit / 'edges'}"}
+    assert set(f1) == {"no control", f"edges={tiny_dit / 'model' / 'controlnet-edges'}"}
     assert result["settings"]["scheduler"] == "euler"
     cached = sorted((tmp_path / "eval" / "cache").glob("*/0.png"))
     assert len(cached) == 2 and cached[0].read_bytes() != cached[1].read_bytes()  # the ControlNet changed the picture
@@ -130,9 +130,20 @@ def test_evaluate_scores_a_transformer_base_and_its_controlnet(tiny_dit, tmp_pat
 
 
 def test_evaluate_refuses_a_unet_sampler_on_a_transformer_base(tiny_dit, tmp_path, capsys):
-    assert_user_error(["evaluate", "--model", tiny_dit / "model", "--controlnet", f"edges={tiny_dit / 'edges'}",
+    assert_user_error(["evaluate", "--model", tiny_dit / "model", "--controlnet", f"edges={tiny_dit / 'model' / 'controlnet-edges'}",
                        "--data", "world:edges", "--n", "2", "--scheduler", "ddim", "--no-fid", "-o", tmp_path / "e"],
                       capsys, "--scheduler ddim", "Euler")
+
+
+def test_demo_takes_a_transformer_base(tiny_dit, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "demo.png"
+    code, stdout, _ = run_cli(["demo", "--base", tiny_dit / "model", "-o", out, "--steps", "2", "--samples", "2",
+                               "--quiet"], capsys)
+    assert code == 0 and "rows: edges" in stdout
+    grid = np.asarray(Image.open(out).convert("RGB"))
+    assert grid.shape[0] > grid.shape[1] / 4  # two rows of four pictures
 
 
 # ---------------------------------------------------------------- the built-in names

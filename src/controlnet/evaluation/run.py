@@ -130,7 +130,7 @@ def _load_pipe(model, config, device):
 
         raise MissingFileError(f"--model {model}: no such file or folder (a diffusers folder, a single file, or mini)")
     if _dit_kind(path):  # a Flux / SD3 base: sampled as `generate` samples it
-        from controlnet.evaluation.dit_pipe import load_dit_pipe
+        from controlnet.pipeline.dit_batch import load_dit_pipe
 
         return load_dit_pipe(path, device), model_id(path)
     pipe = ControlPipeline.from_pretrained(path, config=config, device=device)
@@ -147,7 +147,7 @@ def _dit_kind(path) -> str | None:
 def _dit_scheduler(model, s: EvalSettings) -> None:
     """A transformer base samples with flow matching's Euler only: that is its scheduler, and any other is refused."""
     from controlnet.assets import resolve_model
-    from controlnet.evaluation.dit_pipe import DIT_SCHEDULER
+    from controlnet.pipeline.dit_batch import DIT_SCHEDULER
 
     if not _dit_kind(resolve_model(str(checks.path("--model", model)))):
         return

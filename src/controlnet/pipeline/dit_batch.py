@@ -1,5 +1,6 @@
-"""`evaluate` on a transformer base (Flux, SD3): the sampler `generate` uses for them (`FluxBase` /
-`SD3Base`), behind the small interface the evaluation's rows call (`__call__` with units, `.images`).
+"""A transformer base (Flux, SD3) behind the U-Net pipeline's batch interface (`__call__` with units,
+`.images`), so that `evaluate` and `demo` sample it as they sample a U-Net: with the sampler
+`generate` uses for these bases (`FluxBase` / `SD3Base`).
 
 Image k of a run is drawn with its own generator seeded `seed + k`, so a picture depends on its seed
 alone, as the U-Net rows' do. The guidance scale is CFG: SD3's, true CFG with the empty negative
@@ -19,7 +20,7 @@ from controlnet.errors import InputError
 DIT_SCHEDULER = "euler"  # flow matching's Euler: the one sampler of the transformer bases
 
 
-class DiTEvalPipe:
+class DiTBatchPipe:
     def __init__(self, base):
         self.base = base
         self.kind = base.kind
@@ -30,12 +31,13 @@ class DiTEvalPipe:
         return int(self.base.vae.config.sample_size)
 
     @staticmethod
-    def make_unit(controlnet, image, *, weight: float, mode: str | None, resize: str | None):
+    def make_unit(controlnet, image, *, weight: float, mode: str | None = None, resize: str | None = None):
         """A row's ControlNet and hints (the U-Net `ControlUnit` holds U-Net ControlNets only)."""
         return SimpleNamespace(controlnet=controlnet, image=image, weight=weight, mode=mode, resize=resize)
 
     def __call__(self, prompts: list[str], *, units=(), steps: int, guidance_scale: float, scheduler: str, seed: int,
-                 width: int, height: int, output_type: str = "np", progress: bool = False):
+                 width: int | None = None, height: int | None = None, output_type: str = "np", progress: bool = False):
+        width, height = width or self.picture_size, height or self.picture_size
         if scheduler != DIT_SCHEDULER:
             raise InputError(f"--scheduler {scheduler}: a {self.kind} base samples with flow matching's Euler; "
                              f"give --scheduler {DIT_SCHEDULER} or leave it out")
@@ -66,7 +68,7 @@ class DiTEvalPipe:
         return make(unit.controlnet, pixels.to(self.base.transformer.dtype), unit.weight)
 
 
-def load_dit_pipe(path, device: str) -> DiTEvalPipe:
+def load_dit_pipe(path, device: str = "cpu") -> DiTBatchPipe:
     from controlnet.pipeline.flux import FluxBase
     from controlnet.pipeline.loading import base_kind, read_model_index
     from controlnet.pipeline.sd3 import SD3Base
@@ -74,4 +76,4 @@ def load_dit_pipe(path, device: str) -> DiTEvalPipe:
     kind = base_kind(read_model_index(path))
     base = (FluxBase if kind == "flux" else SD3Base).from_pretrained(path, dtype=torch.float32, device=device)
     base.transformer.requires_grad_(False)
-    return DiTEvalPipe(base)
+    return DiTBatchPipe(base)
