@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bad_input_tools import assert_user_error, unchanged
+from bad_input_tools import assert_user_error, run_cli, unchanged
 from controlnet.assets import MINI_DIR
 from controlnet.errors import CheckpointError, MissingFileError
 
