@@ -146,6 +146,20 @@ def test_demo_takes_a_transformer_base(tiny_dit, tmp_path, capsys):
     assert grid.shape[0] > grid.shape[1] / 4  # two rows of four pictures
 
 
+def test_generate_reads_cfg_as_true_cfg_on_a_base_without_embedded_guidance(tiny_dit, tmp_path, capsys):
+    """mini-dit has no guidance embedding: --cfg must still guide (true CFG against the empty prompt)."""
+    from PIL import Image
+
+    pictures = []
+    for cfg in ("1", "4"):
+        code, out, err = run_cli(["generate", "--model", tiny_dit / "model", "--prompt", "a red circle", "--cfg", cfg,
+                                  "--steps", "2", "--width", "64", "--height", "64", "-o", tmp_path / cfg, "--no-grid"],
+                                 capsys)
+        assert code == 0, err
+        pictures.append(np.asarray(Image.open(out.strip().splitlines()[-1]).convert("RGB")).astype(int))
+    assert np.abs(pictures[0] - pictures[1]).mean() > 1
+
+
 # ---------------------------------------------------------------- the built-in names
 
 def test_builtin_names_resolve_to_the_mini_dit_folders():
