@@ -11,10 +11,11 @@ from pathlib import Path
 
 from controlnet.errors import MissingFileError
 
-MINI_DIR = Path(__file__).parent / "builtin_models" / "mini"
+BUILTIN_DIR = Path(__file__).parent / "builtin_models"
+MINI_DIR = BUILTIN_DIR / "mini"
 MINI_CONDITIONS = ("edges", "seg", "depth", "inpaint")  # inpaint: the picture with -1 where to repaint
 # the miniature Flux-shaped base (it shares mini's autoencoder and text encoder) and its ControlNets
-MINI_DIT_DIR = Path(__file__).parent / "builtin_models" / "mini-dit"
+MINI_DIT_DIR = BUILTIN_DIR / "mini-dit"
 MINI_DIT_CONDITIONS = ("edges",)
 HELD_OUT_SEED = 1  # world seed of the samples the miniature models never saw (training uses seed 0)
 

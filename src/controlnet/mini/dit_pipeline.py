@@ -36,12 +36,19 @@ def assemble(transformer, vae, text_encoder, tokenizer, scheduler) -> FluxBase:
 
 
 def save(transformer, scheduler, folder: Path, mini: Path) -> Path:
-    """The folder (fp16 transformer, scheduler, model_index.json pointing at `mini`'s shared parts by a
-    relative path, so the pair can move together)."""
+    """The folder (fp16 transformer, scheduler, model_index.json pointing at `mini`'s shared parts:
+    `builtin:mini/...` for the built-in miniature SD, so the folder loads wherever it is copied, else
+    a relative path, so the pair can move together)."""
+    from controlnet.assets import BUILTIN_DIR
+
     folder = Path(folder)
     copy.deepcopy(transformer).to(torch.float16).save_pretrained(folder / "transformer", safe_serialization=True)
     scheduler.save_pretrained(folder / "scheduler")
-    rel = os.path.relpath(Path(mini).resolve(), folder.resolve())
+    mini = Path(mini).resolve()
+    if mini.parent == BUILTIN_DIR.resolve():
+        rel = f"builtin:{mini.name}"
+    else:
+        rel = os.path.relpath(mini, folder.resolve())
     index = {"_class_name": "FluxPipeline", "_diffusers_version": "0.42.1", **CLASSES,
              "_shared_components": {k: f"{rel}/{k}" for k in SHARED}}
     write_text(folder / "model_index.json", json.dumps(index, indent=2) + "\n")

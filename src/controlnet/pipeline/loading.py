@@ -69,12 +69,21 @@ def base_kind(index: dict) -> str:
 
 
 def component_location(folder: Path, index: dict, name: str) -> tuple[Path, str]:
-    """(root, subfolder) of a component: `folder/name`, or where `_shared_components` points (a path
-    relative to the folder; the built-in mini-dit borrows the miniature SD's autoencoder and CLIP)."""
+    """(root, subfolder) of a component: `folder/name`, or where `_shared_components` points: a path
+    relative to the folder, or `builtin:<model>/<part>` in the package's built-in models (the built-in
+    mini-dit borrows the miniature SD's autoencoder and CLIP, wherever the folder is copied)."""
+    from controlnet.assets import BUILTIN_DIR
+
     shared = index.get("_shared_components") or {}
     if not isinstance(shared, dict) or not isinstance(shared.get(name, name), str):
         raise CheckpointError(f"{folder}/model_index.json: _shared_components must map component names to folders")
-    path = (folder / shared[name]).resolve() if name in shared else folder / name
+    where = shared.get(name)
+    if where is None:
+        path = folder / name
+    elif where.startswith("builtin:"):
+        path = BUILTIN_DIR / where.removeprefix("builtin:")
+    else:
+        path = (folder / where).resolve()
     return path.parent, path.name
 
 
