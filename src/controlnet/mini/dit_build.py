@@ -118,10 +118,12 @@ def megabytes(folder: Path) -> float:
 def train_edges(out: Path, config: MiniDiTConfig, model: Path, transformer, scheduler, parts, report: dict,
                 progress: bool = True, log=print) -> Path:
     """Stage 2: the edges ControlNet, copied from the trained base, into OUT/model/controlnet-edges (fp16)."""
+    from controlnet.assets import MINI_DIT_DIR
     from controlnet.checkpoints.dit import save_dit_controlnet
     from controlnet.metrics.edges import edge_f1
     from controlnet.metrics.fidelity import reextract
     from controlnet.pipeline.flux import FluxControl
+    from controlnet.recommended import FILE
 
     vae, text_encoder, tokenizer = parts
     folder = out / "controlnets" / CONDITION
@@ -153,6 +155,9 @@ def train_edges(out: Path, config: MiniDiTConfig, model: Path, transformer, sche
     target = model / f"controlnet-{CONDITION}"
     shutil.rmtree(target, ignore_errors=True)
     save_dit_controlnet(net, target, dtype=torch.float16)
+    shipped = MINI_DIT_DIR / target.name / FILE  # the built-in one's recommended settings (the sweep chose them)
+    if shipped.is_file():
+        shutil.copyfile(shipped, target / FILE)
     return target
 
 
