@@ -195,7 +195,8 @@ def test_builtin_names_resolve_to_the_mini_dit_folders():
 
 def test_shipped_mini_dit_edges_really_controls():
     """On held-out world samples the shipped edges ControlNet puts the picture's edges on the map's
-    outlines: 1-px edge F1 far above the same base's without control (measured ~MEASURED; docs/mini.md)."""
+    outlines: 1-px edge F1 far above the same base's without control (measured 0.52 vs 0.17 on these six,
+    every controlled picture above every uncontrolled one; docs/mini.md has n = 64)."""
     from controlnet.assets import HELD_OUT_SEED, resolve_controlnet, resolve_model
     from controlnet.checkpoints import load_controlnet
     from controlnet.metrics.edges import edge_f1
@@ -217,4 +218,5 @@ def test_shipped_mini_dit_edges_really_controls():
         return np.mean([edge_f1(reextract("canny", (im * 255).round().astype(np.uint8)), m, tolerance=1)
                         for im, m in zip(images, maps)])
 
-    assert f1(controlled) > f1(plain) + 0.15
+    controlled_f1, plain_f1 = f1(controlled), f1(plain)
+    assert controlled_f1 > plain_f1 + 0.15 and controlled_f1 > 2 * plain_f1
