@@ -17,9 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from eval_cache_scores import edges  # noqa: E402
-
 from controlnet.evaluation import evaluate  # noqa: E402
+from eval_cache_scores import edges  # noqa: E402
 
 
 def main() -> None:
