@@ -11,9 +11,13 @@ from pathlib import Path
 
 from controlnet.errors import MissingFileError
 
-MINI_DIR = Path(__file__).parent / "builtin_models" / "mini"
+BUILTIN_DIR = Path(__file__).parent / "builtin_models"
+MINI_DIR = BUILTIN_DIR / "mini"
 MINI_CONDITIONS = ("edges", "seg", "depth", "inpaint")  # inpaint: the picture with -1 where to repaint
 MINI_UNION = "union"  # one union ControlNet for edges, seg and depth (a control type per unit)
+# the miniature Flux-shaped base (it shares mini's autoencoder and text encoder) and its ControlNets
+MINI_DIT_DIR = BUILTIN_DIR / "mini-dit"
+MINI_DIT_CONDITIONS = ("edges",)
 HELD_OUT_SEED = 1  # world seed of the samples the miniature models never saw (training uses seed 0)
 
 
@@ -48,18 +52,36 @@ def available_controlnets(root: Path | None = None, union: bool = False) -> list
     return [c for c in names if (root / f"controlnet-{c}" / "config.json").is_file()]
 
 
+def mini_dit_dir(condition: str | None = None) -> Path:
+    """The built-in mini-dit base folder, or its ControlNet for `condition`."""
+    if condition is not None and condition not in MINI_DIT_CONDITIONS:
+        raise MissingFileError(f"no built-in mini-dit ControlNet for {condition!r}; built-in: "
+                               f"{', '.join(f'mini-dit:{c}' for c in MINI_DIT_CONDITIONS)}")
+    folder = MINI_DIT_DIR if condition is None else MINI_DIT_DIR / f"controlnet-{condition}"
+    if not (folder / ("model_index.json" if condition is None else "config.json")).is_file():
+        raise MissingFileError(f"the built-in mini-dit {'model' if condition is None else condition + ' ControlNet'} is "
+                               f"not in this installation ({folder}); build it with `controlnet world build-mini-dit OUT` "
+                               "and copy OUT/model/* there, or give a local path instead")
+    return folder
+
+
 def resolve_model(name: str) -> Path:
-    """'mini' → the packaged miniature model; anything else is a path."""
+    """'mini' / 'mini-dit' → the packaged miniature models; anything else is a path."""
     if name == "mini":
         return mini_model_dir()
+    if name == "mini-dit" and not Path(name).exists():
+        return mini_dit_dir()
     if _names_a_builtin_controlnet(name):
-        raise MissingFileError(f"{name!r} is a built-in ControlNet, not a base model; use --model mini "
+        base = "mini-dit" if name.startswith("mini-dit:") else "mini"
+        raise MissingFileError(f"{name!r} is a built-in ControlNet, not a base model; use --model {base} "
                                f"--controlnet {name}")
     return Path(name)
 
 
 def resolve_controlnet(name: str) -> Path:
-    """'mini:edges' (or 'mini-edges') → a packaged miniature ControlNet; anything else is a path."""
+    """'mini:edges' (or 'mini-edges'), 'mini-dit:edges' → a packaged miniature ControlNet; anything else is a path."""
+    if name.startswith("mini-dit:") and not Path(name).exists():
+        return mini_dit_dir(name[len("mini-dit:"):])
     for prefix in ("mini:", "mini-"):
         if name.startswith(prefix) and not Path(name).exists():
             return mini_controlnet_dir(name[len(prefix):])
@@ -70,4 +92,6 @@ def resolve_controlnet(name: str) -> Path:
 
 
 def _names_a_builtin_controlnet(name: str) -> bool:
-    return not Path(name).exists() and any(name == f"mini{sep}{c}" for sep in ":-" for c in (*MINI_CONDITIONS, MINI_UNION))
+    return not Path(name).exists() and (
+        any(name == f"mini{sep}{c}" for sep in ":-" for c in (*MINI_CONDITIONS, MINI_UNION))
+        or any(name == f"mini-dit:{c}" for c in MINI_DIT_CONDITIONS))

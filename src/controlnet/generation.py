@@ -398,6 +398,9 @@ def sample_dit(args, models: Models):
         options["negative_prompt"] = args.negative_prompt
     elif args.true_cfg is not None and args.true_cfg > 1:
         options.update(negative_prompt=args.negative_prompt, true_cfg_scale=args.true_cfg)
+    elif args.true_cfg is None and not base.transformer.config.guidance_embeds and args.guidance_scale > 1:
+        # a Flux base without embedded guidance (mini-dit): --cfg is true CFG against the empty prompt
+        options.update(negative_prompt="", true_cfg_scale=args.guidance_scale)
     out = []
     for seed in seeds:  # decoded as numbers, so that NaN is refused rather than saved black
         pixels = base(args.prompt, controls, generator=torch.Generator().manual_seed(seed), **options)

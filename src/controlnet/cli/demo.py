@@ -36,7 +36,8 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the built-in miniature model with and without its ControlNets, write a grid")
     p.add_argument("-o", "--output", default="controlnet-demo.png", help="grid image to write")
-    p.add_argument("--model", default="mini", help="'mini' (built in) or a folder laid out the same way")
+    p.add_argument("--model", "--base", dest="model", default="mini",
+                   help="'mini' or 'mini-dit' (built in), or a folder laid out the same way")
     p.add_argument("--samples", type=int, default=3, help="samples per ControlNet")
     p.add_argument("--steps", type=int, help="sampling steps (default: each ControlNet's recommended, else 20)")
     p.add_argument("--cfg", dest="guidance_scale", type=float, help="classifier-free guidance scale (<= 1 turns it "

@@ -64,7 +64,17 @@ def register(subparsers) -> None:
     build.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     build.add_argument("--tiny", action="store_true", help="toy sizes and 3 steps per stage (a smoke test)")
     build.add_argument("--seed", type=int, default=None, help="world seed for the training samples (default 0)")
-    build.set_defaults(func=run_build)
+    build.set_defaults(func=run_build, dit=False)
+
+    dit = actions.add_parser("build-mini-dit", help="train the miniature Flux-shaped base and its edges ControlNet "
+                             "(shares mini's autoencoder and text encoder; resumable)")
+    dit.add_argument("out", help="build folder; rerun the same command to resume")
+    dit.add_argument("--budget-minutes", type=float, default=None,
+                     help="time for the whole recipe: base 60%%, edges ControlNet 35%% (default 90)")
+    dit.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    dit.add_argument("--tiny", action="store_true", help="toy sizes and 3 steps per stage (a smoke test)")
+    dit.add_argument("--seed", type=int, default=None, help="world seed for the training samples (default 0)")
+    dit.set_defaults(func=run_build, dit=True)
 
 
 def _world_options(parser) -> None:
@@ -102,8 +112,12 @@ def run_export(args) -> int:
 def run_build(args) -> int:
     from dataclasses import replace
 
-    from controlnet.mini.build import build_mini
-    from controlnet.mini.config import MiniConfig
+    if args.dit:
+        from controlnet.mini.dit_build import build_mini_dit as build_mini
+        from controlnet.mini.dit_config import MiniDiTConfig as MiniConfig
+    else:
+        from controlnet.mini.build import build_mini
+        from controlnet.mini.config import MiniConfig
 
     config = None
     if args.tiny or args.budget_minutes is not None or args.seed is not None:

@@ -38,8 +38,9 @@ def generate_row(ctx: Context, cn, kind: str | None, prompts: list[str], cache, 
     # a union's condition layer attends across batch rows (docs/families.md): one picture per pass, as trained
     for run in _runs(missing, 1 if union else s.batch):
         idx = [seed - s.seed for seed in run]
-        units = [ControlUnit(cn, [ctx.items[i].conditions[kind] for i in idx], weight=s.weight, mode=s.mode,
-                             resize="crop_and_resize", **union)] if cn is not None else []
+        unit = getattr(ctx.pipe, "make_unit", ControlUnit)  # a transformer base's pipe has its own
+        units = [unit(cn, [ctx.items[i].conditions[kind] for i in idx], weight=s.weight, mode=s.mode,
+                      resize="crop_and_resize", **union)] if cn is not None else []
         size = ctx.data.size
         images = ctx.pipe([prompts[i] for i in idx], units=units, steps=s.steps, guidance_scale=s.guidance_scale,
                           scheduler=s.scheduler, seed=run[0], width=size, height=size, output_type="np",

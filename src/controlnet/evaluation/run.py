@@ -48,13 +48,14 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
     outside_inputs(out, "the output folder (-o)", {**{f"--images {r.label}": r.path for r in rows if r.images},
                                                    "--data": None if world_data else data})
     _check_rows(rows, world_data, s)
+    _dit_scheduler(model, s)
     recommended = s.fill_recommended([r.path for r in rows if not r.images])
     s.prompts = P.check_settings(s.prompts, world_data)
     clip_model = _load_clip(clip)
     head = _load_aesthetic(aesthetic, clip_model)
     inception = _inception(s, inception)
     pipe, mid = _load_pipe(model, config, device)
-    size = pipe.vae_scale_factor * pipe.unet.config.sample_size
+    size = getattr(pipe, "picture_size", None) or pipe.vae_scale_factor * pipe.unet.config.sample_size
     kinds = tuple(dict.fromkeys(r.kind for r in rows if not r.images)) or ((data_kind,) if data_kind else ("edges",))
     source = open_data(str(data), size, kinds, annotator, annotator_params)
     if not source.is_world and len(source) < s.n:
@@ -135,6 +136,29 @@ def _load_pipe(model, config, device):
         from controlnet.errors import MissingFileError
 
         raise MissingFileError(f"--model {model}: no such file or folder (a diffusers folder, a single file, or mini)")
+    if _dit_kind(path):  # a Flux / SD3 base: sampled as `generate` samples it
+        from controlnet.pipeline.dit_batch import load_dit_pipe
+
+        return load_dit_pipe(path, device), model_id(path)
     pipe = ControlPipeline.from_pretrained(path, config=config, device=device)
     pipe.unet.requires_grad_(False)
     return pipe, model_id(path)
+
+
+def _dit_kind(path) -> str | None:
+    from controlnet.generation import dit_kind
+
+    return dit_kind(str(path))
+
+
+def _dit_scheduler(model, s: EvalSettings) -> None:
+    """A transformer base samples with flow matching's Euler only: that is its scheduler, and any other is refused."""
+    from controlnet.assets import resolve_model
+    from controlnet.pipeline.dit_batch import DIT_SCHEDULER
+
+    if not _dit_kind(resolve_model(str(checks.path("--model", model)))):
+        return
+    if s.scheduler not in (None, DIT_SCHEDULER):
+        raise InputError(f"--scheduler {s.scheduler}: a transformer base (Flux/SD3) samples with flow matching's "
+                         f"Euler; leave --scheduler out")
+    s.scheduler = DIT_SCHEDULER

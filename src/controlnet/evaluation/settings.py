@@ -88,7 +88,7 @@ class RowSpec:
 
 def parse_controlnet(spec: str, data_kind: str | None) -> RowSpec:
     """`mini:KIND`, `KIND=PATH` or `PATH` (its kind from `--data world:KIND` or the dataset)."""
-    from controlnet.assets import MINI_CONDITIONS, resolve_controlnet
+    from controlnet.assets import MINI_CONDITIONS, MINI_DIT_CONDITIONS, resolve_controlnet
 
     spec = str(checks.path("--controlnet", spec))
     kind, _, rest = spec.partition("=")
@@ -99,6 +99,8 @@ def parse_controlnet(spec: str, data_kind: str | None) -> RowSpec:
         for sep in ":-":
             if spec.startswith(f"mini{sep}") and spec[5:] in MINI_CONDITIONS:
                 kind = spec[5:]
+        if spec.startswith("mini-dit:") and spec[9:] in MINI_DIT_CONDITIONS:
+            kind = spec[9:]
     if not path.exists():
         raise MissingFileError(f"--controlnet {spec}: {path} does not exist (a ControlNet file or folder)")
     return RowSpec(label, path, kind or data_kind)

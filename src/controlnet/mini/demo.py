@@ -33,8 +33,15 @@ def make_demo(model: Path, out: Path, samples: int = 3, steps: int | None = None
         raise InputError(f"{model} has no controlnet-<condition>/ folders to demonstrate")
     given = {"steps": steps, "guidance_scale": guidance_scale, "weight": weight, "scheduler": None}
     settings = {c: _settings(mini_controlnet_dir(c, model), given) for c in conditions}  # a damaged file fails now
-    pipe = ControlPipeline.from_pretrained(model)
-    size = pipe.vae_scale_factor * pipe.unet.config.sample_size
+    if is_transformer_base(model):  # mini-dit: sampled as `generate` samples a Flux base
+        from controlnet.pipeline.dit_batch import DIT_SCHEDULER, load_dit_pipe
+
+        pipe = load_dit_pipe(model)
+        size = pipe.picture_size
+        settings = {c: {**v, "scheduler": DIT_SCHEDULER} for c, v in settings.items()}
+    else:
+        pipe = ControlPipeline.from_pretrained(model)
+        size = pipe.vae_scale_factor * pipe.unet.config.sample_size
     check_grid_size(len(conditions) * samples, 4, size * SCALE, size * SCALE, 1, GAP * SCALE)
     world = World(seed=HELD_OUT_SEED, size=size)
     rows = []
@@ -51,6 +58,12 @@ def make_demo(model: Path, out: Path, samples: int = 3, steps: int | None = None
             rows += _demo_rows(pipe, cn, condition, picked, settings_c)
     save_image(image_grid(rows, scale=1, gap=GAP * SCALE), out)
     return Path(out), conditions
+
+
+def is_transformer_base(model: Path) -> bool:
+    from controlnet.generation import dit_kind
+
+    return dit_kind(str(model)) is not None
 
 
 def _settings(folder: Path, given: dict) -> dict:
@@ -72,7 +85,7 @@ def _demo_rows(pipe, cn, condition: str, picked: list, settings: dict) -> list[l
     prompts = [s.caption for s in picked]
     maps = [s.conditions[condition] for s in picked]
     plain = pipe(prompts, output_type="np", **common).images
-    unit = ControlUnit(cn, maps, resize=None, weight=settings["weight"])
+    unit = getattr(pipe, "make_unit", ControlUnit)(cn, maps, resize=None, weight=settings["weight"])
     controlled = pipe(prompts, units=[unit], output_type="np", **common).images
     rows = []
     for m, a, b in zip(maps, plain, controlled):

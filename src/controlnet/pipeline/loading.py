@@ -68,11 +68,30 @@ def base_kind(index: dict) -> str:
     return "sd"
 
 
+def component_location(folder: Path, index: dict, name: str) -> tuple[Path, str]:
+    """(root, subfolder) of a component: `folder/name`, or where `_shared_components` points: a path
+    relative to the folder, or `builtin:<model>/<part>` in the package's built-in models (the built-in
+    mini-dit borrows the miniature SD's autoencoder and CLIP, wherever the folder is copied)."""
+    from controlnet.assets import BUILTIN_DIR
+
+    shared = index.get("_shared_components") or {}
+    if not isinstance(shared, dict) or not isinstance(shared.get(name, name), str):
+        raise CheckpointError(f"{folder}/model_index.json: _shared_components must map component names to folders")
+    where = shared.get(name)
+    if where is None:
+        path = folder / name
+    elif where.startswith("builtin:"):
+        path = BUILTIN_DIR / where.removeprefix("builtin:")
+    else:
+        path = (folder / where).resolve()
+    return path.parent, path.name
+
+
 def _check_component(folder: Path, name: str, index: dict) -> None:
     entry = index.get(name)
     if not entry or entry == [None, None]:
         raise MissingFileError(f"{folder}/model_index.json lists no {name}; this pipeline needs one")
-    sub = folder / name
+    sub = Path(*component_location(folder, index, name))
     if not sub.is_dir():
         raise MissingFileError(f"{sub} is missing: the base model needs its {name} folder")
     if name.startswith("tokenizer"):
@@ -120,18 +139,19 @@ def load_folder(path: str | os.PathLike, *, dtype=None, device="cpu", variant: s
     parts.update(dict.fromkeys(left_out))
     for name in needed:
         cls = _class(index[name], name)
-        kwargs: dict = {"subfolder": name, "local_files_only": True}
+        root, sub = component_location(folder, index, name)
+        kwargs: dict = {"subfolder": sub, "local_files_only": True}
         try:
             if name.startswith("tokenizer"):
-                parts[name] = cls.from_pretrained(folder, **kwargs)
+                parts[name] = cls.from_pretrained(root, **kwargs)
             elif name == "scheduler":
-                parts[name] = cls.from_pretrained(folder, **kwargs)
+                parts[name] = cls.from_pretrained(root, **kwargs)
             else:
                 if variant:
                     kwargs["variant"] = variant
                 if dtype is not None:  # load in the dtype (casting afterwards makes diffusers warn)
                     kwargs["dtype" if index[name][0] == "transformers" else "torch_dtype"] = dtype
-                parts[name] = cls.from_pretrained(folder, **kwargs).to(device).eval()
+                parts[name] = cls.from_pretrained(root, **kwargs).to(device).eval()
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load {folder / name}: {str(exc).splitlines()[0]}") from None
     return parts

@@ -110,7 +110,8 @@ def flux_controlnet_loss(
 ) -> torch.Tensor:
     """One Flux step's loss, unweighted (the Flux example weighs no σ). `latents`, `control_latents`,
     `noise`: unpacked (B, C, H, W), packed here into Flux's 2×2 tokens. A guidance-distilled base (dev)
-    sees `guidance_scale`. Union nets take `controlnet_mode` (B, 1)."""
+    sees `guidance_scale`. Union nets take `controlnet_mode` (B, 1). XLabs nets (a hint encoder) take
+    pixels (B, 3, H, W) in [-1, 1] as `control_latents`, as the pipeline feeds them."""
     transformer.requires_grad_(False)
     noisy, s = _noised(latents, noise, sigmas)
     noisy, target = pack(noisy), pack(noise - latents)
@@ -119,7 +120,8 @@ def flux_controlnet_loss(
     txt_ids = torch.zeros(prompt_embeds.shape[1], 3, dtype=latents.dtype, device=latents.device)
     guidance = (torch.full((b,), guidance_scale, dtype=latents.dtype, device=latents.device)
                 if transformer.config.guidance_embeds else None)
-    residuals = controlnet(noisy, pack(control_latents), sigmas, pooled_prompt_embeds, prompt_embeds, img_ids, txt_ids,
+    control = control_latents if controlnet.input_hint_block is not None else pack(control_latents)
+    residuals = controlnet(noisy, control, sigmas, pooled_prompt_embeds, prompt_embeds, img_ids, txt_ids,
                            guidance=guidance if controlnet.config.guidance_embeds else None,
                            controlnet_mode=controlnet_mode)
     pred = controlled_flux(transformer, noisy, prompt_embeds, pooled_prompt_embeds, sigmas, img_ids, txt_ids,
