@@ -8,8 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # one thread per process: the test models are tiny, and threads only thrash when processes share the cores
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-workers="${TEST_WORKERS:-$(nproc)}"
-.venv/bin/python -m pytest -q -n "$workers" --dist loadfile "$@"
+parallel=(-n "${TEST_WORKERS:-$(nproc)}" --dist loadfile)
+if ! .venv/bin/python -c "import xdist" 2>/dev/null; then
+  echo "scripts/test.sh: pytest-xdist is missing from .venv (scripts/setup.sh installs it): one process" >&2
+  parallel=()
+fi
+.venv/bin/python -m pytest -q "${parallel[@]}" "$@"
 if [ -x .venv-pose/bin/python ] && [ $# -eq 0 ]; then
   .venv-pose/bin/python -m pytest -q tests/test_annotators_pose.py
 fi
