@@ -11,12 +11,13 @@ import contextlib
 import functools
 import io
 import shutil
-import socket
 import threading
 import time
 
 import numpy as np
 import pytest
+
+from ports import bound_socket
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install -e '.[serve]')")
@@ -29,23 +30,19 @@ def engine():
     return Engine("mini")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_server(limits=None, auth=None, origins=None, served=None):
     """Yields (base URL, app) of a server started on a free port (on the `served` engine, else the
-    shared mini one); stopped (worker included) on exit."""
+    shared mini one); stopped (worker included) on exit. The server listens on the socket bound here,
+    so no other test process can take its port meanwhile."""
     from controlnet.web import create_app
     from controlnet.web.server import make_server
 
     app = create_app(served or engine(), limits, auth, origins)
-    port = free_port()
+    sock = bound_socket()
+    port = sock.getsockname()[1]
     server = make_server(app, "127.0.0.1", port)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, args=([sock],), daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -56,6 +53,7 @@ def running_server(limits=None, auth=None, origins=None, served=None):
     finally:
         server.should_exit = True
         thread.join(30)
+        sock.close()
 
 
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"

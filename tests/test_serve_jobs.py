@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from serve_tools import body, engine, free_port, running_server, unit
+from ports import free_port
+from serve_tools import body, engine, running_server, unit
 
 ROOT = Path(__file__).resolve().parents[1]
 

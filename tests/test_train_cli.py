@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from controlnet.training import TrainConfig, make_fill50k, make_tiny_base, train
+from ports import free_port
 from test_train_loop import same_run
 
 RES = 16
@@ -96,7 +97,7 @@ def test_two_cpu_processes_match_one(world):
     steps = 4
     root, base, data = world
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            *module_args(), *flags(world, "ddp2", "--batch-size", "2", "--max-steps", str(steps))]
     done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

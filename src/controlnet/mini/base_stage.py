@@ -77,7 +77,7 @@ def base_stage(config: MiniConfig, unet, text_encoder, tokenizer, vae, cache: di
         return {"loss": (weight[t] * per_sample).mean(), "mse": per_sample.mean()}
 
     def show(i: int, modules: dict) -> None:
-        grid, share = sample_grid(config, vae, modules["text_encoder"], tokenizer, modules["unet"])
+        grid, share = sample_grid(config, vae, modules["text_encoder"], tokenizer, modules["unet"], steps=config.sample_steps)
         save_grid(grid, folder / "samples" / f"step_{i:06d}.png", scale=3)
         log = folder / "samples" / "adherence.txt"
         before = log.read_text() if log.is_file() else ""

@@ -135,7 +135,7 @@ def check_model(config: MiniConfig, folder: Path, grid_path: Path, n: int = 32) 
     for name, shapes in (("single_shape", 1), ("multi_shape", 3)):
         samples = list(World(config.world_seed + 1, config.image_size, min_shapes=shapes, max_shapes=shapes,
                              conditions=()).take(n))
-        images = pipe([s.caption for s in samples], num_inference_steps=20, guidance_scale=4.0, output_type="np",
+        images = pipe([s.caption for s in samples], num_inference_steps=config.sample_steps, guidance_scale=4.0, output_type="np",
                       generator=torch.Generator().manual_seed(0), height=config.image_size, width=config.image_size).images
         images = (images * 255).round().astype(np.uint8)
         measured[name] = adherence(images, [s.scene for s in samples])

@@ -61,6 +61,7 @@ class MiniConfig:
     controlnet: StageConfig = field(default_factory=lambda: StageConfig(32, 1e-3, 40_000, 0.154, warmup_steps=0))
     controlnet_conditions: tuple[str, ...] = ("edges", "seg", "depth", "inpaint")
     controlnet_samples: int = 8000
+    sample_steps: int = 20  # denoising steps of the sample grids and of the build's adherence check
 
     @classmethod
     def tiny(cls) -> MiniConfig:
@@ -69,7 +70,7 @@ class MiniConfig:
                    attention_heads=2, text_hidden=32, text_layers=1, text_heads=2, latent_samples=64,
                    vae=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=1),
                    base=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=1),
-                   controlnet=StageConfig(4, 1e-3, 4, 1.0, warmup_steps=0), controlnet_samples=16)
+                   controlnet=StageConfig(4, 1e-3, 4, 1.0, warmup_steps=0), controlnet_samples=16, sample_steps=2)
 
     def check(self) -> MiniConfig:
         """Refuse settings a user can give that would fail or hang a stage, before any stage runs."""
