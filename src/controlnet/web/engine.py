@@ -108,7 +108,7 @@ class Engine:
     """The base model (loaded now) and the ControlNets (each loaded on first use, then kept)."""
 
     def __init__(self, model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32",
-                 annotator_dir=None):
+                 annotator_dir=None, compile: bool = False):
         from controlnet.assets import resolve_model
         from controlnet.pipeline import ControlPipeline
 
@@ -119,6 +119,8 @@ class Engine:
         self.model_path = resolve_model(model)
         self.dtype = dtype
         self.pipe = ControlPipeline.from_pretrained(self.model_path, dtype=dtype, device=device)
+        if compile:  # each new size and batch compiles on its first request (docs/performance.md)
+            self.pipe.enable_compile()
         self.controlnets = find_controlnets(model, controlnet_dir)
         self.hashes = {name: short_hash(p) for name, p in self.controlnets.items()}
         self.model_hash = short_hash(self.model_path / "unet" if (self.model_path / "unet").is_dir() else self.model_path)
