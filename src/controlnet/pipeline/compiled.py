@@ -53,9 +53,13 @@ def compile_problem(device_type: str = "cpu") -> str | None:
         if not torch.equal(torch.compile(probe, backend="inductor", dynamic=False)(x), x * 2 + 1):
             return "the compiled probe computed a wrong result"
     except Exception as exc:  # any failure means: no compiled path here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"{type(exc).__name__}: {first[:300]}"
+        return _one_line(exc)
     return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 class CompiledModels:
@@ -93,7 +97,7 @@ class CompiledModels:
         if self.failed:
             return controlled_unet(self.unet, sample, t, states, [(z, None)], added_cond_kwargs=added)
         t = t if torch.is_tensor(t) else torch.tensor(t, device=sample.device)  # a tensor input: no recompile per step
-        return self._run(self._unet_step, sample, t, states, z.down, z.mid, added)
+        return self._run(self._unet_step, self._step, sample, t, states, z.down, z.mid, added)
 
     def controlnet(self, cn) -> Callable:
         """`cn`'s forward, compiled (once per ControlNet object)."""
@@ -102,11 +106,11 @@ class CompiledModels:
         compiled = self._controlnets.get(id(cn))
         if compiled is None:
             compiled = self._controlnets[id(cn)] = self._compile(cn)
-        return functools.partial(self._run, compiled)
+        return functools.partial(self._run, compiled, cn)
 
-    def _run(self, fn, *args, **kwargs):
-        """One call of a compiled function; counts the graphs it compiled and how long that took.
-        A compile failure switches this pipeline to eager mode with a warning."""
+    def _run(self, fn, eager, *args, **kwargs):
+        """One call of the compiled `fn`; counts the graphs it compiled and how long that took. A
+        compile failure switches this pipeline to eager mode with a warning (and runs `eager`)."""
         from torch._dynamo.utils import counters
 
         if self.mode == "reduce-overhead":
@@ -115,8 +119,8 @@ class CompiledModels:
         try:
             out = fn(*args, **kwargs)
         except torch._dynamo.exc.BackendCompilerFailed as exc:
-            self._give_up(f"compiling failed ({str(exc).strip().splitlines()[0][:300]})")
-            return getattr(fn, "_orig_mod", fn)(*args, **kwargs)
+            self._give_up(f"compiling failed ({_one_line(getattr(exc, 'inner_exception', None) or exc)})")
+            return eager(*args, **kwargs)
         self.stats["calls"] += 1
         new = counters["stats"]["unique_graphs"] - before
         if new:
