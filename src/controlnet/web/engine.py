@@ -242,7 +242,7 @@ class Engine:
                 from controlnet.pipeline.inpaint import fill_masked
 
                 init = fill_masked(init, req.mask)
-            with stoppable(self._networks(units), check):
+            with stoppable(self._networks(units), check, attention=getattr(self.pipe, "compiled", None) is None):
                 for it in range(req.n_iter):
                     def step(i, t, x, it=it):
                         last["x"], last["seed"], last["step"] = x, seed_at(seed, it * req.batch_size), i + 1
@@ -272,7 +272,8 @@ class Engine:
 
     def _networks(self, units) -> list:
         pipe = self.pipe
-        return [pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, *(u.controlnet for u in units)]
+        compiled = [] if getattr(pipe, "compiled", None) is not None else [pipe.unet, *(u.controlnet for u in units)]  # see stoppable
+        return [pipe.vae, pipe.text_encoder, pipe.text_encoder_2, *compiled]
 
     def _keep_partial(self, out: Generated, x, seed: int, step: int) -> None:
         """The latents reached at `step` before an interrupt, decoded, unless that would take longer
