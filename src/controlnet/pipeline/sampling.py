@@ -658,13 +658,14 @@ class ControlPipeline:
         cond-only units run on the cond half of a guided batch."""
         cn = p.unit.controlnet
         run = cn if self.compiled is None else self.compiled.controlnet(cn)
+        dtype = next(cn.parameters()).dtype  # = cn.dtype, which walks every module (at every step)
         scales = p.scales if factor == 1.0 else [s * factor for s in p.scales]
         if p.cond_only and call.guided:
             half = call.batch
-            res = run(x_in[half:].to(cn.dtype), t, text.states[half:].to(cn.dtype), hint_embedding=p.embedding,
+            res = run(x_in[half:].to(dtype), t, text.states[half:].to(dtype), hint_embedding=p.embedding,
                      added_cond_kwargs=text.cond_added)
             return _pad_uncond(res.scaled(scales)), None
-        res = run(x_in.to(cn.dtype), t, text.states.to(cn.dtype), hint_embedding=p.embedding, added_cond_kwargs=text.added)
+        res = run(x_in.to(dtype), t, text.states.to(dtype), hint_embedding=p.embedding, added_cond_kwargs=text.added)
         return res, scales
 
     def _output(self, call: _Call, x: torch.Tensor, hints: list) -> ControlPipelineOutput:
