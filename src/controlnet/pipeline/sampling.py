@@ -663,7 +663,7 @@ class ControlPipeline:
         if p.cond_only and call.guided:
             half = call.batch
             res = run(x_in[half:].to(dtype), t, text.states[half:].to(dtype), hint_embedding=p.embedding,
-                     added_cond_kwargs=text.cond_added)
+                      added_cond_kwargs=text.cond_added)
             return _pad_uncond(res.scaled(scales)), None
         res = run(x_in.to(dtype), t, text.states.to(dtype), hint_embedding=p.embedding, added_cond_kwargs=text.added)
         return res, scales
