@@ -132,7 +132,9 @@ class CompiledModels:
     # ------------------------------------------------------------------ helpers
 
     def _compile(self, fn):
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        cfg = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+        setattr(cfg, limit, max(getattr(cfg, limit), RECOMPILE_LIMIT))
         options = {"backend": self.backend, "dynamic": False}
         if self.mode is not None:
             options["mode"] = self.mode
