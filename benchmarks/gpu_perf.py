@@ -17,12 +17,20 @@ Training: `benchmarks/train_speed.py`, one fresh process per (variant, batch), b
 
     python benchmarks/gpu_perf.py --out /tmp/perf              # on a CUDA machine (~5 min on an H200)
     python benchmarks/gpu_perf.py --tiny --out /tmp/perf       # CPU smoke test of the same code paths
+    python benchmarks/gpu_perf.py --out /tmp/perf --impls ours ours-compiled ours-cudagraphs diffusers \
+        --skip-training --batches 1                            # eager vs compiled vs CUDA graphs (issue 23)
+
+`--impls` picks the sampling sides: ours (eager), ours-compiled (`enable_compile(mode="default")`:
+inductor without CUDA graphs), ours-cudagraphs (`enable_compile()`, "reduce-overhead" on CUDA),
+diffusers (eager). The compiled sides share the modules; their compile happens in the warm-up round,
+whose seconds are logged per side.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -158,10 +166,10 @@ def bench_sampling(args, res: Results, device, batches) -> None:
         g = torch.Generator().manual_seed(0)
         latents = torch.randn(batch, 4, size // 8, size // 8, generator=g).to(device, dtype)
 
-        def run_ours(spec, batch=batch, latents=latents):
+        def run_ours(spec, batch=batch, latents=latents, pipe=ours):
             units_kw, _, _, otype = spec
             units = [ControlUnit(cns[i], hint, resize=None, **kw) for i, kw in enumerate(units_kw)]
-            return ours("a photo of a cat", units, steps=steps, scheduler="ddim", num_images=batch,
+            return pipe("a photo of a cat", units, steps=steps, scheduler="ddim", num_images=batch,
                         height=size, width=size, latents=latents.clone(), output_type=otype, progress=False, **common)
 
         def run_theirs(spec, batch=batch, latents=latents):
@@ -181,13 +189,16 @@ def bench_sampling(args, res: Results, device, batches) -> None:
             peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
             return dt, peak, cpu
 
-        runs = [(name, impl) for name, spec in cases.items() for impl in ("ours", "diffusers")
+        runs = [(name, impl) for name, spec in cases.items() for impl in args.impls
                 if not (impl == "diffusers" and spec[1] is None)]
-        fns = {"ours": run_ours, "diffusers": run_theirs}
+        fns = {"ours": run_ours, "diffusers": run_theirs,
+               **{k: functools.partial(run_ours, pipe=p) for k, p in compiled_sides(ours, args.impls).items()}}
         t = time.perf_counter()
         for _ in range(args.warmup):
             for name, impl in runs:
-                timed(fns[impl], cases[name])
+                warm = timed(fns[impl], cases[name])[0]
+                if impl.startswith("ours-"):
+                    log(f"batch {batch}: warm-up {name} {impl} {warm:.1f} s")
         log(f"batch {batch}: warm-up done in {time.perf_counter() - t:.1f} s")
         times = {r: [] for r in runs}
         cpus = {r: [] for r in runs}  # CPU seconds of the calling thread per call: ~ wall when the host is the bound
@@ -211,6 +222,19 @@ def bench_sampling(args, res: Results, device, batches) -> None:
             log(f"b{batch} {name:<28} {impl:<9} {med:7.3f} s  {steps / med:7.2f} it/s  peak {row['peak_mb']} MB  "
                 f"host CPU {statistics.median(cpus[(name, impl)]):.3f} s")
         res.save()
+
+
+def compiled_sides(ours, impls) -> dict:
+    """The compiled variants of our pipeline that `impls` asks for, sharing its modules."""
+    from controlnet.pipeline import ControlPipeline
+
+    modes = {"ours-compiled": "default", "ours-cudagraphs": None}  # None: reduce-overhead on CUDA
+    sides = {}
+    for impl, mode in modes.items():
+        if impl in impls:
+            sides[impl] = ControlPipeline(ours.unet, ours.vae, ours.text_encoder, ours.tokenizer, ours.scheduler)
+            sides[impl].enable_compile(mode=mode)
+    return sides
 
 
 # ------------------------------------------------------------------ training
@@ -264,6 +288,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--cases", nargs="*", default=None)
+    p.add_argument("--impls", nargs="+", default=["ours", "diffusers"],
+                   choices=["ours", "ours-compiled", "ours-cudagraphs", "diffusers"], help="sampling sides to time")
     p.add_argument("--train-plan", nargs="*", default=["ours:4", "ours+ckpt:4", "diffusers:4", "ours:8", "ours+ckpt:8"],
                    help="variant:batch pairs, in the order they run")
     p.add_argument("--train-steps", type=int, default=6)

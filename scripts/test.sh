@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # one thread per process: the test models are tiny, and threads only thrash when processes share the cores
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-parallel=(-n "${TEST_WORKERS:-$(nproc)}" --dist loadfile)
+parallel=(-n "${TEST_WORKERS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}" --dist loadfile)
 if ! .venv/bin/python -c "import xdist" 2>/dev/null; then
   echo "scripts/test.sh: pytest-xdist is missing from .venv (scripts/setup.sh installs it): one process" >&2
   parallel=()

@@ -59,6 +59,17 @@ def test_demo_writes_the_grid_of_every_controlnet(mini, tmp_path, capsys):
     assert drawn.any() and not (drawn & ~lines).any()  # drawn only where the condition has a line
 
 
+def test_demo_in_parallel_processes_draws_the_same_grid(mini, tmp_path):
+    """--jobs 2 forks two workers that share the rows (Linux); the grid is byte for byte the serial one."""
+    grids = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"demo-{jobs}.png"
+        assert main(["demo", "--model", str(mini), "-o", str(out), "--steps", "2", "--samples", "1", "--quiet",
+                     "--jobs", jobs]) == 0
+        grids.append(np.asarray(Image.open(out)))
+    assert np.array_equal(*grids)
+
+
 def test_generate_accepts_a_users_condition_with_preprocess(mini, tmp_path):
     drawing = np.zeros((64, 64, 3), np.uint8)
     drawing[16:48, 16:48] = 255  # a hand-drawn square

@@ -147,6 +147,7 @@ def test_a_controlnet_made_for_another_base_is_one_line_naming_both(store, capsy
     ("sd3", "sd3", ["--num-images", "0"], "--num-images"),
     ("sd3", "sd3", ["--weight", "1e9"], "--weight"),
     ("flux", "flux", ["--steps", "0"], "steps"),
+    ("flux", "flux", ["--compile"], "--compile is for U-Net base models"),
     ("flux", "flux", ["--width", "72", "--height", "64"], "multiples of 16"),
 ])
 def test_what_a_transformer_base_cannot_do_is_one_line(store, capsys, model, net, extra, fragment):

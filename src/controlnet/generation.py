@@ -43,6 +43,7 @@ class Job:
     mask_blur: float | None = None
     dtype: str = "fp32"
     device: str = "cpu"
+    compile: bool = False  # torch.compile (`controlnet.pipeline.compiled`)
     from_png: str | None = None  # --from
     outdir: str = "outputs"  # -o
     no_grid: bool = False
@@ -62,6 +63,8 @@ def prepare(job: Job, warn: Callable[[str], None]) -> Path:
         raise InputError("give --controlnet FILE before --image (without it, --image gives a --from replay's pictures)")
     _resolve_models(job)
     kind = dit_kind(job.model)
+    if kind and job.compile:
+        raise InputError(f"--compile is for U-Net base models; this {kind} base runs eagerly: leave --compile out")
     if kind:
         _prepare_dit(job, kind)
     elif job.true_cfg is not None:
@@ -206,6 +209,8 @@ class Models:
             self.pipe = (FluxBase if kind == "flux" else SD3Base).from_pretrained(args.model, dtype=args.dtype, device=args.device)
         if self.pipe is None:
             self.pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=args.dtype, device=args.device)
+            if getattr(args, "compile", False):
+                self.pipe.enable_compile()
         return self.pipe
 
 

@@ -54,6 +54,8 @@ def register(sub) -> None:
                    "(state dict .pth or .safetensors) for the CLIP aesthetic score")
     p.add_argument("--grid-samples", type=int, default=4, help="samples shown in samples.png (default 4)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the sampling (same pictures within float noise; "
+                   "a warm-up of tens of seconds; docs/performance.md)")
     p.add_argument("-o", "--outdir", default="evaluation", help="output folder (default ./evaluation)")
     p.set_defaults(func=run)
 
@@ -86,7 +88,8 @@ def run(args) -> int:
     result = evaluate(args.model, args.controlnet, args.data, args.outdir, config=args.config, settings=settings,
                       annotator=args.annotator, annotator_params=_params(args.annotator_param),
                       inception=args.inception, clip=args.clip, device=args.device,
-                      images=args.images, aesthetic=args.aesthetic, models_dir=args.models_dir)
+                      images=args.images, aesthetic=args.aesthetic, models_dir=args.models_dir,
+                      compile=args.compile)
     print(table(result), end="")
     print(f"wrote {args.outdir}/metrics.json, metrics.md, metrics.png, samples.png")
     return 0

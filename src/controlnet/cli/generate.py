@@ -91,6 +91,8 @@ def register(sub) -> None:
                    "the mask blurred with this sigma in pixels (0: hard edge; default: no paste, as diffusers)")
     p.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16 (default fp32)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the U-Net and ControlNets (CUDA: CUDA graphs); "
+                   "pays a warm-up of tens of seconds per new size; see docs/performance.md")
     p.add_argument("--from", dest="from_png", metavar="PNG", help="re-create an image from the parameters stored in its PNG")
     p.add_argument("-o", "--outdir", default="outputs", help="output folder (default ./outputs)")
     p.add_argument("--no-grid", action="store_true", help="do not write the grid image")
@@ -117,6 +119,9 @@ def run(args) -> int:
     outdir = prepare(job, warn=lambda note: print(note, file=sys.stderr))
     if is_batch(job):  # a unit's --image is a folder: one output per picture
         return run_batch(job, outdir)
-    for path in save_outputs(sample(job, Models()), job, outdir):
+    models = Models()
+    for path in save_outputs(sample(job, models), job, outdir):
         print(path)
+    if job.compile and getattr(models.pipe, "compiled", None) is not None:
+        print(models.pipe.compiled.summary(), file=sys.stderr)
     return 0

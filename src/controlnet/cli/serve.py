@@ -45,6 +45,8 @@ def register(sub) -> None:
     p.add_argument("--max-prompt-tokens", type=int, default=1000, help="longest prompt / negative prompt in tokens (default 1000)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16 (default fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the U-Net and ControlNets (CUDA: CUDA graphs); "
+                   "each new size and batch pays a warm-up on its first request")
     p.set_defaults(func=run)
 
 
@@ -80,7 +82,8 @@ def run(args) -> int:
     from controlnet.cli import quiet_libraries
 
     quiet_libraries()
-    engine = open_engine(args.model, args.controlnet_dir, device=args.device, dtype=args.dtype, annotator_dir=args.annotator_dir)
+    engine = open_engine(args.model, args.controlnet_dir, device=args.device, dtype=args.dtype, annotator_dir=args.annotator_dir,
+                         compile=args.compile)
     print(f"controlnet serve: {engine.model_name} with {len(engine.controlnets)} ControlNet(s) on http://{host}:{port}/",
           file=sys.stderr)
     try:

@@ -19,11 +19,12 @@ from controlnet.evaluation.settings import EvalSettings, RowSpec, parse_controln
 def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.PathLike, *, config=None,
              settings: EvalSettings | None = None, annotator: str | None = None, annotator_params=None,
              inception=None, clip=None, device: str = "cpu", progress: bool = True, images=None, aesthetic=None,
-             models_dir=None, **options) -> dict:
+             models_dir=None, compile: bool = False, **options) -> dict:
     """Evaluate each ControlNet in `controlnets` (plus the uncontrolled base model), and each folder of
     already generated pictures in `images` (NAME=FOLDER), on `data`; write metrics.json, metrics.md,
     metrics.png and samples.png into `out`; return the metrics. `models_dir` (else
-    $CONTROLNET_ANNOTATOR_DIR): the detectors' weights for the ControlNet++ protocol figures."""
+    $CONTROLNET_ANNOTATOR_DIR): the detectors' weights for the ControlNet++ protocol figures. `compile`:
+    torch.compile the sampling (`controlnet.pipeline.compiled`)."""
     from controlnet.annotators.local_models import models_dir as find_models_dir
     from controlnet.evaluation import prompts as P
     from controlnet.evaluation.data import open_data
@@ -55,6 +56,10 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
     head = _load_aesthetic(aesthetic, clip_model)
     inception = _inception(s, inception)
     pipe, mid = _load_pipe(model, config, device)
+    if compile:
+        if not hasattr(pipe, "enable_compile"):
+            raise InputError(f"--compile: {model} is a transformer base; compiling is for U-Net bases (run it without --compile)")
+        pipe.enable_compile()
     size = getattr(pipe, "picture_size", None) or pipe.vae_scale_factor * pipe.unet.config.sample_size
     kinds = tuple(dict.fromkeys(r.kind for r in rows if not r.images)) or ((data_kind,) if data_kind else ("edges",))
     source = open_data(str(data), size, kinds, annotator, annotator_params)

@@ -16,11 +16,13 @@ DEFAULTS = {"steps": 20, "guidance_scale": 5.0, "weight": 1.0, "scheduler": "ddi
 
 
 def make_demo(model: Path, out: Path, samples: int = 3, steps: int | None = None, guidance_scale: float | None = None,
-              weight: float | None = None, seed: int = 0, progress: bool = True) -> tuple[Path, list[str]]:
+              weight: float | None = None, seed: int = 0, progress: bool = True, jobs: int = 1,
+              threads: int = 1) -> tuple[Path, list[str]]:
     """Write the demo grid to `out`; returns (path, the conditions shown). Settings left None are
-    each ControlNet's recommended ones (`controlnet.recommended`), else 20 DDIM steps, CFG 5, weight 1."""
+    each ControlNet's recommended ones (`controlnet.recommended`), else 20 DDIM steps, CFG 5, weight 1.
+    `jobs` > 1: the ControlNets' rows are sampled in that many forked processes (Linux), each with
+    `threads` torch threads; the pictures are the same as in one process."""
     from controlnet.assets import HELD_OUT_SEED, available_controlnets, mini_controlnet_dir
-    from controlnet.checkpoints import load_controlnet
     from controlnet.files import save_image
     from controlnet.pipeline import ControlPipeline
     from controlnet.world.grid import GAP, SCALE, check_grid_size, image_grid
@@ -44,19 +46,10 @@ def make_demo(model: Path, out: Path, samples: int = 3, steps: int | None = None
         size = pipe.vae_scale_factor * pipe.unet.config.sample_size
     check_grid_size(len(conditions) * samples, 4, size * SCALE, size * SCALE, 1, GAP * SCALE)
     world = World(seed=HELD_OUT_SEED, size=size)
-    rows = []
-    for c, condition in enumerate(conditions):
-        # the pipeline runs the ControlNet in the U-Net's dtype (fp32), whatever the file stores
-        cn = load_controlnet(mini_controlnet_dir(condition, model))
-        picked = [world[c * samples + i] for i in range(samples)]
-        settings_c = dict(seed=seed, progress=progress, **settings[condition])
-        if condition == "inpaint":  # masked picture | filled without control | with control | mask outline
-            from controlnet.mini.inpaint import demo_rows as inpaint_rows
-
-            rows += inpaint_rows(pipe, cn, picked, settings_c)
-        else:
-            rows += _demo_rows(pipe, cn, condition, picked, settings_c)
-    save_image(image_grid(rows, scale=1, gap=GAP * SCALE), out)
+    tasks = [(condition, mini_controlnet_dir(condition, model), [world[c * samples + i] for i in range(samples)],
+              dict(seed=seed, progress=progress and jobs == 1, **settings[condition])) for c, condition in enumerate(conditions)]
+    blocks = _run_parallel(pipe, tasks, jobs, threads) if jobs > 1 and _can_fork() else [_condition_rows(pipe, *t) for t in tasks]
+    save_image(image_grid([row for block in blocks for row in block], scale=1, gap=GAP * SCALE), out)
     return Path(out), conditions
 
 
@@ -64,6 +57,51 @@ def is_transformer_base(model: Path) -> bool:
     from controlnet.generation import dit_kind
 
     return dit_kind(str(model)) is not None
+
+
+def _condition_rows(pipe, condition: str, folder: Path, picked: list, settings: dict) -> list[list]:
+    """One ControlNet's rows of the grid."""
+    from controlnet.checkpoints import load_controlnet
+
+    cn = load_controlnet(folder)  # the pipeline runs it in the U-Net's dtype (fp32), whatever the file stores
+    if condition == "inpaint":  # masked picture | filled without control | with control | mask outline
+        from controlnet.mini.inpaint import demo_rows as inpaint_rows
+
+        return inpaint_rows(pipe, cn, picked, settings)
+    return _demo_rows(pipe, cn, condition, picked, settings)
+
+
+def _can_fork() -> bool:
+    """Forked workers share the loaded models for free; only where fork is the safe default (Linux)."""
+    import multiprocessing
+    import sys
+
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+_FORKED: dict = {}  # what the forked workers inherit: the pipeline and the torch thread count
+
+
+def _run_parallel(pipe, tasks: list, jobs: int, threads: int) -> list[list]:
+    """`_condition_rows` of every task in `jobs` forked processes, the longest (inpainting: one call
+    per sample) first; results in the tasks' order."""
+    import multiprocessing
+
+    _FORKED.update(pipe=pipe, threads=threads)
+    order = sorted(range(len(tasks)), key=lambda k: tasks[k][0] != "inpaint")
+    try:
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+            done = dict(zip(order, pool.imap(_forked_rows, [tasks[k] for k in order], chunksize=1)))
+    finally:
+        _FORKED.clear()
+    return [done[k] for k in range(len(tasks))]
+
+
+def _forked_rows(task) -> list[list]:
+    import torch
+
+    torch.set_num_threads(_FORKED["threads"])
+    return _condition_rows(_FORKED["pipe"], *task)
 
 
 def _settings(folder: Path, given: dict) -> dict:

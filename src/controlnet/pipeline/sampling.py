@@ -258,7 +258,7 @@ class ControlPipeline:
     """
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, text_encoder_2=None, tokenizer_2=None,
-                 *, force_zeros_for_empty_prompt: bool | None = None, kind: str | None = None):
+                 *, force_zeros_for_empty_prompt: bool | None = None, kind: str | None = None, compile: bool = False):
         self.unet, self.vae, self.scheduler = unet, vae, scheduler
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
@@ -269,6 +269,17 @@ class ControlPipeline:
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         if unet.config.get("time_cond_proj_dim") is not None:
             raise InputError("U-Nets with a guidance embedding (LCM distilled) are not supported")
+        self.compiled, self._decode_upcast = None, False  # decode: see `decode`
+        if compile:
+            self.enable_compile()
+
+    def enable_compile(self, mode: str | None = None, backend="inductor") -> ControlPipeline:
+        """torch.compile the U-Net and the ControlNets (`controlnet.pipeline.compiled`); call it after
+        moving the pipeline to its device. mode None: "reduce-overhead" (CUDA graphs) on CUDA."""
+        from controlnet.pipeline.compiled import CompiledModels
+
+        self.compiled = CompiledModels(self.unet, backend=backend, mode=mode)
+        return self
 
     # ------------------------------------------------------------------ construction
 
@@ -472,14 +483,20 @@ class ControlPipeline:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> images in [0, 1], (B, 3, H, W)."""
+        """Latents -> images in [0, 1], (B, 3, H, W), decoded in the VAE's dtype. An fp16 decode that
+        overflows (NaN or inf: SDXL's VAE does) is redone in fp32 (A1111's rule; diffusers upcasts
+        such VAEs up front by their `force_upcast` flag, which most VAE configs carry by default), and
+        this pipeline's later decodes go to fp32 directly."""
         vae = self.vae
-        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-        if upcast:
+        upcast = vae.dtype == torch.float16 and self._decode_upcast
+        x = None if upcast else vae.decode(denormalize_latents(vae, latents.to(vae.dtype)), return_dict=False)[0]
+        if x is None or (vae.dtype == torch.float16 and not torch.isfinite(x).all()):
+            self._decode_upcast = True
             vae.to(torch.float32)
-        x = vae.decode(denormalize_latents(vae, latents.to(vae.dtype)), return_dict=False)[0]
-        if upcast:
-            vae.to(torch.float16)
+            try:
+                x = vae.decode(denormalize_latents(vae, latents.float()), return_dict=False)[0]
+            finally:
+                vae.to(torch.float16)
         return (x.float() / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
@@ -611,9 +628,12 @@ class ControlPipeline:
                 features = t2i.sum_features([(p.embedding, p.scales[0] * f) for p, f in running
                                              if t2i.is_adapter(p.unit.controlnet)], x_in.shape[0])
                 hooked = [(p.unit.controlnet, p.embedding, p.scales[0] * f) for p, f in running if lllite.is_lllite(p.unit.controlnet)]
-                with lllite.applied(self.unet, hooked):  # LLLite: the projections' inputs, during this call
-                    eps = controlled_unet(self.unet, unet_in, t, text.states, controls, added_cond_kwargs=text.added,
-                                          adapter_features=features)
+                if self.compiled is not None and not hooked and features is None:
+                    eps = self.compiled.predict(unet_in, t, text.states, controls, text.added)
+                else:
+                    with lllite.applied(self.unet, hooked):  # LLLite: the projections' inputs, during this call
+                        eps = controlled_unet(self.unet, unet_in, t, text.states, controls, added_cond_kwargs=text.added,
+                                              adapter_features=features)
             if call.guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + call.guidance_scale * (cond - uncond)
@@ -637,13 +657,15 @@ class ControlPipeline:
         """One unit's (residuals, scales) for this step, its scales times the schedule's `factor` (1: unchanged);
         cond-only units run on the cond half of a guided batch."""
         cn = p.unit.controlnet
+        run = cn if self.compiled is None else self.compiled.controlnet(cn)
+        dtype = next(cn.parameters()).dtype  # = cn.dtype, which walks every module (at every step)
         scales = p.scales if factor == 1.0 else [s * factor for s in p.scales]
         if p.cond_only and call.guided:
             half = call.batch
-            res = cn(x_in[half:].to(cn.dtype), t, text.states[half:].to(cn.dtype), hint_embedding=p.embedding,
-                     added_cond_kwargs=text.cond_added)
+            res = run(x_in[half:].to(dtype), t, text.states[half:].to(dtype), hint_embedding=p.embedding,
+                      added_cond_kwargs=text.cond_added)
             return _pad_uncond(res.scaled(scales)), None
-        res = cn(x_in.to(cn.dtype), t, text.states.to(cn.dtype), hint_embedding=p.embedding, added_cond_kwargs=text.added)
+        res = run(x_in.to(dtype), t, text.states.to(dtype), hint_embedding=p.embedding, added_cond_kwargs=text.added)
         return res, scales
 
     def _output(self, call: _Call, x: torch.Tensor, hints: list) -> ControlPipelineOutput:

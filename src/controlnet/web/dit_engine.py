@@ -14,21 +14,26 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from controlnet.errors import InputError
 from controlnet.web.engine import Engine, Generated, Interrupted
 from controlnet.web.inputs import FieldError
 from controlnet.web.schema import GenerationRequest
 from controlnet.web.stopping import stoppable
 
 
-def open_engine(model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32", annotator_dir=None):
+def open_engine(model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32", annotator_dir=None,
+                compile: bool = False):
     """The engine for `model`: a `DiTEngine` for an SD3 / Flux folder, else the U-Net `Engine`."""
     from controlnet.assets import resolve_model
     from controlnet.generation import dit_kind
     from controlnet.web.engine import Engine as UNetEngine  # looked up now (tests stand a fake in)
 
     kind = dit_kind(str(resolve_model(model))) if model != "mini" else None
+    if kind and compile:
+        raise InputError(f"--compile: {model} is a transformer base; compiling is for U-Net bases (serve it without --compile)")
     cls = DiTEngine if kind else UNetEngine
-    return cls(model, controlnet_dir, device=device, dtype=dtype, annotator_dir=annotator_dir)
+    extra = {"compile": True} if compile else {}
+    return cls(model, controlnet_dir, device=device, dtype=dtype, annotator_dir=annotator_dir, **extra)
 
 
 class DiTEngine(Engine):

@@ -108,7 +108,7 @@ class Engine:
     """The base model (loaded now) and the ControlNets (each loaded on first use, then kept)."""
 
     def __init__(self, model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32",
-                 annotator_dir=None):
+                 annotator_dir=None, compile: bool = False):
         from controlnet.annotators.local_models import models_dir
         from controlnet.assets import resolve_model
 
@@ -117,6 +117,8 @@ class Engine:
         self.model_path = resolve_model(model)
         self.dtype = dtype
         self.pipe = self._load_base(device)
+        if compile:  # each new size and batch compiles on its first request (docs/performance.md)
+            self.pipe.enable_compile()
         self.controlnets = self._usable(find_controlnets(model, controlnet_dir))
         self.hashes = {name: short_hash(p) for name, p in self.controlnets.items()}
         weights = self.model_path / self.denoiser_folder
@@ -251,7 +253,7 @@ class Engine:
                 from controlnet.pipeline.inpaint import fill_masked
 
                 init = fill_masked(init, req.mask)
-            with stoppable(self._networks(units), check):
+            with stoppable(self._networks(units), check, attention=getattr(self.pipe, "compiled", None) is None):
                 for it in range(req.n_iter):
                     def step(i, t, x, it=it):
                         last["x"], last["seed"], last["step"] = x, seed_at(seed, it * req.batch_size), i + 1
@@ -281,7 +283,8 @@ class Engine:
 
     def _networks(self, units) -> list:
         pipe = self.pipe
-        return [pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, *(u.controlnet for u in units)]
+        compiled = [] if getattr(pipe, "compiled", None) is not None else [pipe.unet, *(u.controlnet for u in units)]  # see stoppable
+        return [pipe.vae, pipe.text_encoder, pipe.text_encoder_2, *compiled]
 
     def _keep_partial(self, out: Generated, x, seed: int, step: int) -> None:
         """The latents reached at `step` before an interrupt, decoded, unless that would take longer

@@ -64,8 +64,9 @@ def _inside_attention(check: Callable[[], None]):
 
 
 @contextlib.contextmanager
-def stoppable(networks: Iterable[torch.nn.Module | None], check: Callable[[], None]):
+def stoppable(networks: Iterable[torch.nn.Module | None], check: Callable[[], None], attention: bool = True):
     """Within the block, `check()` (which raises to stop the work) runs before each of the networks'
-    blocks and each slice of a big attention."""
-    with _between_blocks(networks, check), _inside_attention(check):
+    blocks and (`attention`) each slice of a big attention. Compiled networks are left out: a hook or
+    a patched attention would change their graphs every job (`serve --compile` stops between steps)."""
+    with _between_blocks(networks, check), _inside_attention(check) if attention else contextlib.nullcontext():
         yield
