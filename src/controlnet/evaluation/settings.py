@@ -30,10 +30,13 @@ class EvalSettings:
     fid_note: str = "not computed: turned off (--no-fid)"  # why FID/KID are absent, when they are
     samples_in_grid: int = 4
     extra: dict = field(default_factory=dict)
+    approx: dict = field(default_factory=dict)  # approximate modes (controlnet.pipeline.reuse); {} = exact
+
 
     def sampling(self) -> dict:
         """What changes a generated picture (the cache key), besides model, row, prompt and seed."""
-        return {k: v for k, v in asdict(self).items() if k in ("steps", "guidance_scale", "scheduler", "weight", "mode")}
+        keys = ("steps", "guidance_scale", "scheduler", "weight", "mode") + (("approx",) if self.approx else ())
+        return {k: v for k, v in asdict(self).items() if k in keys}
 
     def check(self) -> EvalSettings:
         from controlnet.evaluation.stats import check_level
@@ -57,6 +60,7 @@ class EvalSettings:
         self.level = check_level(self.level)
         self.batch = checks.integer("batch", self.batch, lo=1, hi=1024)
         self.samples_in_grid = checks.integer("samples in the grid", self.samples_in_grid, lo=0, hi=64)
+        self.approx = _approx_fields(self.approx)
         return self
 
     def fill_recommended(self, controlnets) -> list[str]:
@@ -71,6 +75,14 @@ class EvalSettings:
                 taken += [key] if value is not None else []
                 setattr(self, key, default if value is None else value)
         return taken
+
+
+def _approx_fields(value) -> dict:
+    """The approximate modes checked, as the fields that differ from exact sampling (the cache key)."""
+    from controlnet.pipeline.reuse import Approximation, approximation
+
+    chosen, exact = asdict(approximation(value or None)), asdict(Approximation())
+    return {k: v for k, v in chosen.items() if v != exact[k]}
 
 
 @dataclass(frozen=True)
