@@ -63,6 +63,7 @@ class _Prepared:
     embedding: torch.Tensor | None
     scales: list
     cond_only: bool
+    dtype: Any = None  # the ControlNet's, read once: a diffusers model's `.dtype` walks all its modules on every read
 
 
 @dataclass
@@ -371,7 +372,7 @@ class ControlPipeline:
             embedding = None if unit.off else cn.embed_hint(hint)  # an off unit costs nothing
         # shuffle-type (global pooling) models act on the cond branch only, as in A1111 and diffusers
         only = cond_only(unit.mode) or bool(cn.config.get("global_pool_conditions", False))
-        return _Prepared(unit, embedding, self._unit_scales(unit, width, height, label), only), hints
+        return _Prepared(unit, embedding, self._unit_scales(unit, width, height, label), only, cn.dtype), hints
 
     def _hint(self, cn, image, width: int, height: int, resize, batch: int, label: str) -> tuple[torch.Tensor, list]:
         """(hint tensor on the ControlNet's device and dtype, the hints as PIL) of one image or one per image."""
@@ -662,7 +663,7 @@ class ControlPipeline:
         half, rows = self._halved(p, call)
 
         def run():
-            return cn(x_in[rows].to(cn.dtype), t, text.states[rows].to(cn.dtype), hint_embedding=p.embedding,
+            return cn(x_in[rows].to(p.dtype), t, text.states[rows].to(p.dtype), hint_embedding=p.embedding,
                       added_cond_kwargs=text.cond_added if half else text.added)
 
         res = run() if cache is None else cache.residuals(id(p), step, run)
@@ -684,7 +685,7 @@ class ControlPipeline:
         for p, f in nets:
             cn = p.unit.controlnet
             half, rows = self._halved(p, call)
-            res = shallow_control(cn, x_in[rows].to(cn.dtype), t, text.states[rows].to(cn.dtype), p.embedding, count,
+            res = shallow_control(cn, x_in[rows].to(p.dtype), t, text.states[rows].to(p.dtype), p.embedding, count,
                                   text.cond_added if half else text.added)
             res = tuple(d * (s * f) for d, s in zip(res, p.scales))
             res = _both_halves(res, p.cond_only) if half else res
