@@ -181,3 +181,28 @@ def test_all_modes_together_on_an_sdxl_shaped_model():
     exact = ours("a red cube", units, **kw).images
     approx = ours("a red cube", units, approx={"control_reuse": 2, "control_cond_only": True, "deepcache": 2}, **kw).images
     assert torch.isfinite(approx).all() and not torch.equal(exact, approx)
+
+
+# ------------------------------------------------------------------------------------ the command line
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--control-reuse", "0"], "control_reuse"),
+    (["--control-reuse", "-2"], "control_reuse"),
+    (["--control-reuse", "1.5"], "--control-reuse"),
+    (["--deepcache", "0"], "deepcache"),
+    (["--deepcache", "x"], "--deepcache"),
+    (["--control-reuse", "2", "--control-reuse-from", "1"], "control_reuse_from"),
+])
+def test_evaluate_refuses_bad_approximate_modes_before_loading_anything(argv, fragment, tmp_path, capsys):
+    from bad_input_tools import assert_user_error
+
+    assert_user_error(["evaluate", "--controlnet", "mini:edges", "-o", tmp_path / "out", *argv], capsys, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_keys_its_cache_by_the_approximate_modes():
+    from controlnet.evaluation import EvalSettings
+
+    assert "approx" not in EvalSettings().check().sampling()  # exact runs keep their cached pictures
+    assert EvalSettings(approx={"deepcache": 2, "control_reuse": 1}).check().sampling()["approx"] == {"deepcache": 2}
