@@ -199,6 +199,18 @@ def test_several_controlnets_with_per_connection_scales_add_up():
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
 
 
+def test_scales_of_one_are_skipped_and_a_wrong_count_still_refused():
+    """x * 1.0 == x, so unit scales return the residuals themselves (no kernels); others multiply."""
+    from controlnet.nn import ControlResiduals
+
+    res = ControlResiduals((torch.randn(1, 2, 4, 4), torch.randn(1, 2, 2, 2)), torch.randn(1, 2, 1, 1))
+    assert res.scaled(1.0) is res and res.scaled([1, 1.0, 1]) is res
+    assert res.scaled([1.0, 1.0, 0.5]).mid.equal(0.5 * res.mid)
+    assert res.scaled([1.0, 1.0, torch.tensor(1.0)]) is not res  # tensors (masks) always broadcast
+    with pytest.raises(ValueError, match="got 2 scales for 3"):
+        res.scaled([1.0, 1.0])
+
+
 def test_controlnet_for_another_family_is_rejected():
     sd1, sd2 = tiny_unet("sd1"), tiny_unet("sd2", exact=True)  # widths 32/64 vs 64/128
     cn = ControlNet.from_unet(sd2, vae_scale_factor=2)

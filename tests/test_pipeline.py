@@ -165,6 +165,23 @@ def test_hint_embedded_once_and_cond_only_modes_run_half_the_batch(sd1):
     del cn.forward, cn.controlnet_cond_embedding.forward
 
 
+def test_controlnet_dtype_is_read_once_per_call_not_per_step(sd1, monkeypatch):
+    """A diffusers model's `.dtype` walks every module (1.6 ms for an SD 1.5 ControlNet on a slow CPU):
+    read per step and unit it cost two units 7% against diffusers on a GPU (docs/performance.md)."""
+    from controlnet.nn import ControlNet
+
+    pipe, cn, cn2 = sd1
+    reads = []
+    dtype = ControlNet.dtype
+    monkeypatch.setattr(ControlNet, "dtype", property(lambda self: reads.append(1) or dtype.fget(self)))
+    per_call = []
+    for steps in (2, 6):
+        reads.clear()
+        ours(pipe, [ControlUnit(cn, random_hint(W, H), resize=None), ControlUnit(cn2, random_hint(W, H), resize=None)], steps=steps)
+        per_call.append(len(reads))
+    assert per_call[0] == per_call[1]
+
+
 # ------------------------------------------------------------------------------------ modes
 
 

@@ -36,6 +36,7 @@ def register(sub) -> None:
                    "agree, else 1)")
     p.add_argument("--mode", help="balanced | prompt | control | cfg_rw (default: recommended, else balanced)")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed+i in every row (default 0)")
+    add_approx_options(p)
     p.add_argument("--batch", type=int, default=8, help="pictures sampled at once (default 8)")
     p.add_argument("--ci", dest="level", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--no-uncontrolled", dest="uncontrolled", action="store_false", help="skip the row without control")
@@ -58,6 +59,25 @@ def register(sub) -> None:
                    "a warm-up of tens of seconds; docs/performance.md)")
     p.add_argument("-o", "--outdir", default="evaluation", help="output folder (default ./evaluation)")
     p.set_defaults(func=run)
+
+
+def add_approx_options(p) -> None:
+    """The approximate sampling modes (off by default; `controlnet.pipeline.reuse`), shared by generate."""
+    g = p.add_argument_group("approximate sampling (faster, not exact; measured costs in docs/performance.md)")
+    g.add_argument("--control-reuse", type=int, metavar="K", help="run each ControlNet every K-th step and reuse its "
+                   "residuals in between (default 1: every step)")
+    g.add_argument("--control-reuse-from", type=float, metavar="F", help="reuse only from this fraction of the steps "
+                   "on (default 0)")
+    g.add_argument("--control-cond-only", action="store_true", default=None, help="under CFG, run each ControlNet on "
+                   "the conditional half only and use its residuals on both halves")
+    g.add_argument("--deepcache", type=int, metavar="N", help="DeepCache: the whole U-Net every N-th step, only its "
+                   "shallowest level in between (default 1: every step)")
+
+
+def approx_options(args) -> dict:
+    """The approximate modes given on the command line (checked by the API: controlnet.pipeline.reuse)."""
+    names = ("control_reuse", "control_reuse_from", "control_cond_only", "deepcache")
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
 def _params(pairs: list[str]) -> dict:
@@ -84,7 +104,7 @@ def run(args) -> int:
     settings = EvalSettings(n=args.n, prompts=args.prompts, steps=args.steps, guidance_scale=args.guidance_scale,
                             scheduler=args.scheduler, weight=args.weight, mode=args.mode, seed=args.seed,
                             level=args.level, batch=args.batch, uncontrolled=args.uncontrolled, fid=args.fid,
-                            samples_in_grid=args.grid_samples, fid_resize=args.fid_resize)
+                            samples_in_grid=args.grid_samples, fid_resize=args.fid_resize, approx=approx_options(args))
     result = evaluate(args.model, args.controlnet, args.data, args.outdir, config=args.config, settings=settings,
                       annotator=args.annotator, annotator_params=_params(args.annotator_param),
                       inception=args.inception, clip=args.clip, device=args.device,

@@ -44,7 +44,7 @@ def generate_row(ctx: Context, cn, kind: str | None, prompts: list[str], cache, 
         size = ctx.data.size
         images = ctx.pipe([prompts[i] for i in idx], units=units, steps=s.steps, guidance_scale=s.guidance_scale,
                           scheduler=s.scheduler, seed=run[0], width=size, height=size, output_type="np",
-                          progress=False).images
+                          progress=False, approx=s.approx or None).images
         for seed, img in zip(run, images):
             cache.put(seed, (np.asarray(img) * 255).round().clip(0, 255).astype(np.uint8))
         if bar is not None:

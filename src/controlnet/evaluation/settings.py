@@ -31,10 +31,13 @@ class EvalSettings:
     fid_resize: str = "tf1"  # how pictures reach 299 px: tf1 (the standard) or torch (the earlier rule)
     samples_in_grid: int = 4
     extra: dict = field(default_factory=dict)
+    approx: dict = field(default_factory=dict)  # approximate modes (controlnet.pipeline.reuse); {} = exact
+
 
     def sampling(self) -> dict:
         """What changes a generated picture (the cache key), besides model, row, prompt and seed."""
-        return {k: v for k, v in asdict(self).items() if k in ("steps", "guidance_scale", "scheduler", "weight", "mode")}
+        keys = ("steps", "guidance_scale", "scheduler", "weight", "mode") + (("approx",) if self.approx else ())
+        return {k: v for k, v in asdict(self).items() if k in keys}
 
     def check(self) -> EvalSettings:
         from controlnet.evaluation.stats import check_level
@@ -59,6 +62,7 @@ class EvalSettings:
         self.batch = checks.integer("batch", self.batch, lo=1, hi=1024)
         self.samples_in_grid = checks.integer("samples in the grid", self.samples_in_grid, lo=0, hi=64)
         self.fid_resize = checks.choice("--fid-resize", self.fid_resize, ("tf1", "torch"))
+        self.approx = _approx_fields(self.approx)
         return self
 
     def fill_recommended(self, controlnets) -> list[str]:
@@ -73,6 +77,14 @@ class EvalSettings:
                 taken += [key] if value is not None else []
                 setattr(self, key, default if value is None else value)
         return taken
+
+
+def _approx_fields(value) -> dict:
+    """The approximate modes checked, as the fields that differ from exact sampling (the cache key)."""
+    from controlnet.pipeline.reuse import Approximation, approximation
+
+    chosen, exact = asdict(approximation(value or None)), asdict(Approximation())
+    return {k: v for k, v in chosen.items() if v != exact[k]}
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ def controlled_unet(
     lock_encoder: bool = False,
     checkpoint_decoder: bool = False,
     adapter_features: Sequence[torch.Tensor] | None = None,
+    keep: dict | None = None,
     **unet_kwargs,
 ) -> torch.Tensor:
     """The noise prediction of the locked U-Net with ControlNets, paper §3.1 at every connection:
@@ -46,7 +47,7 @@ def controlled_unet(
     F(x; Θ), paper §3.2) and may `checkpoint_decoder`. `unet_kwargs`: class_labels, timestep_cond,
     attention_mask, encoder_attention_mask, cross_attention_kwargs, as diffusers takes them.
     `adapter_features` (T2I-Adapters', summed and scaled) enter inside F(x; Θ), not at the skips
-    (`controlnet.nn.t2i_adapter`).
+    (`controlnet.nn.t2i_adapter`). `keep`: DeepCache's store of the deep features (`controlnet.nn.deep_cache`).
     """
     z = sum_residuals(controls)                                                   # Σ Z(F(x + Z(c; Θz1); Θc); Θz2)
     if z is not None:
@@ -57,7 +58,7 @@ def controlled_unet(
     if z is not None:
         f = tuple(fi + zi.to(fi.dtype) for fi, zi in zip(f, z.down, strict=True))  # y_c = F(x; Θ) + Z(...)
         mid = mid + z.mid.to(mid.dtype)
-    return unet_decoder(unet, f, mid, emb, attn, checkpointing=checkpoint_decoder)
+    return unet_decoder(unet, f, mid, emb, attn, checkpointing=checkpoint_decoder, keep=keep)
 
 
 def controlled_unet_xs(coupled, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, hint: torch.Tensor,

@@ -28,7 +28,7 @@ class ControlResiduals(NamedTuple):
     def scaled(self, scales: Scale | Sequence[Scale] | None) -> ControlResiduals:
         """Multiply connection i by scales[i] (the last one is the middle block's); a single
         number scales all of them; None leaves them as they are."""
-        if scales is None:
+        if scales is None or _ones(scales, self.num_connections):  # x * 1.0 == x exactly: skip the kernels (a launch each on a GPU)
             return self
         if isinstance(scales, (int, float)) or (torch.is_tensor(scales) and scales.ndim == 0):
             return ControlResiduals(tuple(d * scales for d in self.down), self.mid * scales)
@@ -45,6 +45,13 @@ class ControlResiduals(NamedTuple):
         return ControlResiduals(
             tuple(d.mean(dim=(2, 3), keepdim=True) for d in self.down), self.mid.mean(dim=(2, 3), keepdim=True)
         )
+
+
+def _ones(scales, count: int) -> bool:
+    """The number 1, or `count` of them (not tensors: a mask of ones still broadcasts; a wrong count is refused later)."""
+    if type(scales) in (int, float):
+        return scales == 1
+    return isinstance(scales, (list, tuple)) and len(scales) == count and all(type(s) in (int, float) and s == 1 for s in scales)
 
 
 def soft_scales(n: int, weight: float = 1.0, base: float = 0.825) -> list[float]:

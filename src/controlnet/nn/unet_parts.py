@@ -38,13 +38,14 @@ def additive_mask(mask, dtype):
     return None if mask is None else ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
 
 
-def encoder_blocks(model, h, emb, attn, intrablock=None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+def encoder_blocks(model, h, emb, attn, intrablock=None, blocks=None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """(features of every connection but the last, middle block output) of the down blocks and
     middle block of `model` (a U-Net, or a ControlNet's trainable copy), from `h` after conv_in.
     `intrablock`: T2I-Adapter features, added where diffusers adds `down_intrablock_additional_residuals`
-    (`controlnet.nn.t2i_adapter`)."""
+    (`controlnet.nn.t2i_adapter`). `blocks`: only the first that many down blocks and no middle block
+    (DeepCache's shallow steps, `controlnet.nn.deep_cache`); the second value is then their output."""
     features, pending = (h,), list(intrablock or ())
-    for block in model.down_blocks:
+    for block in model.down_blocks[:blocks]:
         if _cross(block):
             extra = {"additional_residuals": pending.pop(0).to(h.dtype)} if pending else {}
             h, res = block(hidden_states=h, temb=emb, **attn, **extra)
@@ -54,7 +55,7 @@ def encoder_blocks(model, h, emb, attn, intrablock=None) -> tuple[tuple[torch.Te
                 h = h + pending.pop(0).to(h.dtype)
                 res = (*res[:-1], h)
         features += res
-    if model.mid_block is not None:
+    if model.mid_block is not None and blocks is None:
         h = model.mid_block(h, emb, **attn) if _cross(model.mid_block) else model.mid_block(h, emb)
         if pending and pending[0].shape == h.shape:  # SDXL adapters' 4th feature
             h = h + pending.pop(0).to(h.dtype)
@@ -69,12 +70,18 @@ def unet_encoder(unet, sample, emb, attn, intrablock=None) -> tuple[tuple[torch.
     return encoder_blocks(unet, unet.conv_in(sample), emb, attn, intrablock)
 
 
-def unet_decoder(unet, skips, h, emb, attn, checkpointing: bool = False) -> torch.Tensor:
+def unet_decoder(unet, skips, h, emb, attn, checkpointing: bool = False, *, start: int = 0, keep: dict | None = None) -> torch.Tensor:
     """The decoder from the (controlled) skips and middle output; `checkpointing` recomputes each up
-    block in the backward pass instead of keeping its activations."""
+    block in the backward pass instead of keeping its activations. DeepCache (`controlnet.nn.deep_cache`):
+    `keep` receives what enters the last up block as keep["deep"]; `start` skips the up blocks before
+    it (`h` is then their output and `skips` the ones the remaining blocks read)."""
     up_factor = 2**unet.num_upsamplers
     forward_size = any(d % up_factor for d in skips[0].shape[-2:])
     for i, block in enumerate(unet.up_blocks):
+        if i < start:
+            continue
+        if keep is not None and i == len(unet.up_blocks) - 1:
+            keep["deep"] = h
         res, skips = skips[-len(block.resnets):], skips[: -len(block.resnets)]
         size = skips[-1].shape[2:] if forward_size and i < len(unet.up_blocks) - 1 else None
         extra = attn if _cross(block) else {}

@@ -26,12 +26,14 @@ from controlnet.nn import ControlResiduals, controlled_unet, family_of, lllite, 
 from controlnet.nn import t2i_adapter as t2i
 from controlnet.nn.controlled_unet import controlled_unet_xs
 from controlnet.nn.controlnet_xs import is_xs
+from controlnet.nn.deep_cache import shallow_control, shallow_count, shallow_unet
 from controlnet.nn.dit_controlnet import refuse_on_unet
 from controlnet.pipeline import images as img
 from controlnet.pipeline import inpaint as inp
 from controlnet.pipeline.loading import load_folder, load_single_file
 from controlnet.pipeline.modes import active, cond_only, connection_levels, mode_scales
 from controlnet.pipeline.prompts import check_prompt
+from controlnet.pipeline.reuse import Approximation, DeepFeatures, ResidualCache, approximation
 from controlnet.pipeline.schedulers import make_scheduler
 from controlnet.pipeline.text import encode_prompts
 from controlnet.pipeline.units import ControlUnit
@@ -61,6 +63,7 @@ class _Prepared:
     embedding: torch.Tensor | None
     scales: list
     cond_only: bool
+    dtype: Any = None  # the ControlNet's, read once: a diffusers model's `.dtype` walks all its modules on every read
 
 
 @dataclass
@@ -82,6 +85,7 @@ class _Call:
     callback: Callable | None
     progress: bool
     inpaint: inp.Inpaint | None = None  # inpainting / outpainting (`controlnet.pipeline.inpaint`)
+    approx: Approximation = field(default_factory=Approximation)  # approximate modes (`controlnet.pipeline.reuse`)
 
     @property
     def batch(self) -> int:
@@ -245,9 +249,15 @@ def _noise(shape, gens: list[torch.Generator], device, dtype) -> torch.Tensor:
     return torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32) for g in gens]).to(device, dtype)
 
 
-def _pad_uncond(res: ControlResiduals) -> ControlResiduals:
-    """Cond-only residuals -> a full CFG batch with zeros for the uncond half."""
-    return ControlResiduals(tuple(torch.cat([torch.zeros_like(d), d]) for d in res.down), torch.cat([torch.zeros_like(res.mid), res.mid]))
+def _unstack(tensors: tuple) -> tuple:
+    """(down..., mid) -> (down, mid), as ControlResiduals takes them."""
+    return tensors[:-1], tensors[-1]
+
+
+def _both_halves(tensors, zero_uncond: bool) -> tuple:
+    """Cond-half tensors -> a full CFG batch: zeros for the uncond half (cond-only modes), or the same
+    values on both halves (`control_cond_only`, an approximation of the unit acting on both)."""
+    return tuple(torch.cat([torch.zeros_like(d) if zero_uncond else d, d]) for d in tensors)
 
 
 class ControlPipeline:
@@ -373,7 +383,7 @@ class ControlPipeline:
             embedding = None if unit.off else cn.embed_hint(hint)  # an off unit costs nothing
         # shuffle-type (global pooling) models act on the cond branch only, as in A1111 and diffusers
         only = cond_only(unit.mode) or bool(cn.config.get("global_pool_conditions", False))
-        return _Prepared(unit, embedding, self._unit_scales(unit, width, height, label), only), hints
+        return _Prepared(unit, embedding, self._unit_scales(unit, width, height, label), only, cn.dtype), hints
 
     def _hint(self, cn, image, width: int, height: int, resize, batch: int, label: str) -> tuple[torch.Tensor, list]:
         """(hint tensor on the ControlNet's device and dtype, the hints as PIL) of one image or one per image."""
@@ -533,6 +543,7 @@ class ControlPipeline:
         init_resize: str | None = "crop_and_resize",
         callback: Callable[[int, Any, torch.Tensor], torch.Tensor | None] | None = None,
         progress: bool = True,
+        approx: Approximation | None = None,
     ) -> ControlPipelineOutput:
         """Sample `num_images` images.
 
@@ -548,11 +559,13 @@ class ControlPipeline:
         init_resize: how init_image (and its mask) is fitted; "resize_and_fill" outpaints the border.
         callback(step, t, latents) runs after each step; a tensor it returns replaces the latents.
         output_type: "pil", "np", "pt" or "latent".
+        approx: approximate modes that skip work (`controlnet.pipeline.reuse.Approximation`; None: exact).
         """
         units = _unit_list(units)
         call = self._check_call_args(units, prompt, negative_prompt, num_images, steps, guidance_scale, eta, seed,
                                      width, height, latents, output_type, init_image, strength, scheduler,
                                      callback, progress, (mask_image, inpaint_mode, mask_blur, init_resize))
+        call.approx = approximation(approx)
         prepared, hints = [], []
         for k, unit in enumerate(units):
             ready, pictures = self.prepare_unit(unit, call.width, call.height, call.batch, k)
@@ -615,6 +628,10 @@ class ControlPipeline:
         if any(is_xs(p.unit.controlnet) for p in prepared) and len(prepared) > 1:
             raise InputError("a ControlNet-XS unit must be the only unit: its U-Net is coupled with it, so other "
                              "ControlNets and adapters cannot be added to the same pass")
+        cache = ResidualCache(call.approx.control_reuse, call.approx.control_reuse_from, n)
+        deep = DeepFeatures(call.approx.deepcache, n)
+        if deep.every > 1 and any(is_xs(p.unit.controlnet) for p in prepared):
+            raise InputError("deepcache does not work with a ControlNet-XS unit (its U-Net is coupled with it); leave it at 1")
         for i, t in enumerate(tqdm(call.timesteps, disable=not call.progress, desc="sampling", leave=False)):
             x_in = sched.scale_model_input(torch.cat([x, x]) if call.guided else x, t)
             # a unit outside its window, or at factor 0 in its strength schedule, is not run at all
@@ -623,17 +640,20 @@ class ControlPipeline:
             if prepared and is_xs(prepared[0].unit.controlnet):
                 eps = self._predict_xs(prepared[0], running, unet_in, t, text)
             else:
-                controls = [self._residuals(p, x_in, t, text, call, f) for p, f in running
-                            if not (t2i.is_adapter(p.unit.controlnet) or lllite.is_lllite(p.unit.controlnet))]
+                nets = [(p, f) for p, f in running if not (t2i.is_adapter(p.unit.controlnet) or lllite.is_lllite(p.unit.controlnet))]
                 features = t2i.sum_features([(p.embedding, p.scales[0] * f) for p, f in running
                                              if t2i.is_adapter(p.unit.controlnet)], x_in.shape[0])
                 hooked = [(p.unit.controlnet, p.embedding, p.scales[0] * f) for p, f in running if lllite.is_lllite(p.unit.controlnet)]
-                if self.compiled is not None and not hooked and features is None:
-                    eps = self.compiled.predict(unet_in, t, text.states, controls, text.added)
-                else:
-                    with lllite.applied(self.unet, hooked):  # LLLite: the projections' inputs, during this call
-                        eps = controlled_unet(self.unet, unet_in, t, text.states, controls, added_cond_kwargs=text.added,
-                                              adapter_features=features)
+                with lllite.applied(self.unet, hooked):  # LLLite: the projections' inputs, during this call
+                    if deep.shallow(i):  # DeepCache: the shallowest level on the kept deep features
+                        eps = self._predict_shallow(nets, unet_in, x_in, t, text, call, deep, features)
+                    else:
+                        controls = [self._residuals(p, x_in, t, text, call, f, cache, i) for p, f in nets]
+                        if self.compiled is not None and not hooked and features is None and deep.every == 1:
+                            eps = self.compiled.predict(unet_in, t, text.states, controls, text.added)
+                        else:
+                            eps = controlled_unet(self.unet, unet_in, t, text.states, controls,
+                                                  added_cond_kwargs=text.added, adapter_features=features, keep=deep.store())
             if call.guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + call.guidance_scale * (cond - uncond)
@@ -653,20 +673,47 @@ class ControlPipeline:
         return controlled_unet_xs(p.unit.controlnet.coupled(self.unet), unet_in, t, text.states, hint, p.scales[0] * factor,
                                   apply_control=factor > 0, added_cond_kwargs=text.added)
 
-    def _residuals(self, p: _Prepared, x_in: torch.Tensor, t, text: _Text, call: _Call, factor: float = 1.0) -> tuple:
+    def _residuals(self, p: _Prepared, x_in: torch.Tensor, t, text: _Text, call: _Call, factor: float = 1.0,
+                   cache: ResidualCache | None = None, step: int = 0) -> tuple:
         """One unit's (residuals, scales) for this step, its scales times the schedule's `factor` (1: unchanged);
-        cond-only units run on the cond half of a guided batch."""
+        cond-only units (and every unit under `control_cond_only`) run on the cond half of a guided batch.
+        `cache` (control_reuse) may hand back the residuals of an earlier step instead of running the ControlNet."""
         cn = p.unit.controlnet
-        run = cn if self.compiled is None else self.compiled.controlnet(cn)
-        dtype = next(cn.parameters()).dtype  # = cn.dtype, which walks every module (at every step)
         scales = p.scales if factor == 1.0 else [s * factor for s in p.scales]
-        if p.cond_only and call.guided:
-            half = call.batch
-            res = run(x_in[half:].to(dtype), t, text.states[half:].to(dtype), hint_embedding=p.embedding,
-                      added_cond_kwargs=text.cond_added)
-            return _pad_uncond(res.scaled(scales)), None
-        res = run(x_in.to(dtype), t, text.states.to(dtype), hint_embedding=p.embedding, added_cond_kwargs=text.added)
-        return res, scales
+        half, rows = self._halved(p, call)
+        net = cn if self.compiled is None else self.compiled.controlnet(cn)
+
+        def run():
+            return net(x_in[rows].to(p.dtype), t, text.states[rows].to(p.dtype), hint_embedding=p.embedding,
+                       added_cond_kwargs=text.cond_added if half else text.added)
+
+        res = run() if cache is None else cache.residuals(id(p), step, run)
+        if not half:
+            return res, scales
+        res = res.scaled(scales)
+        return ControlResiduals(*_unstack(_both_halves((*res.down, res.mid), p.cond_only))), None
+
+    @staticmethod
+    def _halved(p: _Prepared, call: _Call) -> tuple[bool, slice]:
+        """Whether the unit's ControlNet runs on the cond half of a guided batch only, and those rows."""
+        half = (p.cond_only or call.approx.control_cond_only) and call.guided
+        return half, slice(call.batch, None) if half else slice(None)
+
+    def _predict_shallow(self, nets: list, unet_in, x_in, t, text: _Text, call: _Call, deep: DeepFeatures, features):
+        """A DeepCache step: each ControlNet's residuals on the shallow connections only, then the
+        U-Net's shallowest level on the deep features kept at the last full step."""
+        count, total = shallow_count(self.unet), None
+        for p, f in nets:
+            cn = p.unit.controlnet
+            half, rows = self._halved(p, call)
+            res = shallow_control(cn, x_in[rows].to(p.dtype), t, text.states[rows].to(p.dtype), p.embedding, count,
+                                  text.cond_added if half else text.added)
+            res = tuple(d * (s * f) for d, s in zip(res, p.scales))
+            res = _both_halves(res, p.cond_only) if half else res
+            total = res if total is None else tuple(a + b for a, b in zip(total, res))
+        deep.shallow_runs += 1
+        return shallow_unet(self.unet, unet_in, t, text.states, deep.kept["deep"], total, added_cond_kwargs=text.added,
+                            adapter_features=features)
 
     def _output(self, call: _Call, x: torch.Tensor, hints: list) -> ControlPipelineOutput:
         _check_finite(x, "the latents", self.unet.dtype, call.guidance_scale)
