@@ -22,6 +22,13 @@ def random_pidinet_state(shapes: dict[str, tuple[int, ...]], seed: int = WEIGHT_
     while the network stays well conditioned (larger gains make float rounding grow through the
     16 blocks: then even two torch versions of the reference differ by 2e-5).
     """
+    state = random_state(shapes, seed)
+    state["classifier.weight"] = state["classifier.weight"] * 8.0
+    return state
+
+
+def random_state(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
+    """N(0, 1) tensors in sorted name order from one torch generator; weights scaled by 1/sqrt(fan in), biases by 0.1."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name in sorted(shapes):
@@ -29,7 +36,6 @@ def random_pidinet_state(shapes: dict[str, tuple[int, ...]], seed: int = WEIGHT_
         values = torch.randn(shape, generator=generator, dtype=torch.float32)
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 0
         state[name] = values * (1.0 / fan_in**0.5 if fan_in else 0.1)
-    state["classifier.weight"] = state["classifier.weight"] * 8.0
     return state
 
 

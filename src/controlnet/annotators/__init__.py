@@ -23,6 +23,7 @@ from . import (  # noqa: F401
     pose,
     segmentation,
     shuffle,
+    teed,
     threshold,
 )
 from .api import annotate
