@@ -154,6 +154,14 @@ def test_evaluate_refuses_a_unet_sampler_on_a_transformer_base(tiny_dit, tmp_pat
                       capsys, "--scheduler ddim", "Euler")
 
 
+@pytest.mark.parametrize("extra, words", [(["--control-reuse", "2"], ["control_reuse", "U-Net bases"]),
+                                          (["--compile"], ["--compile", "transformer base"])])
+def test_evaluate_refuses_u_net_speed_options_on_a_transformer_base(tiny_dit, tmp_path, capsys, extra, words):
+    assert_user_error(["evaluate", "--model", tiny_dit / "model", "--controlnet", f"edges={tiny_dit / 'model' / 'controlnet-edges'}",
+                       "--data", "world:edges", "--n", "2", "--steps", "2", "--no-fid", "-o", tmp_path / "e", *extra],
+                      capsys, *words)
+
+
 def test_demo_takes_a_transformer_base(tiny_dit, tmp_path, capsys):
     from PIL import Image
 

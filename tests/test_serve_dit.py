@@ -146,3 +146,11 @@ def test_negative_prompt_and_sampler(server):
     assert r.status_code == 200, r.text
     info = r.json()["info"]
     assert "flow matching's Euler" in info
+
+
+def test_compile_is_refused_on_a_transformer_base(store):
+    from controlnet.errors import InputError
+    from controlnet.web.dit_engine import open_engine
+
+    with pytest.raises(InputError, match="--compile.*transformer base"):
+        open_engine(str(store / "flux"), store / "nets", compile=True)

@@ -36,8 +36,12 @@ class DiTBatchPipe:
         return SimpleNamespace(controlnet=controlnet, image=image, weight=weight, mode=mode, resize=resize)
 
     def __call__(self, prompts: list[str], *, units=(), steps: int, guidance_scale: float, scheduler: str, seed: int,
-                 width: int | None = None, height: int | None = None, output_type: str = "np", progress: bool = False):
+                 width: int | None = None, height: int | None = None, output_type: str = "np", progress: bool = False,
+                 approx=None):
         width, height = width or self.picture_size, height or self.picture_size
+        if approx:
+            raise InputError(f"approximate modes ({', '.join(approx)}) are for U-Net bases; a {self.kind} base "
+                             "samples exactly: leave them out")
         if scheduler != DIT_SCHEDULER:
             raise InputError(f"--scheduler {scheduler}: a {self.kind} base samples with flow matching's Euler; "
                              f"give --scheduler {DIT_SCHEDULER} or leave it out")
