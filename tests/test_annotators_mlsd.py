@@ -8,7 +8,6 @@ makes both again here), at the image size so that neither side resizes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from bad_weight_files import refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
-from controlnet.errors import InputError, MissingFileError
+from controlnet.errors import MissingFileError
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -100,26 +100,15 @@ def test_missing_file_names_it_and_where_it_is_published(tmp_path):
 
 
 def test_truncated_file_is_refused(weights, tmp_path):
-    bad = tmp_path / "mlsd_large_512_fp32.pth"
-    bad.write_bytes(weights.read_bytes()[:100_000])
-    with pytest.raises(InputError, match="cannot read weights"):
-        annotate("mlsd", picture(1, (64, 64)), model=bad)
+    refuses_truncated("mlsd", weights, tmp_path / "mlsd_large_512_fp32.pth", keep=100_000)
 
 
 def test_another_detectors_file_is_refused(tmp_path):
-    from controlnet.annotators.hed_network import ControlNetHED
-
-    hed = tmp_path / "ControlNetHED.pth"
-    torch.save(ControlNetHED().state_dict(), hed)
-    with pytest.raises(InputError, match="not a M-LSD"):
-        annotate("mlsd", picture(1, (64, 64)), model=hed)
+    refuses_hed_file("mlsd", tmp_path, "M-LSD")
 
 
 def test_pickle_that_would_run_code_is_not_unpickled(tmp_path):
-    evil = tmp_path / "mlsd_large_512_fp32.pth"
-    torch.save({"x": torch.zeros(1), "note": argparse.Namespace(code="would run on load")}, evil)
-    with pytest.raises(InputError, match="not unpickled"):
-        annotate("mlsd", picture(1, (64, 64)), model=evil)
+    refuses_pickle("mlsd", tmp_path / "mlsd_large_512_fp32.pth")
 
 
 def test_server_passes_the_file_in_its_annotator_dir(weights, tmp_path):

@@ -8,7 +8,6 @@ seeded random weights saved in the published table5_pidinet.pth layout, on three
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from bad_weight_files import refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
-from controlnet.errors import InputError, MissingFileError
+from controlnet.errors import MissingFileError
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -84,26 +84,15 @@ def test_missing_file_names_it_and_where_it_is_published(tmp_path):
 
 
 def test_truncated_file_is_refused(weights, tmp_path):
-    bad = tmp_path / "table5_pidinet.pth"
-    bad.write_bytes(weights.read_bytes()[:100_000])
-    with pytest.raises(InputError, match="cannot read weights"):
-        annotate("softedge_pidinet", picture(1, (64, 64)), model=bad)
+    refuses_truncated("softedge_pidinet", weights, tmp_path / "table5_pidinet.pth", keep=100_000)
 
 
 def test_another_detectors_file_is_refused(tmp_path):
-    from controlnet.annotators.hed_network import ControlNetHED
-
-    hed = tmp_path / "ControlNetHED.pth"
-    torch.save(ControlNetHED().state_dict(), hed)
-    with pytest.raises(InputError, match="not a PiDiNet"):
-        annotate("scribble_pidinet", picture(1, (64, 64)), model=hed)
+    refuses_hed_file("scribble_pidinet", tmp_path, "PiDiNet")
 
 
 def test_pickle_that_would_run_code_is_not_unpickled(tmp_path):
-    evil = tmp_path / "table5_pidinet.pth"
-    torch.save({"state_dict": {"x": torch.zeros(1)}, "note": argparse.Namespace(code="would run on load")}, evil)
-    with pytest.raises(InputError, match="not unpickled"):
-        annotate("softedge_pidisafe", picture(1, (64, 64)), model=evil)
+    refuses_pickle("softedge_pidisafe", tmp_path / "table5_pidinet.pth", wrap="state_dict")
 
 
 def test_server_offers_pidinet_modules_only_with_the_file(weights, tmp_path):

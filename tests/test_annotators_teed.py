@@ -9,7 +9,6 @@ multiples of 64, so neither side resizes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from bad_weight_files import refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
 from controlnet.errors import InputError, MissingFileError
 
@@ -95,26 +95,15 @@ def test_missing_file_names_it_and_where_it_is_published(tmp_path):
 
 
 def test_truncated_file_is_refused(weights, tmp_path):
-    bad = tmp_path / "7_model.pth"
-    bad.write_bytes(weights.read_bytes()[:50_000])
-    with pytest.raises(InputError, match="cannot read weights"):
-        annotate("softedge_teed", picture(1, (64, 64)), model=bad)
+    refuses_truncated("softedge_teed", weights, tmp_path / "7_model.pth", keep=50_000)
 
 
 def test_another_detectors_file_is_refused(tmp_path):
-    from controlnet.annotators.hed_network import ControlNetHED
-
-    hed = tmp_path / "ControlNetHED.pth"
-    torch.save(ControlNetHED().state_dict(), hed)
-    with pytest.raises(InputError, match="not a TEED"):
-        annotate("softedge_teed", picture(1, (64, 64)), model=hed)
+    refuses_hed_file("softedge_teed", tmp_path, "TEED")
 
 
 def test_pickle_that_would_run_code_is_not_unpickled(tmp_path):
-    evil = tmp_path / "7_model.pth"
-    torch.save({"x": torch.zeros(1), "note": argparse.Namespace(code="would run on load")}, evil)
-    with pytest.raises(InputError, match="not unpickled"):
-        annotate("softedge_teed", picture(1, (64, 64)), model=evil)
+    refuses_pickle("softedge_teed", tmp_path / "7_model.pth")
 
 
 def test_bad_safe_steps_is_refused(weights):
