@@ -23,7 +23,7 @@ from controlnet.mini.config import StageConfig
 class MiniDiTConfig:
     image_size: int = 64
     world_seed: int = 0  # training samples; held-out samples use world_seed + 1
-    latent_samples: int = 24_000  # world samples encoded once (latents and text states); a small model, few epochs
+    latent_samples: int = 12_000  # world samples encoded once (latents and text states); a small model, few epochs
     # FluxTransformer2DModel: width 64 (4 heads of 16), 2 double-stream + 4 single-stream blocks
     width: int = 64
     heads: int = 4
@@ -35,11 +35,11 @@ class MiniDiTConfig:
     # Step counts are the recipe (the same weights on any machine); the budget only caps a stage on a slow
     # one (base 60%, ControlNet 35%). One free core: ~0.24 s per base step, ~0.2 s per ControlNet step.
     budget_minutes: float = 240.0
-    base: StageConfig = field(default_factory=lambda: StageConfig(32, 5e-4, 10_000, 0.6, warmup_steps=100))
+    base: StageConfig = field(default_factory=lambda: StageConfig(32, 5e-4, 3_000, 0.6, warmup_steps=100))
     # the XLabs-style ControlNet: a copy of the base's first double block and a pixel hint encoder; small
     # batches: the zero-initialised layers need steps more than samples to start
     controlnet: StageConfig = field(default_factory=lambda: StageConfig(16, 1e-3, 6_000, 0.35, warmup_steps=0))
-    controlnet_double_blocks: int = 1
+    controlnet_double_blocks: int = 2  # both of the base's double blocks (as XLabs' v3 files copy two)
     controlnet_samples: int = 8000
 
     @classmethod
