@@ -44,6 +44,7 @@ class Job:
     dtype: str = "fp32"
     device: str = "cpu"
     compile: bool = False  # torch.compile (`controlnet.pipeline.compiled`)
+    approx: dict = field(default_factory=dict)  # approximate modes (`controlnet.pipeline.reuse`); {}: exact
     from_png: str | None = None  # --from
     outdir: str = "outputs"  # -o
     no_grid: bool = False
@@ -65,6 +66,10 @@ def prepare(job: Job, warn: Callable[[str], None]) -> Path:
     kind = dit_kind(job.model)
     if kind and job.compile:
         raise InputError(f"--compile is for U-Net base models; this {kind} base runs eagerly: leave --compile out")
+    if kind and job.approx:
+        raise InputError(f"approximate modes ({', '.join(job.approx)}) are for U-Net base models; this {kind} base runs "
+                         "exactly: leave them out")
+    job.approx = _checked_approx(job.approx)
     if kind:
         _prepare_dit(job, kind)
     elif job.true_cfg is not None:
@@ -75,6 +80,13 @@ def prepare(job: Job, warn: Callable[[str], None]) -> Path:
     if not kind:
         apply_recommended(job)
     return writable_folder(job.outdir, "output folder (-o)", create=False)
+
+
+def _checked_approx(approx: dict | None) -> dict:
+    """The approximate modes checked by the API's rule before anything loads (they may come from a PNG)."""
+    from controlnet.pipeline.reuse import approximation
+
+    return approximation(approx or None).asked()
 
 
 def _resolve_models(args) -> None:
@@ -229,7 +241,8 @@ def sample(args, models: Models):
     out = pipe(args.prompt, units, negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance_scale,
                scheduler=args.scheduler, eta=args.eta, seed=args.seed, num_images=args.num_images, height=args.height,
                width=args.width, init_image=init, strength=args.strength, mask_image=inpaint_mask,
-               inpaint_mode=args.inpaint_mode, mask_blur=args.mask_blur, init_resize=resize, progress=models.progress)
+               inpaint_mode=args.inpaint_mode, mask_blur=args.mask_blur, init_resize=resize, progress=models.progress,
+               approx=args.approx or None)
     return out
 
 

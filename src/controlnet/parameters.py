@@ -19,7 +19,7 @@ CHUNK = "controlnet"
 ARG_OF_KEY = {"cfg": "guidance_scale"}  # the PNG keeps the name users know (A1111: "CFG scale")
 STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "scheduler", "eta", "seed", "num_images",
                "width", "height", "resize", "init_image", "strength", "dtype", "inpaint_mask", "inpaint_mode", "mask_blur",
-               "true_cfg")
+               "true_cfg", "approx")
 STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype",
                   "inpaint_mask", "inpaint_mode")
 UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask", "control_type")
@@ -46,7 +46,7 @@ def parameters(args) -> dict:
         "num_images": args.num_images, "width": args.width, "height": args.height, "resize": args.resize,
         "init_image": path(args.init_image), "strength": args.strength, "dtype": args.dtype, "units": units,
         "inpaint_mask": path(args.inpaint_mask), "inpaint_mode": args.inpaint_mode, "mask_blur": args.mask_blur,
-        "true_cfg": getattr(args, "true_cfg", None),
+        "true_cfg": getattr(args, "true_cfg", None), "approx": getattr(args, "approx", None) or None,
     }
 
 
@@ -82,6 +82,8 @@ def _malformed(stored) -> str:
     if not isinstance(units, list) or not all(isinstance(u, dict) and isinstance(u.get("controlnet"), str) for u in units):
         return "units is not a list of units with a controlnet path"
     wrong += [f"units[{i}].{k}" for i, u in enumerate(units) for k in UNIT_STRINGS if u.get(k) is not None and not isinstance(u[k], str)]
+    if stored.get("approx") is not None and not isinstance(stored["approx"], dict):
+        return "approx is not an object of approximate modes"
     kinds = {"processor_res": int, "preprocess_params": dict, "pixel_perfect": bool}
     odd = [f"units[{i}].{k}" for i, u in enumerate(units) for k, kind in kinds.items()
            if u.get(k) is not None and (not isinstance(u[k], kind) or (kind is int and isinstance(u[k], bool)))]

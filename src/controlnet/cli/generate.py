@@ -15,6 +15,7 @@ import sys
 from dataclasses import fields
 
 from controlnet.cli import quiet_libraries
+from controlnet.cli.evaluate import add_approx_options, approx_options
 from controlnet.generation import Job
 from controlnet.parameters import UNIT_DEFAULTS, UNIT_IMAGES
 
@@ -93,6 +94,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net and ControlNets (CUDA: CUDA graphs); "
                    "pays a warm-up of tens of seconds per new size; see docs/performance.md")
+    add_approx_options(p)
     p.add_argument("--from", dest="from_png", metavar="PNG", help="re-create an image from the parameters stored in its PNG")
     p.add_argument("-o", "--outdir", default="outputs", help="output folder (default ./outputs)")
     p.add_argument("--no-grid", action="store_true", help="do not write the grid image")
@@ -104,7 +106,7 @@ def register(sub) -> None:
 
 def job_of(args) -> Job:
     """The parsed options as the job `controlnet.generation` runs."""
-    return Job(**{f.name: getattr(args, f.name) for f in fields(Job)})
+    return Job(**{f.name: getattr(args, f.name) for f in fields(Job) if f.name != "approx"}, approx=approx_options(args))
 
 
 def run(args) -> int:

@@ -81,10 +81,9 @@ class EvalSettings:
 
 def _approx_fields(value) -> dict:
     """The approximate modes checked, as the fields that differ from exact sampling (the cache key)."""
-    from controlnet.pipeline.reuse import Approximation, approximation
+    from controlnet.pipeline.reuse import approximation
 
-    chosen, exact = asdict(approximation(value or None)), asdict(Approximation())
-    return {k: v for k, v in chosen.items() if v != exact[k]}
+    return approximation(value or None).asked()
 
 
 @dataclass(frozen=True)

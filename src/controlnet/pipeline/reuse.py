@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from controlnet import checks
 from controlnet.errors import InputError
@@ -46,6 +46,10 @@ class Approximation:
     @property
     def exact(self) -> bool:
         return self.control_reuse == 1 and not self.control_cond_only and self.deepcache == 1
+
+    def asked(self) -> dict:
+        """The fields that differ from exact sampling (what a cache key or a PNG records)."""
+        return {k: v for k, v in asdict(self).items() if v != getattr(EXACT, k)}
 
 
 def _period(name: str, value) -> int:
@@ -102,6 +106,9 @@ class DeepFeatures:
     def store(self) -> dict | None:
         """Where a full step keeps its deep features (None when DeepCache is off: nothing is kept)."""
         return self.kept if self.every > 1 else None
+
+
+EXACT = Approximation()
 
 
 def approximation(value) -> Approximation:

@@ -265,7 +265,8 @@ class Engine:
                                         guidance_scale=req.cfg, scheduler=req.sampler, eta=req.eta,
                                         seed=seed_at(seed, it * req.batch_size), num_images=req.batch_size,
                                         width=req.width, height=req.height, init_image=init, strength=req.strength,
-                                        init_resize=req.init_resize, callback=step, progress=False, **inpainting)
+                                        init_resize=req.init_resize, callback=step, progress=False,
+                                        approx=req.approx or None, **inpainting)
                     except InputError as exc:
                         raise by_unit(exc, req) from None
                     last.clear()
@@ -329,7 +330,7 @@ class Engine:
                   "eta": req.eta, "seed": seed, "num_images": 1, "width": req.width, "height": req.height, "resize": resize,
                   "init_image": None, "strength": req.strength if img2img else None, "dtype": self.dtype, "units": units,
                   "unstored": [f"units[{i}].image" for i in range(len(units))] + (["init_image"] if img2img else []),
-                  "version": controlnet.__version__}
+                  "approx": req.approx or None, "version": controlnet.__version__}
         if seed in out.partial_seeds:
             params["interrupted"] = {"step": out.partial_step}
         return params

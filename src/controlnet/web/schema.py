@@ -90,6 +90,7 @@ class GenerationRequest:
     echo: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     recommended: dict = field(default_factory=dict)  # field -> value taken from the ControlNets' recommended.json
+    approx: dict = field(default_factory=dict)  # approximate modes asked for (controlnet.pipeline.reuse); {}: exact
 
     @property
     def steps_run(self) -> int:
@@ -356,6 +357,19 @@ def _checked(name: str, check, value):
         raise FieldError(name, str(exc).removeprefix(name).lstrip(": ")) from None
 
 
+def _approx(name: str, value) -> dict:
+    """This server's extension field: the approximate modes (an object of `Approximation`'s fields;
+    absent or null: exact), checked by the pipeline's rule; only the fields that ask for something are kept."""
+    from controlnet.pipeline.reuse import approximation
+
+    if value is not None and not isinstance(value, dict):
+        raise FieldError(name, f"must be an object such as {{\"deepcache\": 2}}, got {type(value).__name__}")
+    try:
+        return approximation(value or None).asked()
+    except InputError as exc:
+        raise FieldError(name, str(exc).removeprefix("approx: ")) from None
+
+
 def union_control_type(where: str, value, model: str, types: int | None) -> str | None:
     """A unit's union_control_type against its ControlNet (`types`: a union's type count, else None):
     a union one needs one of A1111's names (or any name `--control-type` takes); any other takes
@@ -497,6 +511,7 @@ def parse_generation(kind: str, body, catalog, limits: Limits) -> GenerationRequ
         eta=_number("eta", body, 0.0, lo=0.0, hi=1.0),
         width=_side("width", body, limits), height=_side("height", body, limits),
         batch_size=batch_size, n_iter=n_iter, units=units, warnings=warnings, recommended=report,
+        approx=_approx("approx", body.get("approx")),
     )
     if kind == "img2img":
         _img2img(req, body, limits)

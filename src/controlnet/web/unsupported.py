@@ -122,6 +122,8 @@ def check_transformer_base(req, kind: str, name: str, size_multiple: int) -> Non
         raise FieldError("mask", f"inpainting is not offered for {name} bases here; img2img without a mask is")
     if req.eta:
         raise FieldError("eta", f"{name} bases sample with flow matching's Euler, which has no eta; leave it 0")
+    if req.approx:
+        raise FieldError("approx", f"approximate modes are for U-Net bases; {name} bases sample exactly: leave it out")
     if kind == "flux" and req.negative_prompt:
         raise FieldError("negative_prompt", "a Flux base takes no negative prompt here (its guidance is embedded: "
                                             "cfg_scale); leave it empty")
