@@ -176,3 +176,35 @@ def test_pose_json_hook_accepts_dwpose(folder):
     image = photo("rocket")
     got = openpose_modules.detect_json("dw_openpose_full", image, min(image.shape[:2]), str(folder / "openpose"))
     assert len(got["people"]) == 3 and got["canvas_width"] == image.shape[1]
+
+
+def test_cli_writes_the_map_and_the_pose_json(folder, tmp_path, capsys):
+    from PIL import Image
+
+    from bad_input_tools import assert_user_error, run_cli
+
+    image = photo("rocket")
+    Image.fromarray(image).save(tmp_path / "in.png")
+    argv = ["annotate", "dw_openpose_full", str(tmp_path / "in.png"), "-o", str(tmp_path / "pose.png"),
+            "--resolution", str(min(image.shape[:2])), "--models-dir", str(folder), "--pose-json", str(tmp_path / "p.json")]
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0 and "p.json" in out
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "pose.png")), REFERENCE["map_2"])
+    assert len(json.loads((tmp_path / "p.json").read_text())["people"]) == 3
+    bad = [*argv[:-2], "--param", "backend=tensorrt"]
+    assert_user_error(bad, capsys, "backend")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_user_error([*argv[:5], "--models-dir", str(empty)], capsys, "yolox_l.onnx", "yzd-v/DWPose")
+
+
+def test_detect_answers_poses_for_dwpose(folder):
+    from types import SimpleNamespace
+
+    from controlnet.web.engine import Engine
+    from controlnet.web.schema import DetectRequest
+
+    server = SimpleNamespace(annotator_weights=lambda module: {"model": str(folder / "openpose" / dwpose.DETECTOR)})
+    image = photo("rocket")
+    poses = Engine.detect_poses(server, DetectRequest("dw_openpose_full", [image], min(image.shape[:2]), {}, []))
+    assert len(poses) == 1 and len(poses[0]["people"]) == 3

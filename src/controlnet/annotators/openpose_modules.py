@@ -71,7 +71,7 @@ JSON_MODULES = (*MODULES, "dw_openpose_full")  # the modules that detect people,
 def check_json_module(module: str) -> None:
     """Only the pose modules detect people: an InputError for any other name."""
     if module not in JSON_MODULES:
-        raise InputError(f"the OpenPose JSON comes from the pose modules ({', '.join(JSON_MODULES)}), not {module!r}")
+        raise InputError(f"the OpenPose JSON comes from the openpose modules ({', '.join(JSON_MODULES)}), not {module!r}")
 
 
 def detect_json(module: str, image, resolution: int, model) -> dict:

@@ -99,7 +99,10 @@ def write_pose_json(args: argparse.Namespace) -> None:
     from controlnet.annotators.openpose_modules import detect_json
     from controlnet.files import write_json
 
-    params = get_annotator(args.name).bind(parse_params(args.param))
+    from controlnet.annotators.api import with_weights
+
+    spec = get_annotator(args.name)
+    params = spec.bind(with_weights(spec, parse_params(args.param), args.models_dir))  # model from --models-dir too
     write_json(args.pose_json, detect_json(get_annotator(args.name).name, args.image, args.resolution, params.get("model")))
     print(f"wrote {args.pose_json} (OpenPose JSON)")
 
