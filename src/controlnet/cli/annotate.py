@@ -96,10 +96,9 @@ def annotate_command(args: argparse.Namespace) -> int:
 def write_pose_json(args: argparse.Namespace) -> None:
     """The OpenPose JSON of the detection just drawn (the same detect size; the detection is reused)."""
     from controlnet.annotators import get_annotator
+    from controlnet.annotators.api import with_weights
     from controlnet.annotators.openpose_modules import detect_json
     from controlnet.files import write_json
-
-    from controlnet.annotators.api import with_weights
 
     spec = get_annotator(args.name)
     params = spec.bind(with_weights(spec, parse_params(args.param), args.models_dir))  # model from --models-dir too
