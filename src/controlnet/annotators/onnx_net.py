@@ -88,8 +88,10 @@ def _open_onnxruntime(path: str, what: str) -> OnnxNet:
         raise InputError(f"the onnxruntime backend needs onnxruntime: {INSTALL_ORT}")
     import onnxruntime as ort
 
+    # the GPU when an onnxruntime build with CUDA is installed (onnxruntime-gpu), else the CPU
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     try:
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(path, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
         raise InputError(f"cannot read the {what} from {path}: not an ONNX file, or cut short "
                          f"({_first_line(exc)})") from exc
