@@ -198,7 +198,7 @@ def people_from(info: np.ndarray, height: int, width: int) -> list[Person]:
 
 
 def detect(image_rgb: np.ndarray, nets: Nets) -> list[Person]:
-    """Everyone in an RGB uint8 picture, body, feet-less whole body, hands and face."""
+    """Everyone in an RGB uint8 picture: body, hands and face (DWPose's six foot points are not used)."""
     image = np.ascontiguousarray(image_rgb[..., :3])
     boxes = person_boxes(nets.detector, image)
     if boxes is None:
