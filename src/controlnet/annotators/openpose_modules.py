@@ -65,10 +65,13 @@ def openpose_json(image: np.ndarray, model, module: str = "openpose_full") -> di
     return poses_json(people(image, model, hands, face), *image.shape[:2])
 
 
+JSON_MODULES = (*MODULES, "dw_openpose_full")  # the modules that detect people, so have a pose JSON
+
+
 def check_json_module(module: str) -> None:
-    """Only the openpose modules detect people: an InputError for any other name."""
-    if module not in MODULES:
-        raise InputError(f"the OpenPose JSON comes from the openpose modules ({', '.join(MODULES)}), not {module!r}")
+    """Only the pose modules detect people: an InputError for any other name."""
+    if module not in JSON_MODULES:
+        raise InputError(f"the OpenPose JSON comes from the openpose modules ({', '.join(JSON_MODULES)}), not {module!r}")
 
 
 def detect_json(module: str, image, resolution: int, model) -> dict:
@@ -76,7 +79,12 @@ def detect_json(module: str, image, resolution: int, model) -> dict:
     from .image import resize_short_side, to_rgb
 
     check_json_module(module)
-    return openpose_json(resize_short_side(to_rgb(image), resolution), model, module)
+    image = resize_short_side(to_rgb(image), resolution)
+    if module == "dw_openpose_full":
+        from .dwpose import dwpose_json
+
+        return dwpose_json(image, model)
+    return openpose_json(image, model, module)
 
 
 def _register(module: str, summary: str):

@@ -96,10 +96,12 @@ def annotate_command(args: argparse.Namespace) -> int:
 def write_pose_json(args: argparse.Namespace) -> None:
     """The OpenPose JSON of the detection just drawn (the same detect size; the detection is reused)."""
     from controlnet.annotators import get_annotator
+    from controlnet.annotators.api import with_weights
     from controlnet.annotators.openpose_modules import detect_json
     from controlnet.files import write_json
 
-    params = get_annotator(args.name).bind(parse_params(args.param))
+    spec = get_annotator(args.name)
+    params = spec.bind(with_weights(spec, parse_params(args.param), args.models_dir))  # model from --models-dir too
     write_json(args.pose_json, detect_json(get_annotator(args.name).name, args.image, args.resolution, params.get("model")))
     print(f"wrote {args.pose_json} (OpenPose JSON)")
 

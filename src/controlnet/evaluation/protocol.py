@@ -32,20 +32,28 @@ ADE20K = ProtocolMetric("cnpp_ade20k_miou", "seg_ade20k")
 # condition kind (a dataset's --annotator, or a world kind) -> the protocol figure that scores it
 BY_KIND = {"canny": CANNY, "edges": CANNY, "softedge_hed": HED, "hed": HED, "softedge": HED,
            "lineart_realistic": LINEART, "lineart": LINEART, "depth": DEPTH, "seg_ade20k": ADE20K, "seg": ADE20K}
-POSE = ("openpose", "openpose_full", "pose", "dw_openpose_full")
-POSE_NOTE = ("not computed: pose keypoint agreement needs the OpenPose detector (body_pose_model.pth), which this "
-             "package does not run yet")
+# pose keypoint AP (controlnet.metrics.pose) re-detects people by DWPose when both its files are in the models
+# folder, else by OpenPose's body network
+POSE_METRIC = ProtocolMetric("cnpp_pose_ap", "yolox_l.onnx")
+POSE = ("openpose", "openpose_full", "openpose_hand", "openpose_face", "pose", "dw_openpose_full")
+POSE_NOTE = ("not computed: give yolox_l.onnx and dw-ll_ucoco_384.onnx (DWPose, huggingface.co/yzd-v/DWPose) or "
+             "body_pose_model.pth (OpenPose, huggingface.co/lllyasviel/Annotators) in the models folder "
+             "(--models-dir or $CONTROLNET_ANNOTATOR_DIR, flat or in its openpose/ subfolder)")
 LOWER_IS_BETTER = tuple(m.name for m in (CANNY, HED, LINEART, DEPTH, ADE20K) if not m.higher_is_better)
 
 
 def metric_for(kind: str, world: bool) -> ProtocolMetric | None:
     """The protocol figure of a condition kind; the world's seg colours are not ADE20K classes."""
+    if kind in POSE:
+        return POSE_METRIC
     metric = BY_KIND.get(kind)
     return None if metric is ADE20K and world else metric
 
 
 def weights_for(metric: ProtocolMetric, folder) -> str | None:
     """The detector's weights in the models folder, or None."""
+    if metric is POSE_METRIC:
+        return pose_detector(folder)
     found = find_weight(metric.weights, folder) if metric.weights and folder is not None else None
     return None if found is None else str(found)
 
@@ -58,12 +66,13 @@ def not_computed(kinds, world: bool, folder, size: int) -> dict:
 
     out = {}
     for kind in kinds:
-        if kind in POSE:
-            out["cnpp_pose"] = POSE_NOTE
         metric = metric_for(kind, world)
         if metric is None:
             continue
-        if metric in (HED, LINEART) and size < MS_SSIM_MIN_SIDE:
+        if metric is POSE_METRIC:
+            if pose_detector(folder) is None:
+                out[metric.name] = POSE_NOTE
+        elif metric in (HED, LINEART) and size < MS_SSIM_MIN_SIDE:
             out[metric.name] = f"not computed: multi-scale SSIM needs pictures of at least {MS_SSIM_MIN_SIDE} px, not {size}"
         elif metric.needs and importlib.util.find_spec(metric.needs) is None:
             out[metric.name] = f"not computed: pip install {metric.needs} (the eval extra)"
@@ -72,10 +81,42 @@ def not_computed(kinds, world: bool, folder, size: int) -> dict:
     return out
 
 
+def pose_detector(folder) -> str | None:
+    """DWPose's detector file when both DWPose files are in the models folder, else OpenPose's body file, else None."""
+    if folder is None:
+        return None
+    dw = [find_weight(name, folder) for name in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx")]
+    if all(p is not None and p.parent == dw[0].parent for p in dw):
+        return str(dw[0])
+    body = find_weight("body_pose_model.pth", folder)
+    return None if body is None else str(body)
+
+
+def pose_record(image: np.ndarray, condition: np.ndarray, weights: str) -> np.ndarray:
+    """One picture's keypoint-AP record: people re-detected in `image` against those drawn in `condition`."""
+    from controlnet.metrics.pose import picture_record, pose_from_map
+
+    h, w = image.shape[:2]
+    if weights.endswith(".onnx"):
+        from controlnet.annotators.dwpose import people
+
+        found = people(np.ascontiguousarray(image[..., :3]), weights)
+    else:
+        from controlnet.annotators.openpose_modules import people
+
+        found = people(np.ascontiguousarray(image[..., :3]), weights, hands=False, face=False)
+    truth = pose_from_map(condition)
+    if truth and condition.shape[:2] != (h, w):
+        truth = [t * [w / condition.shape[1], h / condition.shape[0]] for t in truth]
+    return picture_record([p.body * [w, h] for p in found], [p.score for p in found], truth)
+
+
 def picture_score(metric: ProtocolMetric, image: np.ndarray, condition: np.ndarray, weights):
-    """One picture's figure (its intersection/union counts for mIoU)."""
+    """One picture's figure (its intersection/union counts for mIoU, its detections' record for pose AP)."""
     from controlnet.metrics import protocol as P
 
+    if metric is POSE_METRIC:
+        return pose_record(image, condition, weights)
     if metric is CANNY:
         return P.canny_f1(image, condition)
     if metric in (HED, LINEART):
@@ -106,4 +147,8 @@ def estimate(metric: ProtocolMetric, images, conditions, folder, level: float):
     scores = [picture_score(metric, img, cond, weights) for img, cond in zip(images, conditions)]
     if metric is ADE20K:
         return statistic_ci(np.stack(scores), dataset_miou, level)
+    if metric is POSE_METRIC:
+        from controlnet.metrics.pose import keypoint_ap
+
+        return statistic_ci(np.stack(scores), keypoint_ap, level)
     return mean_ci(scores, level=level)

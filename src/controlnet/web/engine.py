@@ -353,9 +353,9 @@ class Engine:
 
     def detect_poses(self, req: DetectRequest) -> list[dict] | None:
         """A1111's `poses` of /controlnet/detect: the OpenPose JSON of each image, for the openpose modules."""
-        from controlnet.annotators.openpose_modules import MODULES, detect_json
+        from controlnet.annotators.openpose_modules import JSON_MODULES, detect_json
 
-        if req.module not in MODULES:
+        if req.module not in JSON_MODULES:
             return None
         model = self.annotator_weights(req.module)["model"]
         return [detect_json(req.module, image, req.resolution, model) for image in req.images]
