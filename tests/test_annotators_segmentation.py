@@ -109,7 +109,7 @@ def test_oneformer_equals_transformers_at_a1111_size(ade_folder, photo):
     size = detectron2_resize_shortest_edge(h, w, 640, 2560)
     ref, ref_labels = reference_oneformer(ade_folder, image, size)
     out, _ = network_outputs(image, ade_folder, (640, 2560))
-    assert out.masks_queries_logits.shape[-2:] == ref.masks_queries_logits.shape[-2:] == (size[0] // 4, size[1] // 4)
+    assert out.masks_queries_logits.shape[-2:] == ref.masks_queries_logits.shape[-2:] == ((size[0] + 3) // 4, (size[1] + 3) // 4)
     assert torch.allclose(out.class_queries_logits, ref.class_queries_logits, atol=1e-5, rtol=0)
     assert torch.allclose(out.masks_queries_logits, ref.masks_queries_logits, atol=1e-5, rtol=0)
     drawn = annotate("seg_ofade20k", image, resolution=min(h, w), model=ade_folder)  # detect size = image size

@@ -110,6 +110,9 @@ def _load_transformers(path: str, _mtime: float, auto_class: str, what: str, exa
     if processor_class == "OneFormerProcessor":  # its class names would come from the hub; semantic maps need none
         kwargs["class_info_file"] = None
         files = "preprocessor_config.json and tokenizer files (vocab.json, merges.txt)"
+        if not any((Path(path) / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+            # transformers would build an empty tokenizer and encode the task as unknown tokens
+            raise MissingFileError(f"{path} has no tokenizer files (vocab.json, merges.txt); copy them from {example}")
     try:  # torchvision has no CPU wheel here: ask for the PIL backend outright
         processor = getattr(transformers, processor_class).from_pretrained(path, local_files_only=True, **kwargs)
     except (OSError, ValueError) as exc:
