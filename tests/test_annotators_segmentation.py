@@ -27,7 +27,12 @@ PHOTOS = [np.ascontiguousarray(data.astronaut()[::6, ::6]), np.ascontiguousarray
 
 def save_oneformer(folder, num_labels=150):
     """A tiny random OneFormer (Swin backbone) with its processor (image processor + offline CLIP tokenizer)."""
-    from transformers import OneFormerConfig, OneFormerForUniversalSegmentation, OneFormerProcessor, SwinConfig
+    from transformers import (
+        OneFormerConfig,
+        OneFormerForUniversalSegmentation,
+        OneFormerProcessor,
+        SwinConfig,
+    )
     from transformers.models.oneformer.image_processing_pil_oneformer import OneFormerImageProcessorPil
 
     from controlnet.offline_tokenizer import offline_clip_tokenizer
