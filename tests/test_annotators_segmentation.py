@@ -186,3 +186,14 @@ def test_missing_folders_say_what_to_put_where(tmp_path, ade_folder):
         (no_tokenizer / name).write_bytes((ade_folder / name).read_bytes())
     with pytest.raises(MissingFileError, match="tokenizer files .vocab.json, merges.txt."):
         annotate("seg_ofade20k", PHOTOS[0], resolution=48, model=no_tokenizer)
+
+
+def test_found_in_the_models_folder_and_offered_by_the_server(ade_folder):
+    from controlnet.web import modules
+
+    models = ade_folder.parent  # holds seg_ofade20k/ only
+    listed = modules.module_list(models)["module_list"]
+    assert "seg_ofade20k" in listed and not {"seg_ofcoco", "seg_ufade20k", "seg_ade20k"} & set(listed)
+    image = PHOTOS[1]
+    assert np.array_equal(annotate("seg_ofade20k", image, resolution=48, models_dir=models),
+                          annotate("seg_ofade20k", image, resolution=48, model=ade_folder))
