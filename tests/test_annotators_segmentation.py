@@ -94,13 +94,14 @@ def test_network_size_follows_detectron2_and_mmcv():
 
 
 def reference_oneformer(folder, image, size):
-    """transformers' OneFormer straight: processor at the given (height, width), task semantic, its post-processing."""
+    """transformers' OneFormer straight: processor at the given (height, width) (None: its own size), task semantic,
+    its post-processing."""
     from transformers import OneFormerForUniversalSegmentation, OneFormerProcessor
 
     model = OneFormerForUniversalSegmentation.from_pretrained(folder).eval()
     processor = OneFormerProcessor.from_pretrained(folder, backend="pil")
-    inputs = processor(images=image, task_inputs=["semantic"], return_tensors="pt",
-                       size={"height": size[0], "width": size[1]})
+    sized = {} if size is None else {"size": {"height": size[0], "width": size[1]}}
+    inputs = processor(images=image, task_inputs=["semantic"], return_tensors="pt", **sized)
     with torch.no_grad():
         out = model(**inputs)
     labels = processor.post_process_semantic_segmentation(out, target_sizes=[image.shape[:2]])[0].numpy()
@@ -136,6 +137,13 @@ def test_segmentation_maps_are_resized_nearest(ade_folder):
     out = annotate("seg_ofade20k", PHOTOS[0], resolution=48, width=203, height=117, model=ade_folder)
     assert out.shape == (117, 203, 3)
     assert {tuple(c) for c in np.unique(out.reshape(-1, 3), axis=0)} <= {tuple(c) for c in ADE20K_PALETTE}
+
+
+def test_seg_ade20k_runs_a_oneformer_folder_at_its_processor_size(ade_folder):
+    image = PHOTOS[1]
+    h, w = image.shape[:2]
+    _, labels = reference_oneformer(ade_folder, image, None)
+    assert np.array_equal(annotate("seg_ade20k", image, resolution=min(h, w), model=ade_folder), ADE20K_PALETTE[labels])
 
 
 def test_upernet_equals_transformers_at_mmseg_size(upernet_folder):
