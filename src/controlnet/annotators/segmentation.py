@@ -44,9 +44,9 @@ def network_size(h: int, w: int, short: int, longest: int) -> tuple[int, int]:
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
-def model_type(folder) -> str:
+def model_type(folder, example: str = EXAMPLE) -> str:
     """The `model_type` of a transformers folder's config.json ("oneformer", "upernet", ...)."""
-    path = check_model_folder(folder, "semantic-segmentation", EXAMPLE)
+    path = check_model_folder(folder, "semantic-segmentation", example)
     try:
         return str(json.loads((path / "config.json").read_text()).get("model_type", ""))
     except (OSError, ValueError, AttributeError) as exc:
@@ -56,7 +56,7 @@ def model_type(folder) -> str:
 def load_segmenter(folder, num_classes: int = len(ADE20K_PALETTE), classes: str = "the 150 ADE20K classes",
                    example: str = EXAMPLE, require: str | None = None):
     """(model, processor) of a local segmentation folder with `num_classes` classes; `require`: its model type."""
-    kind = model_type(folder)
+    kind = model_type(folder, example)
     if require is not None and kind != require:
         raise InputError(f"{folder} holds a {kind or 'untyped'} model, not {require}; give e.g. {example} "
                          f"(seg_ade20k runs any ADE20K segmentation folder)")
