@@ -198,3 +198,29 @@ def test_depth_rmse_with_a_depth_anything_folder(tmp_path):
     expected = np.mean([P.depth_rmse(a, b) for a, b in zip(own, moved)])
     assert expected > 0
     assert protocol.estimate(protocol.DEPTH, pictures, moved, tmp_path, 0.95).value == pytest.approx(expected)
+
+
+def test_ade20k_miou_with_a_oneformer_or_upernet_folder(tmp_path):
+    """evaluate's ADE20K mIoU reads seg_ofade20k (OneFormer) or seg_ufade20k (UperNet) when seg_ade20k is not
+    there, at the size the module runs: a picture against its own map scores 100 %, against another class 0."""
+    from controlnet.annotators import annotate
+    from controlnet.annotators.ade20k import ADE20K_PALETTE
+    from controlnet.annotators.segmentation import TEST_SIZE, predict_labels
+    from controlnet.evaluation import protocol
+    from test_annotators_learned import save_upernet
+    from test_annotators_segmentation import PHOTOS, save_oneformer
+
+    save_oneformer(tmp_path / "of" / "seg_ofade20k")
+    save_upernet(tmp_path / "un" / "seg_ufade20k")
+    pictures = PHOTOS[:2]
+    for folder, module in ((tmp_path / "of", "seg_ofade20k"), (tmp_path / "un", "seg_ufade20k")):
+        assert "cnpp_ade20k_miou" not in protocol.not_computed((module,), False, folder, 64)
+        assert protocol.weights_for(protocol.ADE20K, folder) == str(folder / module)
+        own = [annotate(module, p, resolution=min(p.shape[:2]), model=folder / module) for p in pictures]
+        assert protocol.estimate(protocol.ADE20K, pictures, own, folder, 0.95).value == 100.0
+        labels = [predict_labels(p, folder / module, TEST_SIZE[module]) for p in pictures]
+        other = [ADE20K_PALETTE[(label + 1) % 150] for label in labels]
+        assert protocol.estimate(protocol.ADE20K, pictures, other, folder, 0.95).value == 0.0
+    note = protocol.not_computed(("seg_ade20k",), False, tmp_path, 64)["cnpp_ade20k_miou"]
+    assert note.endswith("(or one named seg_ofade20k or seg_ufade20k)")
+

@@ -268,7 +268,7 @@ def test_annotator_dir_offers_depth_midas(server, tmp_path):
         got = np.array(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).convert("RGB"))
         assert np.array_equal(got, annotate("depth", square(), 512, model=tmp_path / "depth"))
         r = requests.post(f"{url}/controlnet/detect", json={**detect, "controlnet_module": "seg_ofade20k"})
-        assert r.status_code == 422 and "as seg_ade20k in this server's --annotator-dir" in r.json()["detail"]
+        assert r.status_code == 422 and "as seg_ofade20k in this server's --annotator-dir" in r.json()["detail"]
         assert str(tmp_path) not in r.json()["detail"]  # no server path in answers
     finally:
         e.annotator_dir = None

@@ -54,6 +54,12 @@ PUBLISHED = {
                   "(a transformers folder; of Depth Anything V2 only Small is Apache-2.0)"),
     "seg_ade20k": ("", "huggingface.co/openmmlab/upernet-convnext-small or shi-labs/oneformer_ade20k_swin_tiny "
                        "(a transformers ADE20K folder)"),
+    "seg_ofade20k": ("", "huggingface.co/shi-labs/oneformer_ade20k_swin_large (transformers' conversion of "
+                         "250_16_swin_l_oneformer_ade20k_160k.pth, the file A1111 reads)"),
+    "seg_ofcoco": ("", "huggingface.co/shi-labs/oneformer_coco_swin_large (transformers' conversion of "
+                       "150_16_swin_l_oneformer_coco_100ep.pth, the file A1111 reads)"),
+    "seg_ufade20k": ("", "huggingface.co/openmmlab/upernet-convnext-small or upernet-swin-small (a transformers "
+                         "UperNet ADE20K folder; A1111's upernet_global_small.pth has a UniFormer backbone, not read)"),
 }
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -81,14 +87,15 @@ def _stamp(path: Path) -> float:
     return (path / "config.json").stat().st_mtime if path.is_dir() else path.stat().st_mtime
 
 
-def load_transformers_model(folder, auto_class: str, what: str, example: str):
-    """(model, image processor) from a local folder, in eval mode, cached."""
+def load_transformers_model(folder, auto_class: str, what: str, example: str, processor_class: str = "AutoImageProcessor"):
+    """(model, processor) from a local folder, in eval mode, cached; OneFormer's processor also holds
+    the tokenizer that encodes its task ("the task is semantic")."""
     path = check_model_folder(folder, what, example)
-    return _load_transformers(str(path), _stamp(path), auto_class, what, example)
+    return _load_transformers(str(path), _stamp(path), auto_class, what, example, processor_class)
 
 
 @functools.lru_cache(maxsize=2)
-def _load_transformers(path: str, _mtime: float, auto_class: str, what: str, example: str):
+def _load_transformers(path: str, _mtime: float, auto_class: str, what: str, example: str, processor_class: str):
     import transformers
 
     loader = getattr(transformers, auto_class)
@@ -99,12 +106,17 @@ def _load_transformers(path: str, _mtime: float, auto_class: str, what: str, exa
     except OSError as exc:
         raise InputError(f"cannot load the {what} model in {path}: {str(exc).splitlines()[0]}") from exc
     kwargs = {"backend": "pil"} if int(transformers.__version__.split(".")[0]) >= 5 else {}
+    files = "preprocessor_config.json"
+    if processor_class == "OneFormerProcessor":  # its class names would come from the hub; semantic maps need none
+        kwargs["class_info_file"] = None
+        files = "preprocessor_config.json and tokenizer files (vocab.json, merges.txt)"
+        if not any((Path(path) / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+            # transformers would build an empty tokenizer and encode the task as unknown tokens
+            raise MissingFileError(f"{path} has no tokenizer files (vocab.json, merges.txt); copy them from {example}")
     try:  # torchvision has no CPU wheel here: ask for the PIL backend outright
-        processor = transformers.AutoImageProcessor.from_pretrained(path, local_files_only=True, **kwargs)
+        processor = getattr(transformers, processor_class).from_pretrained(path, local_files_only=True, **kwargs)
     except (OSError, ValueError) as exc:
-        raise MissingFileError(
-            f"{path} has no usable preprocessor_config.json ({str(exc).splitlines()[0]}); copy it from {example}"
-        ) from exc
+        raise MissingFileError(f"{path} has no usable {files} ({str(exc).splitlines()[0]}); copy them from {example}") from exc
     return model.eval(), processor
 
 

@@ -10,6 +10,7 @@ segmentation), so the folder's models decide how close a figure can come.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -22,16 +23,18 @@ class ProtocolMetric:
     weights: str | None  # the entry the detector needs in the models folder; None: weight-free
     higher_is_better: bool = True
     needs: str = ""  # what else must be installed, for the note
+    also: tuple[str, ...] = ()  # other models-folder entries that serve as well, tried in order
 
 
 CANNY = ProtocolMetric("cnpp_canny_f1", None, needs="kornia")
 HED = ProtocolMetric("cnpp_hed_ssim", "ControlNetHED.pth", needs="torchmetrics")
 LINEART = ProtocolMetric("cnpp_lineart_ssim", "sk_model.pth", needs="torchmetrics")
 DEPTH = ProtocolMetric("cnpp_depth_rmse", "depth", higher_is_better=False)
-ADE20K = ProtocolMetric("cnpp_ade20k_miou", "seg_ade20k")
+ADE20K = ProtocolMetric("cnpp_ade20k_miou", "seg_ade20k", also=("seg_ofade20k", "seg_ufade20k"))
 # condition kind (a dataset's --annotator, or a world kind) -> the protocol figure that scores it
 BY_KIND = {"canny": CANNY, "edges": CANNY, "softedge_hed": HED, "hed": HED, "softedge": HED,
-           "lineart_realistic": LINEART, "lineart": LINEART, "depth": DEPTH, "seg_ade20k": ADE20K, "seg": ADE20K}
+           "lineart_realistic": LINEART, "lineart": LINEART, "depth": DEPTH, "seg_ade20k": ADE20K, "seg": ADE20K,
+           "seg_ofade20k": ADE20K, "seg_ufade20k": ADE20K}
 # pose keypoint AP (controlnet.metrics.pose) re-detects people by DWPose when both its files are in the models
 # folder, else by OpenPose's body network
 POSE_METRIC = ProtocolMetric("cnpp_pose_ap", "yolox_l.onnx")
@@ -51,11 +54,13 @@ def metric_for(kind: str, world: bool) -> ProtocolMetric | None:
 
 
 def weights_for(metric: ProtocolMetric, folder) -> str | None:
-    """The detector's weights in the models folder, or None."""
+    """The detector's weights in the models folder (the first of its entries found), or None."""
     if metric is POSE_METRIC:
         return pose_detector(folder)
-    found = find_weight(metric.weights, folder) if metric.weights and folder is not None else None
-    return None if found is None else str(found)
+    if not metric.weights or folder is None:
+        return None
+    found = (find_weight(name, folder) for name in (metric.weights, *metric.also))
+    return next((str(path) for path in found if path is not None), None)
 
 
 def not_computed(kinds, world: bool, folder, size: int) -> dict:
@@ -77,7 +82,8 @@ def not_computed(kinds, world: bool, folder, size: int) -> dict:
         elif metric.needs and importlib.util.find_spec(metric.needs) is None:
             out[metric.name] = f"not computed: pip install {metric.needs} (the eval extra)"
         elif metric.weights and weights_for(metric, folder) is None:
-            out[metric.name] = "not computed: give " + missing_weight(metric.weights, "it", folder).split(" needs ", 1)[1]
+            also = f" (or one named {' or '.join(metric.also)})" if metric.also else ""
+            out[metric.name] = "not computed: give " + missing_weight(metric.weights, "it", folder).split(" needs ", 1)[1] + also
     return out
 
 
@@ -129,11 +135,11 @@ def picture_score(metric: ProtocolMetric, image: np.ndarray, condition: np.ndarr
 
         return P.depth_rmse(P.depth_to_protocol_gray(predict_depth(image, weights)), P.condition_to_protocol_gray(condition))
     from controlnet.annotators.ade20k import ADE20K_PALETTE
-    from controlnet.annotators.segmentation import predict_labels
+    from controlnet.annotators.segmentation import TEST_SIZE, predict_labels
     from controlnet.metrics.segmentation import colors_to_labels
 
-    return P.intersect_union(predict_labels(image, weights), colors_to_labels(condition, ADE20K_PALETTE),
-                             len(ADE20K_PALETTE))
+    labels = predict_labels(image, weights, TEST_SIZE.get(Path(weights).name))  # seg_ofade20k / seg_ufade20k: A1111's size
+    return P.intersect_union(labels, colors_to_labels(condition, ADE20K_PALETTE), len(ADE20K_PALETTE))
 
 
 def estimate(metric: ProtocolMetric, images, conditions, folder, level: float):

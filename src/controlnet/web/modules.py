@@ -16,10 +16,10 @@ from controlnet.errors import InputError
 
 NONE = "none"
 # A1111 / sd-webui-controlnet names -> ours (its "(from white bg & black line)" style labels are cut at " ("); the
-# depth and seg names map to our annotators of the same maps (MiDaS depth, ADE20K palette), which need local weights
+# depth names map to our annotator of the same maps (MiDaS depth), which needs local weights
 A1111_NAMES = {"t2ia_color_grid": "color", "blur": "blur_gaussian", "tile": "tile_resample",
                "depth_midas": "depth", "depth_leres": "depth", "depth_zoe": "depth", "depth_anything": "depth",
-               "seg_ofade20k": "seg_ade20k", "seg_ufade20k": "seg_ade20k"}
+               }  # seg_ofade20k, seg_ofcoco, seg_ufade20k are annotators of their own
 # sd-webui-controlnet's inpaint modules -> ours; `inpaint` is its old name of inpaint_global_harmonious
 INPAINT_MODULES = {"inpaint_only": "inpaint_only", "inpaint_global_harmonious": "inpaint_global_harmonious",
                    "inpaint": "inpaint_global_harmonious"}
