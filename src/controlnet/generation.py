@@ -29,6 +29,7 @@ class Job:
     steps: int | None = None
     guidance_scale: float | None = None  # --cfg
     true_cfg: float | None = None  # a Flux base's true CFG (diffusers' true_cfg_scale)
+    control_image: str | None = None  # the hint of a FLUX.1 Control base (on its input channels)
     scheduler: str | None = None
     eta: float = 0.0
     seed: int | None = None
@@ -69,6 +70,9 @@ def prepare(job: Job, warn: Callable[[str], None]) -> Path:
         _prepare_dit(job, kind)
     elif job.true_cfg is not None:
         raise InputError("--true-cfg is for Flux base models; this base takes --cfg")
+    elif job.control_image:
+        raise InputError("--control-image is for FLUX.1 Control base models (Canny/Depth dev); this base takes its hints "
+                         "through --controlnet FILE --image IMG")
     if job.strength is not None and not job.init_image:  # the API takes a strength it ignores for txt2img
         raise InputError("--strength does nothing without --init-image (img2img); give the picture to start from or "
                          "leave --strength out")
@@ -298,13 +302,23 @@ def _net_kind(path: str) -> str:
     return DIT_NAMES.get(DIT_NETS.get(layout), None) or ("a U-Net (SD 1.x/2.x/XL)" if layout is None else layout)
 
 
+CLI_PLACE = {  # where a base file given as --controlnet goes on the command line
+    "flux-control": "give it as --model (a folder, or FILE with --config FLUX-FOLDER) and its hint with --control-image IMG",
+    "flux-base": "give it as --model FILE --config FLUX-FOLDER", "sd3-base": "give it as --model FILE --config SD3-FOLDER",
+}
+
+
 def _prepare_dit(job: Job, kind: str) -> None:
     """Refuse what a transformer base cannot do (a ControlNet for another base, U-Net-only options),
     then fill in diffusers' defaults; the values the samplers do not check are checked here."""
     from controlnet import checks
+    from controlnet.checkpoints.dit import NOT_CONTROLNETS
 
     for u in job.units:
         made_for = _net_kind(u["controlnet"])
+        if made_for in NOT_CONTROLNETS:
+            place = CLI_PLACE.get(made_for)
+            raise InputError(f"--controlnet {u['controlnet']}: {NOT_CONTROLNETS[made_for]}" + (f"; {place}" if place else ""))
         if made_for != DIT_NAMES[kind]:
             raise InputError(f"--controlnet {u['controlnet']} is a {made_for} ControlNet but --model {job.model} is a "
                              f"{DIT_NAMES[kind]} base model: give a {DIT_NAMES[kind]} ControlNet, or a base it was made for")
@@ -314,7 +328,8 @@ def _prepare_dit(job: Job, kind: str) -> None:
         ("--mode", any(u.get("_mode_set") and u["mode"] != "balanced" for u in job.units)),
         ("--schedule", any(u["schedule"] for u in job.units)),
         ("--mask", kind == "flux" and any(u["mask"] for u in job.units)),
-        ("--true-cfg", kind == "sd3" and job.true_cfg is not None)) if used]
+        ("--true-cfg", kind == "sd3" and job.true_cfg is not None),
+        ("--control-image", kind == "sd3" and job.control_image)) if used]
     if unused:
         raise InputError(f"{', '.join(unused)}: not supported with a {DIT_NAMES[kind]} base model (flow matching, "
                          "Euler); leave them out")
@@ -385,20 +400,37 @@ def _dit_controls(args, images: list, base, nets: dict, width: int, height: int)
     return controls, hints
 
 
+def _check_control_image(base, given: bool) -> None:
+    """A FLUX.1 Control base takes its hint on its input channels (--control-image); no other base does."""
+    from controlnet.pipeline.flux import is_control_base
+
+    if base.kind == "flux" and is_control_base(base.transformer) and not given:
+        raise InputError("this Flux base is a FLUX.1 Control model (Canny/Depth dev): give its hint with --control-image IMG")
+    if given and not (base.kind == "flux" and is_control_base(base.transformer)):
+        raise InputError(f"--control-image is for FLUX.1 Control base models; this {DIT_NAMES[base.kind]} base takes its "
+                         "hints through --controlnet FILE --image IMG")
+
+
 def sample_dit(args, models: Models):
     """One picture per seed (seed, seed+1, ...) from a Flux / SD3 base, as `FluxBase` / `SD3Base` sample it."""
     import torch
     from diffusers.image_processor import VaeImageProcessor
 
-    from controlnet.pipeline.images import resize_mode
+    from controlnet.pipeline.images import hint_tensor, load_image, resize_mode, to_pil
     from controlnet.pipeline.sampling import ControlPipelineOutput, _check_finite, _seeds
 
     images = [_unit_images(u, args.width, args.height, resize_mode(args.resize)) for u in args.units]
+    control_image = load_image(args.control_image) if args.control_image else None
     seeds = _seeds(args.seed, args.num_images)
     base = models.load(args)
-    width, height = _dit_size(args, images, base)
+    _check_control_image(base, control_image is not None)
+    width, height = _dit_size(args, images or [(control_image, None)] * (control_image is not None), base)
     controls, hints = _dit_controls(args, images, base, models.nets, width, height)
     options = dict(width=width, height=height, steps=args.steps, guidance_scale=args.guidance_scale, output_type="np")
+    if control_image is not None:  # fitted by --resize as the ControlNets' hints are
+        hint = hint_tensor(control_image, width, height, resize_mode(args.resize))
+        hints.append([to_pil(hint)])
+        options["control_image"] = (hint * 2 - 1).to(base.transformer.dtype)
     if base.kind == "sd3":
         options["negative_prompt"] = args.negative_prompt
     elif args.true_cfg is not None and args.true_cfg > 1:

@@ -188,6 +188,12 @@ def _control(unit, cond, mode, latents, timestep, guidance_scale, embeds, pooled
     return cn(latents, cond, timestep, pooled, embeds, ids, text_ids, guidance, mode, unit.scale)
 
 
+def is_control_base(transformer) -> bool:
+    """A FLUX.1 Control transformer: its input twice as wide as its output (latents ‖ control latent)."""
+    out = transformer.config.out_channels
+    return bool(out) and transformer.x_embedder.in_features == 2 * out
+
+
 def _check(controls, transformer, control_image, width: int, height: int, vae) -> None:
     """Every input problem as one line, before any compute."""
     multiple = 2 * vae_scale_factor(vae)
@@ -209,8 +215,7 @@ def _check(controls, transformer, control_image, width: int, height: int, vae) -
                              f"({', '.join(FLUX_UNION_MODES)}); got {u.mode!r}")
         if not 0 <= u.start < u.end <= 1:
             raise InputError(f"ControlNet {k + 1}: start and end must satisfy 0 ≤ start < end ≤ 1 (got {u.start}, {u.end})")
-    concat = transformer.x_embedder.in_features == 2 * transformer.config.out_channels if transformer.config.out_channels \
-        else False
+    concat = is_control_base(transformer)
     if concat != (control_image is not None):
         raise InputError("a FLUX.1 Control base needs control_image" if concat else
                          "control_image is for FLUX.1 Control bases; this base takes hints through ControlNets")
