@@ -210,7 +210,10 @@ class Models:
             from controlnet.pipeline.flux import FluxBase
             from controlnet.pipeline.sd3 import SD3Base
 
-            self.pipe = (FluxBase if kind == "flux" else SD3Base).from_pretrained(args.model, dtype=args.dtype, device=args.device)
+            single = Path(args.model).is_file()  # a transformer file; the rest of the base from --config
+            self.pipe = (FluxBase if kind == "flux" else SD3Base).from_pretrained(
+                args.config if single else args.model, dtype=args.dtype, device=args.device,
+                transformer=args.model if single else None)
         if self.pipe is None:
             self.pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=args.dtype, device=args.device)
             if getattr(args, "compile", False):
@@ -284,14 +287,36 @@ DIT_NAMES = {"flux": "Flux", "sd3": "SD3"}
 DIT_DEFAULTS = {"flux": (3.5, 28), "sd3": (7.0, 28)}  # (guidance scale, steps): diffusers' pipelines' defaults
 
 
+BASE_FILES = {"flux-base": "flux", "flux-control": "flux", "sd3-base": "sd3"}  # layouts of a transformer base file
+
+
 def dit_kind(model: str | None) -> str | None:
-    """"flux" or "sd3" when `model` is a diffusers folder of a transformer base, else None (a U-Net base)."""
+    """"flux" or "sd3" when `model` is a diffusers folder of a transformer base or a single file of
+    one's transformer (read from its header), else None (a U-Net base)."""
     from controlnet.pipeline.loading import base_kind, read_model_index
 
+    if model and Path(model).is_file():
+        from controlnet.checkpoints.dit import dit_layout_of
+
+        return BASE_FILES.get(dit_layout_of(model))
     if not model or not (Path(model) / "model_index.json").is_file():
         return None
     kind = base_kind(read_model_index(Path(model)))
     return kind if kind in DIT_NAMES else None
+
+
+def _check_base_file(job: Job, kind: str) -> None:
+    """A transformer file as --model takes the rest of its base (text encoders, VAE, scheduler) from
+    --config, a diffusers folder of the same family."""
+    if not Path(job.model).is_file():
+        return
+    need = f"give --config, a local {DIT_NAMES[kind]} diffusers folder (its text encoders, VAE and scheduler; the " \
+           "transformer's weights are not needed)"
+    if not job.config:
+        raise InputError(f"--model {job.model} is a {DIT_NAMES[kind]} transformer alone: {need}")
+    if dit_kind(job.config) != kind or not Path(job.config).is_dir():
+        raise InputError(f"--config {job.config} is not a {DIT_NAMES[kind]} diffusers folder (model_index.json), but "
+                         f"--model {job.model} is a {DIT_NAMES[kind]} transformer: {need}")
 
 
 def _net_kind(path: str) -> str:
@@ -314,6 +339,7 @@ def _prepare_dit(job: Job, kind: str) -> None:
     from controlnet import checks
     from controlnet.checkpoints.dit import NOT_CONTROLNETS
 
+    _check_base_file(job, kind)
     for u in job.units:
         made_for = _net_kind(u["controlnet"])
         if made_for in NOT_CONTROLNETS:

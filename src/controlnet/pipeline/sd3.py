@@ -152,6 +152,10 @@ def _check(controls, transformer, vae, width, height, guided, negative, negative
     multiple = vae_scale_factor(vae) * transformer.config.patch_size
     if width % multiple or height % multiple:
         raise InputError(f"width and height must be multiples of {multiple} for this base (got {width}×{height})")
+    largest = (transformer.config.pos_embed_max_size or 0) * multiple
+    if largest and max(width, height) > largest:
+        raise InputError(f"width and height must be at most {largest} for this base (its positional embedding's "
+                         f"grid); got {width}×{height}")
     if guided and (negative is None or negative_pooled is None):
         raise InputError("guidance_scale > 1 needs negative_prompt_embeds and negative_pooled_prompt_embeds "
                          "(the empty prompt's when there is no negative prompt)")
