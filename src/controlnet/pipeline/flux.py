@@ -23,6 +23,7 @@ from controlnet.errors import InputError
 from controlnet.nn.controlled_transformer import DiTResiduals, controlled_flux
 from controlnet.nn.dit_controlnet import FLUX_UNION_MODES, FluxControlNet
 from controlnet.pipeline.loading import TransformerBase
+from controlnet.pipeline.text import truncating_ids
 
 
 @dataclass
@@ -228,14 +229,12 @@ def encode_flux_prompt(tokenizer, text_encoder, tokenizer_2, text_encoder_2, pro
     without T5 (`text_encoder_2` None: the small one-CLIP bases) reads the CLIP's last hidden states."""
     if not 1 <= max_sequence_length <= 512:
         raise InputError(f"max_sequence_length must be 1..512, got {max_sequence_length}")
-    clip = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
+    clip = truncating_ids(tokenizer, prompts, tokenizer.model_max_length, "CLIP")
     with torch.no_grad():
         out = text_encoder(clip.to(text_encoder.device), output_hidden_states=False)
         if text_encoder_2 is None:
             return out.last_hidden_state.to(text_encoder.dtype), out.pooler_output.to(text_encoder.dtype)
-        t5 = tokenizer_2(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
-                         return_tensors="pt").input_ids
+        t5 = truncating_ids(tokenizer_2, prompts, max_sequence_length, "T5 (max_sequence_length)")
         states = text_encoder_2(t5.to(text_encoder_2.device), output_hidden_states=False)[0]
     return states.to(text_encoder_2.dtype), out.pooler_output.to(text_encoder.dtype)
 
