@@ -66,6 +66,46 @@ def to_bfl(state: dict) -> dict:
     return out
 
 
+def to_sai(state: dict, layers: int) -> dict:
+    """diffusers' SD3 names -> Stability AI's (`joint_blocks`; the inverse of diffusers'
+    `convert_sd3_transformer_checkpoint_to_diffusers`, written out here), under `model.diffusion_model.`."""
+    state, out = dict(state), {}
+
+    def swap(t):  # (scale, shift) <-> (shift, scale)
+        a, b = t.chunk(2)
+        return torch.cat([b, a])
+
+    out["pos_embed"] = state.pop("pos_embed.pos_embed")
+    names = {"pos_embed.proj": "x_embedder.proj", "time_text_embed.timestep_embedder.linear_1": "t_embedder.mlp.0",
+             "time_text_embed.timestep_embedder.linear_2": "t_embedder.mlp.2", "context_embedder": "context_embedder",
+             "time_text_embed.text_embedder.linear_1": "y_embedder.mlp.0",
+             "time_text_embed.text_embedder.linear_2": "y_embedder.mlp.2", "proj_out": "final_layer.linear"}
+    for p in ("weight", "bias"):
+        for d, o in names.items():
+            out[f"{o}.{p}"] = state.pop(f"{d}.{p}")
+        out[f"final_layer.adaLN_modulation.1.{p}"] = swap(state.pop(f"norm_out.linear.{p}"))
+        for i in range(layers):
+            d, x, c, last = f"transformer_blocks.{i}.", f"joint_blocks.{i}.x_block.", f"joint_blocks.{i}.context_block.", \
+                i == layers - 1
+            out[f"{x}attn.qkv.{p}"] = torch.cat([state.pop(f"{d}attn.to_{q}.{p}") for q in "qkv"])
+            out[f"{c}attn.qkv.{p}"] = torch.cat([state.pop(f"{d}attn.add_{q}_proj.{p}") for q in "qkv"])
+            out[f"{x}attn.proj.{p}"] = state.pop(f"{d}attn.to_out.0.{p}")
+            out[f"{x}adaLN_modulation.1.{p}"] = state.pop(f"{d}norm1.linear.{p}")
+            context_mod = state.pop(f"{d}norm1_context.linear.{p}")
+            out[f"{c}adaLN_modulation.1.{p}"] = swap(context_mod) if last else context_mod
+            out[f"{x}mlp.fc1.{p}"], out[f"{x}mlp.fc2.{p}"] = state.pop(f"{d}ff.net.0.proj.{p}"), state.pop(f"{d}ff.net.2.{p}")
+            if not last:
+                out[f"{c}attn.proj.{p}"] = state.pop(f"{d}attn.to_add_out.{p}")
+                out[f"{c}mlp.fc1.{p}"] = state.pop(f"{d}ff_context.net.0.proj.{p}")
+                out[f"{c}mlp.fc2.{p}"] = state.pop(f"{d}ff_context.net.2.{p}")
+    for i in range(layers):
+        for mine, theirs in (("norm_q", "x_block.attn.ln_q"), ("norm_k", "x_block.attn.ln_k"),
+                             ("norm_added_q", "context_block.attn.ln_q"), ("norm_added_k", "context_block.attn.ln_k")):
+            out[f"joint_blocks.{i}.{theirs}.weight"] = state.pop(f"transformer_blocks.{i}.attn.{mine}.weight")
+    assert not state, list(state)
+    return {f"model.diffusion_model.{k}": v for k, v in out.items()}
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Flux and SD3 folders, and transformer files unlike the folders' own (other seeds; the SD3 one
@@ -79,6 +119,7 @@ def store(tmp_path_factory):
     for name, model in refs.items():
         save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}, root / f"{name}-diffusers.safetensors")
     save_safetensors(to_bfl(refs["flux"].state_dict()), root / "flux-bfl.safetensors")
+    save_safetensors(to_sai(refs["sd3"].state_dict(), 2), root / "sd3-sai.safetensors")
     save_safetensors({f"model.diffusion_model.{k}": v for k, v in to_bfl(refs["control"].state_dict()).items()} |
                      {"text_encoders.clip_l.x": torch.zeros(1)}, root / "control-bfl.safetensors")
     rng = np.random.RandomState(0)
@@ -89,7 +130,8 @@ def store(tmp_path_factory):
 
 
 @pytest.mark.parametrize("file, ref, kind", [("flux-diffusers", "flux", "flux"), ("flux-bfl", "flux", "flux"),
-                                             ("control-bfl", "control", "flux"), ("sd3-diffusers", "sd3", "sd3")])
+                                             ("control-bfl", "control", "flux"), ("sd3-diffusers", "sd3", "sd3"),
+                                             ("sd3-sai", "sd3", "sd3")])
 def test_a_base_file_loads_to_diffusers_tensors_with_the_config_its_shapes_give(store, file, ref, kind):
     root, refs = store
     got = load_base_transformer(root / f"{file}.safetensors", kind)
