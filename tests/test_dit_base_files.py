@@ -225,3 +225,12 @@ def test_an_sd3_size_beyond_its_positional_grid_is_one_line(store, capsys):
     err = assert_user_error(["generate", "--model", root / "sd3", "--width", "104", "--height", "8", "--steps", "1",
                              "-o", root / "out"], capsys, "at most 96")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_serve_takes_transformer_bases_as_folders_only(store):
+    from controlnet.errors import InputError
+    from controlnet.web.dit_engine import open_engine
+
+    root, _ = store
+    with pytest.raises(InputError, match="serve takes a transformer base as a diffusers folder"):
+        open_engine(str(root / "flux-bfl.safetensors"))
