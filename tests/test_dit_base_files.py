@@ -213,6 +213,20 @@ def test_bad_or_mismatched_base_files_are_one_line(store, capsys, model, config,
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_controlnet_or_a_control_lora_given_as_the_model_is_one_line(store, capsys, tmp_path):
+    from controlnet.checkpoints.dit import save_dit_controlnet
+    from controlnet.nn.dit_controlnet import FluxControlNet
+
+    root, _ = store
+    save_dit_controlnet(FluxControlNet(**dict(FLUX, num_layers=1, num_single_layers=0)), tmp_path / "net.safetensors")
+    save_safetensors({"img_in.lora_A.weight": torch.zeros(4, 128), "img_in.lora_B.weight": torch.zeros(32, 4)},
+                     tmp_path / "lora.safetensors")
+    for name, fragments in (("net", ("Flux ControlNet", "--controlnet")), ("lora", ("FLUX.1 Control LoRA", "not applied"))):
+        err = assert_user_error(["generate", "--model", tmp_path / f"{name}.safetensors", "--config", root / "flux",
+                                 "-o", root / "out"], capsys, *fragments)
+        assert len(err.strip().splitlines()) == 1
+
+
 def test_a_base_file_given_as_a_controlnet_says_where_it_goes(store, capsys):
     root, _ = store
     err = assert_user_error(["generate", "--model", root / "flux", "--controlnet", root / "flux-bfl.safetensors", "--image",

@@ -63,6 +63,7 @@ def prepare(job: Job, warn: Callable[[str], None]) -> Path:
     elif any(u["controlnet"] is None for u in job.units):
         raise InputError("give --controlnet FILE before --image (without it, --image gives a --from replay's pictures)")
     _resolve_models(job)
+    _refuse_dit_non_base(job.model)
     kind = dit_kind(job.model)
     if kind and job.compile:
         raise InputError(f"--compile is for U-Net base models; this {kind} base runs eagerly: leave --compile out")
@@ -303,6 +304,18 @@ def dit_kind(model: str | None) -> str | None:
         return None
     kind = base_kind(read_model_index(Path(model)))
     return kind if kind in DIT_NAMES else None
+
+
+def _refuse_dit_non_base(model: str) -> None:
+    """A DiT ControlNet or a Flux LoRA given as --model: one line saying what it is."""
+    from controlnet.checkpoints.dit import NOT_CONTROLNETS, dit_layout_of
+
+    layout = dit_layout_of(model) if Path(model).is_file() else None
+    if layout in DIT_NETS:
+        raise InputError(f"--model {model} is a {DIT_NAMES[DIT_NETS[layout]]} ControlNet, not a base model: give it as "
+                         "--controlnet FILE --image IMG, with its base as --model")
+    if layout in ("flux-control-lora", "flux-lora"):
+        raise InputError(f"--model {model}: {NOT_CONTROLNETS[layout]}; LoRAs are not applied by generate yet")
 
 
 def _check_base_file(job: Job, kind: str) -> None:
