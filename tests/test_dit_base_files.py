@@ -115,7 +115,8 @@ def store(tmp_path_factory):
     save_sd3_base(root / "sd3")
     refs = {"flux": randomized(FluxTransformer2DModel(**FLUX), 21),
             "control": randomized(FluxTransformer2DModel(**dict(FLUX, in_channels=32, out_channels=16)), 22),
-            "sd3": randomized(SD3Transformer2DModel(**dict(SD3, num_layers=2)), 23)}
+            "sd3": randomized(SD3Transformer2DModel(**dict(SD3, num_layers=2)), 23),
+            "wide": FluxTransformer2DModel(**dict(FLUX, in_channels=64))}  # for a VAE of 16 latent channels
     for name, model in refs.items():
         save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}, root / f"{name}-diffusers.safetensors")
     save_safetensors(to_bfl(refs["flux"].state_dict()), root / "flux-bfl.safetensors")
@@ -204,6 +205,7 @@ def _damaged(root, name: str) -> str:
     ("sd3-diffusers.safetensors", "flux", ("--config", "not a SD3")),
     ("missing", "flux", ("damaged-missing", "transformer_blocks.1.attn.to_out.0.weight", "truncated")),
     ("linear1", "flux", ("damaged-linear1", "linear1")),
+    ("wide-diffusers.safetensors", "flux", ("takes 64 packed latent channels", "VAE gives 16")),
 ])
 def test_bad_or_mismatched_base_files_are_one_line(store, capsys, model, config, fragments):
     root, _ = store

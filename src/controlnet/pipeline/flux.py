@@ -217,6 +217,10 @@ def _check(controls, transformer, control_image, width: int, height: int, vae) -
         if not 0 <= u.start < u.end <= 1:
             raise InputError(f"ControlNet {k + 1}: start and end must satisfy 0 ≤ start < end ≤ 1 (got {u.start}, {u.end})")
     concat = is_control_base(transformer)
+    packed, takes = 4 * vae.config.latent_channels, transformer.x_embedder.in_features // (2 if concat else 1)
+    if takes != packed:
+        raise InputError(f"this Flux transformer takes {takes} packed latent channels{' (and as many of control latent)' if concat else ''} "
+                         f"but the VAE gives {packed}: the transformer and the autoencoder are from different models")
     if concat != (control_image is not None):
         raise InputError("a FLUX.1 Control base needs control_image" if concat else
                          "control_image is for FLUX.1 Control bases; this base takes hints through ControlNets")
