@@ -29,6 +29,7 @@ class Job:
     steps: int | None = None
     guidance_scale: float | None = None  # --cfg
     true_cfg: float | None = None  # a Flux base's true CFG (diffusers' true_cfg_scale)
+    control_image: str | None = None  # the hint of a FLUX.1 Control base (on its input channels)
     scheduler: str | None = None
     eta: float = 0.0
     seed: int | None = None
@@ -63,6 +64,7 @@ def prepare(job: Job, warn: Callable[[str], None]) -> Path:
     elif any(u["controlnet"] is None for u in job.units):
         raise InputError("give --controlnet FILE before --image (without it, --image gives a --from replay's pictures)")
     _resolve_models(job)
+    _refuse_dit_non_base(job.model)
     kind = dit_kind(job.model)
     if kind and job.compile:
         raise InputError(f"--compile is for U-Net base models; this {kind} base runs eagerly: leave --compile out")
@@ -74,6 +76,9 @@ def prepare(job: Job, warn: Callable[[str], None]) -> Path:
         _prepare_dit(job, kind)
     elif job.true_cfg is not None:
         raise InputError("--true-cfg is for Flux base models; this base takes --cfg")
+    elif job.control_image:
+        raise InputError("--control-image is for FLUX.1 Control base models (Canny/Depth dev); this base takes its hints "
+                         "through --controlnet FILE --image IMG")
     if job.strength is not None and not job.init_image:  # the API takes a strength it ignores for txt2img
         raise InputError("--strength does nothing without --init-image (img2img); give the picture to start from or "
                          "leave --strength out")
@@ -218,7 +223,10 @@ class Models:
             from controlnet.pipeline.flux import FluxBase
             from controlnet.pipeline.sd3 import SD3Base
 
-            self.pipe = (FluxBase if kind == "flux" else SD3Base).from_pretrained(args.model, dtype=args.dtype, device=args.device)
+            single = Path(args.model).is_file()  # a transformer file; the rest of the base from --config
+            self.pipe = (FluxBase if kind == "flux" else SD3Base).from_pretrained(
+                args.config if single else args.model, dtype=args.dtype, device=args.device,
+                transformer=args.model if single else None)
         if self.pipe is None:
             self.pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=args.dtype, device=args.device)
             if getattr(args, "compile", False):
@@ -293,14 +301,48 @@ DIT_NAMES = {"flux": "Flux", "sd3": "SD3"}
 DIT_DEFAULTS = {"flux": (3.5, 28), "sd3": (7.0, 28)}  # (guidance scale, steps): diffusers' pipelines' defaults
 
 
+BASE_FILES = {"flux-base": "flux", "flux-control": "flux", "sd3-base": "sd3"}  # layouts of a transformer base file
+
+
 def dit_kind(model: str | None) -> str | None:
-    """"flux" or "sd3" when `model` is a diffusers folder of a transformer base, else None (a U-Net base)."""
+    """"flux" or "sd3" when `model` is a diffusers folder of a transformer base or a single file of
+    one's transformer (read from its header), else None (a U-Net base)."""
     from controlnet.pipeline.loading import base_kind, read_model_index
 
+    if model and Path(model).is_file():
+        from controlnet.checkpoints.dit import dit_layout_of
+
+        return BASE_FILES.get(dit_layout_of(model))
     if not model or not (Path(model) / "model_index.json").is_file():
         return None
     kind = base_kind(read_model_index(Path(model)))
     return kind if kind in DIT_NAMES else None
+
+
+def _refuse_dit_non_base(model: str) -> None:
+    """A DiT ControlNet or a Flux LoRA given as --model: one line saying what it is."""
+    from controlnet.checkpoints.dit import NOT_CONTROLNETS, dit_layout_of
+
+    layout = dit_layout_of(model) if Path(model).is_file() else None
+    if layout in DIT_NETS:
+        raise InputError(f"--model {model} is a {DIT_NAMES[DIT_NETS[layout]]} ControlNet, not a base model: give it as "
+                         "--controlnet FILE --image IMG, with its base as --model")
+    if layout in ("flux-control-lora", "flux-lora"):
+        raise InputError(f"--model {model}: {NOT_CONTROLNETS[layout]}; LoRAs are not applied by generate yet")
+
+
+def _check_base_file(job: Job, kind: str) -> None:
+    """A transformer file as --model takes the rest of its base (text encoders, VAE, scheduler) from
+    --config, a diffusers folder of the same family."""
+    if not Path(job.model).is_file():
+        return
+    need = f"give --config, a local {DIT_NAMES[kind]} diffusers folder (its text encoders, VAE and scheduler; the " \
+           "transformer's weights are not needed)"
+    if not job.config:
+        raise InputError(f"--model {job.model} is a {DIT_NAMES[kind]} transformer alone: {need}")
+    if dit_kind(job.config) != kind or not Path(job.config).is_dir():
+        raise InputError(f"--config {job.config} is not a {DIT_NAMES[kind]} diffusers folder (model_index.json), but "
+                         f"--model {job.model} is a {DIT_NAMES[kind]} transformer: {need}")
 
 
 def _net_kind(path: str) -> str:
@@ -311,13 +353,24 @@ def _net_kind(path: str) -> str:
     return DIT_NAMES.get(DIT_NETS.get(layout), None) or ("a U-Net (SD 1.x/2.x/XL)" if layout is None else layout)
 
 
+CLI_PLACE = {  # where a base file given as --controlnet goes on the command line
+    "flux-control": "give it as --model (a folder, or FILE with --config FLUX-FOLDER) and its hint with --control-image IMG",
+    "flux-base": "give it as --model FILE --config FLUX-FOLDER", "sd3-base": "give it as --model FILE --config SD3-FOLDER",
+}
+
+
 def _prepare_dit(job: Job, kind: str) -> None:
     """Refuse what a transformer base cannot do (a ControlNet for another base, U-Net-only options),
     then fill in diffusers' defaults; the values the samplers do not check are checked here."""
     from controlnet import checks
+    from controlnet.checkpoints.dit import NOT_CONTROLNETS
 
+    _check_base_file(job, kind)
     for u in job.units:
         made_for = _net_kind(u["controlnet"])
+        if made_for in NOT_CONTROLNETS:
+            place = CLI_PLACE.get(made_for)
+            raise InputError(f"--controlnet {u['controlnet']}: {NOT_CONTROLNETS[made_for]}" + (f"; {place}" if place else ""))
         if made_for != DIT_NAMES[kind]:
             raise InputError(f"--controlnet {u['controlnet']} is a {made_for} ControlNet but --model {job.model} is a "
                              f"{DIT_NAMES[kind]} base model: give a {DIT_NAMES[kind]} ControlNet, or a base it was made for")
@@ -327,7 +380,8 @@ def _prepare_dit(job: Job, kind: str) -> None:
         ("--mode", any(u.get("_mode_set") and u["mode"] != "balanced" for u in job.units)),
         ("--schedule", any(u["schedule"] for u in job.units)),
         ("--mask", kind == "flux" and any(u["mask"] for u in job.units)),
-        ("--true-cfg", kind == "sd3" and job.true_cfg is not None)) if used]
+        ("--true-cfg", kind == "sd3" and job.true_cfg is not None),
+        ("--control-image", kind == "sd3" and job.control_image)) if used]
     if unused:
         raise InputError(f"{', '.join(unused)}: not supported with a {DIT_NAMES[kind]} base model (flow matching, "
                          "Euler); leave them out")
@@ -398,20 +452,37 @@ def _dit_controls(args, images: list, base, nets: dict, width: int, height: int)
     return controls, hints
 
 
+def _check_control_image(base, given: bool) -> None:
+    """A FLUX.1 Control base takes its hint on its input channels (--control-image); no other base does."""
+    from controlnet.pipeline.flux import is_control_base
+
+    if base.kind == "flux" and is_control_base(base.transformer) and not given:
+        raise InputError("this Flux base is a FLUX.1 Control model (Canny/Depth dev): give its hint with --control-image IMG")
+    if given and not (base.kind == "flux" and is_control_base(base.transformer)):
+        raise InputError(f"--control-image is for FLUX.1 Control base models; this {DIT_NAMES[base.kind]} base takes its "
+                         "hints through --controlnet FILE --image IMG")
+
+
 def sample_dit(args, models: Models):
     """One picture per seed (seed, seed+1, ...) from a Flux / SD3 base, as `FluxBase` / `SD3Base` sample it."""
     import torch
     from diffusers.image_processor import VaeImageProcessor
 
-    from controlnet.pipeline.images import resize_mode
+    from controlnet.pipeline.images import hint_tensor, load_image, resize_mode, to_pil
     from controlnet.pipeline.sampling import ControlPipelineOutput, _check_finite, _seeds
 
     images = [_unit_images(u, args.width, args.height, resize_mode(args.resize)) for u in args.units]
+    control_image = load_image(args.control_image) if args.control_image else None
     seeds = _seeds(args.seed, args.num_images)
     base = models.load(args)
-    width, height = _dit_size(args, images, base)
+    _check_control_image(base, control_image is not None)
+    width, height = _dit_size(args, images or [(control_image, None)] * (control_image is not None), base)
     controls, hints = _dit_controls(args, images, base, models.nets, width, height)
     options = dict(width=width, height=height, steps=args.steps, guidance_scale=args.guidance_scale, output_type="np")
+    if control_image is not None:  # fitted by --resize as the ControlNets' hints are
+        hint = hint_tensor(control_image, width, height, resize_mode(args.resize))
+        hints.append([to_pil(hint)])
+        options["control_image"] = (hint * 2 - 1).to(base.transformer.dtype)
     if base.kind == "sd3":
         options["negative_prompt"] = args.negative_prompt
     elif args.true_cfg is not None and args.true_cfg > 1:

@@ -19,9 +19,9 @@ CHUNK = "controlnet"
 ARG_OF_KEY = {"cfg": "guidance_scale"}  # the PNG keeps the name users know (A1111: "CFG scale")
 STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "scheduler", "eta", "seed", "num_images",
                "width", "height", "resize", "init_image", "strength", "dtype", "inpaint_mask", "inpaint_mode", "mask_blur",
-               "true_cfg", "approx")
+               "true_cfg", "approx", "control_image")
 STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype",
-                  "inpaint_mask", "inpaint_mode")
+                  "inpaint_mask", "inpaint_mode", "control_image")
 UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask", "control_type")
 UNIT_IMAGES = ("image", "mask")  # paths a replay may take from the command line instead
 # A1111 sampler names -> ours (controlnet.pipeline.schedulers); "DPM++ 2M Karras" is A1111's older label
@@ -47,6 +47,7 @@ def parameters(args) -> dict:
         "init_image": path(args.init_image), "strength": args.strength, "dtype": args.dtype, "units": units,
         "inpaint_mask": path(args.inpaint_mask), "inpaint_mode": args.inpaint_mode, "mask_blur": args.mask_blur,
         "true_cfg": getattr(args, "true_cfg", None), "approx": getattr(args, "approx", None) or None,
+        "control_image": path(getattr(args, "control_image", None)),
     }
 
 
@@ -107,7 +108,7 @@ def apply_parameters(args, stored: dict) -> None:
         if key == "units":
             args.units = [{**UNIT_DEFAULTS, **{k: v for k, v in u.items() if k in UNIT_KEYS or k == "controlnet"},
                            **{f"_{k}_set": True for k in ("weight", "mode") if k in u}} for u in value]
-        elif key in STORED_KEYS and not (key in ("init_image", "inpaint_mask") and getattr(args, key)):
+        elif key in STORED_KEYS and not (key in ("init_image", "inpaint_mask", "control_image") and getattr(args, key)):
             setattr(args, ARG_OF_KEY.get(key, key), value)
     if len(given) > len(args.units):
         raise InputError(f"--from: {len(given)} units' pictures given (--image), the picture has {len(args.units)} unit(s)")
@@ -118,7 +119,7 @@ def apply_parameters(args, stored: dict) -> None:
 
 def _check_pictures(args, stored: dict) -> None:
     """Every picture the stored run read is there: stored, or given on the command line."""
-    flags = {"init_image": "--init-image", "inpaint_mask": "--inpaint-mask"}
+    flags = {"init_image": "--init-image", "inpaint_mask": "--inpaint-mask", "control_image": "--control-image"}
     missing = [f"unit {i + 1}'s condition image (--image IMG)" for i, u in enumerate(args.units) if not u["image"]]
     missing += [f"the {k.replace('_', ' ')} ({flags[k]} IMG)" for k in stored.get("unstored", []) if k in flags and not getattr(args, k)]
     if missing:

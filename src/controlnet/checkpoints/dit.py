@@ -45,8 +45,13 @@ CLASS_NAMES = {"SD3ControlNetModel": "sd3-diffusers", "FluxControlNetModel": "fl
 
 # ---------------------------------------------------------------------------------------------- detection
 
+BASE_PREFIX = "model.diffusion_model."  # where full checkpoints (ComfyUI, SAI) keep the diffusion model
+
+
 def detect_dit_layout(shapes: dict[str, tuple]) -> str | None:
     """The DiT layout of a state dict given as {key: shape} (ComfyUI's detection order), or None."""
+    if any(k.startswith(BASE_PREFIX) for k in shapes):
+        shapes = {k[len(BASE_PREFIX):]: v for k, v in shapes.items() if k.startswith(BASE_PREFIX)}
     has = shapes.__contains__
     if has("controlnet_blocks.0.weight") and has("double_blocks.0.img_attn.norm.key_norm.scale"):
         return "xlabs-original"
@@ -63,7 +68,8 @@ def detect_dit_layout(shapes: dict[str, tuple]) -> str | None:
         if has(inp) and has(out) and any(k.startswith(blocks) for k in shapes):
             # input twice as wide as the output: the control latent rides on the input channels
             return "flux-control" if shapes[inp][-1] == 2 * shapes[out][0] else "flux-base"
-    if has("pos_embed.proj.weight") and has("proj_out.weight") and has("context_embedder.weight"):
+    if has("joint_blocks.0.x_block.attn.qkv.weight") or \
+            (has("pos_embed.proj.weight") and has("proj_out.weight") and has("context_embedder.weight")):
         return "sd3-base"
     return None
 

@@ -36,9 +36,10 @@ def init_kwargs(config: dict, *classes: type) -> dict:
     return {k: v for k, v in config.items() if k in allowed}
 
 
-def load_strictly(module: torch.nn.Module, state: dict, source: str, what: str) -> torch.nn.Module:
+def load_strictly(module: torch.nn.Module, state: dict, source: str, what: str, assign: bool = False) -> torch.nn.Module:
     """`module` (a diffusers adapter built from its config) with `state` loaded strictly, in eval mode;
-    a state that does not fit it is one line naming `what` and the first misfit."""
+    a state that does not fit it is one line naming `what` and the first misfit. `assign`: for a
+    module built on the meta device (the tensors become its parameters)."""
     expected = module.state_dict()
     misfit = [k for k in expected if k not in state] + [k for k in state if k not in expected]
     misfit += [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
@@ -46,7 +47,7 @@ def load_strictly(module: torch.nn.Module, state: dict, source: str, what: str) 
     if misfit:
         raise CheckpointError(f"{source}: a {what} whose tensors do not fit its config ({len(misfit)}, first: "
                               f"{misfit[0]}): the file is truncated or damaged")
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
     return module.eval()
 
 

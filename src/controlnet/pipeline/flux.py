@@ -23,6 +23,7 @@ from controlnet.errors import InputError
 from controlnet.nn.controlled_transformer import DiTResiduals, controlled_flux
 from controlnet.nn.dit_controlnet import FLUX_UNION_MODES, FluxControlNet
 from controlnet.pipeline.loading import TransformerBase
+from controlnet.pipeline.text import truncating_ids
 
 
 @dataclass
@@ -188,6 +189,12 @@ def _control(unit, cond, mode, latents, timestep, guidance_scale, embeds, pooled
     return cn(latents, cond, timestep, pooled, embeds, ids, text_ids, guidance, mode, unit.scale)
 
 
+def is_control_base(transformer) -> bool:
+    """A FLUX.1 Control transformer: its input twice as wide as its output (latents ‖ control latent)."""
+    out = transformer.config.out_channels
+    return bool(out) and transformer.x_embedder.in_features == 2 * out
+
+
 def _check(controls, transformer, control_image, width: int, height: int, vae) -> None:
     """Every input problem as one line, before any compute."""
     multiple = 2 * vae_scale_factor(vae)
@@ -209,8 +216,11 @@ def _check(controls, transformer, control_image, width: int, height: int, vae) -
                              f"({', '.join(FLUX_UNION_MODES)}); got {u.mode!r}")
         if not 0 <= u.start < u.end <= 1:
             raise InputError(f"ControlNet {k + 1}: start and end must satisfy 0 ≤ start < end ≤ 1 (got {u.start}, {u.end})")
-    concat = transformer.x_embedder.in_features == 2 * transformer.config.out_channels if transformer.config.out_channels \
-        else False
+    concat = is_control_base(transformer)
+    packed, takes = 4 * vae.config.latent_channels, transformer.x_embedder.in_features // (2 if concat else 1)
+    if takes != packed:
+        raise InputError(f"this Flux transformer takes {takes} packed latent channels{' (and as many of control latent)' if concat else ''} "
+                         f"but the VAE gives {packed}: the transformer and the autoencoder are from different models")
     if concat != (control_image is not None):
         raise InputError("a FLUX.1 Control base needs control_image" if concat else
                          "control_image is for FLUX.1 Control bases; this base takes hints through ControlNets")
@@ -223,14 +233,12 @@ def encode_flux_prompt(tokenizer, text_encoder, tokenizer_2, text_encoder_2, pro
     without T5 (`text_encoder_2` None: the small one-CLIP bases) reads the CLIP's last hidden states."""
     if not 1 <= max_sequence_length <= 512:
         raise InputError(f"max_sequence_length must be 1..512, got {max_sequence_length}")
-    clip = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
+    clip = truncating_ids(tokenizer, prompts, tokenizer.model_max_length, "CLIP")
     with torch.no_grad():
         out = text_encoder(clip.to(text_encoder.device), output_hidden_states=False)
         if text_encoder_2 is None:
             return out.last_hidden_state.to(text_encoder.dtype), out.pooler_output.to(text_encoder.dtype)
-        t5 = tokenizer_2(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
-                         return_tensors="pt").input_ids
+        t5 = truncating_ids(tokenizer_2, prompts, max_sequence_length, "T5 (max_sequence_length)")
         states = text_encoder_2(t5.to(text_encoder_2.device), output_hidden_states=False)[0]
     return states.to(text_encoder_2.dtype), out.pooler_output.to(text_encoder.dtype)
 

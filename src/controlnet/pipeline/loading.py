@@ -123,8 +123,10 @@ def _class(entry, name: str):
     return getattr(diffusers, cls_name)
 
 
-def load_folder(path: str | os.PathLike, *, dtype=None, device="cpu", variant: str | None = None) -> dict:
-    """The components of a diffusers-layout base model folder, as a dict ready for `ControlPipeline`."""
+def load_folder(path: str | os.PathLike, *, dtype=None, device="cpu", variant: str | None = None,
+                skip: tuple[str, ...] = ()) -> dict:
+    """The components of a diffusers-layout base model folder, as a dict ready for `ControlPipeline`;
+    those in `skip` are neither needed nor loaded (a transformer given as its own file)."""
     folder = Path(path)
     dtype, device = parse_dtype(dtype), check_device(device)
     if not folder.exists():
@@ -132,7 +134,7 @@ def load_folder(path: str | os.PathLike, *, dtype=None, device="cpu", variant: s
     index = read_model_index(folder)
     kind = base_kind(index)
     left_out = [n for n in OPTIONAL.get(kind, ()) if index.get(n) in (None, [None, None])]
-    needed = [n for n in NEEDED[kind] if n not in left_out]
+    needed = [n for n in NEEDED[kind] if n not in left_out and n not in skip]
     for name in needed:
         _check_component(folder, name, index)
     parts: dict = {"kind": kind, "force_zeros_for_empty_prompt": bool(index.get("force_zeros_for_empty_prompt", kind == "sdxl"))}
@@ -165,11 +167,19 @@ class TransformerBase:
     described: ClassVar[str]
 
     @classmethod
-    def from_pretrained(cls, path, *, dtype=None, device="cpu", variant: str | None = None):
-        parts = load_folder(path, dtype=dtype, device=device, variant=variant)
-        if parts.pop("kind") != cls.kind:
+    def from_pretrained(cls, path, *, dtype=None, device="cpu", variant: str | None = None, transformer=None):
+        """`transformer`: a weights file to use instead of the folder's (`checkpoints.dit_base`: its
+        config read off its tensors; the folder's transformer weights are then not needed)."""
+        kind = base_kind(read_model_index(Path(path))) if Path(path).is_dir() else None
+        if kind is not None and kind != cls.kind:
             raise InputError(f"{path} is not {cls.described} (its model_index.json names another pipeline)")
-        parts.pop("force_zeros_for_empty_prompt")
+        parts = load_folder(path, dtype=dtype, device=device, variant=variant,
+                            skip=("transformer",) if transformer is not None else ())
+        parts.pop("kind"), parts.pop("force_zeros_for_empty_prompt")
+        if transformer is not None:
+            from controlnet.checkpoints.dit_base import load_base_transformer
+
+            parts["transformer"] = load_base_transformer(transformer, cls.kind, dtype=dtype, device=check_device(device))
         return cls(**parts)
 
     @property

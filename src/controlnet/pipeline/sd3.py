@@ -35,6 +35,7 @@ from controlnet.pipeline.flux import (
     vae_shift,
 )
 from controlnet.pipeline.loading import TransformerBase
+from controlnet.pipeline.text import truncating_ids
 
 
 @dataclass
@@ -152,6 +153,10 @@ def _check(controls, transformer, vae, width, height, guided, negative, negative
     multiple = vae_scale_factor(vae) * transformer.config.patch_size
     if width % multiple or height % multiple:
         raise InputError(f"width and height must be multiples of {multiple} for this base (got {width}×{height})")
+    largest = (transformer.config.pos_embed_max_size or 0) * multiple
+    if largest and max(width, height) > largest:
+        raise InputError(f"width and height must be at most {largest} for this base (its positional embedding's "
+                         f"grid); got {width}×{height}")
     if guided and (negative is None or negative_pooled is None):
         raise InputError("guidance_scale > 1 needs negative_prompt_embeds and negative_pooled_prompt_embeds "
                          "(the empty prompt's when there is no negative prompt)")
@@ -171,8 +176,7 @@ def _check(controls, transformer, vae, width, height, guided, negative, negative
 
 def _clip(tokenizer, text_encoder, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(penultimate hidden states, projected pooled vector) of one CLIP, as SD3 reads them."""
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = truncating_ids(tokenizer, prompts, tokenizer.model_max_length, "CLIP")
     out = text_encoder(ids.to(text_encoder.device), output_hidden_states=True)
     return out.hidden_states[-2], out[0]
 
@@ -192,8 +196,7 @@ def encode_sd3_prompt(tokenizers, text_encoders, prompts: list[str], max_sequenc
         width = joint_attention_dim or clip.shape[-1]
         t5 = clip.new_zeros(clip.shape[0], max_sequence_length, width)
     else:
-        ids = tokenizers[2](prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
-                            return_tensors="pt").input_ids
+        ids = truncating_ids(tokenizers[2], prompts, max_sequence_length, "T5 (max_sequence_length)")
         t5 = text_encoders[2](ids.to(text_encoders[2].device))[0].to(text_encoders[2].dtype)
     clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
     return torch.cat([clip, t5], dim=-2), pooled

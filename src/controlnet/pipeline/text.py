@@ -11,6 +11,8 @@ before, bit for bit. `controlnet.pipeline.prompts` reads the syntax.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from controlnet.pipeline.prompts import parse_prompt
@@ -18,6 +20,23 @@ from controlnet.pipeline.prompts import parse_prompt
 
 def _ids(tokenizer, prompts: list[str], max_length: int) -> torch.Tensor:
     return tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
+
+
+class PromptTruncated(UserWarning):
+    """A prompt longer than a transformer base's text encoder reads: its end is dropped."""
+
+
+def truncating_ids(tokenizer, prompts: list[str], max_length: int, encoder: str) -> torch.Tensor:
+    """Token ids as diffusers' SD3 / Flux pipelines make them: padded and cut to `max_length`, no
+    chunking and no weighting (prompt syntax is read as plain text). A prompt cut short is reported
+    with the words dropped (a `PromptTruncated` warning; diffusers logs the same words)."""
+    for prompt in dict.fromkeys(prompts):
+        full = tokenizer(prompt).input_ids
+        if len(full) > max_length:
+            dropped = tokenizer.decode(full[max_length - 1:-1], skip_special_tokens=True)
+            warnings.warn(f"{encoder} reads {max_length} tokens and the prompt has {len(full)}: dropped {dropped!r}",
+                          PromptTruncated, stacklevel=3)
+    return _ids(tokenizer, prompts, max_length)
 
 
 @torch.no_grad()

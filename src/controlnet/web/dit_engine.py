@@ -29,6 +29,9 @@ def open_engine(model: str = "mini", controlnet_dir=None, device: str = "cpu", d
     from controlnet.web.engine import Engine as UNetEngine  # looked up now (tests stand a fake in)
 
     kind = dit_kind(str(resolve_model(model))) if model != "mini" else None
+    if kind and Path(str(resolve_model(model))).is_file():
+        raise InputError(f"--model {model} is a {kind} transformer alone; serve takes a transformer base as a diffusers "
+                         "folder (model_index.json, its text encoders, VAE and scheduler)")
     if kind and compile:
         raise InputError(f"--compile: {model} is a transformer base; compiling is for U-Net bases (serve it without --compile)")
     cls = DiTEngine if kind else UNetEngine
