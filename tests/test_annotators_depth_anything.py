@@ -151,3 +151,26 @@ def test_server_offers_it_only_with_the_file(weights, tmp_path):
 
     assert "depth_anything_v2" not in offered(tmp_path)
     assert "depth_anything_v2" in offered(weights.parent)
+
+
+def test_cli_names_the_missing_file_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    from bad_input_tools import assert_user_error
+
+    Image.fromarray(picture(1, (64, 64))).save(tmp_path / "in.png")
+    message = assert_user_error(["annotate", "depth_anything_v2", tmp_path / "in.png", "-o", tmp_path / "out.png",
+                                 "--models-dir", tmp_path], capsys, "depth_anything_v2_vits.pth", "depth_anything_v2/",
+                                "Apache-2.0", "CC-BY-NC-4.0")
+    assert len(message.strip().splitlines()) == 1 and not (tmp_path / "out.png").exists()
+
+
+def test_cli_refuses_a_bad_file_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    from bad_input_tools import assert_user_error
+
+    Image.fromarray(picture(1, (64, 64))).save(tmp_path / "in.png")
+    torch.save({"pretrained.cls_token": torch.zeros(1, 1, 64)}, tmp_path / "depth_anything_v2_vits.pth")
+    assert_user_error(["annotate", "depth_anything_v2", tmp_path / "in.png", "-o", tmp_path / "out.png",
+                       "--param", f"model={tmp_path / 'depth_anything_v2_vits.pth'}"], capsys, "not one of the published")
