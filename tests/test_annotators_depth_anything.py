@@ -174,3 +174,15 @@ def test_cli_refuses_a_bad_file_in_one_line(tmp_path, capsys):
     torch.save({"pretrained.cls_token": torch.zeros(1, 1, 64)}, tmp_path / "depth_anything_v2_vits.pth")
     assert_user_error(["annotate", "depth_anything_v2", tmp_path / "in.png", "-o", tmp_path / "out.png",
                        "--param", f"model={tmp_path / 'depth_anything_v2_vits.pth'}"], capsys, "not one of the published")
+
+
+def test_a_folder_holding_the_a1111_vitl_safetensors_is_read(weights, tmp_path):
+    """sd-webui-controlnet keeps depth_anything_v2_vitl.safetensors in downloads/depth_anything_v2/."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "downloads" / "depth_anything_v2"
+    folder.mkdir(parents=True)
+    save_file(torch.load(weights, weights_only=True), folder / "depth_anything_v2_vitl.safetensors")
+    image = picture(*CASES[2][1])
+    assert np.array_equal(annotate("depth_anything_v2", image, resolution=128, model=tmp_path / "downloads"),
+                          annotate("depth_anything_v2", image, resolution=128, model=weights))

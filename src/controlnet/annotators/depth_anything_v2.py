@@ -1,6 +1,7 @@
 """Depth Anything V2 (`depth_anything_v2`) as comfyui_controlnet_aux and sd-webui-controlnet run it.
 
-Weights: the original `depth_anything_v2_vits.pth` (or vitb / vitl, .pth or .safetensors), mapped onto
+Weights: the original `depth_anything_v2_vits.pth` (or vitb / vitl, .pth or .safetensors: a folder given as
+`model` is searched for FILES in order), mapped onto
 transformers' `DepthAnythingForDepthEstimation` (depth_anything_weights.py), or a local transformers
 folder of that class (e.g. Depth-Anything-V2-Small-hf). Only the Small model is Apache-2.0; Base and
 Large are CC-BY-NC-4.0 (non-commercial).
@@ -25,10 +26,18 @@ from controlnet.errors import InputError
 
 from .depth import relative_depth_to_gray
 from .image import gray3
-from .local_models import check_model_folder, load_state_dict_file, load_state_strictly, resolve_weight_file
+from .local_models import (
+    check_model_folder,
+    find_weight,
+    load_state_dict_file,
+    load_state_strictly,
+    resolve_weight_file,
+)
 from .registry import Param, register
 
 WEIGHTS = "depth_anything_v2_vits.pth"
+# looked for in this order in a folder given as `model` (sd-webui-controlnet keeps the vitl safetensors)
+FILES = (WEIGHTS, "depth_anything_v2_vitb.pth", "depth_anything_v2_vitl.pth", "depth_anything_v2_vitl.safetensors")
 WHAT = "Depth Anything V2"
 INPUT_SIZE, MULTIPLE = 518, 14
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -63,7 +72,7 @@ def depth_anything_raw(image: np.ndarray, model) -> np.ndarray:
 
     net = load_depth_anything(model)
     with torch.inference_mode():
-        depth = net(pixel_values=network_input(image)).predicted_depth
+        depth = net(pixel_values=network_input(image).to(next(net.parameters()).device)).predicted_depth  # a moved net: its device
         depth = torch.nn.functional.interpolate(depth[:, None], image.shape[:2], mode="bilinear", align_corners=True)
     return depth[0, 0].float().cpu().numpy()
 
@@ -74,6 +83,8 @@ def load_depth_anything(model):
     if path is not None and path.is_dir() and (path / "config.json").exists():
         path = check_model_folder(path, WHAT, "depth-anything/Depth-Anything-V2-Small-hf")
         return _load(str(path), (path / "config.json").stat().st_mtime, folder=True)
+    if path is not None and path.is_dir():  # the first published file found there
+        model = next((found for name in FILES if (found := find_weight(name, path)) is not None), model)
     path = resolve_weight_file(model, WEIGHTS, f"{WHAT} ({WEIGHTS}; {LICENCE})")
     return _load(str(path), path.stat().st_mtime, folder=False)
 

@@ -43,6 +43,10 @@ PUBLISHED = {
     "ZoeD_M12_N.pt": ("zoedepth", ANNOTATORS),
     "depth_anything_v2_vits.pth": ("depth_anything_v2", "huggingface.co/depth-anything/Depth-Anything-V2-Small "
                                    "(Apache-2.0; Base and Large are CC-BY-NC-4.0)"),
+    "depth_anything_v2_vitb.pth": ("depth_anything_v2", "huggingface.co/depth-anything/Depth-Anything-V2-Base (CC-BY-NC-4.0)"),
+    "depth_anything_v2_vitl.pth": ("depth_anything_v2", "huggingface.co/depth-anything/Depth-Anything-V2-Large (CC-BY-NC-4.0)"),
+    "depth_anything_v2_vitl.safetensors": ("depth_anything_v2", "huggingface.co/MackinationsAi/Depth-Anything-V2_Safetensors "
+                                           "(CC-BY-NC-4.0)"),
     "scannet.pt": ("normal_bae", ANNOTATORS),
     "netG.pth": ("lineart_anime", ANNOTATORS),
     "erika.pth": ("manga_line", ANNOTATORS),
