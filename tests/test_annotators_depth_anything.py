@@ -186,3 +186,25 @@ def test_a_folder_holding_the_a1111_vitl_safetensors_is_read(weights, tmp_path):
     image = picture(*CASES[2][1])
     assert np.array_equal(annotate("depth_anything_v2", image, resolution=128, model=tmp_path / "downloads"),
                           annotate("depth_anything_v2", image, resolution=128, model=weights))
+
+
+def test_a_folder_of_another_model_or_with_missing_tensors_is_refused(folder, tmp_path):
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from controlnet.errors import InputError
+
+    other = tmp_path / "dpt"
+    shutil.copytree(folder, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "model_type": "dpt"}))
+    with pytest.raises(InputError, match="holds a dpt model, not Depth Anything"):
+        annotate("depth_anything_v2", picture(1, (64, 64)), model=other)
+    partial = tmp_path / "partial"
+    shutil.copytree(folder, partial)
+    tensors = load_file(partial / "model.safetensors")
+    save_file({k: v for k, v in tensors.items() if not k.startswith("head.")}, partial / "model.safetensors")
+    with pytest.raises(InputError, match="lacks 6 of the model's tensors"):
+        annotate("depth_anything_v2", picture(1, (64, 64)), model=partial)

@@ -94,9 +94,7 @@ def _load(path: str, _mtime: float, folder: bool):
     from transformers import DepthAnythingForDepthEstimation
 
     if folder:
-        net = DepthAnythingForDepthEstimation.from_pretrained(path, local_files_only=True)
-        if net.config.model_type != "depth_anything":
-            raise InputError(f"{path} holds a {net.config.model_type} model, not Depth Anything")
+        net = _load_folder(path)
     else:
         from .depth_anything_weights import config_from_tensors, to_transformers
 
@@ -106,6 +104,24 @@ def _load(path: str, _mtime: float, folder: bool):
     embeddings = net.backbone.embeddings
     embeddings.interpolate_pos_encoding = functools.partial(_original_position_embeddings, embeddings)
     return net.float().eval()
+
+
+def _load_folder(path: str):
+    """A transformers folder of this class with every tensor present (transformers would fill gaps at random)."""
+    import json
+
+    from transformers import DepthAnythingForDepthEstimation
+
+    kind = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    if kind != "depth_anything":
+        raise InputError(f"{path} holds a {kind} model, not Depth Anything; give a copy of "
+                         f"depth-anything/Depth-Anything-V2-Small-hf or the original {WEIGHTS}")
+    net, info = DepthAnythingForDepthEstimation.from_pretrained(path, local_files_only=True, output_loading_info=True)
+    gaps = [*info.get("missing_keys", ()), *(str(k[0]) for k in info.get("mismatched_keys", ()))]
+    if gaps:
+        raise InputError(f"{path} lacks {len(gaps)} of the model's tensors ({', '.join(sorted(gaps)[:3])}); "
+                         "it is not a complete Depth Anything folder")
+    return net
 
 
 def _original_position_embeddings(embeddings, tokens, height: int, width: int):
