@@ -100,7 +100,7 @@ def _load(path: str, _mtime: float, folder: bool):
 
         state = load_state_dict_file(path)
         net = load_state_strictly(DepthAnythingForDepthEstimation(config_from_tensors(state, path)),
-                                  to_transformers(state, path), path, f"{WHAT} ({WEIGHTS})")
+                                  to_transformers(state), path, f"{WHAT} ({WEIGHTS})")
     embeddings = net.backbone.embeddings
     embeddings.interpolate_pos_encoding = functools.partial(_original_position_embeddings, embeddings)
     return net.float().eval()

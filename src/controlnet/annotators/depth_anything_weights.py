@@ -53,7 +53,7 @@ def transformers_name(key: str) -> str | None:
     return None
 
 
-def to_transformers(state: dict, path) -> dict:
+def to_transformers(state: dict) -> dict:
     """The original tensors under transformers' names; qkv split into q, k, v. Unknown names are kept
     as they are, so the strict load names them."""
     out = {}
