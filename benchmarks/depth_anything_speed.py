@@ -8,7 +8,9 @@ DepthAnythingV2Detector (the authors' DepthAnythingV2), run in its own environme
 file and `--side aux`. Both sides: one thread, the real-size vits network with seeded random weights
 in the published layout (time does not depend on the values), a 512×768 seeded picture (ours at
 detect resolution 512; the network sees 518×784 on both sides), the median of `repeat` calls after
-one warm-up. Prints both times and the ratio (ours / reference; ≤ 1.0 is the goal).
+one warm-up. Times are process (CPU) times, as benchmarks/openpose_speed.py: on a shared machine wall
+times of the two sides, taken minutes apart, swung from 0.60 to 1.27. Prints both times and the ratio
+(ours / reference; ≤ 1.0 is the goal).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ def median_time(call, repeat: int) -> float:
     call()
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         call()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return sorted(times)[len(times) // 2]
 
 
