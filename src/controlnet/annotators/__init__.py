@@ -10,6 +10,7 @@ local files only (transformers folders, published .pth files) or from mediapipe'
 # importing the modules registers their annotators
 from . import (  # noqa: F401
     depth,
+    depth_anything_v2,
     dwpose,
     edges,
     hed,

@@ -41,6 +41,12 @@ PUBLISHED = {
     "res101.pth": ("leres", ANNOTATORS),
     "latest_net_G.pth": ("leres", ANNOTATORS),
     "ZoeD_M12_N.pt": ("zoedepth", ANNOTATORS),
+    "depth_anything_v2_vits.pth": ("depth_anything_v2", "huggingface.co/depth-anything/Depth-Anything-V2-Small "
+                                   "(Apache-2.0; Base and Large are CC-BY-NC-4.0)"),
+    "depth_anything_v2_vitb.pth": ("depth_anything_v2", "huggingface.co/depth-anything/Depth-Anything-V2-Base (CC-BY-NC-4.0)"),
+    "depth_anything_v2_vitl.pth": ("depth_anything_v2", "huggingface.co/depth-anything/Depth-Anything-V2-Large (CC-BY-NC-4.0)"),
+    "depth_anything_v2_vitl.safetensors": ("depth_anything_v2", "huggingface.co/MackinationsAi/Depth-Anything-V2_Safetensors "
+                                           "(CC-BY-NC-4.0)"),
     "scannet.pt": ("normal_bae", ANNOTATORS),
     "netG.pth": ("lineart_anime", ANNOTATORS),
     "erika.pth": ("manga_line", ANNOTATORS),
@@ -216,8 +222,11 @@ def load_network(given, default_name: str, what: str, build):
 
 @functools.lru_cache(maxsize=4)
 def _load_network(path: str, _mtime: float, what: str, build):
-    net = build()
-    state = load_state_dict_file(path)
+    return load_state_strictly(build(), load_state_dict_file(path), path, what).float().eval()
+
+
+def load_state_strictly(net, state: dict, path, what: str):
+    """`net` with every tensor of `state`, or an InputError naming the file: never partly random weights."""
     try:
         result = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
@@ -230,4 +239,4 @@ def _load_network(path: str, _mtime: float, what: str, build):
             f"{path} is not a {what} weight file: missing {len(result.missing_keys)} keys ({missing}), "
             f"unexpected {len(result.unexpected_keys)} ({unexpected})"
         )
-    return net.float().eval()
+    return net
