@@ -47,7 +47,7 @@ PATTERNS = (
     (r"^scratch\.output_conv\.(\d)\.", r"head.head.\1."),
 )
 QKV = re.compile(r"^" + re.escape(VIT) + r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)$")
-SCRATCH = re.compile(r"^scratch\.(layer(\d)_rn|refinenet(\d)\.(out_conv|resConfUnit(\d)\.conv(\d)))\.(weight|bias)$")
+SCRATCH = re.compile(r"^scratch\.(layer([1-4])_rn|refinenet([1-4])\.(out_conv|resConfUnit([12])\.conv([12])))\.(weight|bias)$")
 
 
 def _count(state: dict, pattern: str) -> int:
