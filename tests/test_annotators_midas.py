@@ -33,9 +33,13 @@ CASES = list(enumerate(zip(PICTURE_SEEDS, PICTURE_SIZES)))
 FILE = "dpt_hybrid-midas-501f0c75.pt"
 
 
+def stored_shapes(kind: str) -> dict[str, tuple[int, ...]]:
+    names, shapes = REFERENCE[f"{kind}_names"], REFERENCE[f"{kind}_shapes"]
+    return {str(n): tuple(int(d) for d in str(s).split(",")) for n, s in zip(names, shapes)}
+
+
 def reference_state() -> dict[str, torch.Tensor]:
-    shapes = {str(n): tuple(int(d) for d in str(s).split(",")) for n, s in zip(REFERENCE["state_names"], REFERENCE["state_shapes"])}
-    return random_midas_state(shapes, int(REFERENCE["weight_seed"]))
+    return random_midas_state(stored_shapes("state"), int(REFERENCE["weight_seed"]))
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +88,22 @@ def test_config_is_read_off_the_tensors():
     assert list(config.backbone_config.depths) == [1, 1, 2] and list(config.backbone_config.hidden_sizes) == [128, 256, 512]
     assert list(config.neck_hidden_sizes) == [128, 256, 96, 96] and config.fusion_hidden_size == 64
     assert config.image_size == 384 and config.layer_norm_eps == 1e-6
+
+
+def test_the_published_layout_maps_whole_onto_transformers_dpt_hybrid():
+    """The real file's 368 tensor names and shapes (controlnet_aux's DPTDepthModel at full size, stored by the
+    reference script): every one lands in the model, whose config is Intel/dpt-hybrid-midas's."""
+    from controlnet.annotators.local_models import load_strictly
+    from controlnet.annotators.midas_network import build_dpt_hybrid
+
+    state = {name: torch.empty(shape, device="meta") for name, shape in stored_shapes("published").items()}
+    model, renamed = build_dpt_hybrid(state, "MiDaS", "published")
+    load_strictly(model, renamed, "published", "MiDaS", assign=True)  # raises on any missing, extra or resized tensor
+    config = model.config
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (768, 12, 12)
+    assert list(config.backbone_out_indices[2:]) == [8, 11] and list(config.backbone_config.depths) == [3, 4, 9]
+    assert list(config.neck_hidden_sizes) == [256, 512, 768, 768] and list(config.backbone_featmap_shape) == [1, 1024, 24, 24]
+    assert len(state) == 368 and len(renamed) == len(state) - 2 + 2 * 12, "head dropped, each qkv split in three"
 
 
 def test_input_not_a_multiple_of_64_is_padded_and_cropped_back(weights):

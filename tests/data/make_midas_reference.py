@@ -20,7 +20,8 @@ file loading (`MidasDetector.from_pretrained(folder)` → `BaseModel.load`), is 
 
 The seeded random tensors (midas_inputs.random_midas_state) for that model's parameter names and
 shapes are saved as the published file is laid out (a plain state dict) and loaded by the
-detector. Stored: the names and shapes (so the test can make the file again), the seeds and sizes,
+detector. Stored: the names and shapes (so the test can make the file again; and those of the
+real-size model, for the test that the published layout maps), the seeds and sizes,
 the raw network output (float32), the depth map and the normal map (bg_th 0.4, A1111's default)
 on three seeded pictures at detect resolution = the shorter side (multiples of 64: neither side resizes).
 """
@@ -73,14 +74,24 @@ def small_load_model(model_type, model_path=None):
     return model.eval(), None
 
 
+def published_shapes() -> dict:
+    """The parameter names and shapes of the real-size DPT-Hybrid, the layout of the published file."""
+    with torch.device("meta"):
+        model = dpt_depth.DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=True)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
 def main():
+    real = published_shapes()
     dpt_depth._make_encoder = small_encoder
     midas_api.load_model = small_load_model
     shapes = {k: tuple(v.shape) for k, v in small_load_model("dpt_hybrid")[0].state_dict().items()}
     names = sorted(shapes)
     out = {"weight_seed": np.array(WEIGHT_SEED), "picture_seeds": np.array(PICTURE_SEEDS),
            "picture_sizes": np.array(PICTURE_SIZES), "bg_threshold": np.array(BG_THRESHOLD),
-           "state_names": np.array(names), "state_shapes": np.array([",".join(map(str, shapes[n])) for n in names])}
+           "state_names": np.array(names), "state_shapes": np.array([",".join(map(str, shapes[n])) for n in names]),
+           "published_names": np.array(sorted(real)),
+           "published_shapes": np.array([",".join(map(str, real[n])) for n in sorted(real)])}
     with tempfile.TemporaryDirectory() as folder:
         torch.save(random_midas_state(shapes, WEIGHT_SEED), Path(folder) / "dpt_hybrid-midas-501f0c75.pt")
         detector = MidasDetector.from_pretrained(folder)
