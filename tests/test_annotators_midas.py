@@ -103,7 +103,7 @@ def test_the_published_layout_maps_whole_onto_transformers_dpt_hybrid():
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (768, 12, 12)
     assert list(config.backbone_out_indices[2:]) == [8, 11] and list(config.backbone_config.depths) == [3, 4, 9]
     assert list(config.neck_hidden_sizes) == [256, 512, 768, 768] and list(config.backbone_featmap_shape) == [1, 1024, 24, 24]
-    assert len(state) == 368 and len(renamed) == len(state) - 2 + 2 * 12, "head dropped, each qkv split in three"
+    assert len(state) == 368 and len(renamed) == len(state) - 2 + 12 * 2 * 2, "head dropped, qkv weight and bias split in three"
 
 
 def test_input_not_a_multiple_of_64_is_padded_and_cropped_back(weights):
