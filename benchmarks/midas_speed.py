@@ -5,8 +5,8 @@
 
 Both sides: one thread, the real-size DPT-Hybrid (123 M parameters) with random weights (time does not
 depend on the values: controlnet_aux's own DPTDepthModel makes them, in the published file's layout,
-and both sides load that file), a 512×768 seeded picture at detect resolution 512, the median of
-`repeat` calls after one warm-up. controlnet_aux runs in its own environment (it is not a
+and both sides load that file), a 512×768 seeded picture at detect resolution 512, the median
+process time of `repeat` calls after one warm-up. controlnet_aux runs in its own environment (it is not a
 dependency): this same file is run there with `--side aux`. Prints both times and the ratio
 (ours / controlnet_aux; ≤ 1.0 is the goal).
 """
@@ -17,14 +17,23 @@ import argparse
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests" / "data"))
-from teed_speed import median_time  # noqa: E402
-
 FILE = "dpt_hybrid-midas-501f0c75.pt"
+
+
+def median_time(call, repeat: int) -> float:
+    """Median CPU time (process time: one thread, so unaffected by other jobs on a shared machine) after a warm-up."""
+    call()
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        call()
+        times.append(time.process_time() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def time_aux(folder: Path, repeat: int) -> float:
