@@ -213,8 +213,8 @@ def test_existing_output_is_replaced_whole(place, capsys):
 
 # ------------------------------------------------------------------------ learned annotators
 
-LEARNED = ["depth", "normal_midas", "seg_ade20k", "softedge_hed", "scribble_hed", "lineart_realistic", "lineart_coarse",
-           "softedge_teed", "seg_ofade20k", "seg_ofcoco", "seg_ufade20k"]
+LEARNED = ["depth", "depth_midas", "normal_midas", "seg_ade20k", "softedge_hed", "scribble_hed", "lineart_realistic",
+           "lineart_coarse", "softedge_teed", "seg_ofade20k", "seg_ofcoco", "seg_ufade20k"]
 
 
 @pytest.mark.parametrize("name", LEARNED)

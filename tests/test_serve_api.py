@@ -242,8 +242,8 @@ def test_module_list_offers_only_what_runs_here(server):
         assert r.status_code == 422 and "mediapipe" in r.json()["detail"], r.text
 
 
-def test_annotator_dir_offers_depth_midas(server, tmp_path):
-    """A1111's depth_midas is our depth annotator: without weights a 422 says where to put them; with them in
+def test_annotator_dir_offers_depth(server, tmp_path):
+    """The depth annotator (A1111's depth_leres etc. map to it): without weights a 422 says where to put them; with them in
     the server's --annotator-dir it is listed and runs, its map exactly the annotator's."""
     from PIL import Image
 
@@ -251,7 +251,7 @@ def test_annotator_dir_offers_depth_midas(server, tmp_path):
     from test_annotators_learned import save_dpt
 
     url, _ = server
-    detect = {"controlnet_module": "depth_midas", "controlnet_input_images": [b64png(square())]}
+    detect = {"controlnet_module": "depth", "controlnet_input_images": [b64png(square())]}
     r = requests.post(f"{url}/controlnet/detect", json=detect)
     assert r.status_code == 422 and "put a transformers depth-estimation folder" in r.json()["detail"], r.text
     assert "--annotator-dir" in r.json()["detail"]
@@ -260,7 +260,8 @@ def test_annotator_dir_offers_depth_midas(server, tmp_path):
     e.annotator_dir = tmp_path
     try:
         listed = requests.get(url + "/controlnet/module_list").json()["module_list"]
-        assert {"depth", "normal_midas"} <= set(listed) and "seg_ade20k" not in listed
+        assert "depth" in listed and "seg_ade20k" not in listed
+        assert "depth_midas" not in listed and "normal_midas" not in listed  # they read dpt_hybrid-midas-501f0c75.pt
         depth_type = requests.get(url + "/controlnet/control_types").json()["control_types"]["Depth"]
         assert "depth" in depth_type["module_list"]  # the Control Type filter offers what module_list does
         r = requests.post(f"{url}/controlnet/detect", json=detect)

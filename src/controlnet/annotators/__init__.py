@@ -19,6 +19,7 @@ from . import (  # noqa: F401
     lineart,
     lines,
     mediapipe_face,
+    midas,
     normal,
     openpose_modules,
     pidinet,

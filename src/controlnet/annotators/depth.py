@@ -1,4 +1,4 @@
-"""Depth maps (and 1.0 normals) from a local transformers depth model: DPT/MiDaS, Depth Anything, Zoe.
+"""Depth maps from a local transformers depth model: DPT/MiDaS, Depth Anything, Zoe (MiDaS from its .pt: midas.py).
 
 Convention of the depth checkpoints: white = near, grey in three channels. Relative models (DPT,
 Depth Anything) already predict "larger = nearer" and are min-max normalised, as the references do.
@@ -12,7 +12,6 @@ import numpy as np
 
 from .image import gray3
 from .local_models import load_transformers_model
-from .normal import normal_from_depth_values
 from .registry import Param, register
 
 EXAMPLE = "Intel/dpt-hybrid-midas (the MiDaS of ControlNet 1.0) or depth-anything/Depth-Anything-V2-Small-hf"
@@ -76,19 +75,3 @@ def depth(image: np.ndarray, model: str) -> np.ndarray:
     prediction, metric = _raw_prediction(image, model)
     return gray3(metric_depth_to_gray(prediction) if metric else relative_depth_to_gray(prediction))
 
-
-@register(
-    "normal_midas",
-    feeds="normal 1.0 (control_sd15_normal)",
-    summary="1.0 normal formula on a local depth model's raw prediction (the original used DPT-hybrid MiDaS)",
-    kind="image",
-    learned=True,
-    needs="a local transformers depth folder (--param model=DIR)",
-    params=(
-        MODEL_PARAM,
-        Param("bg_threshold", 0.4, "normalised depth below this is background: flat normal", minimum=0.0, maximum=1.0),
-    ),
-    weights=("depth",),
-)
-def normal_midas(image: np.ndarray, model: str, bg_threshold: float) -> np.ndarray:
-    return normal_from_depth_values(predict_depth(image, model), bg_threshold)

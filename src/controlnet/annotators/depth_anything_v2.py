@@ -30,7 +30,7 @@ from .local_models import (
     check_model_folder,
     find_weight,
     load_state_dict_file,
-    load_state_strictly,
+    load_strictly,
     resolve_weight_file,
 )
 from .registry import Param, register
@@ -99,7 +99,7 @@ def _load(path: str, _mtime: float, folder: bool):
         from .depth_anything_weights import config_from_tensors, to_transformers
 
         state = load_state_dict_file(path)
-        net = load_state_strictly(DepthAnythingForDepthEstimation(config_from_tensors(state, path)),
+        net = load_strictly(DepthAnythingForDepthEstimation(config_from_tensors(state, path)),
                                   to_transformers(state), path, f"{WHAT} ({WEIGHTS})")
     embeddings = net.backbone.embeddings
     embeddings.interpolate_pos_encoding = functools.partial(_original_position_embeddings, embeddings)

@@ -222,13 +222,26 @@ def load_network(given, default_name: str, what: str, build):
 
 @functools.lru_cache(maxsize=4)
 def _load_network(path: str, _mtime: float, what: str, build):
-    return load_state_strictly(build(), load_state_dict_file(path), path, what).float().eval()
+    return load_strictly(build(), load_state_dict_file(path), path, what)
 
 
-def load_state_strictly(net, state: dict, path, what: str):
-    """`net` with every tensor of `state`, or an InputError naming the file: never partly random weights."""
+def load_converted_network(given, default_name: str, what: str, convert):
+    """As load_network, for files in another layout than the module's: `convert(state, what, path)` gives
+    (a module built for those tensors, possibly on the meta device; the state renamed for it); cached."""
+    path = resolve_weight_file(given, default_name, what)
+    return _load_converted(str(path), path.stat().st_mtime, what, convert)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_converted(path: str, _mtime: float, what: str, convert):
+    net, state = convert(load_state_dict_file(path), what, path)
+    return load_strictly(net, state, path, what, assign=True)
+
+
+def load_strictly(net, state: dict, path: str, what: str, assign: bool = False):
+    """`state` into `net`, every tensor or an InputError naming what is missing or extra; in eval mode."""
     try:
-        result = net.load_state_dict(state, strict=False)
+        result = net.load_state_dict(state, strict=False, assign=assign)
     except RuntimeError as exc:  # shape mismatches
         reason = " ".join(str(exc).split())[:300]
         raise InputError(f"{path} is not a {what} weight file: {reason}") from exc
@@ -239,4 +252,4 @@ def load_state_strictly(net, state: dict, path, what: str):
             f"{path} is not a {what} weight file: missing {len(result.missing_keys)} keys ({missing}), "
             f"unexpected {len(result.unexpected_keys)} ({unexpected})"
         )
-    return net
+    return net.float().eval()

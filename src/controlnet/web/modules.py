@@ -18,14 +18,14 @@ NONE = "none"
 # A1111 / sd-webui-controlnet names -> ours (its "(from white bg & black line)" style labels are cut at " ("); the
 # depth names map to our annotator of the same maps (MiDaS depth), which needs local weights
 A1111_NAMES = {"t2ia_color_grid": "color", "blur": "blur_gaussian", "tile": "tile_resample",
-               "depth_midas": "depth", "depth_leres": "depth", "depth_zoe": "depth", "depth_anything": "depth",
-               }  # seg_ofade20k, seg_ofcoco, seg_ufade20k are annotators of their own
+               "depth_leres": "depth", "depth_zoe": "depth", "depth_anything": "depth",
+               }  # depth_midas, seg_ofade20k, seg_ofcoco, seg_ufade20k are annotators of their own
 # sd-webui-controlnet's inpaint modules -> ours; `inpaint` is its old name of inpaint_global_harmonious
 INPAINT_MODULES = {"inpaint_only": "inpaint_only", "inpaint_global_harmonious": "inpaint_global_harmonious",
                    "inpaint": "inpaint_global_harmonious"}
-DEPTH = "a transformers depth-estimation folder, e.g. a copy of Intel/dpt-hybrid-midas (the MiDaS of depth_midas)"
+DEPTH = "a transformers depth-estimation folder, e.g. a copy of Intel/dpt-hybrid-midas"
 # learned annotator -> (its weights' name in --annotator-dir, what to put there)
-WEIGHTS = {"depth": ("depth", DEPTH), "normal_midas": ("depth", DEPTH),
+WEIGHTS = {"depth": ("depth", DEPTH),
            "seg_ade20k": ("seg_ade20k", "a transformers ADE20K segmentation folder, e.g. a copy of "
                                         "openmmlab/upernet-convnext-small"),
            "lineart_realistic": ("sk_model.pth", "sk_model.pth from lllyasviel/Annotators"),
