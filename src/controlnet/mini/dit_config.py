@@ -38,8 +38,8 @@ class MiniDiTConfig:
     base: StageConfig = field(default_factory=lambda: StageConfig(32, 5e-4, 3_000, 0.6, warmup_steps=100))
     # the XLabs-style ControlNet: a copy of the base's first double block and a pixel hint encoder; small
     # batches: the zero-initialised layers need steps more than samples to start
-    controlnet: StageConfig = field(default_factory=lambda: StageConfig(16, 1e-3, 6_000, 0.35, warmup_steps=0))
-    controlnet_double_blocks: int = 2  # both of the base's double blocks (as XLabs' v3 files copy two)
+    controlnet: StageConfig = field(default_factory=lambda: StageConfig(16, 1e-3, 5_000, 0.35, warmup_steps=0))
+    controlnet_double_blocks: int = 1
     controlnet_samples: int = 8000
 
     @classmethod
