@@ -8,7 +8,8 @@ under CFG). Both sides start from the same prompt embeddings (text encoders are 
 sampler) and return latents; the VAE is narrow (4 channels) but scales by 8 with 16 latent channels
 as the real ones. Every case runs round-robin after a warm-up; each call is timed in CPU seconds of
 this single-threaded process (`time.process_time`), so other jobs on a shared machine slow neither
-side; medians of the repeats. Also printed: max |ours - diffusers| on the latents (same numbers).
+side; medians of the repeats. Also printed: max |ours - diffusers| on the latents (same numbers) and
+the aten operations each call dispatches (machine-independent: the kernels a GPU would launch).
 
     OMP_NUM_THREADS=1 python benchmarks/dit_speed.py [--size 256 --steps 4 --repeats 7 --head-dim 32 --heads 2]
 
@@ -29,6 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared tiny-model builders
 
 import torch  # noqa: E402
+
+from two_units import OpCounter  # noqa: E402  (every aten op dispatched: every kernel a GPU would launch)
 
 # Real configurations (diffusers' config.json of the released models).
 FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
@@ -233,10 +236,14 @@ def main() -> None:
     runs = {k: v for k, v in cases(args).items() if args.only is None or args.only in k}
     print(f"width {args.heads}x{args.head_dim}, {args.size}x{args.size} px ({(args.size // 16) ** 2} image tokens), "
           f"{args.steps} steps, {torch.get_num_threads()} thread, CPU seconds per call, median of {args.repeats}")
-    diffs = {}
-    for name, run in runs.items():  # warm-up, and the check that both compute the same numbers
+    diffs, ops = {}, {}
+    for name, run in runs.items():  # warm-up, the check that both compute the same numbers, the ops they dispatch
         a, b = run("ours"), run("diffusers")
         diffs[name] = float((a - b).abs().max())
+        for impl in ("ours", "diffusers"):
+            with OpCounter() as counter:
+                run(impl)
+            ops[(name, impl)] = sum(counter.ops.values())
     times = {(name, impl): [] for name in runs for impl in ("ours", "diffusers")}
     for _ in range(args.repeats):
         for name, run in runs.items():  # round-robin, so slow phases of the machine hit every case
@@ -247,7 +254,8 @@ def main() -> None:
     for name in runs:
         ta, tb = (statistics.median(times[(name, impl)]) for impl in ("ours", "diffusers"))
         print(f"{name:<34} ours {ta:7.3f} s   diffusers {tb:7.3f} s   ratio ours/diffusers {ta / tb:5.3f} "
-              f"(goal <= 1.0: {'meets' if ta <= tb else 'misses'})   max |diff| {diffs[name]:.1e}")
+              f"(goal <= 1.0: {'meets' if ta <= tb else 'misses'})   max |diff| {diffs[name]:.1e}   "
+              f"aten ops per call {ops[(name, 'ours')]} / {ops[(name, 'diffusers')]}")
 
 
 if __name__ == "__main__":
