@@ -127,12 +127,13 @@ def sample_sd3(
     if init is not None:
         timesteps = img2img_start(scheduler, timesteps, strength)
         latents = scheduler.scale_noise(init, timesteps[:1].repeat(batch), latents)
+    zero_pooled = torch.zeros_like(pooled_prompt_embeds)  # InstantX nets' pooled input, the same every step
     for i, t in enumerate(timesteps):
         x = torch.cat([latents] * 2) if guided else latents
         timestep = t.expand(x.shape[0])
         residuals = [
-            u.controlnet(x, c, timestep, torch.zeros_like(pooled_prompt_embeds)
-                         if u.controlnet.config.force_zeros_for_pooled_projection else pooled_prompt_embeds,
+            u.controlnet(x, c, timestep, zero_pooled if u.controlnet.config.force_zeros_for_pooled_projection
+                         else pooled_prompt_embeds,
                          prompt_embeds if u.controlnet.context_embedder is not None else None, u.scale,
                          base_pos_embed=transformer.pos_embed)
             for u, c in zip(controls, conds) if active(u, i, len(timesteps))
