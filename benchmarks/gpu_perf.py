@@ -15,8 +15,13 @@ end to end to a numpy image.
 Training: `benchmarks/train_speed.py`, one fresh process per (variant, batch), bf16 autocast,
 512 px, `--init-on-device`.
 
+Transformer bases (`bench_dit`, last): Flux-dev- and SD3-medium-shaped random weights (the config
+tables of `benchmarks/dit_speed.py`), one ControlNet, bf16, 1024², ours vs diffusers it/s and peak
+memory (~2-3 min on an H100; `--skip-dit` leaves it out, `--dit-families flux` keeps one).
+
     python benchmarks/gpu_perf.py --out /tmp/perf              # on a CUDA machine (~5 min on an H200)
     python benchmarks/gpu_perf.py --tiny --out /tmp/perf       # CPU smoke test of the same code paths
+    python benchmarks/gpu_perf.py --tiny --skip-sampling --skip-training --out /tmp/perf   # the DiT path alone
     python benchmarks/gpu_perf.py --out /tmp/perf --impls ours ours-compiled ours-cudagraphs diffusers \
         --skip-training --batches 1                            # eager vs compiled vs CUDA graphs (issue 23)
 
@@ -59,7 +64,7 @@ def log(*a) -> None:
 class Results:
     def __init__(self, path: Path):
         self.path = path
-        self.data = {"env": {}, "sampling": [], "training": [], "skipped": [], "errors": []}
+        self.data = {"env": {}, "sampling": [], "dit": [], "training": [], "skipped": [], "errors": []}
 
     def save(self) -> None:
         self.data["wall_s"] = round(elapsed(), 1)
@@ -144,7 +149,6 @@ def bench_sampling(args, res: Results, device, batches) -> None:
         f"ControlNet {sum(p.numel() for p in cns[0].parameters()) / 1e6:.0f}M params, {dtype})")
     size, steps = args.size, args.steps
     hint = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     common = dict(guidance_scale=args.cfg)
 
     # name -> (our units kwargs list, diffusers kwargs, number of nets on the diffusers side, output type)
@@ -179,15 +183,7 @@ def bench_sampling(args, res: Results, device, batches) -> None:
                              height=size, width=size, latents=latents.clone(), output_type=otype, **common, **kw)
 
         def timed(fn, spec):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            sync()
-            t0, c0 = time.perf_counter(), time.thread_time()
-            fn(spec)
-            sync()
-            dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
-            peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-            return dt, peak, cpu
+            return timed_call(lambda: fn(spec), device)
 
         runs = [(name, impl) for name, spec in cases.items() for impl in args.impls
                 if not (impl == "diffusers" and spec[1] is None)]
@@ -222,6 +218,71 @@ def bench_sampling(args, res: Results, device, batches) -> None:
             log(f"b{batch} {name:<28} {impl:<9} {med:7.3f} s  {steps / med:7.2f} it/s  peak {row['peak_mb']} MB  "
                 f"host CPU {statistics.median(cpus[(name, impl)]):.3f} s")
         res.save()
+
+
+def timed_call(fn, device) -> tuple[float, float | None, float]:
+    """(wall seconds, peak MiB allocated on the GPU or None, CPU seconds of this thread) of one call."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    t0, c0 = time.perf_counter(), time.thread_time()
+    fn()
+    sync()
+    dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    return dt, peak, cpu
+
+
+# ------------------------------------------------------------------ transformer bases
+
+
+def bench_dit(args, res: Results, device) -> None:
+    """Flux-dev- and SD3-medium-shaped random weights (the tables of `dit_speed.py`), one ControlNet
+    (InstantX canny's 5+0 blocks / SD3's 6), bf16: our `sample_flux` / `sample_sd3` vs diffusers'
+    `FluxControlNetPipeline` / `StableDiffusion3ControlNetPipeline` on the same modules and prompt
+    embeddings (512 T5 tokens for Flux, 77+256 for SD3 under CFG), latents out. Weights keep their
+    default initialisation (drawn in bf16 on the device: a 12B base never exists in float32)."""
+    import dit_speed as dit
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    narrow = dict(heads=2, head_dim=32) if args.tiny else {}
+    plans = {"flux": (dit.build_flux, dit.flux_runner, {"instantx": dit.FLUX_NETS["instantx"]}, 512),
+             "sd3": (dit.build_sd3, dit.sd3_runner, {"instantx": dit.SD3_NETS["instantx"]}, 333)}
+    for family in args.dit_families:
+        if elapsed() > args.budget_s + args.dit_budget_s:
+            res.data["skipped"].append(f"dit {family}: time budget")
+            log(f"skip {family} (time budget)")
+            continue
+        build, runner, nets, tokens = plans[family]
+        t = time.perf_counter()
+        built = build(device=device, dtype=dtype, randomize=args.tiny, nets=nets, **narrow)
+        params = sum(p.numel() for p in built[1].parameters()) / 1e9
+        log(f"{family}: base {params:.2f}B params, ControlNet "
+            f"{sum(p.numel() for p in built[2]['instantx'][0].parameters()) / 1e9:.2f}B, built in {time.perf_counter() - t:.1f} s")
+        run = runner(built, ["instantx"], size=args.dit_size, steps=args.dit_steps, text_tokens=tokens)
+        times = {impl: [] for impl in ("ours", "diffusers")}
+        peaks = {impl: 0.0 for impl in times}
+        for rep in range(args.warmup + args.dit_repeats):
+            for impl in times:  # alternating, after the warm-up round(s)
+                dt, peak, _ = timed_call(functools.partial(run, impl), device)
+                if rep >= args.warmup:
+                    times[impl].append(dt)
+                    peaks[impl] = max(peaks[impl], peak or 0.0)
+            if rep + 1 >= args.warmup + 2 and elapsed() > args.budget_s + args.dit_budget_s:
+                log(f"{family}: stopping repeats after {rep + 1 - args.warmup} (time budget)")
+                break
+        for impl, ts in times.items():
+            med = statistics.median(ts)
+            row = {"family": family, "impl": impl, "controlnets": 1, "size": args.dit_size, "steps": args.dit_steps,
+                   "dtype": str(dtype), "base_params_b": round(params, 2), "median_s": med,
+                   "it_per_s": args.dit_steps / med, "times_s": ts, "peak_mb": round(peaks[impl], 1) or None}
+            res.data["dit"].append(row)
+            log(f"{family} {args.dit_size}px {impl:<9} {med:7.3f} s  {args.dit_steps / med:6.2f} it/s  peak {row['peak_mb']} MB")
+        res.save()
+        del built, run
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def compiled_sides(ours, impls) -> dict:
@@ -302,6 +363,12 @@ def main(argv=None) -> int:
     p.add_argument("--train-timeout-s", type=float, default=150)
     p.add_argument("--skip-sampling", action="store_true")
     p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--skip-dit", action="store_true", help="leave out the transformer bases (Flux, SD3)")
+    p.add_argument("--dit-families", nargs="+", default=["flux", "sd3"], choices=["flux", "sd3"])
+    p.add_argument("--dit-size", type=int, default=1024)
+    p.add_argument("--dit-steps", type=int, default=8)
+    p.add_argument("--dit-repeats", type=int, default=3)
+    p.add_argument("--dit-budget-s", type=float, default=180, help="seconds the transformer bases may add to the budget")
     args = p.parse_args(argv)
     if args.tiny:
         args.device = args.device or "cpu"
@@ -310,6 +377,7 @@ def main(argv=None) -> int:
         args.train_shape, args.train_resolution, args.train_steps, args.train_warmup = "tiny", 32, 1, 1
         args.train_plan = ["ours:2", "ours+ckpt:2", "diffusers:2"]
         args.init_on_device, args.threads = True, 1
+        args.dit_size, args.dit_steps, args.dit_repeats = 64, 2, min(args.dit_repeats, 2)
     else:
         args.device = args.device or "cuda"
         args.shape, args.train_shape, args.train_resolution = "sd15", "sd15", args.size
@@ -341,6 +409,14 @@ def main(argv=None) -> int:
     if not args.skip_training:
         plan = [(v, int(b)) for v, b in (x.rsplit(":", 1) for x in args.train_plan)]
         bench_training(args, res, device, plan)
+    if not args.skip_dit:
+        try:
+            bench_dit(args, res, device)
+        except Exception:  # record the failure; what was measured before it stays
+            import traceback
+
+            traceback.print_exc()
+            res.data["errors"].append({"what": "dit", "error": traceback.format_exc().splitlines()[-15:]})
     res.save()
     summary(res.data)
     return 0 if not res.data["errors"] else 1
@@ -356,6 +432,13 @@ def summary(d: dict) -> None:
         ratio = f"speed ours/diffusers {ref['median_s'] / r['median_s']:.3f}" if ref else ""
         theirs = f"diffusers {ref['it_per_s']:6.2f} it/s" if ref else ""
         print(f"b{r['batch']} {r['case']:<28} ours {r['it_per_s']:6.2f} it/s  {theirs}  {ratio}")
+    print("== transformer bases (one ControlNet) ==") if d.get("dit") else None
+    for r in d.get("dit", []):
+        if r["impl"] == "ours":
+            ref = next((x for x in d["dit"] if x["impl"] == "diffusers" and x["family"] == r["family"]), None)
+            print(f"{r['family']} {r['size']}px 1 ControlNet: ours {r['it_per_s']:6.2f} it/s peak {r['peak_mb']} MB"
+                  + (f"  diffusers {ref['it_per_s']:6.2f} it/s peak {ref['peak_mb']} MB  speed ours/diffusers "
+                     f"{ref['median_s'] / r['median_s']:.3f}" if ref else ""))
     print("== training ==")
     for r in d["training"]:
         print(f"{r['variant']:<10} b{r['batch']}: {r['samples_per_s']:.2f} samples/s  peak {r['peak_mb']:.0f} MB")

@@ -168,11 +168,12 @@ def sample_flux(
     texts = [(prompt_embeds, pooled_prompt_embeds)]
     if true_cfg_scale > 1 and negative_prompt_embeds is not None and negative_pooled_prompt_embeds is not None:
         texts.append((negative_prompt_embeds, negative_pooled_prompt_embeds))  # the ControlNets see the prompt only
+    embedded = torch.full((batch,), guidance_scale, device=device)  # the same every step: made once
+    guidance = embedded if transformer.config.guidance_embeds else None
     for i, t in enumerate(timesteps):
         timestep = t.expand(batch).to(latents.dtype) / 1000
-        residuals = [_control(u, c, m, latents, timestep, guidance_scale, prompt_embeds, pooled_prompt_embeds, ids, text_ids)
+        residuals = [_control(u, c, m, latents, timestep, embedded, prompt_embeds, pooled_prompt_embeds, ids, text_ids)
                      for u, c, m in zip(controls, conds, modes) if active(u, i, len(timesteps))]
-        guidance = torch.full((batch,), guidance_scale, device=device) if transformer.config.guidance_embeds else None
         preds = [controlled_flux(transformer, latents, e, p, timestep, ids, text_ids, guidance, residuals,
                                  control_tokens=concat) for e, p in texts]
         pred = preds[0] if len(preds) == 1 else preds[1] + true_cfg_scale * (preds[0] - preds[1])
@@ -183,9 +184,9 @@ def sample_flux(
     return VaeImageProcessor(vae_scale_factor=f * 2).postprocess(image, output_type=output_type)
 
 
-def _control(unit, cond, mode, latents, timestep, guidance_scale, embeds, pooled, ids, text_ids) -> DiTResiduals:
+def _control(unit, cond, mode, latents, timestep, embedded, embeds, pooled, ids, text_ids) -> DiTResiduals:
     cn = unit.controlnet
-    guidance = torch.full((latents.shape[0],), guidance_scale, device=latents.device) if cn.config.guidance_embeds else None
+    guidance = embedded if cn.config.guidance_embeds else None
     return cn(latents, cond, timestep, pooled, embeds, ids, text_ids, guidance, mode, unit.scale)
 
 

@@ -108,6 +108,7 @@ def sample_sd3(
     (img2img, as `StableDiffusion3Img2ImgPipeline`): the picture to start from, noised to the first of
     the last `strength` of the steps."""
     guided = guidance_scale > 1
+    device = transformer.device  # diffusers' `device` walks every module: look it up once
     check_steps_and_size(steps, width, height)
     _check(controls, transformer, vae, width, height, guided, negative_prompt_embeds, negative_pooled_prompt_embeds)
     batch = prompt_embeds.shape[0]
@@ -115,7 +116,7 @@ def sample_sd3(
         prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
         pooled_prompt_embeds = torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds])
     conds = [control_latents(u, vae, width, height, batch, guided) for u in controls]
-    scheduler.set_timesteps(steps, device=transformer.device)
+    scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps
     f = vae_scale_factor(vae)
     init = None
@@ -123,16 +124,17 @@ def sample_sd3(
         init = vae.encode(pixels(init_image, width, height, batch, vae)).latent_dist.sample(generator)
         init = ((init - vae_shift(vae)) * vae.config.scaling_factor).to(prompt_embeds.dtype)
     latents = randn_tensor((batch, transformer.config.in_channels, height // f, width // f), generator=generator,
-                           device=transformer.device, dtype=prompt_embeds.dtype)
+                           device=device, dtype=prompt_embeds.dtype)
     if init is not None:
         timesteps = img2img_start(scheduler, timesteps, strength)
         latents = scheduler.scale_noise(init, timesteps[:1].repeat(batch), latents)
+    zero_pooled = torch.zeros_like(pooled_prompt_embeds)  # InstantX nets' pooled input, the same every step
     for i, t in enumerate(timesteps):
         x = torch.cat([latents] * 2) if guided else latents
         timestep = t.expand(x.shape[0])
         residuals = [
-            u.controlnet(x, c, timestep, torch.zeros_like(pooled_prompt_embeds)
-                         if u.controlnet.config.force_zeros_for_pooled_projection else pooled_prompt_embeds,
+            u.controlnet(x, c, timestep, zero_pooled if u.controlnet.config.force_zeros_for_pooled_projection
+                         else pooled_prompt_embeds,
                          prompt_embeds if u.controlnet.context_embedder is not None else None, u.scale,
                          base_pos_embed=transformer.pos_embed)
             for u, c in zip(controls, conds) if active(u, i, len(timesteps))
