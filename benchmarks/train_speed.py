@@ -10,6 +10,12 @@ Variants, each in a fresh process (so peak memory is its own), on identical rand
 - ours: `ControlledDenoiser` (locked encoder under no_grad, decoder with grad), encoders every step.
 - ours+cache: the same with VAE posteriors and text embeddings read from a warm `FeatureCache`.
 - ours+ckpt (CUDA or --checkpointing): + gradient checkpointing of the ControlNet and the U-Net decoder.
+- ours+foreach, ours+loop (ask for them): ours with an unfused AdamW (foreach=True; foreach=False, the
+  per-tensor loop that is torch's default on a CPU) instead of the fused one `make_optimizer` picks, to
+  measure what the fused optimizer buys on this device.
+- ours+cl (ask for it): ours with the ControlNet and U-Net in channels-last memory format.
+--rounds N runs the variants round-robin N times (interleaved, so a busy machine's load falls on all of
+them alike) and reports medians; on a shared CPU compare process CPU seconds per step, not wall time.
 Memory: CPU reports peak RSS growth over the loaded models; CUDA reports `max_memory_allocated`.
 """
 
@@ -20,6 +26,7 @@ import contextlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,6 +111,9 @@ def run_variant(args) -> dict:
         model = cn
         if args.variant == "ours+ckpt":
             cn.enable_gradient_checkpointing()
+        if args.variant == "ours+cl":
+            cn.to(memory_format=torch.channels_last)
+            base.unet.to(memory_format=torch.channels_last)
         denoiser = ControlledDenoiser(cn, base.unet, checkpoint_decoder=args.variant == "ours+ckpt")
         params = list(cn.parameters())
         cache = None
@@ -130,6 +140,8 @@ def run_variant(args) -> dict:
 
     if args.variant == "diffusers":
         opt = torch.optim.AdamW(params, lr=1e-5)  # the script's optimizer
+    elif args.variant in ("ours+foreach", "ours+loop"):  # the loop's settings, but not fused
+        opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-2, foreach=args.variant == "ours+foreach")
     else:
         from controlnet.training.config import TrainConfig
         from controlnet.training.loop import make_optimizer
@@ -172,6 +184,34 @@ def run_variant(args) -> dict:
             "process_cpu_s_per_step": proc / args.steps, **mem}
 
 
+def run_one(args, variant: str, batch: int) -> dict:
+    """One variant at one batch in a fresh process (its peak memory is its own)."""
+    cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(batch), "--device", args.device,
+           "--shape", args.shape, "--resolution", str(args.resolution), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--mixed-precision", args.mixed_precision,
+           "--threads", str(args.threads)] + (["--init-on-device"] if args.init_on_device else [])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    if done.returncode or not line:
+        print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
+        return {"variant": variant, "batch": batch, "error": done.stderr.strip().splitlines()[-1:]}
+    print(line[0], file=sys.stderr, flush=True)
+    return json.loads(line[0][7:])
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Medians over the rounds of one variant and batch (the error, if any round failed)."""
+    bad = [r for r in runs if "error" in r]
+    if bad:
+        return bad[0]
+    out = dict(runs[0], rounds=len(runs))
+    for key, value in runs[0].items():
+        if isinstance(value, float):
+            out[key] = statistics.median(r[key] for r in runs)
+    out["process_cpu_s_per_step_all"] = [round(r["process_cpu_s_per_step"], 3) for r in runs]
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -183,6 +223,7 @@ def main(argv=None) -> int:
     p.add_argument("--mixed-precision", default=None, choices=("no", "bf16", "fp16"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--variants", nargs="+", default=None)
+    p.add_argument("--rounds", type=int, default=1, help="run the variants round-robin this many times; medians")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--init-on-device", action="store_true",
                    help="create the random weights directly on --device (fast for sd15 on CUDA)")
@@ -199,32 +240,27 @@ def main(argv=None) -> int:
         return 0
     batches = args.batch or ([4, 8] if cuda else [4])
     variants = args.variants or ["diffusers", "ours", "ours+cache"] + (["ours+ckpt"] if cuda else [])
-    results = []
-    for batch in batches:
-        for variant in variants:
-            cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(batch), "--device", args.device,
-                   "--shape", args.shape, "--resolution", str(args.resolution), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--mixed-precision", args.mixed_precision,
-                   "--threads", str(args.threads)] + (["--init-on-device"] if args.init_on_device else [])
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-            if done.returncode or not line:
-                print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
-                results.append({"variant": variant, "batch": batch, "error": done.stderr.strip().splitlines()[-1:]})
-                continue
-            results.append(json.loads(line[0][7:]))
+    runs = []
+    for _ in range(args.rounds):  # round-robin: each round runs every variant once
+        for batch in batches:
+            for variant in variants:
+                runs.append(run_one(args, variant, batch))
+    results = [summarize([r for r in runs if r["variant"] == v and r["batch"] == b]) for b in batches for v in variants]
     print(f"shape={args.shape} resolution={args.resolution} device={args.device} "
           f"mixed_precision={args.mixed_precision} steps={args.steps} threads={args.threads}")
-    print(f"{'variant':<12} {'batch':>5} {'samples/s':>10} {'vs diffusers':>13} {'peak MB':>9} {'step MB':>9}")
+    print(f"{'variant':<13} {'batch':>5} {'samples/s':>10} {'vs diffusers':>13} {'CPU s/step':>11} "
+          f"{'CPU vs diffusers':>17} {'peak MB':>9} {'step MB':>9}")
     for r in results:
         if "error" in r:
-            print(f"{r['variant']:<12} {r['batch']:>5} failed: {r['error']}")
+            print(f"{r['variant']:<13} {r['batch']:>5} failed: {r['error']}")
             continue
         ref = next((x for x in results if x["variant"] == "diffusers" and x["batch"] == r["batch"] and "error" not in x),
                    None)
         speedup = f"{r['samples_per_s'] / ref['samples_per_s']:.2f}x" if ref else "-"
-        print(f"{r['variant']:<12} {r['batch']:>5} {r['samples_per_s']:>10.2f} {speedup:>13} "
-              f"{r['peak_mb']:>9.0f} {r['peak_over_models_mb']:>9.0f}")
+        cpu = r["process_cpu_s_per_step"]
+        cpu_ratio = f"{ref['process_cpu_s_per_step'] / cpu:.2f}x" if ref else "-"  # above 1: ours needs less CPU
+        print(f"{r['variant']:<13} {r['batch']:>5} {r['samples_per_s']:>10.2f} {speedup:>13} {cpu:>11.3f} "
+              f"{cpu_ratio:>17} {r['peak_mb']:>9.0f} {r['peak_over_models_mb']:>9.0f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
