@@ -9,13 +9,16 @@ local files only (transformers folders, published .pth files) or from mediapipe'
 
 # importing the modules registers their annotators
 from . import (  # noqa: F401
+    anyline,
     depth,
     edges,
     hed,
     image_hints,
     inpaint,
     lineart,
+    lineart_anime,
     lines,
+    manga_line,
     mediapipe_face,
     normal,
     openpose_modules,
