@@ -214,7 +214,7 @@ def test_existing_output_is_replaced_whole(place, capsys):
 # ------------------------------------------------------------------------ learned annotators
 
 LEARNED = ["depth", "normal_midas", "seg_ade20k", "softedge_hed", "scribble_hed", "lineart_realistic", "lineart_coarse",
-           "softedge_teed"]
+           "softedge_teed", "lineart_anime", "lineart_anime_denoise", "anyline"]
 
 
 @pytest.mark.parametrize("name", LEARNED)
