@@ -28,12 +28,15 @@ class UnetLevel(nn.Module):
         self.outermost = image_channels is not None
         down = nn.Conv2d(image_channels or outer, inner, 4, stride=2, padding=1)
         up = nn.ConvTranspose2d(inner if inside is None else inner * 2, outer, 4, stride=2, padding=1)
+        # in place: the LeakyReLU also changes the input this level passes on, which only ever meets a ReLU
+        # next (the level above's), where ReLU(LeakyReLU(x)) = ReLU(x); saves copies of the largest tensors
+        relu, leaky = nn.ReLU(inplace=True), nn.LeakyReLU(0.2, inplace=True)
         if self.outermost:
-            layers = [down, inside, nn.ReLU(), up, nn.Tanh()]
+            layers = [down, inside, relu, up, nn.Tanh()]
         elif inside is None:
-            layers = [nn.LeakyReLU(0.2), down, nn.ReLU(), up, _norm(outer)]
+            layers = [leaky, down, relu, up, _norm(outer)]
         else:
-            layers = [nn.LeakyReLU(0.2), down, _norm(inner), inside, nn.ReLU(), up, _norm(outer)]
+            layers = [leaky, down, _norm(inner), inside, relu, up, _norm(outer)]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
