@@ -214,7 +214,8 @@ def test_existing_output_is_replaced_whole(place, capsys):
 # ------------------------------------------------------------------------ learned annotators
 
 LEARNED = ["depth", "depth_midas", "normal_midas", "seg_ade20k", "softedge_hed", "scribble_hed", "lineart_realistic",
-           "lineart_coarse", "softedge_teed", "seg_ofade20k", "seg_ofcoco", "seg_ufade20k"]
+           "lineart_coarse", "softedge_teed", "seg_ofade20k", "seg_ofcoco", "seg_ufade20k", "lineart_anime",
+           "lineart_anime_denoise", "anyline"]
 
 
 @pytest.mark.parametrize("name", LEARNED)

@@ -9,6 +9,7 @@ local files only (transformers folders, published .pth files) or from mediapipe'
 
 # importing the modules registers their annotators
 from . import (  # noqa: F401
+    anyline,
     depth,
     depth_anything_v2,
     dwpose,
@@ -17,7 +18,9 @@ from . import (  # noqa: F401
     image_hints,
     inpaint,
     lineart,
+    lineart_anime,
     lines,
+    manga_line,
     mediapipe_face,
     midas,
     normal,

@@ -24,11 +24,12 @@ def _build():
     return TEED()
 
 
-def teed_raw(image: np.ndarray, weights) -> np.ndarray:
-    """The mean of TEED's four output logits at the image size (float32, before the sigmoid)."""
+def teed_raw(image: np.ndarray, weights, default_name: str = WEIGHTS) -> np.ndarray:
+    """The mean of TEED's four output logits at the image size (float32, before the sigmoid);
+    `default_name`: the published file (7_model.pth, or Anyline's MTEED.pth: same network)."""
     import torch
 
-    net = load_network(weights, WEIGHTS, "TEED (7_model.pth)", _build)
+    net = load_network(weights, default_name, f"TEED ({default_name})", _build)
     padded, (h, w) = pad_to_multiple(image, 64)
     with torch.inference_mode():
         x = torch.from_numpy(padded.copy()).float().permute(2, 0, 1)[None]
