@@ -232,15 +232,20 @@ class FluxControlNet(ModelMixin, ConfigMixin):
             self.controlnet_x_embedder = _zero(nn.Linear(in_channels, inner))
 
     @classmethod
-    def from_transformer(cls, transformer, num_layers: int, num_single_layers: int) -> FluxControlNet:
+    def from_transformer(cls, transformer, num_layers: int, num_single_layers: int, *,
+                         pixel_hint: bool = False) -> FluxControlNet:
         """The paper's copy for training (`FluxControlNetModel.from_transformer`): the base's first blocks of
-        each kind, its embeddings, zero connections and a zero `controlnet_x_embedder`."""
+        each kind, its embeddings, zero connections and a zero `controlnet_x_embedder`. `pixel_hint`: the
+        XLabs layout instead, a hint encoder from pixels onto the latent grid (zero last conv), whose 2×2
+        patches make the tokens."""
         c = transformer.config
-        net = cls(patch_size=c.patch_size, in_channels=c.in_channels, num_layers=num_layers,
+        hint = dict(patch_size=2, conditioning_embedding_channels=c.in_channels // 4) if pixel_hint \
+            else dict(patch_size=c.patch_size)
+        net = cls(in_channels=c.in_channels, num_layers=num_layers,
                   num_single_layers=num_single_layers, attention_head_dim=c.attention_head_dim,
                   num_attention_heads=c.num_attention_heads, joint_attention_dim=c.joint_attention_dim,
                   pooled_projection_dim=c.pooled_projection_dim, guidance_embeds=c.guidance_embeds,
-                  axes_dims_rope=tuple(c.axes_dims_rope))
+                  axes_dims_rope=tuple(c.axes_dims_rope), **hint)
         for name in ("pos_embed", "time_text_embed", "context_embedder", "x_embedder"):
             getattr(net, name).load_state_dict(getattr(transformer, name).state_dict())
         for mine, theirs in ((net.transformer_blocks, transformer.transformer_blocks),
