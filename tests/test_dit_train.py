@@ -149,6 +149,40 @@ def test_flux_run_resumes_exactly_and_saves_a_controlnet_that_samples(world, cap
     assert code == 0, err
 
 
+def test_xlabs_run_feeds_pixels_learns_resumes_and_saves_a_controlnet_that_generates(world, capsys):
+    """`--controlnet-layout xlabs`: the base's double blocks copied behind a pixel hint encoder, the hint fed
+    as pixels in [-1, 1] (no VAE), the zero layers learn; killed after step 2 and resumed, the weights of
+    the uninterrupted run (the InstantX path's guarantees); saved, `generate` loads it back."""
+    from controlnet.checkpoints import load_controlnet
+    from controlnet.training import loop
+
+    run = loop._setup(config(world, "flux", "xlabs-step", controlnet_layout="xlabs"), None)
+    assert run.controlnet.family == "flux-controlnet-xlabs" and not run.controlnet.controlnet_blocks[0].weight.any()
+    batch, _, features = _one_batch(run)
+    assert torch.equal(features["control_latents"], batch["hint"] * 2 - 1)  # pixels, not a VAE latent
+
+    full = train(config(world, "flux", "xlabs-full", controlnet_layout="xlabs", checkpoint_every=2))
+    killed = world / "xlabs-killed"
+    shutil.copytree(full.output_dir / "checkpoints" / "step-000002", killed / "checkpoints" / "step-000002")
+    resumed = train(config(world, "flux", "xlabs-killed", controlnet_layout="xlabs", resume="latest",
+                           checkpoint_every=2))
+    assert [r["step"] for r in resumed.log] == [3, 4]
+    assert max_diff(weights(full.output_dir), weights(resumed.output_dir)) <= 1e-6
+
+    trained = load_controlnet(full.output_dir)
+    assert trained.family == "flux-controlnet-xlabs" and trained.index_rule == "xlabs"
+    assert (len(trained.transformer_blocks), len(trained.single_transformer_blocks)) == (2, 0)  # x-flux's depth 2
+    assert max_diff(trained.state_dict(), weights(full.output_dir)) == 0
+    assert all(block.weight.abs().max() > 0 for block in trained.controlnet_blocks)  # the zero layers learnt
+    assert trained.input_hint_block.conv_out.weight.abs().max() > 0
+    code, out, err = run_cli(["generate", "--model", world / "flux", "--controlnet", full.output_dir, "--image",
+                              world / "fill-flux" / "source" / "0.png", "--prompt", "a red cube", "--steps", "2",
+                              "-o", world / "xlabs-out", "--no-grid"], capsys)
+    assert code == 0, err
+    more = train(config(world, "flux", "xlabs-more", controlnet=str(full.output_dir), max_steps=1))
+    assert load_controlnet(more.output_dir).family == "flux-controlnet-xlabs"  # --controlnet brings its layout
+
+
 def test_sd3_cache_changes_nothing_and_validation_samples(world):
     """Cold and warm feature caches give the uncached run; validation grids come from `sample_sd3`."""
     hint = str(world / "fill-sd3" / "source" / "0.png")
@@ -239,6 +273,11 @@ def nets(world):
     ("flux", ["--resolution", "40"], ["--resolution 40", "multiple of 16"]),
     ("sd3", ["--weighting-scheme", "cosine"], ["--weighting-scheme", "cosine"]),
     ("flux", ["--union"], ["--union", "U-Net options"]),
+    ("sd3", ["--controlnet-layout", "xlabs"], ["--controlnet-layout", "Flux bases"]),
+    ("flux", ["--controlnet-layout", "xlabs", "--num-single-layers", "1"], ["--num-single-layers 1", "double blocks only"]),
+    ("flux", ["--controlnet-layout", "pixels"], ["--controlnet-layout", "instantx", "xlabs"]),
+    ("flux", ["--controlnet-layout", "xlabs", "--controlnet", "{flux-net}"], ["flux-net.safetensors", "flux-controlnet,",
+                                                                            "--controlnet-layout out"]),
     ("sd3", ["--controlnet", "{flux-net}"], ["flux-net.safetensors", "flux-controlnet", "SD3 base"]),
     ("flux", ["--controlnet", "{unet-net}"], ["unet-net.safetensors", "U-Net ControlNet", "Flux base"]),
     ("sd3", ["--controlnet", "{sd3-narrow}"], ["sd3-narrow.safetensors", "another SD3 base", "width 16 vs 32"]),
@@ -260,6 +299,8 @@ def test_a_transformer_base_of_another_kind_and_dit_options_on_a_unet(world, tmp
     unet = make_tiny_base(tmp_path / "unet")
     assert_user_error(_argv(world, "sd3", "bad-unet", "--num-layers", "2", "--weighting-scheme", "mode", base=unet),
                       capsys, "--num-layers", "--weighting-scheme", "SD3/Flux options")
+    assert_user_error(_argv(world, "sd3", "bad-unet", "--controlnet-layout", "xlabs", base=unet), capsys,
+                      "--controlnet-layout", "SD3/Flux options")
 
 
 def test_two_cpu_processes_match_one_on_sd3(world):

@@ -49,6 +49,8 @@ HELP = {
     "weighting_scheme": "SD3/Flux bases: how the noise level σ is drawn (sigma_sqrt and cosmap weigh the SD3 loss instead)",
     "max_sequence_length": "SD3/Flux bases: T5 tokens per prompt; default 77 (SD3) or 512 (Flux)",
     "embedded_guidance": "Flux bases with guidance embedding (dev): the guidance value they see in training and validation",
+    "controlnet_layout": "Flux bases: instantx (the hint's VAE latent, zero input projection) or xlabs (the hint as "
+                         "pixels through a hint encoder, outputs added cyclically); default instantx, or --controlnet's",
     "batch_size": "samples per process per micro-batch",
     "gradient_accumulation_steps": "micro-batches per optimizer step",
     "max_steps": "optimizer steps to train for",
@@ -84,6 +86,7 @@ HELP = {
 
 def register(subparsers) -> argparse.ArgumentParser:
     from controlnet.training.config import (
+        CONTROLNET_LAYOUTS,
         DATA_FORMATS,
         LR_SCHEDULERS,
         MIXED_PRECISION,
@@ -96,7 +99,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     choices = {"data_format": DATA_FORMATS, "mixed_precision": MIXED_PRECISION, "lr_scheduler": LR_SCHEDULERS,
                "prediction_type": ("epsilon", "v_prediction"), "connection_init": ("zero", "gaussian"),
                "copy": ("full", "lite"), "hint_encoder": ("code", "paper"), "report_to": ("tensorboard", "none"),
-               "weighting_scheme": WEIGHTING_SCHEMES}
+               "weighting_scheme": WEIGHTING_SCHEMES, "controlnet_layout": CONTROLNET_LAYOUTS}
     required = {"base_model", "data"}
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")

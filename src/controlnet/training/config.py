@@ -19,6 +19,7 @@ DATA_FORMATS = ("auto", "fill50k", "folder", "hf", "parquet", "webdataset")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 WEIGHTING_SCHEMES = ("none", "logit_normal", "mode", "sigma_sqrt", "cosmap")  # flow_matching's, without importing torch
+CONTROLNET_LAYOUTS = ("instantx", "xlabs")  # Flux ControlNets the trainer builds: control latent or pixel hint
 
 
 @dataclass
@@ -55,6 +56,7 @@ class TrainConfig:
     weighting_scheme: str = "logit_normal"  # how σ is drawn (and, sigma_sqrt/cosmap, the SD3 loss weighted)
     max_sequence_length: int | None = None  # T5 tokens; None: 77 (SD3) / 512 (Flux), as the examples
     embedded_guidance: float = 3.5  # what a guidance-distilled Flux base (dev) sees in training and validation
+    controlnet_layout: str | None = None  # Flux: "instantx" (control latent; the default) or "xlabs" (pixel hint encoder)
 
     # ---- optimisation
     batch_size: int = 4  # per process
@@ -192,6 +194,8 @@ class TrainConfig:
         checks.choice("--hint-encoder", self.hint_encoder, ("code", "paper"))
         checks.choice("--report-to", self.report_to, ("tensorboard", "none"))
         checks.choice("--weighting-scheme", self.weighting_scheme, WEIGHTING_SCHEMES)
+        if self.controlnet_layout is not None:
+            checks.choice("--controlnet-layout", self.controlnet_layout, CONTROLNET_LAYOUTS)
         for name in ("annotator", "validation_annotator"):
             if getattr(self, name) is not None:
                 from controlnet.annotators import get_annotator

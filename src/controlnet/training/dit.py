@@ -26,7 +26,7 @@ from controlnet.errors import InputError
 from controlnet.training.flow_matching import flux_controlnet_loss, sample_sigmas, sd3_controlnet_loss
 
 # diffusers' examples: from_transformer's 12 SD3 blocks; --num_double_layers 4, --num_single_layers 10 (Flux)
-DEFAULT_LAYERS = {"sd3": (12, 0), "flux": (4, 10)}
+DEFAULT_LAYERS = {"sd3": (12, 0), "flux": (4, 10), "xlabs": (2, 0)}  # x-flux: controlnet_depth=2, double blocks only
 DEFAULT_SEQUENCE = {"sd3": 77, "flux": 512}  # --max_sequence_length of the examples
 NAMES = {"sd3": "SD3", "flux": "Flux"}
 A_NAME = {"sd3": "an SD3", "flux": "a Flux"}
@@ -35,7 +35,7 @@ UNET_ONLY = {"unlock_decoder": False, "only_mid_control": False, "connection_ini
              "hint_encoder": "code", "prediction_type": None, "split_unet": True, "gradient_checkpointing": False,
              "save_original": False, "inpaint_maps": False, "union": False}
 DIT_ONLY = {"num_layers": None, "num_single_layers": None, "weighting_scheme": "logit_normal",
-            "max_sequence_length": None, "embedded_guidance": 3.5}
+            "max_sequence_length": None, "embedded_guidance": 3.5, "controlnet_layout": None}
 
 
 def check_options(config, kind: str | None) -> None:
@@ -49,6 +49,8 @@ def check_options(config, kind: str | None) -> None:
                          f"{'them' if len(given) > 1 else 'it'} out")
     if kind == "sd3" and config.num_single_layers is not None:
         raise InputError("--num-single-layers is for Flux bases (SD3 has one kind of block: --num-layers)")
+    if kind == "sd3" and config.controlnet_layout is not None:
+        raise InputError("--controlnet-layout is for Flux bases (SD3 ControlNets take the hint's VAE latent); leave it out")
 
 
 class DiTDenoiser(nn.Module):
@@ -84,6 +86,7 @@ class DiTRecipe:
     def __init__(self, kind: str, config):
         self.kind, self.config = kind, config
         self.sequence = config.max_sequence_length or DEFAULT_SEQUENCE[kind]
+        self.xlabs = config.controlnet_layout == "xlabs"  # a fresh copy's layout; a --controlnet brings its own
         self.schedule = None  # the base's scheduler as it was trained: σ are drawn from it (sampling changes its copy)
 
     def accelerator_kwargs(self) -> list:
@@ -140,21 +143,24 @@ class DiTRecipe:
         torch.manual_seed(config.seed)
         if self.kind == "sd3":
             return SD3ControlNet.from_transformer(t, double)
-        return FluxControlNet.from_transformer(t, double, single)
+        return FluxControlNet.from_transformer(t, double, single, pixel_hint=self.xlabs)
 
     def _layers(self, t) -> tuple[int, int]:
         """(blocks, single blocks) to copy: the options or the examples' defaults, within the base's."""
         config, name = self.config, NAMES[self.kind]
         n = len(t.transformer_blocks)
         most = n - 1 if self.kind == "sd3" else n  # SD3's last block is context_pre_only: it takes no residual
-        double = config.num_layers or min(DEFAULT_LAYERS[self.kind][0], most)
+        defaults = DEFAULT_LAYERS["xlabs" if self.xlabs else self.kind]
+        double = config.num_layers or min(defaults[0], most)
         if not 1 <= double <= most:
             raise InputError(f"--num-layers {double}: this {name} base has {n} blocks, so a ControlNet copies 1..{most}"
                              + (" (its last block takes no ControlNet residual)" if self.kind == "sd3" else ""))
         if self.kind == "sd3":
             return double, 0
         s = len(t.single_transformer_blocks)
-        single = config.num_single_layers if config.num_single_layers is not None else min(DEFAULT_LAYERS["flux"][1], s)
+        single = config.num_single_layers if config.num_single_layers is not None else min(defaults[1], s)
+        if self.xlabs and single:
+            raise InputError(f"--num-single-layers {single}: XLabs ControlNets copy double blocks only; leave it out")
         if single > s:
             raise InputError(f"--num-single-layers {single}: this Flux base has {s} single blocks, so 0..{s}")
         return double, single
@@ -179,7 +185,8 @@ class DiTRecipe:
             raise InputError(f"{label} is a {cn.family}, not a ControlNet for {A_NAME[self.kind]} base: start from one made for "
                              f"{config.base_model}, or leave --controlnet out to copy its blocks")
         c, tc = cn.config, t.config
-        keys = ("in_channels", "patch_size", "pooled_projection_dim", "joint_attention_dim")
+        pixel_hint = self.kind == "flux" and cn.input_hint_block is not None  # XLabs: its own patch size after the encoder
+        keys = ("in_channels", *(() if pixel_hint else ("patch_size",)), "pooled_projection_dim", "joint_attention_dim")
         differ = [f"{k} {c.get(k)} vs {tc.get(k)}" for k in keys
                   if c.get(k) is not None and c.get(k) != tc.get(k)]
         if cn.inner_dim != t.inner_dim:
@@ -187,9 +194,12 @@ class DiTRecipe:
         if differ:
             raise InputError(f"{label} ({cn.family}) was made for another {name} base than {config.base_model}: "
                              f"{'; '.join(differ)}")
-        if self.kind == "flux" and (cn.input_hint_block is not None or c.num_mode is not None):
-            raise InputError(f"{label} is {cn.family}: the trainer trains nets on packed control latents without "
-                             "control modes (InstantX-style); leave --controlnet out to copy the base's blocks")
+        if self.kind == "flux" and c.num_mode is not None:
+            raise InputError(f"{label} is {cn.family}: the trainer trains nets without control modes (InstantX- or "
+                             "XLabs-style); leave --controlnet out to copy the base's blocks")
+        if self.kind == "flux" and self.config.controlnet_layout not in (None, "xlabs" if pixel_hint else "instantx"):
+            raise InputError(f"{label} is {cn.family}, not the {self.config.controlnet_layout} layout: leave "
+                             "--controlnet-layout out (the file has its own)")
         if self.kind == "sd3" and c.extra_conditioning_channels:
             raise InputError(f"{label} is an inpainting ControlNet (mask channel): not trainable here")
         return cn
@@ -222,6 +232,7 @@ class DiTRecipe:
 
         base, device, cache, dtype = run.base, run.accelerator.device, run.cache, run.weight_dtype
         vae, cn = base.vae, run.controlnet
+        pixel_hint = self.kind == "flux" and cn.input_hint_block is not None  # XLabs: the hint enters as pixels
         prompts = drop_prompts(batch["prompt"], draws.drop_prompt)
         images = batch["image"].to(device)
         hints = hint_transform_fn(cn.config.get("hint_transform", "identity"))(batch["hint"]).to(device) * 2 - 1
@@ -229,10 +240,11 @@ class DiTRecipe:
         cached = cache is not None and not self.config.random_flip
         if cached:
             target = cache.posterior(batch["key"], images, lambda x: encode_images(vae, x))
-            control = cache.posterior(_hint_keys(batch["hint"]), hints, lambda x: encode_images(vae, x))
+            control = None if pixel_hint else cache.posterior(_hint_keys(batch["hint"]), hints,
+                                                              lambda x: encode_images(vae, x))
             embeds, pooled = (t.to(device) for t in cache.text(prompts, self.encode(base)))
         else:
-            target, control = encode_images(vae, images), encode_images(vae, hints)
+            target, control = encode_images(vae, images), None if pixel_hint else encode_images(vae, hints)
             embeds, pooled = self.encode(base)(prompts)
         shift, scale = vae_shift(vae), vae.config.scaling_factor
 
@@ -241,7 +253,8 @@ class DiTRecipe:
             return ((mean.float() + std.float() * eps.to(device)) - (shift if shifted else 0)) * scale
 
         features = dict(latents=latent(target, draws.posterior).to(dtype),
-                        control_latents=latent(control, draws.hint_posterior, not zero_pooled).to(dtype),
+                        control_latents=(hints if pixel_hint else latent(control, draws.hint_posterior,
+                                                                         not zero_pooled)).to(dtype),
                         prompt_embeds=embeds.to(dtype), pooled_prompt_embeds=pooled.to(dtype),
                         controlnet_pooled=torch.zeros_like(pooled, dtype=dtype) if zero_pooled else None)
         return features, prompts
