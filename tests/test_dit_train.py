@@ -154,6 +154,7 @@ def test_xlabs_run_feeds_pixels_learns_resumes_and_saves_a_controlnet_that_gener
     as pixels in [-1, 1] (no VAE), the zero layers learn; killed after step 1 and resumed, the weights of
     the uninterrupted run (the InstantX path's guarantees); saved, `generate` loads it back."""
     from controlnet.checkpoints import load_controlnet
+    from controlnet.checkpoints.dit import dit_layout_of, save_dit_controlnet
     from controlnet.training import loop
 
     run = loop._setup(config(world, "flux", "xlabs-step", controlnet_layout="xlabs"), None)
@@ -175,6 +176,9 @@ def test_xlabs_run_feeds_pixels_learns_resumes_and_saves_a_controlnet_that_gener
     assert max_diff(trained.state_dict(), weights(full.output_dir)) == 0
     assert all(block.weight.abs().max() > 0 for block in trained.controlnet_blocks)  # the zero layers learnt
     assert trained.input_hint_block.conv_out.weight.abs().max() > 0
+    save_dit_controlnet(trained, world / "xlabs-original.safetensors", layout="original")
+    assert dit_layout_of(world / "xlabs-original.safetensors") == "xlabs-original"  # x-flux's own keys
+    assert max_diff(load_controlnet(world / "xlabs-original.safetensors").state_dict(), trained.state_dict()) == 0
     code, out, err = run_cli(["generate", "--model", world / "flux", "--controlnet", full.output_dir, "--image",
                               world / "fill-flux" / "source" / "0.png", "--prompt", "a red cube", "--steps", "2",
                               "-o", world / "xlabs-out", "--no-grid"], capsys)
