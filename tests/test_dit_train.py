@@ -293,6 +293,13 @@ def test_bad_input_is_one_line(nets, capsys, kind, extra, fragments):
     assert not (nets / f"bad-{kind}" / "checkpoints").exists()
 
 
+def test_an_unknown_controlnet_layout_is_refused_by_the_config(world):
+    from controlnet.errors import InputError
+
+    with pytest.raises(InputError, match="--controlnet-layout 'pixels'; use one of instantx, xlabs"):
+        config(world, "flux", "bad-layout", controlnet_layout="pixels").validate()
+
+
 def test_a_transformer_base_of_another_kind_and_dit_options_on_a_unet(world, tmp_path, capsys):
     other = tmp_path / "pixart"
     shutil.copytree(world / "sd3", other)

@@ -5,8 +5,9 @@ feature cache give the same guarantees here.
 
 The step is `flow_matching.sd3_controlnet_loss` / `flux_controlnet_loss` (equal to diffusers'
 `train_controlnet_sd3.py` / `train_controlnet_flux.py`); the ControlNet is the base's first blocks
-(`SD3ControlNet.from_transformer`, `FluxControlNet.from_transformer`). Two deliberate differences
-from the examples: the hint enters the VAE in [-1, 1], as the samplers (and diffusers' pipelines)
+(`SD3ControlNet.from_transformer`, `FluxControlNet.from_transformer`; `--controlnet-layout xlabs`: an
+XLabs net, whose hint encoder takes the pixels where the others take the hint's VAE latent). Two
+deliberate differences from the examples: the hint enters the VAE in [-1, 1], as the samplers (and diffusers' pipelines)
 feed it, where the SD3 example feeds [0, 1]; and every random draw comes from the micro-batch's own
 generator (`draw`), so a resumed or multi-process run draws what the uninterrupted one drew.
 """
@@ -185,7 +186,7 @@ class DiTRecipe:
             raise InputError(f"{label} is a {cn.family}, not a ControlNet for {A_NAME[self.kind]} base: start from one made for "
                              f"{config.base_model}, or leave --controlnet out to copy its blocks")
         c, tc = cn.config, t.config
-        pixel_hint = self.kind == "flux" and cn.input_hint_block is not None  # XLabs: its own patch size after the encoder
+        pixel_hint = self._takes_pixels(cn)  # its own patch size after the hint encoder
         keys = ("in_channels", *(() if pixel_hint else ("patch_size",)), "pooled_projection_dim", "joint_attention_dim")
         differ = [f"{k} {c.get(k)} vs {tc.get(k)}" for k in keys
                   if c.get(k) is not None and c.get(k) != tc.get(k)]
@@ -203,6 +204,10 @@ class DiTRecipe:
         if self.kind == "sd3" and c.extra_conditioning_channels:
             raise InputError(f"{label} is an inpainting ControlNet (mask channel): not trainable here")
         return cn
+
+    def _takes_pixels(self, cn) -> bool:
+        """XLabs nets: the hint enters as pixels in [-1, 1] through their own encoder, not the VAE."""
+        return self.kind == "flux" and cn.input_hint_block is not None
 
     # ------------------------------------------------------------------ one micro-batch
 
@@ -225,14 +230,15 @@ class DiTRecipe:
 
     def features(self, run, batch: dict, draws: DiTDraws) -> tuple[dict, list[str]]:
         """(the loss's inputs but noise and σ, the prompts after dropping): VAE samples of target and hint with
-        the shift and scale, the text embeddings; through the feature cache when there is one."""
+        the shift and scale (XLabs nets: the hint's pixels), the text embeddings; through the feature cache
+        when there is one."""
         from controlnet.nn.dit_controlnet import hint_transform_fn
         from controlnet.pipeline.flux import vae_shift
         from controlnet.training.step import drop_prompts, encode_images
 
         base, device, cache, dtype = run.base, run.accelerator.device, run.cache, run.weight_dtype
         vae, cn = base.vae, run.controlnet
-        pixel_hint = self.kind == "flux" and cn.input_hint_block is not None  # XLabs: the hint enters as pixels
+        pixel_hint = self._takes_pixels(cn)
         prompts = drop_prompts(batch["prompt"], draws.drop_prompt)
         images = batch["image"].to(device)
         hints = hint_transform_fn(cn.config.get("hint_transform", "identity"))(batch["hint"]).to(device) * 2 - 1
