@@ -3,7 +3,7 @@
     python benchmarks/normal_bae_speed.py --aux-python /tmp/auxenv/bin/python [--repeat 3]
 
 Both sides: one thread, the real-size network (72.6 M values) with freshly initialised weights (time
-does not depend on the values), a 512×768 seeded picture at detect resolution 512, the median of
+does not depend on the values), a 512×768 seeded picture at detect resolution 512, the median process time of
 `repeat` calls after one warm-up. controlnet_aux runs in its own environment (it is not a
 dependency): this same file is run there with `--side aux`. Prints both times and the ratio
 (ours / controlnet_aux; ≤ 1.0 is the goal).
@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from teed_speed import median_time
+from midas_speed import median_time  # process time: one thread, so other jobs on the machine do not count
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "data"))
