@@ -24,6 +24,7 @@ from . import (  # noqa: F401
     mediapipe_face,
     midas,
     normal,
+    normal_bae,
     openpose_modules,
     pidinet,
     pose,
