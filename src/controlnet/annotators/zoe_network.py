@@ -5,8 +5,8 @@ The file holds `{"model": state dict}` of ZoeDepth-N: MiDaS 3.1's DPT on timm's 
 the fusion blocks and the relative-depth head), then the metric head (bin regressor, projectors,
 attractors, log-binomial). transformers' ZoeDepth is the same network (its conversion script for
 Intel/zoedepth-nyu renames these keys); here the config is read off the tensors and the keys are renamed,
-so nothing comes from a hub. What the tensors do not say follows the published model: 64 channels per
-attention head (1024 / 16), the neck reading blocks 6, 12, 18, 24 of 24 (every quarter), one NYU bin
+so nothing comes from a hub (the heads: the relative position tables' width). What the tensors do not
+say follows the published model: the neck reading blocks 6, 12, 18, 24 of 24 (every quarter), one NYU bin
 configuration (64 bins, 0.001..10 m, softplus centres), and timm's LayerNorm eps 1e-6 (transformers'
 conversion keeps BEiT's default 1e-12). The file's constant buffers (relative position indices, the
 log-binomial's bin indices) are checked-free: transformers computes them.
@@ -20,7 +20,6 @@ from controlnet.errors import InputError
 
 CORE = "core.core."
 BEIT = CORE + "pretrained.model."
-HEAD_WIDTH = 64
 PATCH = 16
 MAX_DEPTH = 10.0  # ZoeD_N: NYU Depth v2, indoor, metres
 CONSTANT_BUFFERS = ("relative_position_index", "log_binomial_transform.k_idx", "log_binomial_transform.K_minus_1")
@@ -58,13 +57,13 @@ def zoe_config(state: dict):
 
     hidden = state[BEIT + "cls_token"].shape[-1]
     layers = _count(state, re.escape(BEIT) + r"blocks\.(\d+)\.")
-    table = state[BEIT + "blocks.0.attn.relative_position_bias_table"].shape[0]
+    table, heads = state[BEIT + "blocks.0.attn.relative_position_bias_table"].shape
     window = (round((table - 3) ** 0.5) + 1) // 2
-    if layers % 4 or hidden % HEAD_WIDTH:
+    if layers % 4 or hidden % heads:
         raise KeyError(f"{layers} BEiT blocks of width {hidden}")
     backbone = BeitConfig(
         image_size=window * PATCH, patch_size=PATCH, num_hidden_layers=layers, hidden_size=hidden,
-        intermediate_size=state[BEIT + "blocks.0.mlp.fc1.weight"].shape[0], num_attention_heads=hidden // HEAD_WIDTH,
+        intermediate_size=state[BEIT + "blocks.0.mlp.fc1.weight"].shape[0], num_attention_heads=heads,
         use_relative_position_bias=True, reshape_hidden_states=False, layer_norm_eps=1e-6,
         out_features=[f"stage{layers * k // 4}" for k in (1, 2, 3, 4)],
     )
@@ -121,4 +120,7 @@ def build_zoe(state: dict, what: str, path: str):
         raise InputError(f"{path} is not a {what} weight file: no ZoeDepth tensors ({exc})") from exc
     with torch.device("meta"):
         model = ZoeDepthForDepthEstimation(config)
+    # its bin-index buffers are not in the state (not persistent): make them again, for real
+    head = model.metric_head.conditional_log_binomial
+    head.log_binomial_transform = type(head.log_binomial_transform)(config.bin_configurations[0]["n_bins"], act=torch.softmax)
     return model, rename_state(state)
