@@ -47,8 +47,8 @@ def weights(tmp_path_factory):
     """Seeded random weights of the reduced ZoeDepth in the published layout: {"model": state dict}."""
     path = tmp_path_factory.mktemp("zoe") / FILE
     torch.save({"model": reference_state()}, path)
-    from controlnet.annotators.zoe import WEIGHTS, WHAT, _convert
     from controlnet.annotators.local_models import load_converted_network
+    from controlnet.annotators.zoe import WEIGHTS, WHAT, _convert
 
     load_converted_network(path, WEIGHTS, WHAT, _convert)  # loaded once here (cached), so each test times its run
     return path
