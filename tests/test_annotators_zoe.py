@@ -154,8 +154,11 @@ def test_file_that_only_partly_matches_is_refused(tmp_path, change):
 
 
 def test_server_offers_zoe_only_with_the_file_and_a1111_name_is_no_longer_an_alias(weights, tmp_path):
-    from controlnet.web.modules import A1111_NAMES, offered
+    from controlnet.web.inputs import FieldError
+    from controlnet.web.modules import offered, resolve
 
-    assert "depth_zoe" not in A1111_NAMES
     assert "depth_zoe" not in set(offered(tmp_path))
+    with pytest.raises(FieldError, match=r"ZoeD_M12_N\.pt"):
+        resolve("module", "depth_zoe", tmp_path)
     assert "depth_zoe" in set(offered(weights.parent))
+    assert resolve("module", "depth_zoe", weights.parent) == "depth_zoe", "A1111's name, no longer the `depth` folder"
