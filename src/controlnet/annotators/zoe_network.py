@@ -9,7 +9,9 @@ so nothing comes from a hub (the heads: the relative position tables' width). Wh
 say follows the published model: the neck reading blocks 6, 12, 18, 24 of 24 (every quarter), one NYU bin
 configuration (64 bins, 0.001..10 m, softplus centres), and timm's LayerNorm eps 1e-6 (transformers'
 conversion keeps BEiT's default 1e-12). The file's constant buffers (relative position indices, the
-log-binomial's bin indices) are checked-free: transformers computes them.
+log-binomial's bin indices) are skipped: transformers computes them. The names are transformers 5's
+(BEiT's `backbone.beit.layers.N.attention.q_proj`); under transformers 4 the strict load refuses the file,
+naming the keys it misses.
 """
 
 from __future__ import annotations
