@@ -113,9 +113,9 @@ def test_models_folder_in_a1111_layout(weights, tmp_path):
     folder = tmp_path / "extensions/sd-webui-controlnet/annotator/downloads/zoedepth"
     folder.mkdir(parents=True)
     (folder / FILE).write_bytes(weights.read_bytes())
-    image = picture(5, (64, 64))
-    assert np.array_equal(annotate("depth_zoe", image, resolution=64, models_dir=tmp_path),
-                          annotate("depth_zoe", image, resolution=64, model=weights))
+    index, case = CASES[2]
+    out = annotate("depth_zoe", picture(*case), resolution=min(case[1]), models_dir=tmp_path)
+    assert np.abs(out[:, :, 0].astype(int) - REFERENCE[f"depth_{index}"].astype(int)).max() <= 1
 
 
 def test_missing_file_names_it_and_where_it_is_published(tmp_path):
