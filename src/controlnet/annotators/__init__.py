@@ -32,6 +32,7 @@ from . import (  # noqa: F401
     shuffle,
     teed,
     threshold,
+    zoe,
 )
 from .api import annotate
 from .image import fit_map, load_image, pixel_perfect_resolution, resize_short_side, to_rgb

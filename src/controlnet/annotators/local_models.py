@@ -149,10 +149,9 @@ def load_state_dict_file(file) -> dict:
         ) from exc
     except Exception as exc:  # corrupt or truncated files come in many exception types
         raise InputError(f"cannot read weights from {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-    for key in ("state_dict", "model"):  # PiDiNet's checkpoint nests its tensors, NormalBAE's scannet.pt too
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-            break
+    for wrapper in ("state_dict", "model"):  # PiDiNet nests its tensors under "state_dict", NormalBAE and ZoeDepth under "model"
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path} is not a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
