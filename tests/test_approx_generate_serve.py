@@ -106,3 +106,18 @@ def test_the_server_refuses_bad_modes_naming_the_field(server, value, words):
     assert r.status_code == 422, r.text
     said = json.dumps(r.json())
     assert "approx" in said and words in said, said
+
+
+@pytest.mark.parametrize("stored, fragment", [([2], "approx is not an object"), ({"deepcache": 0}, "deepcache")])
+def test_a_replay_refuses_damaged_stored_modes(files, tmp_path, capsys, stored, fragment):
+    from PIL.PngImagePlugin import PngInfo
+
+    made = generate(files, tmp_path / "made", "--deepcache", "2")
+    params = json.loads(made.info["controlnet"])
+    info = PngInfo()
+    info.add_text("controlnet", json.dumps({**params, "approx": stored}))
+    damaged = tmp_path / "damaged.png"
+    made.save(damaged, pnginfo=info)
+    before = damaged.read_bytes()
+    assert_user_error(["generate", "--from", str(damaged), "-o", str(tmp_path / "out")], capsys, fragment)
+    assert damaged.read_bytes() == before and not list((tmp_path / "out").glob("*.png"))
