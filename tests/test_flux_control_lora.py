@@ -89,3 +89,112 @@ def test_a_diffusers_layout_lora_equals_flux_control_pipeline_after_load_lora_we
     apply_flux_control_lora(half.transformer, lora_file)
     other = half("a red cube on grass", control_image=hint, steps=3, generator=torch.Generator().manual_seed(0), **COMMON)
     assert float((other - got).abs().max()) > 1e-3  # the metadata's alpha acts
+
+
+def real_bfl_lora(rank: int = RANK, seed: int = 0) -> dict:
+    """A Control LoRA with BFL's real names and FLUX.1-dev's real shapes (width 3072, 19 double / 38
+    single blocks, 64 latent channels widened to 128), random rank-`rank` factors, lora_B biases on
+    every kind of fused layer and on the input layer, the 128-wide norm scales."""
+    w, mlp, g = 3072, 4 * 3072, torch.Generator().manual_seed(seed)
+    linears = {"time_in.in_layer": (256, w), "time_in.out_layer": (w, w), "vector_in.in_layer": (768, w),
+               "vector_in.out_layer": (w, w), "guidance_in.in_layer": (256, w), "guidance_in.out_layer": (w, w),
+               "txt_in": (4096, w), "img_in": (128, w), "final_layer.linear": (w, 64),
+               "final_layer.adaLN_modulation.1": (w, 2 * w)}
+    norms = []
+    for i in range(19):
+        for s in ("img", "txt"):
+            linears.update({f"double_blocks.{i}.{s}_mod.lin": (w, 6 * w), f"double_blocks.{i}.{s}_attn.qkv": (w, 3 * w),
+                            f"double_blocks.{i}.{s}_attn.proj": (w, w), f"double_blocks.{i}.{s}_mlp.0": (w, mlp),
+                            f"double_blocks.{i}.{s}_mlp.2": (mlp, w)})
+            norms += [f"double_blocks.{i}.{s}_attn.norm.{n}_norm.scale" for n in ("query", "key")]
+    for i in range(38):
+        linears.update({f"single_blocks.{i}.modulation.lin": (w, 3 * w), f"single_blocks.{i}.linear1": (w, 3 * w + mlp),
+                        f"single_blocks.{i}.linear2": (w + mlp, w)})
+        norms += [f"single_blocks.{i}.norm.{n}_norm.scale" for n in ("query", "key")]
+    state = {}
+    for name, (n_in, n_out) in linears.items():
+        state[f"{name}.lora_A.weight"] = torch.randn(rank, n_in, generator=g)
+        state[f"{name}.lora_B.weight"] = torch.randn(n_out, rank, generator=g)
+    for name in ("img_in", "double_blocks.3.img_attn.qkv", "double_blocks.5.txt_attn.qkv", "single_blocks.7.linear1",
+                 "final_layer.adaLN_modulation.1"):
+        state[f"{name}.lora_B.bias"] = torch.randn(linears[name][1], generator=g)
+    state.update({k: torch.rand(128, generator=g) + 0.5 for k in norms})
+    return state
+
+
+def _swapped(t: torch.Tensor) -> torch.Tensor:
+    first, second = t.chunk(2)
+    return torch.cat([second, first])
+
+
+def test_the_bfl_layout_at_flux1_size_converts_as_diffusers_converts_it():
+    from diffusers.loaders.lora_conversion_utils import _convert_bfl_flux_control_lora_to_diffusers
+
+    bfl = real_bfl_lora()
+    theirs = _convert_bfl_flux_control_lora_to_diffusers(dict(bfl))
+    ours = {f"transformer.{k}": v for k, v in bfl_to_diffusers(dict(bfl)).items()}
+    assert set(ours) == set(theirs) and len(ours) > 1000
+    final_down = "transformer.norm_out.linear.lora_A.weight"
+    for key in ours:
+        if key != final_down:
+            assert ours[key].shape == theirs[key].shape and torch.equal(ours[key], theirs[key]), key
+    # the one difference: diffusers swaps the rows of the final modulation's lora_A along with lora_B's,
+    # which permutes A's rank components alone; kept here, the merged delta is BFL's with its
+    # (shift, scale) output halves swapped to diffusers' (scale, shift), as the base weight is
+    assert torch.equal(ours[final_down], bfl["final_layer.adaLN_modulation.1.lora_A.weight"])
+    assert torch.equal(theirs[final_down], _swapped(ours[final_down]))
+    up = ours["transformer.norm_out.linear.lora_B.weight"]
+    bfl_delta = bfl["final_layer.adaLN_modulation.1.lora_B.weight"] @ bfl["final_layer.adaLN_modulation.1.lora_A.weight"]
+    assert torch.equal(up @ ours[final_down], _swapped(bfl_delta))
+    assert not torch.allclose(up @ theirs[final_down], _swapped(bfl_delta))
+
+
+def lora_to_bfl(lora: dict) -> dict:
+    """A diffusers-layout Control LoRA for the tiny base in BFL's names (its fused layers' parts share one
+    lora_A, which BFL's layout stores once). The base converter of test_dit_base_files renames (and
+    concatenates, and swaps) lora_B as a base weight; lora_A takes the same names, one copy per fused layer."""
+    from test_dit_base_files import to_bfl
+
+    lora = {k.removeprefix("transformer."): v for k, v in lora.items()}
+    norms = {k: v for k, v in lora.items() if ".lora_" not in k}
+    ups = {k.replace(".lora_B.", "."): v for k, v in lora.items() if ".lora_B." in k}
+    downs = {k.replace(".lora_A.", "."): v for k, v in lora.items() if ".lora_A." in k}
+    out = {k.replace(".weight", ".lora_B.weight").replace(".bias", ".lora_B.bias"): v
+           for k, v in to_bfl({**ups, **norms}).items() if not k.endswith(".scale")}
+    out.update({k: v for k, v in to_bfl({**ups, **norms}).items() if k.endswith(".scale")})
+    a_rows = next(iter(downs.values())).shape[0]
+    as_bfl = to_bfl({**downs, **{k.replace(".weight", ".bias"): torch.zeros(2) for k in downs}, **norms})
+    for key, value in as_bfl.items():
+        if key.endswith(".weight"):
+            kept = downs["norm_out.linear.weight"] if key.startswith("final_layer.adaLN") else value[:a_rows]
+            out[key.replace(".weight", ".lora_A.weight")] = kept
+    return out
+
+
+def _shared_downs(lora: dict) -> dict:
+    """The LoRA with each fused layer's parts given one lora_A (the q part's), as BFL's layout stores it."""
+    lora = dict(lora)
+    for key in list(lora):
+        for part, first in ((".attn.to_k.", ".attn.to_q."), (".attn.to_v.", ".attn.to_q."), (".proj_mlp.", ".attn.to_q."),
+                            (".attn.add_k_proj.", ".attn.add_q_proj."), (".attn.add_v_proj.", ".attn.add_q_proj.")):
+            if part in key and key.endswith("lora_A.weight"):
+                lora[key] = lora[key.replace(part, first)].clone()
+    return lora
+
+
+def test_a_tiny_bfl_file_converts_back_and_applies_as_its_diffusers_twin(store, tmp_path):
+    base = FluxBase.from_pretrained(store / "flux")
+    twin = _shared_downs(random_control_lora(base.transformer, seed=5))
+    bfl = lora_to_bfl(twin)
+    assert any(k.startswith("double_blocks.") for k in bfl) and "img_in.lora_A.weight" in bfl
+    back = bfl_to_diffusers(dict(bfl))
+    assert set(back) == {k.removeprefix("transformer.") for k in twin}
+    assert all(torch.equal(v, twin[f"transformer.{k}"]) for k, v in back.items())
+    save_file(bfl, tmp_path / "bfl.safetensors")
+    save_file(twin, tmp_path / "twin.safetensors")
+    other = FluxBase.from_pretrained(store / "flux")
+    apply_flux_control_lora(base.transformer, tmp_path / "bfl.safetensors")
+    apply_flux_control_lora(other.transformer, tmp_path / "twin.safetensors")
+    got, want = base.transformer.state_dict(), other.transformer.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in got)
+    assert base.transformer.x_embedder.in_features == 32 and is_control_base(base.transformer)
