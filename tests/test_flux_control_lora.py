@@ -198,3 +198,70 @@ def test_a_tiny_bfl_file_converts_back_and_applies_as_its_diffusers_twin(store, 
     got, want = base.transformer.state_dict(), other.transformer.state_dict()
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in got)
     assert base.transformer.x_embedder.in_features == 32 and is_control_base(base.transformer)
+
+
+def _picture(path) -> np.ndarray:
+    return np.asarray(PIL.Image.open(path).convert("RGB"))
+
+
+def test_generate_with_a_control_lora_equals_the_api_and_replays(store, capsys):
+    argv = ["generate", "--model", store / "flux", "--control-lora", store / "lora.safetensors", "--prompt", "a red cube",
+            "--control-image", store / "hint.png", "--steps", "2", "--seed", "3", "-o", store / "out", "--no-grid"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    path = out.strip().splitlines()[-1]
+    base = FluxBase.from_pretrained(store / "flux", control_lora=store / "lora.safetensors")
+    want = base("a red cube", control_image=PIL.Image.open(store / "hint.png"), width=SIZE, height=SIZE, steps=2,
+                generator=torch.Generator().manual_seed(3), output_type="pil")[0]
+    assert np.array_equal(_picture(path), np.asarray(want))
+    code, out, err = run_cli(["generate", "--from", path, "-o", store / "out", "--no-grid"], capsys)
+    assert code == 0, err
+    assert np.array_equal(_picture(out.strip().splitlines()[-1]), _picture(path))
+
+
+def _bad_files(store) -> None:
+    """LoRAs that do not fit: another width, a plain LoRA, a truncated file, a pickle that is more than tensors."""
+    from diffusers import FluxTransformer2DModel
+
+    from dit_bases import FLUX
+
+    if (store / "plain.safetensors").is_file():
+        return
+    with torch.device("meta"):
+        wider = FluxTransformer2DModel(**dict(FLUX, num_attention_heads=3))
+    save_file(random_control_lora(wider.to_empty(device="cpu")), store / "wider.safetensors")
+    save_file(random_control_lora(FluxBase.from_pretrained(store / "flux").transformer, wide=1), store / "plain.safetensors")
+    data = (store / "lora.safetensors").read_bytes()
+    (store / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    torch.save({"x.lora_A.weight": torch.zeros(1), "code": print}, store / "pickle.pt")
+
+
+@pytest.mark.parametrize("model, extra, fragments", [
+    ("flux", ["--control-lora", "wider.safetensors"], ("FLUX.1 Control LoRA for a Flux base of width 48", "made for")),
+    ("flux", ["--control-lora", "plain.safetensors"], ("plain Flux LoRA", "FLUX.1-Canny-dev-lora")),
+    ("flux", ["--control-lora", "truncated.safetensors"], ("truncated",)),
+    ("flux", ["--control-lora", "pickle.pt"], ("refused", "safetensors")),
+    ("flux", ["--control-lora", "missing.safetensors"], ("--control-lora", "no such file")),
+    ("flux", ["--control-lora", "lora.safetensors", "--no-control-image"], ("--control-lora", "--control-image")),
+    ("sd3", ["--control-lora", "lora.safetensors"], ("--control-lora", "SD3")),
+    ("mini", ["--control-lora", "lora.safetensors"], ("--control-lora", "Flux base")),
+    ("flux", ["--controlnet", "lora.safetensors", "--image", "hint.png"], ("FLUX.1 Control LoRA", "--control-lora FILE")),
+])
+def test_control_loras_that_do_not_fit_are_one_line(store, capsys, model, extra, fragments):
+    _bad_files(store)
+    hint = [] if "--no-control-image" in extra else ["--control-image", store / "hint.png"]
+    extra = [store / a if a.endswith((".png", ".safetensors", ".pt")) else a for a in extra if a != "--no-control-image"]
+    err = assert_user_error(["generate", "--model", store / model if model != "mini" else model, *extra, *hint,
+                             "--steps", "1", "-o", store / "out"], capsys, *fragments)
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_control_lora_on_a_control_base_is_refused(store, tmp_path):
+    from diffusers import FluxTransformer2DModel
+
+    from controlnet.errors import CheckpointError
+    from dit_bases import FLUX
+
+    control = FluxTransformer2DModel(**dict(FLUX, in_channels=32, out_channels=16))
+    with pytest.raises(CheckpointError, match="already a FLUX.1 Control model"):
+        apply_flux_control_lora(control, store / "lora.safetensors")
