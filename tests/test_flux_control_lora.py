@@ -245,7 +245,8 @@ def _bad_files(store) -> None:
     ("flux", ["--control-lora", "lora.safetensors", "--no-control-image"], ("--control-lora", "--control-image")),
     ("sd3", ["--control-lora", "lora.safetensors"], ("--control-lora", "SD3")),
     ("mini", ["--control-lora", "lora.safetensors"], ("--control-lora", "Flux base")),
-    ("flux", ["--controlnet", "lora.safetensors", "--image", "hint.png"], ("FLUX.1 Control LoRA", "--control-lora FILE")),
+    ("flux", ["--controlnet", "lora.safetensors", "--image", "hint.png"], ("FLUX.1 Control LoRA", "--control-lora FILE, a plain")),
+    ("flux", ["--controlnet", "plain.safetensors", "--image", "hint.png"], ("Flux LoRA", "FLUX.1 Control LoRAs only")),
 ])
 def test_control_loras_that_do_not_fit_are_one_line(store, capsys, model, extra, fragments):
     _bad_files(store)

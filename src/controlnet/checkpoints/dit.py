@@ -61,8 +61,11 @@ def detect_dit_layout(shapes: dict[str, tuple]) -> str | None:
         return "flux-diffusers"
     lora_in = [shape for k, shape in shapes.items() if "lora" in k and ("img_in" in k or "x_embedder" in k)
                and ("lora_A" in k or "down" in k)]
-    if lora_in:  # FLUX.1 Control LoRAs widen the input layer from 64 packed channels to 128
-        return "flux-control-lora" if any(shape[-1] == 128 for shape in lora_in) else "flux-lora"
+    if lora_in:  # FLUX.1 Control LoRAs widen the input layer to twice the output's channels (FLUX.1: 64 -> 128)
+        outs = [shape[0] for k, shape in shapes.items()
+                if k.removeprefix("transformer.") in ("proj_out.lora_B.weight", "final_layer.linear.lora_B.weight")]
+        wide = [2 * n for n in outs] or [128]
+        return "flux-control-lora" if any(shape[-1] in wide for shape in lora_in) else "flux-lora"
     for inp, out, blocks in (("img_in.weight", "final_layer.linear.weight", "double_blocks."),
                              ("x_embedder.weight", "proj_out.weight", "single_transformer_blocks.")):
         if has(inp) and has(out) and any(k.startswith(blocks) for k in shapes):

@@ -148,8 +148,9 @@ def _check_fits(transformer, lora: dict, path) -> None:
             raise CheckpointError(f"{path}: {key} is neither a LoRA factor nor an attention norm scale: not a FLUX.1 "
                                   "Control LoRA (a ControlNet or a whole model?)")
         target = params.get(f"{m.group(1)}.{m.group(3)}" if m else key)
-        if m and m.group(2) == "lora_B" and f"{m.group(1)}.lora_A.weight" not in lora:
-            raise CheckpointError(f"{path}: {key} without its lora_A: the file is truncated or damaged")
+        partner = m and f"{m.group(1)}.{'lora_A' if m.group(2) == 'lora_B' else 'lora_B'}.weight"
+        if partner and partner not in lora:
+            raise CheckpointError(f"{path}: {key} without its {partner.split('.')[-2]}: the file is truncated or damaged")
         want = None if target is None else _factor_shape(target.shape, m, lora)
         if target is None or tuple(value.shape) != want:
             raise CheckpointError(
