@@ -34,8 +34,8 @@ DIT_LAYOUTS = ("sd3-diffusers", "sd35-original", "flux-diffusers", "xlabs-origin
 NOT_CONTROLNETS = {
     "flux-control": "a FLUX.1 Control model (Canny/Depth dev): it takes the control latent concatenated on its "
                     "input channels, so it is a base model, not a ControlNet; load it as the base",
-    "flux-control-lora": "a FLUX.1 Control LoRA (Canny/Depth dev -lora): it widens a Flux base's input layer; "
-                         "apply it to a Flux base, it is not a ControlNet",
+    "flux-control-lora": "a FLUX.1 Control LoRA (Canny/Depth dev -lora): it makes a plain Flux base a FLUX.1 Control "
+                         "model (its input layer widened), it is not a ControlNet (generate / serve --control-lora)",
     "flux-lora": "a Flux LoRA, not a ControlNet; apply it to a Flux base",
     "flux-base": "a Flux base transformer, not a ControlNet; pass it as the base model",
     "sd3-base": "an SD3 base transformer, not a ControlNet; pass it as the base model",
