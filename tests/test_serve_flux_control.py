@@ -103,3 +103,49 @@ def test_a_control_lora_on_a_base_other_than_flux_is_refused(store):
 
     with pytest.raises(InputError, match="--control-lora is for a Flux base"):
         open_engine("mini", control_lora=store / "lora.safetensors")
+
+
+def _browser_missing() -> bool:
+    import importlib.util
+    import os
+
+    from serve_tools import CHROMIUM, DRIVER
+
+    return importlib.util.find_spec("selenium") is None or not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER))
+
+
+@pytest.mark.skipif(_browser_missing(), reason="selenium, Debian's chromium and chromium-driver are needed (.ci/run has them)")
+def test_the_page_sends_the_control_image(store, tmp_path):
+    """The page's "FLUX.1 Control base" box: without a control image the error stands at its control;
+    with one, the picture is the API's for the same settings."""
+    import base64
+    import io
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from serve_tools import headless_chrome
+
+    def generate(driver):
+        driver.find_element(By.ID, "generate").click()
+        WebDriverWait(driver, 120).until(lambda d: d.find_element(By.ID, "generate").is_enabled())
+        return driver.find_element(By.ID, "status").text
+
+    for _, url in _serve(store, "control"):
+        with headless_chrome() as browser:
+            browser.get(url + "/")
+            WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.body.dataset.ready") == "1")
+            for field, value in (("width", SIZE), ("height", SIZE), ("steps", 2), ("seed", 7), ("cfg", 3.5),
+                                 ("prompt", body()["prompt"])):
+                box = browser.find_element(By.ID, field)
+                box.clear()
+                box.send_keys(str(value))
+            assert generate(browser).startswith("Control image:")
+            assert browser.find_element(By.ID, "control-image-error").is_displayed()
+            browser.find_element(By.ID, "control-image").send_keys(str(store / "hint.png"))
+            assert generate(browser) == "done"
+            src = browser.find_element(By.CSS_SELECTOR, "#gallery img.output").get_attribute("src")
+            got = np.asarray(PIL.Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"))
+        r = requests.post(f"{url}/sdapi/v1/txt2img", json=request(control_image=_hint(store)))
+        assert r.status_code == 200, r.text
+        assert np.array_equal(got, decode(r.json()["images"][0]))
