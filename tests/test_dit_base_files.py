@@ -223,7 +223,7 @@ def test_a_controlnet_or_a_control_lora_given_as_the_model_is_one_line(store, ca
     save_dit_controlnet(FluxControlNet(**dict(FLUX, num_layers=1, num_single_layers=0)), tmp_path / "net.safetensors")
     save_safetensors({"img_in.lora_A.weight": torch.zeros(4, 128), "img_in.lora_B.weight": torch.zeros(32, 4)},
                      tmp_path / "lora.safetensors")
-    for name, fragments in (("net", ("Flux ControlNet", "--controlnet")), ("lora", ("FLUX.1 Control LoRA", "not applied"))):
+    for name, fragments in (("net", ("Flux ControlNet", "--controlnet")), ("lora", ("FLUX.1 Control LoRA", "--control-lora FILE"))):
         err = assert_user_error(["generate", "--model", tmp_path / f"{name}.safetensors", "--config", root / "flux",
                                  "-o", root / "out"], capsys, *fragments)
         assert len(err.strip().splitlines()) == 1

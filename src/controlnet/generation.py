@@ -30,6 +30,7 @@ class Job:
     guidance_scale: float | None = None  # --cfg
     true_cfg: float | None = None  # a Flux base's true CFG (diffusers' true_cfg_scale)
     control_image: str | None = None  # the hint of a FLUX.1 Control base (on its input channels)
+    control_lora: str | None = None  # a FLUX.1 Control LoRA making the plain Flux base such a base
     scheduler: str | None = None
     eta: float = 0.0
     seed: int | None = None
@@ -76,6 +77,9 @@ def prepare(job: Job, warn: Callable[[str], None]) -> Path:
         _prepare_dit(job, kind)
     elif job.true_cfg is not None:
         raise InputError("--true-cfg is for Flux base models; this base takes --cfg")
+    elif job.control_lora:
+        raise InputError("--control-lora is for a Flux base model (a FLUX.1-dev folder as --model); this base takes its "
+                         "hints through --controlnet FILE --image IMG")
     elif job.control_image:
         raise InputError("--control-image is for FLUX.1 Control base models (Canny/Depth dev); this base takes its hints "
                          "through --controlnet FILE --image IMG")
@@ -226,7 +230,7 @@ class Models:
             single = Path(args.model).is_file()  # a transformer file; the rest of the base from --config
             self.pipe = (FluxBase if kind == "flux" else SD3Base).from_pretrained(
                 args.config if single else args.model, dtype=args.dtype, device=args.device,
-                transformer=args.model if single else None)
+                transformer=args.model if single else None, control_lora=getattr(args, "control_lora", None))
         if self.pipe is None:
             self.pipe = ControlPipeline.from_pretrained(args.model, config=args.config, dtype=args.dtype, device=args.device)
             if getattr(args, "compile", False):
@@ -327,8 +331,8 @@ def _refuse_dit_non_base(model: str) -> None:
     if layout in DIT_NETS:
         raise InputError(f"--model {model} is a {DIT_NAMES[DIT_NETS[layout]]} ControlNet, not a base model: give it as "
                          "--controlnet FILE --image IMG, with its base as --model")
-    if layout in ("flux-control-lora", "flux-lora"):
-        raise InputError(f"--model {model}: {NOT_CONTROLNETS[layout]}; LoRAs are not applied by generate yet")
+    if layout in CLI_PLACE:
+        raise InputError(f"--model {model}: {NOT_CONTROLNETS[layout]}; {CLI_PLACE[layout]}")
 
 
 def _check_base_file(job: Job, kind: str) -> None:
@@ -356,7 +360,18 @@ def _net_kind(path: str) -> str:
 CLI_PLACE = {  # where a base file given as --controlnet goes on the command line
     "flux-control": "give it as --model (a folder, or FILE with --config FLUX-FOLDER) and its hint with --control-image IMG",
     "flux-base": "give it as --model FILE --config FLUX-FOLDER", "sd3-base": "give it as --model FILE --config SD3-FOLDER",
+    "flux-control-lora": "give it as --control-lora FILE, a plain Flux base as --model and its hint as --control-image IMG",
+    "flux-lora": "generate applies FLUX.1 Control LoRAs only (--control-lora FILE)",
 }
+
+
+def _check_control_lora(job: Job) -> None:
+    """A FLUX.1 Control LoRA needs its file and the hint it makes the base take (the file is read when
+    the base loads: `FluxBase.from_pretrained(control_lora=...)`)."""
+    if not Path(job.control_lora).is_file():
+        raise MissingFileError(f"--control-lora {job.control_lora}: no such file")
+    if not job.control_image:
+        raise InputError("--control-lora makes the base a FLUX.1 Control model: give its hint with --control-image IMG")
 
 
 def _prepare_dit(job: Job, kind: str) -> None:
@@ -366,6 +381,8 @@ def _prepare_dit(job: Job, kind: str) -> None:
     from controlnet.checkpoints.dit import NOT_CONTROLNETS
 
     _check_base_file(job, kind)
+    if job.control_lora and kind == "flux":
+        _check_control_lora(job)
     for u in job.units:
         made_for = _net_kind(u["controlnet"])
         if made_for in NOT_CONTROLNETS:
@@ -381,7 +398,8 @@ def _prepare_dit(job: Job, kind: str) -> None:
         ("--schedule", any(u["schedule"] for u in job.units)),
         ("--mask", kind == "flux" and any(u["mask"] for u in job.units)),
         ("--true-cfg", kind == "sd3" and job.true_cfg is not None),
-        ("--control-image", kind == "sd3" and job.control_image)) if used]
+        ("--control-image", kind == "sd3" and job.control_image),
+        ("--control-lora", kind == "sd3" and job.control_lora)) if used]
     if unused:
         raise InputError(f"{', '.join(unused)}: not supported with a {DIT_NAMES[kind]} base model (flow matching, "
                          "Euler); leave them out")

@@ -19,9 +19,9 @@ CHUNK = "controlnet"
 ARG_OF_KEY = {"cfg": "guidance_scale"}  # the PNG keeps the name users know (A1111: "CFG scale")
 STORED_KEYS = ("model", "config", "prompt", "negative_prompt", "steps", "cfg", "scheduler", "eta", "seed", "num_images",
                "width", "height", "resize", "init_image", "strength", "dtype", "inpaint_mask", "inpaint_mode", "mask_blur",
-               "true_cfg", "approx", "control_image")
+               "true_cfg", "approx", "control_image", "control_lora")
 STORED_STRINGS = ("model", "config", "prompt", "negative_prompt", "scheduler", "resize", "init_image", "dtype",
-                  "inpaint_mask", "inpaint_mode", "control_image")
+                  "inpaint_mask", "inpaint_mode", "control_image", "control_lora")
 UNIT_STRINGS = ("controlnet", "image", "mode", "preprocess", "mask", "control_type")
 UNIT_IMAGES = ("image", "mask")  # paths a replay may take from the command line instead
 # A1111 sampler names -> ours (controlnet.pipeline.schedulers); "DPM++ 2M Karras" is A1111's older label
@@ -48,6 +48,7 @@ def parameters(args) -> dict:
         "inpaint_mask": path(args.inpaint_mask), "inpaint_mode": args.inpaint_mode, "mask_blur": args.mask_blur,
         "true_cfg": getattr(args, "true_cfg", None), "approx": getattr(args, "approx", None) or None,
         "control_image": path(getattr(args, "control_image", None)),
+        "control_lora": path(getattr(args, "control_lora", None)),
     }
 
 

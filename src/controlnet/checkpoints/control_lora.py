@@ -90,6 +90,13 @@ def build_control_lora(state: dict, unet, source: str) -> ControlNet:
     return _filled(cn, state, unet, source)
 
 
+def merged(w: torch.Tensor, up: torch.Tensor, down: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """`W + scale · up @ down` (Linear or Conv factors), summed in float32 where the base lives and kept in
+    the base's dtype: one layer at a time in extra memory. Every LoRA merge of the package goes here."""
+    up, down = up.to(w.device, torch.float32), down.to(w.device, torch.float32)
+    return (w.float() + scale * (up.flatten(1) @ down.flatten(1)).reshape(w.shape)).to(w.dtype)
+
+
 def _filled(cn: ControlNet, state: dict, unet, source: str) -> ControlNet:
     expected = cn.state_dict()
     base = {k: v for k, v in unet.state_dict().items() if k in expected}
@@ -101,9 +108,7 @@ def _filled(cn: ControlNet, state: dict, unet, source: str) -> ControlNet:
         w = base[key]
         if up.shape[0] != w.shape[0] or down.shape[1:] != w.shape[1:]:
             _refuse(source, state, unet, f"{module}: factors {tuple(up.shape)} @ {tuple(down.shape)}, base weight {tuple(w.shape)}")
-        up, down = up.to(w.device, torch.float32), down.to(w.device, torch.float32)  # merged where the base lives
-        # W_unet + up @ down, summed in float32, kept in the base's dtype: one layer at a time in extra memory
-        weights[key] = (w.float() + (up.flatten(1) @ down.flatten(1)).reshape(w.shape)).to(w.dtype)
+        weights[key] = merged(w, up, down)
     for key, value in state.items():
         if key.endswith(FACTORS):
             continue

@@ -34,8 +34,8 @@ DIT_LAYOUTS = ("sd3-diffusers", "sd35-original", "flux-diffusers", "xlabs-origin
 NOT_CONTROLNETS = {
     "flux-control": "a FLUX.1 Control model (Canny/Depth dev): it takes the control latent concatenated on its "
                     "input channels, so it is a base model, not a ControlNet; load it as the base",
-    "flux-control-lora": "a FLUX.1 Control LoRA (Canny/Depth dev -lora): it widens a Flux base's input layer; "
-                         "apply it to a Flux base, it is not a ControlNet",
+    "flux-control-lora": "a FLUX.1 Control LoRA (Canny/Depth dev -lora): it makes a plain Flux base a FLUX.1 Control "
+                         "model (its input layer widened), it is not a ControlNet (generate / serve --control-lora)",
     "flux-lora": "a Flux LoRA, not a ControlNet; apply it to a Flux base",
     "flux-base": "a Flux base transformer, not a ControlNet; pass it as the base model",
     "sd3-base": "an SD3 base transformer, not a ControlNet; pass it as the base model",
@@ -61,8 +61,11 @@ def detect_dit_layout(shapes: dict[str, tuple]) -> str | None:
         return "flux-diffusers"
     lora_in = [shape for k, shape in shapes.items() if "lora" in k and ("img_in" in k or "x_embedder" in k)
                and ("lora_A" in k or "down" in k)]
-    if lora_in:  # FLUX.1 Control LoRAs widen the input layer from 64 packed channels to 128
-        return "flux-control-lora" if any(shape[-1] == 128 for shape in lora_in) else "flux-lora"
+    if lora_in:  # FLUX.1 Control LoRAs widen the input layer to twice the output's channels (FLUX.1: 64 -> 128)
+        outs = [shape[0] for k, shape in shapes.items()
+                if k.removeprefix("transformer.") in ("proj_out.lora_B.weight", "final_layer.linear.lora_B.weight")]
+        wide = [2 * n for n in outs] or [128]
+        return "flux-control-lora" if any(shape[-1] in wide for shape in lora_in) else "flux-lora"
     for inp, out, blocks in (("img_in.weight", "final_layer.linear.weight", "double_blocks."),
                              ("x_embedder.weight", "proj_out.weight", "single_transformer_blocks.")):
         if has(inp) and has(out) and any(k.startswith(blocks) for k in shapes):

@@ -54,10 +54,11 @@ def base_layout(keys) -> str | None:
     return None
 
 
-def _split_bfl(state: dict) -> dict:
+def _split_bfl(state: dict, inner: int | None = None) -> dict:
     """BFL's two tensors that are not renames: a single block's fused linear1 (q, k, v, MLP in) and
-    the final layer's modulation, stored (shift, scale) where diffusers reads (scale, shift)."""
-    inner = state["img_in.weight"].shape[0]
+    the final layer's modulation, stored (shift, scale) where diffusers reads (scale, shift).
+    `inner`: the model's width (default: the input layer's outputs)."""
+    inner = inner or state["img_in.weight"].shape[0]
     out = {}
     for key, value in state.items():
         if m := re.fullmatch(r"single_blocks\.(\d+)\.linear1\.(weight|bias)", key):

@@ -75,6 +75,8 @@ def register(sub) -> None:
                    "--negative-prompt at this scale (> 1 turns it on; two forwards per step)")
     p.add_argument("--control-image", metavar="IMG", help="the hint of a FLUX.1 Control base (Canny/Depth dev: an edge or "
                    "depth map, e.g. from controlnet annotate), fitted by --resize")
+    p.add_argument("--control-lora", metavar="FILE", help="a FLUX.1 Control LoRA (Canny/Depth dev -lora, BFL or diffusers "
+                   "layout) applied to the plain Flux base of --model; give its hint with --control-image")
     p.add_argument("--scheduler", default=None, help="(default: the ControlNets' recommended, else ddim) ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, heun, lms, pndm, default")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first image, 0..4294967295; image k uses seed+k, "

@@ -22,6 +22,8 @@ def register(sub) -> None:
                    "files flat (DIR/ControlNetHED.pth, DIR/sk_model.pth, ...) or in sd-webui-controlnet's annotator/downloads "
                    "layout (DIR/hed/ControlNetHED.pth), and transformers folders DIR/depth, DIR/seg_ade20k")
     p.add_argument("--controlnet-dir", help="a folder of ControlNet checkpoints (files or diffusers folders) to offer")
+    p.add_argument("--control-lora", metavar="FILE", help="a FLUX.1 Control LoRA (Canny/Depth dev -lora) applied to the "
+                   "plain Flux base of --model; each request then sends its hint as control_image")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; on a "
                    "loopback address it answers only to localhost, loopback addresses and this name: no DNS rebinding)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860, as A1111)")
@@ -83,7 +85,7 @@ def run(args) -> int:
 
     quiet_libraries()
     engine = open_engine(args.model, args.controlnet_dir, device=args.device, dtype=args.dtype, annotator_dir=args.annotator_dir,
-                         compile=args.compile)
+                         compile=args.compile, control_lora=args.control_lora)
     print(f"controlnet serve: {engine.model_name} with {len(engine.controlnets)} ControlNet(s) on http://{host}:{port}/",
           file=sys.stderr)
     try:

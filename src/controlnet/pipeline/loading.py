@@ -167,9 +167,13 @@ class TransformerBase:
     described: ClassVar[str]
 
     @classmethod
-    def from_pretrained(cls, path, *, dtype=None, device="cpu", variant: str | None = None, transformer=None):
+    def from_pretrained(cls, path, *, dtype=None, device="cpu", variant: str | None = None, transformer=None,
+                        control_lora=None):
         """`transformer`: a weights file to use instead of the folder's (`checkpoints.dit_base`: its
-        config read off its tensors; the folder's transformer weights are then not needed)."""
+        config read off its tensors; the folder's transformer weights are then not needed).
+        `control_lora`: a FLUX.1 Control LoRA file merged into a plain Flux base (`checkpoints.flux_control_lora`)."""
+        if control_lora is not None and cls.kind != "flux":
+            raise InputError(f"a FLUX.1 Control LoRA ({control_lora}) is for Flux base models, not {cls.described}")
         kind = base_kind(read_model_index(Path(path))) if Path(path).is_dir() else None
         if kind is not None and kind != cls.kind:
             raise InputError(f"{path} is not {cls.described} (its model_index.json names another pipeline)")
@@ -180,6 +184,10 @@ class TransformerBase:
             from controlnet.checkpoints.dit_base import load_base_transformer
 
             parts["transformer"] = load_base_transformer(transformer, cls.kind, dtype=dtype, device=check_device(device))
+        if control_lora is not None:
+            from controlnet.checkpoints.flux_control_lora import apply_flux_control_lora
+
+            apply_flux_control_lora(parts["transformer"], control_lora)
         return cls(**parts)
 
     @property

@@ -22,8 +22,9 @@ from controlnet.web.stopping import stoppable
 
 
 def open_engine(model: str = "mini", controlnet_dir=None, device: str = "cpu", dtype: str = "fp32", annotator_dir=None,
-                compile: bool = False):
-    """The engine for `model`: a `DiTEngine` for an SD3 / Flux folder, else the U-Net `Engine`."""
+                compile: bool = False, control_lora=None):
+    """The engine for `model`: a `DiTEngine` for an SD3 / Flux folder, else the U-Net `Engine`; `control_lora`:
+    a FLUX.1 Control LoRA for a Flux folder (`checkpoints.flux_control_lora`)."""
     from controlnet.assets import resolve_model
     from controlnet.generation import dit_kind
     from controlnet.web.engine import Engine as UNetEngine  # looked up now (tests stand a fake in)
@@ -34,8 +35,12 @@ def open_engine(model: str = "mini", controlnet_dir=None, device: str = "cpu", d
                          "folder (model_index.json, its text encoders, VAE and scheduler)")
     if kind and compile:
         raise InputError(f"--compile: {model} is a transformer base; compiling is for U-Net bases (serve it without --compile)")
+    if control_lora is not None and kind != "flux":
+        raise InputError(f"--control-lora is for a Flux base model (a FLUX.1-dev folder as --model); {model} is "
+                         f"{'an SD3' if kind else 'a U-Net'} base")
     cls = DiTEngine if kind else UNetEngine
     extra = {"compile": True} if compile else {}
+    extra.update({"control_lora": control_lora} if control_lora is not None else {})
     return cls(model, controlnet_dir, device=device, dtype=dtype, annotator_dir=annotator_dir, **extra)
 
 
@@ -45,6 +50,17 @@ class DiTEngine(Engine):
 
     denoiser_folder = "transformer"
 
+    def __init__(self, *args, control_lora=None, **kwargs):
+        self.control_lora = control_lora  # read as the base loads (Engine.__init__ calls _load_base)
+        super().__init__(*args, **kwargs)
+
+    @property
+    def takes_control_image(self) -> bool:
+        """A FLUX.1 Control base (or a Flux base with a Control LoRA): each request sends its hint."""
+        from controlnet.pipeline.flux import is_control_base
+
+        return self.base_kind == "flux" and is_control_base(self.pipe.transformer)
+
     def _load_base(self, device: str):
         from controlnet.generation import DIT_NAMES, dit_kind
         from controlnet.pipeline.flux import FluxBase
@@ -53,7 +69,7 @@ class DiTEngine(Engine):
         self.base_kind = dit_kind(str(self.model_path))
         self.base_name = DIT_NAMES[self.base_kind]
         cls = FluxBase if self.base_kind == "flux" else SD3Base
-        return cls.from_pretrained(self.model_path, dtype=self.dtype, device=device)
+        return cls.from_pretrained(self.model_path, dtype=self.dtype, device=device, control_lora=self.control_lora)
 
     def _usable(self, found: dict[str, Path]) -> dict[str, Path]:
         from controlnet.checkpoints.dit import dit_layout_of
@@ -73,10 +89,12 @@ class DiTEngine(Engine):
             size = side * self.pipe.vae_scale_factor
             size -= size % self.pipe.size_multiple
             best = float("inf")
+            hint = {"control_image": torch.zeros(1, 3, size, size, dtype=self.pipe.transformer.dtype)} \
+                if self.takes_control_image else {}
             for _ in range(2):
                 start = time.perf_counter()
                 self.pipe("", [], width=size, height=size, steps=1, guidance_scale=1.0, output_type="latent",
-                          generator=torch.Generator().manual_seed(0)).cpu()
+                          generator=torch.Generator().manual_seed(0), **hint).cpu()
                 best = min(best, time.perf_counter() - start)
             pixels.append(side * side)
             seconds.append(best)
@@ -86,6 +104,13 @@ class DiTEngine(Engine):
     def default_size(self) -> int:
         sample = self.pipe.transformer.config.get("sample_size")  # SD3's latent side; Flux has none: 1024 px
         return int(sample) * self.pipe.vae_scale_factor if sample else 1024
+
+    def png_parameters(self, req: GenerationRequest, seed: int, out: Generated) -> dict:
+        """The U-Net engine's, with the Control LoRA's file name (as the model's: no server path)."""
+        params = super().png_parameters(req, seed, out)
+        if self.control_lora is not None:
+            params["control_lora"] = Path(self.control_lora).name
+        return params
 
     def controlnet(self, name: str):
         if name not in self._loaded:
@@ -140,6 +165,11 @@ class DiTEngine(Engine):
         options = dict(width=req.width, height=req.height, steps=req.steps, guidance_scale=req.cfg, output_type="np")
         if self.base_kind == "sd3":
             options["negative_prompt"] = req.negative_prompt
+        if req.control_image is not None:  # fitted as generate --control-image fits it (crop and resize)
+            from controlnet.pipeline.images import hint_tensor
+
+            hint = hint_tensor(req.control_image, req.width, req.height, "crop_and_resize")
+            options["control_image"] = (hint * 2 - 1).to(self.pipe.transformer.dtype)
         if req.init_image is not None:  # img2img: fitted by the request's resize_mode, in [-1, 1]
             from controlnet.images import fit, to_rgb
 

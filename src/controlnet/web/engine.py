@@ -329,7 +329,8 @@ class Engine:
                   "negative_prompt": req.negative_prompt, "steps": req.steps, "cfg": req.cfg, "scheduler": req.sampler,
                   "eta": req.eta, "seed": seed, "num_images": 1, "width": req.width, "height": req.height, "resize": resize,
                   "init_image": None, "strength": req.strength if img2img else None, "dtype": self.dtype, "units": units,
-                  "unstored": [f"units[{i}].image" for i in range(len(units))] + (["init_image"] if img2img else []),
+                  "unstored": [f"units[{i}].image" for i in range(len(units))] + (["init_image"] if img2img else []) +
+                              (["control_image"] if req.control_image is not None else []),
                   "approx": req.approx or None, "version": controlnet.__version__}
         if seed in out.partial_seeds:
             params["interrupted"] = {"step": out.partial_step}

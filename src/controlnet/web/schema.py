@@ -91,6 +91,7 @@ class GenerationRequest:
     warnings: list[str] = field(default_factory=list)
     recommended: dict = field(default_factory=dict)  # field -> value taken from the ControlNets' recommended.json
     approx: dict = field(default_factory=dict)  # approximate modes asked for (controlnet.pipeline.reuse); {}: exact
+    control_image: np.ndarray | None = None  # a FLUX.1 Control base's hint (on its input channels)
 
     @property
     def steps_run(self) -> int:
@@ -521,10 +522,24 @@ def parse_generation(kind: str, body, catalog, limits: Limits) -> GenerationRequ
     elif body.get("mask") not in (None, ""):
         raise FieldError("mask", "inpainting needs the picture to inpaint: send it with init_images to /sdapi/v1/img2img")
     _inpaint_units(req)
+    _control_image(req, body, catalog, limits)
     req.echo = _echo(body)
     if getattr(catalog, "base_kind", "unet") != "unet":  # an SD3 / Flux base (web.dit_engine)
         unsupported.check_transformer_base(req, catalog.base_kind, catalog.base_name, catalog.pipe.size_multiple)
     return req
+
+
+def _control_image(req: GenerationRequest, body: dict, catalog, limits: Limits) -> None:
+    """A FLUX.1 Control base's hint (`control_image`, base64; fitted as `generate --control-image` fits it,
+    crop and resize): needed by such a base, refused by any other."""
+    takes = getattr(catalog, "takes_control_image", False)
+    req.control_image = _optional_image("control_image", body.get("control_image"), limits.max_input_pixels)
+    if takes and req.control_image is None:
+        raise FieldError("control_image", f"{catalog.model_name} is a FLUX.1 Control model: send its hint (an edge or "
+                                          "depth map, base64) as control_image")
+    if not takes and req.control_image is not None:
+        raise FieldError("control_image", "control_image is for FLUX.1 Control bases (Canny/Depth dev, or a Flux base "
+                                          "served with --control-lora); this base takes hints through ControlNet units")
 
 
 def _img2img(req: GenerationRequest, body: dict, limits: Limits) -> None:

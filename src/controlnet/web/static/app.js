@@ -8,7 +8,7 @@ const KEEP_RUNS = 12;  // results history: the last runs, newest first
 // the API's field names -> the page's controls (ids; unit fields: the part after "unit{i}-")
 const PAGE_FIELDS = { prompt: "prompt", negative_prompt: "negative", sampler_name: "sampler", sampler_index: "sampler", steps: "steps",
   cfg_scale: "cfg", seed: "seed", width: "width", height: "height", batch_size: "batch_size", n_iter: "n_iter",
-  init_images: "init-image", denoising_strength: "strength", mask: "inpaint-mask" };
+  init_images: "init-image", denoising_strength: "strength", mask: "inpaint-mask", control_image: "control-image" };
 const UNIT_FIELDS = { enabled: "enabled", image: "image", input_image: "image", module: "module", model: "model", weight: "weight",
   guidance_start: "start", guidance_end: "end", control_mode: "mode", resize_mode: "resize", pixel_perfect: "pixel-perfect",
   effective_region_mask: "mask", processor_res: "processor_res", threshold_a: "threshold_a", threshold_b: "threshold_b" };
@@ -314,6 +314,8 @@ async function request() {  // -> [kind, body]: img2img (with the inpaint mask) 
     steps: Number($("steps").value), cfg_scale: Number($("cfg").value), seed: Number($("seed").value),
     width: Number($("width").value), height: Number($("height").value), batch_size: Number($("batch_size").value),
     n_iter: Number($("n_iter").value), alwayson_scripts: { controlnet: { args } } };
+  const hint = await readFile($("control-image"));  // a FLUX.1 Control base's hint
+  if (hint) body.control_image = b64(hint);
   const init = await readFile($("init-image"));
   if (!init) {
     if (state.maskDrawn) throw new ApiError("choose an init image to inpaint first", "init_images");
