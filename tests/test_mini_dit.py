@@ -127,7 +127,7 @@ def tiny_dit(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tinydit")
     transformer = build_transformer(MiniDiTConfig.tiny())
     dit_pipeline.save(transformer, build_scheduler(), folder / "model", MINI_DIR)
-    net = controlnet_from_transformer(transformer, 1)
+    net = controlnet_from_transformer(transformer, MiniDiTConfig.tiny())
     with torch.no_grad():
         for p in [*net.controlnet_blocks.parameters(), *net.input_hint_block.conv_out.parameters()]:
             p.normal_(0, 0.5)

@@ -41,6 +41,10 @@ class MiniDiTConfig:
     controlnet: StageConfig = field(default_factory=lambda: StageConfig(16, 1e-3, 5_000, 0.35, warmup_steps=0))
     controlnet_double_blocks: int = 1
     controlnet_samples: int = 8000
+    # its pixel hint encoder: conv widths (conv_in, then each 2× down) and the channels it ends in per latent
+    # cell (2×2 of them make a token); XLabs' own are 16s and in_channels / 4 = 4
+    controlnet_hint_widths: tuple[int, ...] = (16, 16, 16, 16)
+    controlnet_hint_channels: int = 4
 
     @classmethod
     def tiny(cls) -> MiniDiTConfig:
@@ -64,6 +68,8 @@ class MiniDiTConfig:
         try:
             d = json.loads(Path(path).read_text())
             d["base"], d["controlnet"] = StageConfig(**d["base"]), StageConfig(**d["controlnet"])
+            if "controlnet_hint_widths" in d:
+                d["controlnet_hint_widths"] = tuple(d["controlnet_hint_widths"])
             return cls(**d).check()
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, InputError) as exc:
             raise InputError(f"{path} is not a readable build recipe ({exc}); delete it to start the build "
