@@ -12,6 +12,7 @@ import torch
 from bad_input_tools import assert_user_error, run_cli, unchanged
 from controlnet.assets import MINI_DIR
 from controlnet.errors import CheckpointError, MissingFileError
+from controlnet.mini.dit_config import MiniDiTConfig
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,9 @@ def test_recipe_trains_both_stages_into_a_flux_folder_that_shares_mini(built):
     net = load_controlnet(model / "controlnet-edges")
     assert isinstance(net, FluxControlNet) and net.index_rule == "xlabs"  # a pixel hint encoder
     assert net.inner_dim == base.transformer.inner_dim
+    tiny = MiniDiTConfig.tiny()  # the recipe's hint encoder, not XLabs' 16s
+    assert tuple(net.config.hint_widths) == tiny.controlnet_hint_widths
+    assert net.config.conditioning_embedding_channels == tiny.controlnet_hint_channels
     shared = json.loads((model / "model_index.json").read_text())["_shared_components"]
     assert shared["vae"] == "builtin:mini/vae" and shared["tokenizer"] == "builtin:mini/tokenizer"
     assert list((built / "base" / "samples").glob("step_*.png"))
@@ -51,7 +55,7 @@ def test_a_finished_build_is_not_trained_again(built, monkeypatch):
 
     before = (built / "controlnets" / "edges" / "state.pt").stat().st_mtime_ns
     monkeypatch.setattr(loop, "_train_step", lambda *a: (_ for _ in ()).throw(AssertionError("trained again")))
-    build.build_mini_dit(built, progress=False, log=lambda *_: None)
+    build.build_mini_dit(built, MiniDiTConfig.tiny(), progress=False, log=lambda *_: None)  # its recipe.json reads back equal
     assert (built / "controlnets" / "edges" / "state.pt").stat().st_mtime_ns == before
 
 
@@ -74,7 +78,6 @@ def test_a_folder_sharing_another_mini_moves_with_it(tmp_path):
     import shutil
 
     from controlnet.mini import dit_pipeline
-    from controlnet.mini.dit_config import MiniDiTConfig
     from controlnet.mini.dit_models import build_scheduler, build_transformer
     from controlnet.pipeline.flux import FluxBase
 
@@ -120,7 +123,6 @@ def tiny_dit(tmp_path_factory):
     """A random tiny mini-dit-shaped base and an XLabs-style ControlNet whose outputs are not zero."""
     from controlnet.checkpoints.dit import save_dit_controlnet
     from controlnet.mini import dit_pipeline
-    from controlnet.mini.dit_config import MiniDiTConfig
     from controlnet.mini.dit_models import build_scheduler, build_transformer, controlnet_from_transformer
 
     torch.manual_seed(0)

@@ -249,6 +249,7 @@ def infer_flux_config(state: dict) -> dict:
                               "an inpainting variant with extra mask channels (alimama), which diffusers' "
                               "FluxControlNetModel and this package do not run")
     mode = state.get("controlnet_mode_embedder.weight")
+    widths = _hint_widths(state) if hint is not None else None
     return {
         "patch_size": math.isqrt(control_in // hint.shape[0]) if hint is not None else 1,
         "in_channels": x.shape[1], "num_layers": _count(state, "transformer_blocks."),
@@ -260,7 +261,7 @@ def infer_flux_config(state: dict) -> dict:
         "axes_dims_rope": _rope_axes(head),
         "num_mode": mode.shape[0] if mode is not None else None,
         "conditioning_embedding_channels": hint.shape[0] if hint is not None else None,
-        "hint_widths": _hint_widths(state) if hint is not None else None,
+        **({"hint_widths": widths} if widths else {}),  # only a net wider than XLabs' (diffusers has no such key)
     }
 
 

@@ -52,7 +52,7 @@ class MiniDiTConfig:
         return cls(latent_samples=64, width=32, heads=2, double_blocks=1, single_blocks=1,
                    base=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=1),
                    controlnet=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=0), controlnet_double_blocks=1,
-                   controlnet_samples=16)
+                   controlnet_samples=16, controlnet_hint_widths=(8, 8, 16, 16), controlnet_hint_channels=8)
 
     def check(self) -> MiniDiTConfig:
         checks.number("budget_minutes", self.budget_minutes, lo=0.0, lo_open=True)
