@@ -40,7 +40,8 @@ def test_recipe_trains_both_stages_into_a_flux_folder_that_shares_mini(built):
     net = load_controlnet(model / "controlnet-edges")
     assert isinstance(net, FluxControlNet) and net.index_rule == "xlabs"  # a pixel hint encoder
     assert net.inner_dim == base.transformer.inner_dim
-    tiny = MiniDiTConfig.tiny()  # the recipe's hint encoder, not XLabs' 16s
+    tiny = MiniDiTConfig.tiny()  # the recipe's hint encoder, not XLabs' 16s, and a single block
+    assert net.config.num_single_layers == tiny.controlnet_single_blocks == 1
     assert tuple(net.config.hint_widths) == tiny.controlnet_hint_widths
     assert net.config.conditioning_embedding_channels == tiny.controlnet_hint_channels
     shared = json.loads((model / "model_index.json").read_text())["_shared_components"]

@@ -40,6 +40,7 @@ class MiniDiTConfig:
     # batches: the zero-initialised layers need steps more than samples to start
     controlnet: StageConfig = field(default_factory=lambda: StageConfig(16, 1e-3, 5_000, 0.35, warmup_steps=0))
     controlnet_double_blocks: int = 1
+    controlnet_single_blocks: int = 0  # copies of the base's first single blocks; their residual reaches its single blocks
     controlnet_samples: int = 8000
     # its pixel hint encoder: conv widths (conv_in, then each 2× down) and the channels it ends in per latent
     # cell (2×2 of them make a token); XLabs' own are 16s and in_channels / 4 = 4
@@ -52,7 +53,8 @@ class MiniDiTConfig:
         return cls(latent_samples=64, width=32, heads=2, double_blocks=1, single_blocks=1,
                    base=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=1),
                    controlnet=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=0), controlnet_double_blocks=1,
-                   controlnet_samples=16, controlnet_hint_widths=(8, 8, 16, 16), controlnet_hint_channels=8)
+                   controlnet_samples=16, controlnet_single_blocks=1,
+                   controlnet_hint_widths=(8, 8, 16, 16), controlnet_hint_channels=8)
 
     def check(self) -> MiniDiTConfig:
         checks.number("budget_minutes", self.budget_minutes, lo=0.0, lo_open=True)
