@@ -206,7 +206,7 @@ def test_builtin_names_resolve_to_the_mini_dit_folders():
 
 def test_shipped_mini_dit_edges_really_controls():
     """On held-out world samples the shipped edges ControlNet puts the picture's edges on the map's
-    outlines: 1-px edge F1 far above the same base's without control (measured 0.52 vs 0.17 on these six,
+    outlines: 1-px edge F1 far above the same base's without control (measured 0.56 vs 0.17 on these six,
     every controlled picture above every uncontrolled one; docs/mini.md has n = 64)."""
     from controlnet.assets import HELD_OUT_SEED, resolve_controlnet, resolve_model
     from controlnet.checkpoints import load_controlnet

@@ -40,7 +40,7 @@ class MiniDiTConfig:
     # batches: the zero-initialised layers need steps more than samples to start
     controlnet: StageConfig = field(default_factory=lambda: StageConfig(16, 1e-3, 5_000, 0.35, warmup_steps=0))
     controlnet_double_blocks: int = 1
-    controlnet_single_blocks: int = 0  # copies of the base's first single blocks; their residual reaches its single blocks
+    controlnet_single_blocks: int = 1  # copies of the base's first single blocks; their residual reaches its single blocks
     controlnet_samples: int = 8000
     # its pixel hint encoder: conv widths (conv_in, then each 2× down) and the channels it ends in per latent
     # cell (2×2 of them make a token); XLabs' own are 16s and in_channels / 4 = 4
