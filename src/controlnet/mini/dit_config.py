@@ -36,14 +36,15 @@ class MiniDiTConfig:
     # one (base 60%, ControlNet 35%). One free core: ~0.24 s per base step, ~0.2 s per ControlNet step.
     budget_minutes: float = 240.0
     base: StageConfig = field(default_factory=lambda: StageConfig(32, 5e-4, 3_000, 0.6, warmup_steps=100))
-    # the XLabs-style ControlNet: a copy of the base's first double block and a pixel hint encoder; small
-    # batches: the zero-initialised layers need steps more than samples to start
+    # the XLabs-style ControlNet: copies of the base's first double and single blocks and a pixel hint encoder
+    # (the single block's residual, reaching the base's last blocks, lifted 1-px F1 0.532 -> 0.554; docs/mini.md);
+    # small batches: the zero-initialised layers need steps more than samples to start
     controlnet: StageConfig = field(default_factory=lambda: StageConfig(16, 1e-3, 5_000, 0.35, warmup_steps=0))
     controlnet_double_blocks: int = 1
     controlnet_single_blocks: int = 1  # copies of the base's first single blocks; their residual reaches its single blocks
     controlnet_samples: int = 8000
     # its pixel hint encoder: conv widths (conv_in, then each 2× down) and the channels it ends in per latent
-    # cell (2×2 of them make a token); XLabs' own are 16s and in_channels / 4 = 4
+    # cell (2×2 of them make a token); XLabs' own are 16s and in_channels / 4 = 4 (wider did not help)
     controlnet_hint_widths: tuple[int, ...] = (16, 16, 16, 16)
     controlnet_hint_channels: int = 4
 
