@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from bad_input_tools import assert_user_error, run_cli, unchanged
 from controlnet import load_controlnet
 from controlnet.checkpoints import read_tensors
-from controlnet.checkpoints.dit import infer_flux_config, infer_sd3_config
+from controlnet.checkpoints.dit import infer_flux_config, infer_sd3_config, save_dit_controlnet
 from controlnet.errors import CheckpointError
 from controlnet.nn.controlled_transformer import (
     DiTResiduals,
@@ -342,6 +342,44 @@ def test_xlabs_original_converts_to_diffusers_and_back_unchanged(flux, tmp_path,
     assert run_cli(["convert", tmp_path / "folder", tmp_path / "back.safetensors", "--to", "original"], capsys)[0] == 0
     original, back = read_tensors(src)[0], read_tensors(tmp_path / "back.safetensors")[0]
     assert set(original) == set(back) and all(torch.equal(original[k], back[k]) for k in original)
+
+
+def test_a_wider_hint_encoder_round_trips_through_every_file_form_and_convert(flux, tmp_path, capsys):
+    """A hint encoder wider than XLabs' (the mini-dit recipe's option): its widths and the channels it
+    ends in are read back off the tensors, so every file form (and convert) gives the same net."""
+    wide = randomized(FluxControlNet(**dict(XLABS_FLUX, conditioning_embedding_channels=8, hint_widths=(8, 16, 32, 24))), 17)
+    assert wide.controlnet_x_embedder.in_features == 8 * 4 != XLABS_FLUX["in_channels"]
+    inferred = infer_flux_config(wide.state_dict())
+    assert inferred["conditioning_embedding_channels"] == 8 and inferred["hint_widths"] == (8, 16, 32, 24)
+    assert inferred["patch_size"] == 2
+    save_dit_controlnet(wide, tmp_path / "folder")
+    save_dit_controlnet(wide, tmp_path / "xlabs.safetensors", layout="original")
+    save_file({k: v.contiguous() for k, v in wide.state_dict().items()}, tmp_path / "bare.safetensors")
+    assert run_cli(["convert", tmp_path / "xlabs.safetensors", tmp_path / "converted", "--to", "diffusers"], capsys)[0] == 0
+    want = _flux_ours(wide, flux[2]["pixels"], flux[2]).double
+    for name in ("folder", "xlabs.safetensors", "bare.safetensors", "converted"):
+        cn = load_controlnet(tmp_path / name)
+        assert tuple(cn.config.hint_widths) == (8, 16, 32, 24) and cn.config.conditioning_embedding_channels == 8, name
+        assert all(torch.equal(cn.state_dict()[k], v) for k, v in wide.state_dict().items()), name
+        assert max_diff(want, _flux_ours(cn, flux[2]["pixels"], flux[2]).double) <= TOL, name
+    info = json.loads(run_cli(["inspect", tmp_path / "xlabs.safetensors", "--json"], capsys)[1])
+    assert "8 ch" in info["control_input"] and "8, 16, 32, 24" in info["control_input"], info
+
+
+def test_an_xlabs_width_net_writes_the_config_diffusers_reads(flux, tmp_path):
+    """XLabs' own hint encoder adds nothing to the config: diffusers' FluxControlNetModel loads the folder."""
+    ours = load_controlnet(_saved_xlabs(flux, tmp_path))
+    assert ours.config.hint_widths is None
+    save_dit_controlnet(ours, tmp_path / "ours")
+    assert "hint_widths" not in json.loads((tmp_path / "ours" / "config.json").read_text())
+    again = FluxControlNetModel.from_pretrained(tmp_path / "ours")
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in flux[1]["xlabs"].state_dict().items())
+
+
+def _saved_xlabs(flux, tmp_path):
+    path = tmp_path / "xlabs-original.safetensors"
+    save_file(xlabs_original_state(flux[1]["xlabs"]), path)
+    return path
 
 
 # ------------------------------------------------------------------------------------------ diffusers files

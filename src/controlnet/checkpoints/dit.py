@@ -28,7 +28,13 @@ from controlnet.checkpoints.io import check_finite, read_tensors
 from controlnet.checkpoints.stored import init_kwargs
 from controlnet.dtypes import parse_dtype
 from controlnet.errors import CheckpointError, InputError
-from controlnet.nn.dit_controlnet import FLUX_UNION_MODES, SD35_CONTROL_TYPES, FluxControlNet, SD3ControlNet
+from controlnet.nn.dit_controlnet import (
+    FLUX_UNION_MODES,
+    SD35_CONTROL_TYPES,
+    XLABS_HINT_WIDTHS,
+    FluxControlNet,
+    SD3ControlNet,
+)
 
 DIT_LAYOUTS = ("sd3-diffusers", "sd35-original", "flux-diffusers", "xlabs-original")
 NOT_CONTROLNETS = {
@@ -241,13 +247,14 @@ def infer_flux_config(state: dict) -> dict:
         raise CheckpointError("no transformer block in the file: cannot tell the head width")
     head, hint = norm.shape[0], state.get("input_hint_block.conv_out.weight")
     control_in = state["controlnet_x_embedder.weight"].shape[1]
-    if control_in != x.shape[1]:
+    if hint is None and control_in != x.shape[1]:
         raise CheckpointError(f"its control input takes {control_in} channels and its image input {x.shape[1]}: "
                               "an inpainting variant with extra mask channels (alimama), which diffusers' "
                               "FluxControlNetModel and this package do not run")
     mode = state.get("controlnet_mode_embedder.weight")
+    widths = _hint_widths(state) if hint is not None else None
     return {
-        "patch_size": math.isqrt(x.shape[1] // hint.shape[0]) if hint is not None else 1,
+        "patch_size": math.isqrt(control_in // hint.shape[0]) if hint is not None else 1,
         "in_channels": x.shape[1], "num_layers": _count(state, "transformer_blocks."),
         "num_single_layers": _count(state, "single_transformer_blocks."),
         "attention_head_dim": head, "num_attention_heads": x.shape[0] // head,
@@ -257,7 +264,16 @@ def infer_flux_config(state: dict) -> dict:
         "axes_dims_rope": _rope_axes(head),
         "num_mode": mode.shape[0] if mode is not None else None,
         "conditioning_embedding_channels": hint.shape[0] if hint is not None else None,
+        **({"hint_widths": widths} if widths else {}),  # only a net wider than XLabs' (diffusers has no such key)
     }
+
+
+def _hint_widths(state: dict) -> tuple[int, ...] | None:
+    """The hint encoder's conv widths (conv_in, then each stride-2 conv); None for XLabs' own 16s."""
+    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"input_hint_block\.blocks\.(\d+)\.weight$", k))})
+    widths = (state["input_hint_block.conv_in.weight"].shape[0], *(state[f"input_hint_block.blocks.{i}.weight"].shape[0]
+                                                                  for i in blocks[1::2]))
+    return None if widths == XLABS_HINT_WIDTHS else widths
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -403,7 +419,8 @@ def save_dit_controlnet(cn, path, *, layout: str = "diffusers", dtype=None) -> P
     if layout == "original":
         state = to_original(cn, state)
     name = {SD3ControlNet: "SD3ControlNetModel", FluxControlNet: "FluxControlNetModel"}[type(cn)]
-    return write_checkpoint(path, kind, state, public_config(cn), name)
+    config = {k: v for k, v in public_config(cn).items() if not (k == "hint_widths" and v is None)}  # XLabs' own
+    return write_checkpoint(path, kind, state, config, name)
 
 
 # ---------------------------------------------------------------------------------------------- inspect
@@ -463,5 +480,7 @@ def _control_input(config: dict, sd3: bool) -> str:
         extra = config.get("extra_conditioning_channels", 0)
         return f"VAE latent ({config['in_channels']} ch{f' + {extra} mask' if extra else ''})"
     if config.get("conditioning_embedding_channels"):
-        return "pixels in [-1, 1] (3 ch), through the hint encoder"
+        widths = ", ".join(map(str, config.get("hint_widths") or XLABS_HINT_WIDTHS))
+        return (f"pixels in [-1, 1] (3 ch), through the hint encoder (convs {widths}, "
+                f"then {config['conditioning_embedding_channels']} ch per latent cell)")
     return f"packed VAE latent ({config['in_channels']} ch)"

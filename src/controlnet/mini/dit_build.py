@@ -129,7 +129,7 @@ def train_edges(out: Path, config: MiniDiTConfig, model: Path, transformer, sche
     folder = out / "controlnets" / CONDITION
     latents, texts = caches(config, vae, text_encoder, tokenizer, out / "base", progress)
     maps = edge_maps(config, len(latents["mean"]), folder / "edges.pt", progress=progress)
-    net = controlnet_from_transformer(transformer, config.controlnet_double_blocks)
+    net = controlnet_from_transformer(transformer, config)
     pipe = dit_pipeline.assemble(transformer, vae, text_encoder, tokenizer, build_scheduler())
     samples = held_out(config, 8)
 

@@ -36,11 +36,17 @@ class MiniDiTConfig:
     # one (base 60%, ControlNet 35%). One free core: ~0.24 s per base step, ~0.2 s per ControlNet step.
     budget_minutes: float = 240.0
     base: StageConfig = field(default_factory=lambda: StageConfig(32, 5e-4, 3_000, 0.6, warmup_steps=100))
-    # the XLabs-style ControlNet: a copy of the base's first double block and a pixel hint encoder; small
-    # batches: the zero-initialised layers need steps more than samples to start
+    # the XLabs-style ControlNet: copies of the base's first double and single blocks and a pixel hint encoder
+    # (the single block's residual, reaching the base's last blocks, lifted 1-px F1 0.532 -> 0.554; docs/mini.md);
+    # small batches: the zero-initialised layers need steps more than samples to start
     controlnet: StageConfig = field(default_factory=lambda: StageConfig(16, 1e-3, 5_000, 0.35, warmup_steps=0))
     controlnet_double_blocks: int = 1
+    controlnet_single_blocks: int = 1  # copies of the base's first single blocks; their residual reaches its single blocks
     controlnet_samples: int = 8000
+    # its pixel hint encoder: conv widths (conv_in, then each 2× down) and the channels it ends in per latent
+    # cell (2×2 of them make a token); XLabs' own are 16s and in_channels / 4 = 4 (wider did not help)
+    controlnet_hint_widths: tuple[int, ...] = (16, 16, 16, 16)
+    controlnet_hint_channels: int = 4
 
     @classmethod
     def tiny(cls) -> MiniDiTConfig:
@@ -48,7 +54,8 @@ class MiniDiTConfig:
         return cls(latent_samples=64, width=32, heads=2, double_blocks=1, single_blocks=1,
                    base=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=1),
                    controlnet=StageConfig(4, 1e-3, 3, 1.0, warmup_steps=0), controlnet_double_blocks=1,
-                   controlnet_samples=16)
+                   controlnet_samples=16, controlnet_single_blocks=1,
+                   controlnet_hint_widths=(8, 8, 16, 16), controlnet_hint_channels=8)
 
     def check(self) -> MiniDiTConfig:
         checks.number("budget_minutes", self.budget_minutes, lo=0.0, lo_open=True)
@@ -64,6 +71,8 @@ class MiniDiTConfig:
         try:
             d = json.loads(Path(path).read_text())
             d["base"], d["controlnet"] = StageConfig(**d["base"]), StageConfig(**d["controlnet"])
+            if "controlnet_hint_widths" in d:
+                d["controlnet_hint_widths"] = tuple(d["controlnet_hint_widths"])
             return cls(**d).check()
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, InputError) as exc:
             raise InputError(f"{path} is not a readable build recipe ({exc}); delete it to start the build "

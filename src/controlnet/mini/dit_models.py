@@ -33,7 +33,10 @@ def build_scheduler() -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
 
 
-def controlnet_from_transformer(transformer: FluxTransformer2DModel, double_blocks: int) -> FluxControlNet:
+def controlnet_from_transformer(transformer: FluxTransformer2DModel, config: MiniDiTConfig) -> FluxControlNet:
     """An XLabs-style ControlNet (pixel hint encoder, cyclic block rule) whose embedders and first
-    `double_blocks` blocks start as copies of the base's (paper §3.2); its outputs start at zero."""
-    return FluxControlNet.from_transformer(transformer, double_blocks, 0, pixel_hint=True)
+    `controlnet_double_blocks` double (and `controlnet_single_blocks` single) blocks start as copies of the base's (paper §3.2); its outputs start at zero."""
+    return FluxControlNet.from_transformer(transformer, config.controlnet_double_blocks, config.controlnet_single_blocks,
+                                           pixel_hint=True,
+                                           hint_channels=config.controlnet_hint_channels,
+                                           hint_widths=config.controlnet_hint_widths)

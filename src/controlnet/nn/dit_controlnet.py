@@ -47,6 +47,7 @@ HINT_TRANSFORMS = {
 SD35_CONTROL_TYPES = {0: ("blur", "identity"), 1: ("canny", "sd35-canny"), 2: ("depth", "invert")}
 # Shakker-Labs / InstantX Flux union modes (model card), the index into `controlnet_mode_embedder`.
 FLUX_UNION_MODES = {"canny": 0, "tile": 1, "depth": 2, "blur": 3, "pose": 4, "gray": 5, "lq": 6}
+XLABS_HINT_WIDTHS = (16, 16, 16, 16)  # x-flux's input_hint_block (and diffusers' FluxControlNetModel)
 
 
 def hint_transform_fn(name: str):
@@ -189,6 +190,11 @@ class SD3ControlNet(ModelMixin, ConfigMixin):
         return DiTResiduals(tuple(samples), (), self.index_rule)
 
 
+def _own_widths(widths) -> tuple[int, ...] | None:
+    """Hint encoder widths as the config keeps them: None for XLabs' own."""
+    return None if not widths or tuple(widths) == XLABS_HINT_WIDTHS else tuple(widths)
+
+
 class FluxControlNet(ModelMixin, ConfigMixin):
     """`FluxControlNetModel`'s network: InstantX / Shakker (zero `controlnet_x_embedder` on packed
     latents), the union nets (`num_mode`: a mode token before the text) and the XLabs nets
@@ -209,6 +215,7 @@ class FluxControlNet(ModelMixin, ConfigMixin):
         axes_dims_rope: tuple[int, ...] = (16, 56, 56),
         num_mode: int | None = None,
         conditioning_embedding_channels: int | None = None,
+        hint_widths: tuple[int, ...] | None = None,
     ):
         super().__init__()
         self.inner_dim = inner = num_attention_heads * attention_head_dim
@@ -225,21 +232,24 @@ class FluxControlNet(ModelMixin, ConfigMixin):
         if num_mode is not None:
             self.controlnet_mode_embedder = nn.Embedding(num_mode, inner)
         if conditioning_embedding_channels is not None:
-            self.input_hint_block = HintEncoder(conditioning_embedding_channels, widths=(16, 16, 16, 16))
-            self.controlnet_x_embedder = nn.Linear(in_channels, inner)  # after the hint encoder: not zero
+            self.input_hint_block = HintEncoder(conditioning_embedding_channels, widths=tuple(hint_widths or XLABS_HINT_WIDTHS))
+            # after the hint encoder: not zero; its 2×2 patches (in_channels wide in every published net)
+            self.controlnet_x_embedder = nn.Linear(conditioning_embedding_channels * patch_size**2, inner)
         else:
             self.input_hint_block = None
             self.controlnet_x_embedder = _zero(nn.Linear(in_channels, inner))
 
     @classmethod
-    def from_transformer(cls, transformer, num_layers: int, num_single_layers: int, *,
-                         pixel_hint: bool = False) -> FluxControlNet:
+    def from_transformer(cls, transformer, num_layers: int, num_single_layers: int, *, pixel_hint: bool = False,
+                         hint_channels: int | None = None, hint_widths: tuple[int, ...] | None = None) -> FluxControlNet:
         """The paper's copy for training (`FluxControlNetModel.from_transformer`): the base's first blocks of
         each kind, its embeddings, zero connections and a zero `controlnet_x_embedder`. `pixel_hint`: the
         XLabs layout instead, a hint encoder from pixels onto the latent grid (zero last conv), whose 2×2
-        patches make the tokens."""
+        patches make the tokens; it ends in `hint_channels` (XLabs: in_channels / 4) after convs of
+        `hint_widths` (XLabs: 16 each). Wider than XLabs' is this package's variant (diffusers cannot load it)."""
         c = transformer.config
-        hint = dict(patch_size=2, conditioning_embedding_channels=c.in_channels // 4) if pixel_hint \
+        hint = dict(patch_size=2, conditioning_embedding_channels=hint_channels or c.in_channels // 4,
+                    hint_widths=_own_widths(hint_widths)) if pixel_hint \
             else dict(patch_size=c.patch_size)
         net = cls(in_channels=c.in_channels, num_layers=num_layers,
                   num_single_layers=num_single_layers, attention_head_dim=c.attention_head_dim,
