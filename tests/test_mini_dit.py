@@ -60,6 +60,26 @@ def test_a_finished_build_is_not_trained_again(built, monkeypatch):
     assert (built / "controlnets" / "edges" / "state.pt").stat().st_mtime_ns == before
 
 
+def test_retraining_only_the_controlnet_on_a_finished_base_equals_the_whole_build(built, tmp_path):
+    """How the shipped mini-dit:edges was made (docs/mini.md): the base stage kept, the ControlNet stage
+    run again. Every random draw of the recipe comes from step-seeded generators, so the result is the
+    from-scratch build's, tensor for tensor."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    import controlnet.mini.dit_build as build
+
+    again = tmp_path / "again"
+    shutil.copytree(built, again)
+    shutil.rmtree(again / "controlnets")
+    shutil.rmtree(again / "model" / "controlnet-edges")
+    build.build_mini_dit(again, MiniDiTConfig.tiny(), progress=False, log=lambda *_: None)
+    first, second = (load_file(next((b / "model" / "controlnet-edges").glob("*.safetensors"))) for b in (built, again))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_built_model_is_sampled_with_and_without_its_controlnet(built):
     from controlnet.checkpoints import load_controlnet
     from controlnet.pipeline.flux import FluxBase, FluxControl
