@@ -161,8 +161,8 @@ def dwpose_reference(folder, image, ref_src):
     """A1111's ONNX pipeline, from tests/data/make_dwpose_reference.py's copy of a sd-webui-controlnet clone."""
     import make_dwpose_reference as reference
 
-    (folder / "a1111").mkdir(exist_ok=True)
-    wholebody, util, _, _ = reference.reference_package(ref_src, folder / "a1111")
+    code = Path(tempfile.mkdtemp(dir=folder))  # each round's process copies the code afresh
+    wholebody, util, _, _ = reference.reference_package(ref_src, code)
     model = wholebody.Wholebody(*(str(folder / name) for name, _ in DWPOSE_FILES))
     return lambda: reference.draw_poses(util, model.format_result(model(image.copy())), *image.shape[:2])
 
@@ -320,8 +320,10 @@ def time_reference(args, name: str, folder: str, make_weights: bool) -> float:
     command += ["--ref-src", args.ref_src] * bool(args.ref_src) + ["--make-weights"] * make_weights
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
-    output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
-    return json.loads(output.strip().splitlines()[-1])["seconds"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        sys.exit(f"{name}: the reference side failed:\n" + "\n".join(done.stderr.strip().splitlines()[-5:]))
+    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def compare(args, name: str) -> None:

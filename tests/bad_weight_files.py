@@ -1,5 +1,6 @@
 """Bad weight files every learned detector must refuse in one clear error, never running with partly random
-weights: a truncated file, another detector's file, a pickle that would run code on load."""
+weights: a truncated file, another detector's file, a pickle that would run code on load (the contract every
+detector keeps: tests/test_weight_file_contract.py)."""
 
 from __future__ import annotations
 

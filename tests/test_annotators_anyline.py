@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from bad_weight_files import refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
 from controlnet.errors import InputError, MissingFileError
 
@@ -95,27 +94,10 @@ def test_models_folder_in_a1111_layout(weights, tmp_path):
                           annotate("anyline", image, resolution=128, model=weights))
 
 
-def test_missing_file_names_it_and_where_it_is_published(tmp_path):
-    with pytest.raises(MissingFileError, match=r"MTEED\.pth.*TEED/.*TheMistoAI/MistoLine"):
-        annotate("anyline", picture(1, (64, 64)), model=tmp_path)
-
-
 def test_teeds_own_file_name_is_not_taken_for_mteed(weights, tmp_path):
     (tmp_path / "7_model.pth").write_bytes(weights.read_bytes())
     with pytest.raises(MissingFileError, match="MTEED"):
         annotate("anyline", picture(1, (64, 64)), model=tmp_path)
-
-
-def test_truncated_file_is_refused(weights, tmp_path):
-    refuses_truncated("anyline", weights, tmp_path / "MTEED.pth", keep=50_000)
-
-
-def test_another_detectors_file_is_refused(tmp_path):
-    refuses_hed_file("anyline", tmp_path, "TEED")
-
-
-def test_pickle_that_would_run_code_is_not_unpickled(tmp_path):
-    refuses_pickle("anyline", tmp_path / "MTEED.pth")
 
 
 def test_bad_sigma_is_refused(weights):

@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from bad_weight_files import refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
-from controlnet.errors import MissingFileError
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -127,23 +125,6 @@ def test_models_folder_in_a1111_layout(weights, tmp_path):
     image = picture(*CASES[2][1])
     assert np.array_equal(annotate("depth_anything_v2", image, resolution=128, models_dir=tmp_path),
                           annotate("depth_anything_v2", image, resolution=128, model=weights))
-
-
-def test_missing_file_names_it_its_place_and_licence(tmp_path):
-    with pytest.raises(MissingFileError, match=r"depth_anything_v2_vits\.pth.*depth_anything_v2/.*Apache-2\.0.*CC-BY-NC-4\.0"):
-        annotate("depth_anything_v2", picture(1, (64, 64)), models_dir=tmp_path)
-
-
-def test_truncated_file_is_refused(weights, tmp_path):
-    refuses_truncated("depth_anything_v2", weights, tmp_path / "depth_anything_v2_vits.pth", keep=200_000)
-
-
-def test_another_detectors_file_is_refused(tmp_path):
-    refuses_hed_file("depth_anything_v2", tmp_path, "Depth Anything V2")
-
-
-def test_pickle_that_would_run_code_is_not_unpickled(tmp_path):
-    refuses_pickle("depth_anything_v2", tmp_path / "depth_anything_v2_vits.pth")
 
 
 def test_server_offers_it_only_with_the_file(weights, tmp_path):

@@ -18,9 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from bad_weight_files import refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
-from controlnet.errors import MissingFileError
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -98,23 +96,6 @@ def test_models_folder_in_a1111_layout(weights, tmp_path):
     image = picture(*CASES[2][1])
     assert np.array_equal(annotate("lineart_anime_denoise", image, resolution=64, models_dir=tmp_path),
                           annotate("lineart_anime_denoise", image, resolution=64, model=weights))
-
-
-def test_missing_file_names_it_and_where_it_is_published(tmp_path):
-    with pytest.raises(MissingFileError, match=r"erika\.pth.*manga_line/.*lllyasviel/Annotators"):
-        annotate("lineart_anime_denoise", picture(1, (64, 64)), model=tmp_path)
-
-
-def test_truncated_file_is_refused(weights, tmp_path):
-    refuses_truncated("lineart_anime_denoise", weights, tmp_path / "erika.pth", keep=1_000_000)
-
-
-def test_another_detectors_file_is_refused(tmp_path):
-    refuses_hed_file("lineart_anime_denoise", tmp_path, "manga line")
-
-
-def test_pickle_that_would_run_code_is_not_unpickled(tmp_path):
-    refuses_pickle("lineart_anime_denoise", tmp_path / "erika.pth")
 
 
 def test_server_offers_manga_line_only_with_the_file(weights, tmp_path):

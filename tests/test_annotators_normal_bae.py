@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from bad_weight_files import refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
-from controlnet.errors import MissingFileError
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -98,23 +96,6 @@ def test_models_folder_in_a1111_layout(weights, tmp_path):
     image = picture(*CASES[2][1])
     assert np.array_equal(annotate("normal_bae", image, resolution=64, models_dir=tmp_path),
                           annotate("normal_bae", image, resolution=64, model=weights))
-
-
-def test_missing_file_names_it_and_where_it_is_published(tmp_path):
-    with pytest.raises(MissingFileError, match=r"scannet\.pt.*normal_bae/.*lllyasviel/Annotators"):
-        annotate("normal_bae", picture(1, (64, 64)), model=tmp_path)
-
-
-def test_truncated_file_is_refused(weights, tmp_path):
-    refuses_truncated("normal_bae", weights, tmp_path / "scannet.pt", keep=200_000)
-
-
-def test_another_detectors_file_is_refused(tmp_path):
-    refuses_hed_file("normal_bae", tmp_path, "NormalBAE")
-
-
-def test_pickle_that_would_run_code_is_not_unpickled(tmp_path):
-    refuses_pickle("normal_bae", tmp_path / "scannet.pt", wrap="model")
 
 
 def test_server_offers_normal_bae_only_with_the_file(weights, tmp_path):

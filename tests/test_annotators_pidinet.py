@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from bad_weight_files import refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
-from controlnet.errors import MissingFileError
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -76,23 +74,6 @@ def test_state_dict_names_match_the_published_file():
             "dilations.3.conv2_4.weight", "attentions.0.conv1.bias", "conv_reduces.2.conv.weight",
             "classifier.bias"} <= keys
     assert sum(v.numel() for v in PiDiNet().state_dict().values()) == 710149
-
-
-def test_missing_file_names_it_and_where_it_is_published(tmp_path):
-    with pytest.raises(MissingFileError, match=r"table5_pidinet\.pth.*lllyasviel/Annotators"):
-        annotate("softedge_pidinet", picture(1, (64, 64)), model=tmp_path)
-
-
-def test_truncated_file_is_refused(weights, tmp_path):
-    refuses_truncated("softedge_pidinet", weights, tmp_path / "table5_pidinet.pth", keep=100_000)
-
-
-def test_another_detectors_file_is_refused(tmp_path):
-    refuses_hed_file("scribble_pidinet", tmp_path, "PiDiNet")
-
-
-def test_pickle_that_would_run_code_is_not_unpickled(tmp_path):
-    refuses_pickle("softedge_pidisafe", tmp_path / "table5_pidinet.pth", wrap="state_dict")
 
 
 def test_server_offers_pidinet_modules_only_with_the_file(weights, tmp_path):

@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from bad_weight_files import refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
-from controlnet.errors import InputError, MissingFileError
+from controlnet.errors import InputError
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -87,23 +86,6 @@ def test_models_folder_in_a1111_layout(weights, tmp_path):
     image = picture(*CASES[2][1])
     assert np.array_equal(annotate("softedge_teed", image, resolution=128, models_dir=tmp_path),
                           annotate("softedge_teed", image, resolution=128, model=weights))
-
-
-def test_missing_file_names_it_and_where_it_is_published(tmp_path):
-    with pytest.raises(MissingFileError, match=r"7_model\.pth.*TEED/.*qinglong_controlnet-lllite"):
-        annotate("softedge_teed", picture(1, (64, 64)), model=tmp_path)
-
-
-def test_truncated_file_is_refused(weights, tmp_path):
-    refuses_truncated("softedge_teed", weights, tmp_path / "7_model.pth", keep=50_000)
-
-
-def test_another_detectors_file_is_refused(tmp_path):
-    refuses_hed_file("softedge_teed", tmp_path, "TEED")
-
-
-def test_pickle_that_would_run_code_is_not_unpickled(tmp_path):
-    refuses_pickle("softedge_teed", tmp_path / "7_model.pth")
 
 
 def test_bad_safe_steps_is_refused(weights):

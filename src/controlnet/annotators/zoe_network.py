@@ -11,7 +11,7 @@ configuration (64 bins, 0.001..10 m, softplus centres), and timm's LayerNorm eps
 conversion keeps BEiT's default 1e-12). The file's constant buffers (relative position indices, the
 log-binomial's bin indices) are skipped: transformers computes them. The names are transformers 5's
 (BEiT's `backbone.beit.layers.N.attention.q_proj`); under transformers 4 the strict load refuses the file,
-naming the keys it misses.
+naming the keys it misses (pyproject requires transformers ≥ 5.25).
 """
 
 from __future__ import annotations
