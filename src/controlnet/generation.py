@@ -331,7 +331,7 @@ def _refuse_dit_non_base(model: str) -> None:
     if layout in DIT_NETS:
         raise InputError(f"--model {model} is a {DIT_NAMES[DIT_NETS[layout]]} ControlNet, not a base model: give it as "
                          "--controlnet FILE --image IMG, with its base as --model")
-    if layout in CLI_PLACE:
+    if layout in ("flux-control-lora", "flux-lora"):
         raise InputError(f"--model {model}: {NOT_CONTROLNETS[layout]}; {CLI_PLACE[layout]}")
 
 
