@@ -115,9 +115,8 @@ def test_models_folder_in_a1111_layout(weights, tmp_path):
 
 def test_a_transformers_upernet_folder_still_serves(tmp_path):
     """Without the published file, a transformers UperNet folder named seg_ufade20k in the models folder is used."""
-    from test_annotators_learned import save_upernet
-
     from controlnet.web.modules import offered
+    from test_annotators_learned import save_upernet
 
     folder = save_upernet(tmp_path / "seg_ufade20k")
     image = picture(*CASES[0][1])

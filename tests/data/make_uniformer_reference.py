@@ -54,7 +54,7 @@ sys.modules.update({"modules": modules, "modules.devices": modules.devices, "ann
 import annotator.mmpkg.mmcv as mmcv  # noqa: E402
 from annotator.mmpkg.mmseg.core.evaluation import get_palette  # noqa: E402
 from annotator.mmpkg.mmseg.models import build_segmentor  # noqa: E402
-from annotator.uniformer.inference import init_segmentor, inference_segmentor, show_result_pyplot  # noqa: E402
+from annotator.uniformer.inference import inference_segmentor, init_segmentor, show_result_pyplot  # noqa: E402
 
 CONFIG = Path(sys.modules["annotator.uniformer.inference"].__file__).parent / "upernet_global_small.py"
 
