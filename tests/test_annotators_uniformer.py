@@ -152,3 +152,30 @@ def test_server_offers_seg_ufade20k_only_with_weights(weights, tmp_path):
 
     assert "seg_ufade20k" not in offered(tmp_path)
     assert "seg_ufade20k" in offered(weights.parent)
+
+
+def test_cli_and_detect_endpoint_find_the_file_in_the_models_folder(weights, tmp_path, capsys):
+    """`controlnet annotate seg_ufade20k --models-dir`, and the server's /controlnet/detect (module `uniformer`, A1111's
+    name) with --annotator-dir, give the API's map."""
+    from functools import partial
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from bad_input_tools import run_cli
+    from controlnet.web.engine import Engine
+    from controlnet.web.modules import resolve
+    from controlnet.web.schema import DetectRequest
+
+    image = picture(*CASES[1][1])
+    expected = annotate("seg_ufade20k", image, resolution=128, model=weights)
+    Image.fromarray(image).save(tmp_path / "in.png")
+    argv = ["annotate", "seg_ufade20k", tmp_path / "in.png", "-o", tmp_path / "seg.png", "--resolution", "128",
+            "--models-dir", weights.parent]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert np.array_equal(np.array(Image.open(tmp_path / "seg.png")), expected)
+    module = resolve("controlnet_module", "uniformer", weights.parent)
+    server = SimpleNamespace(annotator_weights=partial(Engine.annotator_weights, SimpleNamespace(annotator_dir=weights.parent)))
+    detected = Engine.detect(server, DetectRequest(module, [image], 128, {}, []))
+    assert module == "seg_ufade20k" and np.array_equal(detected[0], expected)
