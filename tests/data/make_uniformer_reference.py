@@ -33,7 +33,6 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, sys.argv[1] if len(sys.argv) > 1 else "/tmp/sdwebui")
 from pidinet_inputs import picture  # noqa: E402
 from uniformer_inputs import (  # noqa: E402
     LOGIT_SAMPLE,
@@ -45,22 +44,28 @@ from uniformer_inputs import (  # noqa: E402
     random_uniformer_state,
 )
 
-modules = types.ModuleType("modules")
-modules.devices = types.ModuleType("modules.devices")
-annotator_path = types.ModuleType("annotator.annotator_path")
-annotator_path.models_path = tempfile.gettempdir()
-sys.modules.update({"modules": modules, "modules.devices": modules.devices, "annotator.annotator_path": annotator_path})
 
-import annotator.mmpkg.mmcv as mmcv  # noqa: E402
-from annotator.mmpkg.mmseg.core.evaluation import get_palette  # noqa: E402
-from annotator.mmpkg.mmseg.models import build_segmentor  # noqa: E402
-from annotator.uniformer.inference import inference_segmentor, init_segmentor, show_result_pyplot  # noqa: E402
+def reference_package(src):
+    """sd-webui-controlnet's uniformer code from `src` (the folder above its annotator/), behind the two shims:
+    (mmcv, build_segmentor, init_segmentor, inference_segmentor, show_result_pyplot, get_palette, the config path)."""
+    sys.path.insert(0, str(src))
+    modules = types.ModuleType("modules")
+    modules.devices = types.ModuleType("modules.devices")
+    annotator_path = types.ModuleType("annotator.annotator_path")
+    annotator_path.models_path = tempfile.gettempdir()
+    sys.modules.update({"modules": modules, "modules.devices": modules.devices, "annotator.annotator_path": annotator_path})
+    import annotator.mmpkg.mmcv as mmcv
+    from annotator.mmpkg.mmseg.core.evaluation import get_palette
+    from annotator.mmpkg.mmseg.models import build_segmentor
+    from annotator.uniformer import inference
 
-CONFIG = Path(sys.modules["annotator.uniformer.inference"].__file__).parent / "upernet_global_small.py"
+    config = Path(inference.__file__).parent / "upernet_global_small.py"
+    return (mmcv, build_segmentor, inference.init_segmentor, inference.inference_segmentor,
+            inference.show_result_pyplot, get_palette, config)
 
 
-def reduced_config():
-    cfg = mmcv.Config.fromfile(str(CONFIG))
+def reduced_config(mmcv, config):
+    cfg = mmcv.Config.fromfile(str(config))
     cfg.model.backbone.embed_dim = list(REDUCED["dims"])
     cfg.model.backbone.layers = list(REDUCED["depths"])
     cfg.model.decode_head.in_channels = list(REDUCED["dims"])
@@ -83,8 +88,10 @@ def resize_image_with_pad(img, resolution):
     return np.ascontiguousarray(padded), lambda x: np.ascontiguousarray(x[:h_target, :w_target].copy())
 
 
-def main():
-    cfg = reduced_config()
+def main(src):
+    mmcv, build_segmentor, init_segmentor, inference_segmentor, show_result_pyplot, get_palette, config = \
+        reference_package(src)
+    cfg = reduced_config(mmcv, config)
     shapes = {k: tuple(v.shape) for k, v in build_segmentor(cfg.model).state_dict().items()}
     out = {"weight_seed": np.array(WEIGHT_SEED), "picture_seeds": np.array(PICTURE_SEEDS),
            "picture_sizes": np.array(PICTURE_SIZES)}
@@ -109,4 +116,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/sdwebui")
