@@ -179,3 +179,19 @@ def test_cli_and_detect_endpoint_find_the_file_in_the_models_folder(weights, tmp
     server = SimpleNamespace(annotator_weights=partial(Engine.annotator_weights, SimpleNamespace(annotator_dir=weights.parent)))
     detected = Engine.detect(server, DetectRequest(module, [image], 128, {}, []))
     assert module == "seg_ufade20k" and np.array_equal(detected[0], expected)
+
+
+def test_evaluate_scores_ade20k_miou_with_the_file(weights):
+    """evaluate's ADE20K mIoU re-segments with upernet_global_small.pth when the models folder has it: a picture
+    against its own seg_ufade20k map scores 100 %, against other classes 0."""
+    from controlnet.evaluation import protocol
+
+    pictures = [picture(*case) for _, case in CASES[:2]]
+    assert protocol.weights_for(protocol.ADE20K, weights.parent) == str(weights)
+    assert "cnpp_ade20k_miou" not in protocol.not_computed(("seg_ufade20k",), False, weights.parent, 128)
+    own = [annotate("seg_ufade20k", p, resolution=min(p.shape[:2]), model=weights) for p in pictures]
+    assert protocol.estimate(protocol.ADE20K, pictures, own, weights.parent, 0.95).value == 100.0
+    from controlnet.annotators.uniformer import uniformer_labels
+
+    other = [ADE20K_PALETTE[(uniformer_labels(p, weights) + 1) % 150] for p in pictures]
+    assert protocol.estimate(protocol.ADE20K, pictures, other, weights.parent, 0.95).value == 0.0

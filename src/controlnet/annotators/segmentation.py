@@ -100,6 +100,14 @@ def predict_labels(image: np.ndarray, folder, size=None, **load) -> np.ndarray:
     return logits.argmax(dim=1)[0].cpu().numpy()
 
 
+def ade20k_test_labels(image: np.ndarray, entry) -> np.ndarray:
+    """ADE20K class ids by a models-folder entry (evaluate's mIoU), run as its module runs it: seg_ofade20k and
+    seg_ufade20k at A1111's sizes, upernet_global_small.pth as A1111's mmseg, seg_ade20k at its processor's."""
+    if Path(entry).name == "upernet_global_small.pth":
+        return ufade20k_labels(image, entry)
+    return predict_labels(image, entry, TEST_SIZE.get(Path(entry).name))
+
+
 def _refuse_checkpoint_file(model, module: str, example: str) -> None:
     """A1111's .pth files are detectron2 / mmseg checkpoints: name the folder to give instead."""
     if Path(model).expanduser().is_file():
