@@ -23,8 +23,11 @@ from controlnet.errors import InputError
 
 from .ade20k import ADE20K_PALETTE
 from .coco_panoptic import COCO_PANOPTIC_PALETTE
+from .image import network_size
 from .local_models import check_model_folder, load_transformers_model
 from .registry import Param, register
+from .uniformer import UPERNET_SIZE, uniformer_labels
+from .uniformer import WEIGHTS as UNIFORMER_FILE
 
 EXAMPLE = "openmmlab/upernet-convnext-small or nvidia/segformer-b0-finetuned-ade-512-512 (ADE20K, 150 classes)"
 OF_ADE20K = "shi-labs/oneformer_ade20k_swin_large (transformers' conversion of 250_16_swin_l_oneformer_ade20k_160k.pth)"
@@ -33,16 +36,8 @@ UPERNET = "openmmlab/upernet-convnext-small"
 # (short side, longest side) the references run the network at
 ONEFORMER_ADE20K_SIZE = (640, 2560)
 ONEFORMER_COCO_SIZE = (800, 1333)
-UPERNET_SIZE = (512, 2048)
 # the models-folder entries that `controlnet evaluate` may score ADE20K with, and their sizes (None: the processor's)
 TEST_SIZE = {"seg_ade20k": None, "seg_ofade20k": ONEFORMER_ADE20K_SIZE, "seg_ufade20k": UPERNET_SIZE}
-
-
-def network_size(h: int, w: int, short: int, longest: int) -> tuple[int, int]:
-    """(height, width) after detectron2's ResizeShortestEdge / mmcv's keep-ratio rescale: short side to
-    `short` unless that takes the long side past `longest`; rounded half up."""
-    scale = min(short / min(h, w), longest / max(h, w))
-    return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
 def model_type(folder, example: str = EXAMPLE) -> str:
@@ -103,7 +98,7 @@ def predict_labels(image: np.ndarray, folder, size=None, **load) -> np.ndarray:
 def ade20k_test_labels(image: np.ndarray, entry) -> np.ndarray:
     """ADE20K class ids by a models-folder entry (evaluate's mIoU), run as its module runs it: seg_ofade20k and
     seg_ufade20k at A1111's sizes, upernet_global_small.pth as A1111's mmseg, seg_ade20k at its processor's."""
-    if Path(entry).name == "upernet_global_small.pth":
+    if Path(entry).name == UNIFORMER_FILE:
         return ufade20k_labels(image, entry)
     return predict_labels(image, entry, TEST_SIZE.get(Path(entry).name))
 
@@ -184,11 +179,10 @@ def ufade20k_labels(image: np.ndarray, model) -> np.ndarray:
     """seg_ufade20k's class ids: a transformers folder (config.json) runs at mmseg's size, anything else is
     read as upernet_global_small.pth (a file, or a folder holding it or a transformers folder named seg_ufade20k)."""
     from .local_models import find_weight
-    from .uniformer import WEIGHTS, uniformer_labels
 
     path = Path(model).expanduser()
     if path.is_dir() and not (path / "config.json").exists():
-        found = find_weight(WEIGHTS, path)
+        found = find_weight(UNIFORMER_FILE, path)
         path = found if found is not None else path  # not found: uniformer_labels names the file and where to get it
     if path.is_dir() and (path / "config.json").exists():
         return predict_labels(image, path, UPERNET_SIZE, example=UPERNET, require="upernet")

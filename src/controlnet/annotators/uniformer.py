@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .image import pad_to_multiple
+from .image import network_size, pad_to_multiple
 from .local_models import load_converted_network
 
 WEIGHTS = "upernet_global_small.pth"
 WHAT = f"UniFormer UperNet ({WEIGHTS})"
 MEAN = (123.675, 116.28, 103.53)  # mmseg's ADE20K img_norm_cfg, in 0..255
 STD = (58.395, 57.12, 57.375)
+UPERNET_SIZE = (512, 2048)  # (short, longest): mmseg's ADE20K test scale (2048, 512), keeping the ratio
 
 
 def _convert(state: dict, what: str, path: str):
@@ -32,8 +33,6 @@ def network_input(image: np.ndarray):
     """(the 1×3×h×w float tensor mmseg's test pipeline makes of the image, the padded size)."""
     import cv2
     import torch
-
-    from .segmentation import UPERNET_SIZE, network_size
 
     padded, _ = pad_to_multiple(image, 64)
     h, w = network_size(*padded.shape[:2], *UPERNET_SIZE)
