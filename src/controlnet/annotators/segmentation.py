@@ -24,7 +24,7 @@ from controlnet.errors import InputError
 from .ade20k import ADE20K_PALETTE
 from .coco_panoptic import COCO_PANOPTIC_PALETTE
 from .image import network_size
-from .local_models import check_model_folder, load_transformers_model
+from .local_models import check_model_folder, find_weight, load_transformers_model
 from .registry import Param, register
 from .uniformer import UPERNET_SIZE, uniformer_labels
 from .uniformer import WEIGHTS as UNIFORMER_FILE
@@ -104,7 +104,7 @@ def ade20k_test_labels(image: np.ndarray, entry) -> np.ndarray:
 
 
 def _refuse_checkpoint_file(model, module: str, example: str) -> None:
-    """A1111's .pth files are detectron2 / mmseg checkpoints: name the folder to give instead."""
+    """A1111's OneFormer .pth files are detectron2 checkpoints: name the folder to give instead."""
     if Path(model).expanduser().is_file():
         raise InputError(f"{module} reads a transformers folder, not the file {model}; give a local copy of {example}")
 
@@ -178,8 +178,6 @@ def seg_ufade20k(image: np.ndarray, model: str) -> np.ndarray:
 def ufade20k_labels(image: np.ndarray, model) -> np.ndarray:
     """seg_ufade20k's class ids: a transformers folder (config.json) runs at mmseg's size, anything else is
     read as upernet_global_small.pth (a file, or a folder holding it or a transformers folder named seg_ufade20k)."""
-    from .local_models import find_weight
-
     path = Path(model).expanduser()
     if path.is_dir() and not (path / "config.json").exists():
         found = find_weight(UNIFORMER_FILE, path)
