@@ -176,6 +176,33 @@ def openpose_weights(folder):
     for name, net in zip(OPENPOSE_FILES, (n.BodyPoseNet(), n.HandPoseNet(), n.FaceNet())):
         torch.save(net.state_dict(), folder / name)
 
+def uniformer_weights(folder):
+    """Our full-size UniFormer UperNet, freshly initialised, under mmseg's names in the mmcv checkpoint layout."""
+    import torch
+    from uniformer_inputs import original_name, published_layout
+
+    from controlnet.annotators.uniformer_network import UniFormerUperNet
+
+    state = {original_name(k): v for k, v in UniFormerUperNet().state_dict().items()}
+    torch.save(published_layout(state), folder / "upernet_global_small.pth")
+
+
+def uniformer_reference(folder, image, ref_src):
+    """A1111's processor steps around sd-webui-controlnet's apply_uniformer (make_uniformer_reference.py's shims)."""
+    import make_uniformer_reference as reference
+
+    mmcv, _, init_segmentor, inference_segmentor, show_result_pyplot, get_palette, config = \
+        reference.reference_package(ref_src)
+    model = init_segmentor(str(config), str(folder / "upernet_global_small.pth"), device="cpu")
+
+    def run():
+        padded, remove_pad = reference.resize_image_with_pad(image, 512)
+        result = inference_segmentor(model, padded)
+        return remove_pad(show_result_pyplot(model, padded, result, get_palette("ade"), opacity=1))
+
+    return run
+
+
 # one standing person, arms out, normalised (x, y), COCO-18 order; the limbs and their PAF channels
 PERSON = [[0.50, 0.12], [0.50, 0.26], [0.38, 0.26], [0.26, 0.40], [0.18, 0.54], [0.62, 0.26], [0.74, 0.40],
           [0.82, 0.54], [0.44, 0.56], [0.43, 0.75], [0.43, 0.94], [0.56, 0.56], [0.57, 0.75], [0.57, 0.94],
@@ -275,6 +302,9 @@ DETECTORS = {
                                   ref_src="comfyui_controlnet_aux's src folder"),
     "dw_openpose_full": Detector(dwpose_ours, dwpose_reference, "A1111's ONNX pipeline (stand-in networks)",
                                  dwpose_weights, photo="astronaut", ref_src="a clone of Mikubill/sd-webui-controlnet"),
+    "seg_ufade20k": Detector(annotate_call("seg_ufade20k"), uniformer_reference,
+                             "sd-webui-controlnet's annotator/uniformer (mmseg)", uniformer_weights,
+                             ref_src="the folder above a sd-webui-controlnet clone's annotator/"),
     "openpose": Detector(openpose_ours(False), openpose_reference(False), "controlnet_aux OpenposeDetector",
                          openpose_weights, photo="astronaut"),
     "openpose_full": Detector(openpose_ours(True), openpose_reference(True), "controlnet_aux OpenposeDetector",

@@ -1,4 +1,5 @@
-"""A1111's segmentation modules (seg_ofade20k, seg_ofcoco, seg_ufade20k) from local transformers folders.
+"""A1111's segmentation modules (seg_ofade20k, seg_ofcoco, seg_ufade20k) from local transformers folders
+(seg_ufade20k from A1111's own upernet_global_small.pth: test_annotators_uniformer.py).
 
 The reference is transformers' own OneFormer / UperNet run straight on tiny random models saved to a
 temp folder (there is no detectron2 or mmseg here): raw outputs within 1e-5, label maps equal, at the
@@ -173,9 +174,9 @@ def test_wrong_models_and_files_are_refused(tmp_path, ade_folder, coco_folder, u
         annotate("seg_ofcoco", image, resolution=48, model=ade_folder)
     with pytest.raises(InputError, match="has 133 classes; this map needs the 150 ADE20K classes"):
         annotate("seg_ofade20k", image, resolution=48, model=coco_folder)
-    pth = tmp_path / "upernet_global_small.pth"
-    pth.write_bytes(b"not read")
-    with pytest.raises(InputError, match="reads a transformers folder, not the file .*UniFormer backbone"):
+    pth = tmp_path / "upernet_global_small.pth"  # read as A1111's UniFormer file (test_annotators_uniformer.py)
+    pth.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match=r"upernet_global_small\.pth (holds more than plain tensors|is not a)"):
         annotate("seg_ufade20k", image, resolution=48, model=pth)
 
 

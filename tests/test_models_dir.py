@@ -50,7 +50,8 @@ def place(folder, layout: str, source, sub: str = "hed"):
 @pytest.mark.parametrize("file,sub", [("ControlNetHED.pth", "hed"), ("sk_model.pth", "lineart"),
                                       ("table5_pidinet.pth", "pidinet"), ("mlsd_large_512_fp32.pth", "mlsd"),
                                       ("body_pose_model.pth", "openpose"), ("scannet.pt", "normal_bae"),
-                                      ("ZoeD_M12_N.pt", "zoedepth"), ("res101.pth", "leres")])
+                                      ("ZoeD_M12_N.pt", "zoedepth"), ("res101.pth", "leres"),
+                                      ("upernet_global_small.pth", "uniformer")])
 def test_each_layout_is_found(tmp_path, layout, file, sub):
     (tmp_path / "src").mkdir()
     source = tmp_path / "src" / file

@@ -222,5 +222,5 @@ def test_ade20k_miou_with_a_oneformer_or_upernet_folder(tmp_path):
         other = [ADE20K_PALETTE[(label + 1) % 150] for label in labels]
         assert protocol.estimate(protocol.ADE20K, pictures, other, folder, 0.95).value == 0.0
     note = protocol.not_computed(("seg_ade20k",), False, tmp_path, 64)["cnpp_ade20k_miou"]
-    assert note.endswith("(or one named seg_ofade20k or seg_ufade20k)")
+    assert note.endswith("(or one named seg_ofade20k or seg_ufade20k or upernet_global_small.pth)")
 

@@ -44,6 +44,13 @@ def pad_to_multiple(image: np.ndarray, multiple: int = 64) -> tuple[np.ndarray, 
     return np.pad(image, pad, mode="edge"), (h, w)
 
 
+def network_size(h: int, w: int, short: int, longest: int) -> tuple[int, int]:
+    """(height, width) after detectron2's ResizeShortestEdge / mmcv's keep-ratio rescale: short side to
+    `short` unless that takes the long side past `longest`; rounded half up."""
+    scale = min(short / min(h, w), longest / max(h, w))
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
 def pixel_perfect_resolution(
     image_hw: tuple[int, int], target_hw: tuple[int, int], resize_mode: str = "crop_and_resize"
 ) -> int:

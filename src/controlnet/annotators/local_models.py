@@ -54,7 +54,8 @@ PUBLISHED = {
     "MTEED.pth": ("TEED", "huggingface.co/TheMistoAI/MistoLine (Anyline/)"),
     "250_16_swin_l_oneformer_ade20k_160k.pth": ("oneformer", ANNOTATORS),
     "150_16_swin_l_oneformer_coco_100ep.pth": ("oneformer", ANNOTATORS),
-    "upernet_global_small.pth": ("uniformer", ANNOTATORS),
+    "upernet_global_small.pth": ("uniformer", f"{ANNOTATORS} (or give a transformers UperNet ADE20K folder, "
+                                              "named seg_ufade20k in the models folder)"),
     # transformers folders (saved with save_pretrained), under these names in the models folder
     "depth": ("", "huggingface.co/Intel/dpt-hybrid-midas or depth-anything/Depth-Anything-V2-Small-hf "
                   "(a transformers folder; of Depth Anything V2 only Small is Apache-2.0)"),
@@ -65,8 +66,10 @@ PUBLISHED = {
     "seg_ofcoco": ("", "huggingface.co/shi-labs/oneformer_coco_swin_large (transformers' conversion of "
                        "150_16_swin_l_oneformer_coco_100ep.pth, the file A1111 reads)"),
     "seg_ufade20k": ("", "huggingface.co/openmmlab/upernet-convnext-small or upernet-swin-small (a transformers "
-                         "UperNet ADE20K folder; A1111's upernet_global_small.pth has a UniFormer backbone, not read)"),
+                         "UperNet ADE20K folder; A1111's own file is upernet_global_small.pth)"),
 }
+# a published file -> models-folder entries that serve instead when it is absent
+INSTEAD = {"upernet_global_small.pth": ("seg_ufade20k",)}
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
@@ -171,11 +174,15 @@ def models_dir(given=None) -> Path | None:
 
 def find_weight(name: str, folder) -> Path | None:
     """`name` (a published file or a transformers folder) in `folder`: flat, or in sd-webui-controlnet's
-    downloads/<name>/ layout (`folder` being that downloads folder, the extension's or A1111's root)."""
+    downloads/<name>/ layout (`folder` being that downloads folder, the extension's or A1111's root); else
+    an entry that serves instead (INSTEAD)."""
     folder = Path(folder).expanduser()
     sub = PUBLISHED.get(name, ("",))[0]
     places = [folder / name] + [folder / above / sub / name for above in A1111_DOWNLOADS if sub]
-    return next((p.resolve() for p in places if p.exists()), None)
+    found = next((p.resolve() for p in places if p.exists()), None)
+    for other in INSTEAD.get(name, ()) if found is None else ():
+        found = found or find_weight(other, folder)
+    return found
 
 
 def missing_weight(name: str, what: str, folder=None) -> str:

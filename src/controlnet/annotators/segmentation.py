@@ -4,7 +4,9 @@
 processor's own size. A1111's module names run the network at the size their reference does:
 - `seg_ofade20k` / `seg_ofcoco`: OneFormer, task "semantic". A1111's detectron2 predictor scales the
   detect image to short side 640, long side at most 2560 (ADE20K Swin-L config), or 800 / 1333 (COCO).
-- `seg_ufade20k`: UperNet. A1111's mmseg test pipeline fits the image in 2048×512, keeping its ratio.
+- `seg_ufade20k`: UperNet. A1111's mmseg test pipeline fits the image in 2048×512, keeping its ratio; the
+  published `upernet_global_small.pth` (UniFormer backbone) runs as A1111 runs it (annotators/uniformer.py),
+  a transformers UperNet folder as any UperNet.
 The seg checkpoints read label colours only (no overlay on the photo), in RGB: ADE20K's 150-class
 palette, or COCO panoptic's 133 colours for `seg_ofcoco`; maps are resized with nearest so no
 in-between colour appears.
@@ -21,27 +23,21 @@ from controlnet.errors import InputError
 
 from .ade20k import ADE20K_PALETTE
 from .coco_panoptic import COCO_PANOPTIC_PALETTE
-from .local_models import check_model_folder, load_transformers_model
+from .image import network_size
+from .local_models import check_model_folder, find_weight, load_transformers_model
 from .registry import Param, register
+from .uniformer import UPERNET_SIZE, uniformer_labels
+from .uniformer import WEIGHTS as UNIFORMER_FILE
 
 EXAMPLE = "openmmlab/upernet-convnext-small or nvidia/segformer-b0-finetuned-ade-512-512 (ADE20K, 150 classes)"
 OF_ADE20K = "shi-labs/oneformer_ade20k_swin_large (transformers' conversion of 250_16_swin_l_oneformer_ade20k_160k.pth)"
 OF_COCO = "shi-labs/oneformer_coco_swin_large (transformers' conversion of 150_16_swin_l_oneformer_coco_100ep.pth)"
-UPERNET = ("openmmlab/upernet-convnext-small (A1111's upernet_global_small.pth has a UniFormer backbone, "
-           "which transformers does not implement, so that file is not read)")
+UPERNET = "openmmlab/upernet-convnext-small"
 # (short side, longest side) the references run the network at
 ONEFORMER_ADE20K_SIZE = (640, 2560)
 ONEFORMER_COCO_SIZE = (800, 1333)
-UPERNET_SIZE = (512, 2048)
 # the models-folder entries that `controlnet evaluate` may score ADE20K with, and their sizes (None: the processor's)
 TEST_SIZE = {"seg_ade20k": None, "seg_ofade20k": ONEFORMER_ADE20K_SIZE, "seg_ufade20k": UPERNET_SIZE}
-
-
-def network_size(h: int, w: int, short: int, longest: int) -> tuple[int, int]:
-    """(height, width) after detectron2's ResizeShortestEdge / mmcv's keep-ratio rescale: short side to
-    `short` unless that takes the long side past `longest`; rounded half up."""
-    scale = min(short / min(h, w), longest / max(h, w))
-    return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
 def model_type(folder, example: str = EXAMPLE) -> str:
@@ -99,8 +95,16 @@ def predict_labels(image: np.ndarray, folder, size=None, **load) -> np.ndarray:
     return logits.argmax(dim=1)[0].cpu().numpy()
 
 
+def ade20k_test_labels(image: np.ndarray, entry) -> np.ndarray:
+    """ADE20K class ids by a models-folder entry (evaluate's mIoU), run as its module runs it: seg_ofade20k and
+    seg_ufade20k at A1111's sizes, upernet_global_small.pth as A1111's mmseg, seg_ade20k at its processor's."""
+    if Path(entry).name == UNIFORMER_FILE:
+        return ufade20k_labels(image, entry)
+    return predict_labels(image, entry, TEST_SIZE.get(Path(entry).name))
+
+
 def _refuse_checkpoint_file(model, module: str, example: str) -> None:
-    """A1111's .pth files are detectron2 / mmseg checkpoints: name the folder to give instead."""
+    """A1111's OneFormer .pth files are detectron2 checkpoints: name the folder to give instead."""
     if Path(model).expanduser().is_file():
         raise InputError(f"{module} reads a transformers folder, not the file {model}; give a local copy of {example}")
 
@@ -157,14 +161,27 @@ def seg_ofcoco(image: np.ndarray, model: str) -> np.ndarray:
 @register(
     "seg_ufade20k",
     feeds="seg (control_sd15_seg, control_v11p_sd15_seg, diffusers *-seg)",
-    summary="UperNet ADE20K labels (fitted in 2048×512 as A1111's mmseg), in the 150-colour ADE20K palette",
+    summary="UniFormer UperNet ADE20K labels (upernet_global_small.pth, as A1111's mmseg; or a transformers UperNet folder), "
+            "in the 150-colour ADE20K palette",
     kind="label",
     learned=True,
-    needs="a local transformers UperNet ADE20K folder (--param model=DIR)",
-    params=(Param("model", None, f"local transformers UperNet ADE20K folder, e.g. {UPERNET}", type="path", required=True),),
+    needs="upernet_global_small.pth or a local transformers UperNet ADE20K folder (--param model=FILE|DIR)",
+    params=(Param("model", None, f"path to upernet_global_small.pth (or the folder holding it), or a local transformers "
+                                 f"UperNet ADE20K folder, e.g. {UPERNET}", type="path", required=True),),
     aliases=("uniformer", "upernet_ade20k"),
-    weights=("seg_ufade20k",),
+    weights=("upernet_global_small.pth",),  # a transformers folder named seg_ufade20k serves instead (local_models.INSTEAD)
 )
 def seg_ufade20k(image: np.ndarray, model: str) -> np.ndarray:
-    _refuse_checkpoint_file(model, "seg_ufade20k", UPERNET)
-    return ADE20K_PALETTE[predict_labels(image, model, UPERNET_SIZE, example=UPERNET, require="upernet")]
+    return ADE20K_PALETTE[ufade20k_labels(image, model)]
+
+
+def ufade20k_labels(image: np.ndarray, model) -> np.ndarray:
+    """seg_ufade20k's class ids: a transformers folder (config.json) runs at mmseg's size, anything else is
+    read as upernet_global_small.pth (a file, or a folder holding it or a transformers folder named seg_ufade20k)."""
+    path = Path(model).expanduser()
+    if path.is_dir() and not (path / "config.json").exists():
+        found = find_weight(UNIFORMER_FILE, path)
+        path = found if found is not None else path  # not found: uniformer_labels names the file and where to get it
+    if path.is_dir() and (path / "config.json").exists():
+        return predict_labels(image, path, UPERNET_SIZE, example=UPERNET, require="upernet")
+    return uniformer_labels(image, path)

@@ -10,7 +10,6 @@ segmentation), so the folder's models decide how close a figure can come.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +29,7 @@ CANNY = ProtocolMetric("cnpp_canny_f1", None, needs="kornia")
 HED = ProtocolMetric("cnpp_hed_ssim", "ControlNetHED.pth", needs="torchmetrics")
 LINEART = ProtocolMetric("cnpp_lineart_ssim", "sk_model.pth", needs="torchmetrics")
 DEPTH = ProtocolMetric("cnpp_depth_rmse", "depth", higher_is_better=False)
-ADE20K = ProtocolMetric("cnpp_ade20k_miou", "seg_ade20k", also=("seg_ofade20k", "seg_ufade20k"))
+ADE20K = ProtocolMetric("cnpp_ade20k_miou", "seg_ade20k", also=("seg_ofade20k", "seg_ufade20k", "upernet_global_small.pth"))
 # condition kind (a dataset's --annotator, or a world kind) -> the protocol figure that scores it
 BY_KIND = {"canny": CANNY, "edges": CANNY, "softedge_hed": HED, "hed": HED, "softedge": HED,
            "lineart_realistic": LINEART, "lineart": LINEART, "depth": DEPTH, "seg_ade20k": ADE20K, "seg": ADE20K,
@@ -135,10 +134,10 @@ def picture_score(metric: ProtocolMetric, image: np.ndarray, condition: np.ndarr
 
         return P.depth_rmse(P.depth_to_protocol_gray(predict_depth(image, weights)), P.condition_to_protocol_gray(condition))
     from controlnet.annotators.ade20k import ADE20K_PALETTE
-    from controlnet.annotators.segmentation import TEST_SIZE, predict_labels
+    from controlnet.annotators.segmentation import ade20k_test_labels
     from controlnet.metrics.segmentation import colors_to_labels
 
-    labels = predict_labels(image, weights, TEST_SIZE.get(Path(weights).name))  # seg_ofade20k / seg_ufade20k: A1111's size
+    labels = ade20k_test_labels(image, weights)
     return P.intersect_union(labels, colors_to_labels(condition, ADE20K_PALETTE), len(ADE20K_PALETTE))
 
 
