@@ -28,7 +28,15 @@ from controlnet.errors import InputError, MissingFileError
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
-from leres_inputs import PICTURE_SEEDS, PICTURE_SIZES, THRESHOLDS, published_layout, random_leres_state  # noqa: E402
+from leres_inputs import (  # noqa: E402
+    PATCHED,
+    PICTURE_SEEDS,
+    PICTURE_SIZES,
+    THRESHOLDS,
+    leres_picture,
+    published_layout,
+    random_leres_state,
+)
 from pidinet_inputs import picture, random_state  # noqa: E402
 
 REFERENCE = np.load(DATA / "leres_reference.npz")
@@ -37,7 +45,7 @@ CASES = list(enumerate(zip(PICTURE_SEEDS, PICTURE_SIZES)))
 
 def stored_shapes(kind: str) -> dict[str, tuple[int, ...]]:
     names, shapes = REFERENCE[f"{kind}_names"], REFERENCE[f"{kind}_shapes"]
-    return {str(n): tuple(int(d) for d in str(s).split(",")) for n, s in zip(names, shapes)}
+    return {str(n): tuple(int(d) for d in str(s).split(",") if d) for n, s in zip(names, shapes)}
 
 
 @pytest.fixture(scope="module")
@@ -50,58 +58,57 @@ def folder(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def nets(folder):
-    from controlnet.annotators.leres import load_leres, load_merge
-
-    return load_leres(folder), load_merge(folder / "res101.pth")
-
-
 def test_inputs_are_the_ones_the_reference_saw():
     assert tuple(REFERENCE["picture_seeds"]) == PICTURE_SEEDS
     assert [tuple(s) for s in REFERENCE["picture_sizes"]] == list(PICTURE_SIZES)
     assert [tuple(t) for t in REFERENCE["thresholds"]] == list(THRESHOLDS)
 
 
-@pytest.mark.parametrize("index,case", CASES)
-def test_raw_depth_equals_controlnet_aux(nets, index, case):
-    from controlnet.annotators.leres import leres_depth
+def run_and_record(monkeypatch, folder: Path, index: int, boost: bool):
+    """(the map, the raw depth it was made from) of depth_leres / depth_leres++ on the index-th picture, with
+    the reference's thresholds: one run gives both (the boosted picture with patches takes a while)."""
+    from controlnet.annotators import leres, leres_boost
 
-    h, w = case[1]
-    raw = leres_depth(nets[0], picture(*case), w, h)
-    expected = REFERENCE[f"raw_leres_{index}"]
-    assert raw.shape == expected.shape == (h, w) and expected.std() > 0
-    assert np.abs(raw - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
-
-
-@pytest.mark.parametrize("index,case", CASES)
-def test_boosted_depth_equals_controlnet_aux(nets, index, case):
-    from controlnet.annotators.leres_boost import boosted_depth
-
-    raw = boosted_depth(picture(*case), *nets)
-    expected = REFERENCE[f"raw_leres_boost_{index}"]
-    assert raw.shape == expected.shape == case[1] and expected.std() > 0
-    assert np.abs(raw - expected).max() <= 1e-5
-
-
-@pytest.mark.parametrize("boost", [False, True])
-@pytest.mark.parametrize("index,case", CASES)
-def test_maps_equal_controlnet_aux(folder, index, case, boost):
-    name, key = ("depth_leres++", "leres_boost") if boost else ("depth_leres", "leres")
+    module, function = (leres_boost, "boosted_depth") if boost else (leres, "leres_depth")
+    real, raw = getattr(module, function), []
+    monkeypatch.setattr(module, function, lambda *a: raw.append(real(*a)) or raw[-1])
     near, background = THRESHOLDS[index]
-    out = annotate(name, picture(*case), resolution=min(case[1]), model=folder, remove_near=near,
-                   remove_background=background)
-    expected = REFERENCE[f"{key}_{index}"]
-    assert out.shape == expected.shape == (*case[1], 3)
+    out = annotate("depth_leres++" if boost else "depth_leres", leres_picture(index), resolution=min(PICTURE_SIZES[index]),
+                   model=folder, remove_near=near, remove_background=background)
+    return out, raw[0]
+
+
+def assert_equal_to_reference(out, raw, index: int, key: str):
+    expected_raw, expected = REFERENCE[f"raw_{key}_{index}"], REFERENCE[f"{key}_{index}"]
+    assert raw.shape == expected_raw.shape == PICTURE_SIZES[index] and expected_raw.std() > 0
+    assert np.abs(raw - expected_raw).max() <= 1e-5 * max(1.0, np.abs(expected_raw).max())
+    assert out.shape == expected.shape == (*PICTURE_SIZES[index], 3)
     assert len(np.unique(expected)) > 20, "reference is flat"
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("index", range(len(CASES)))
+def test_depth_leres_equals_controlnet_aux(folder, monkeypatch, index):
+    assert_equal_to_reference(*run_and_record(monkeypatch, folder, index, boost=False), index, "leres")
+
+
+@pytest.mark.parametrize("index", [i for i in range(len(CASES)) if i != PATCHED])
+def test_depth_leres_plus_plus_equals_controlnet_aux(folder, monkeypatch, index):
+    """Pictures whose resolution search ends above their long side: the double estimate only."""
+    assert_equal_to_reference(*run_and_record(monkeypatch, folder, index, boost=True), index, "leres_boost")
+
+
+@pytest.mark.slow
+def test_depth_leres_plus_plus_with_local_patches_equals_controlnet_aux(folder, monkeypatch):
+    """The picture refined by 4 local patches (each two LeReS runs at 448 and 896 px and two merges at 1024)."""
+    assert_equal_to_reference(*run_and_record(monkeypatch, folder, PATCHED, boost=True), PATCHED, "leres_boost")
 
 
 def test_local_patches_are_exercised():
     """At least one picture is refined patch by patch (its resolution search ends at or below its long side)."""
     from controlnet.annotators.leres_boost import processing_resolution
 
-    assert any(processing_resolution(picture(*case))[0] <= max(case[1]) for _, case in CASES)
+    assert processing_resolution(leres_picture(PATCHED))[0] <= max(PICTURE_SIZES[PATCHED])
 
 
 def test_thresholds_remove_near_and_background():
@@ -143,7 +150,7 @@ def test_models_folder_in_a1111_layout(folder, tmp_path):
     downloads.mkdir(parents=True)
     for name in ("res101.pth", "latest_net_G.pth"):
         (downloads / name).symlink_to(folder / name)
-    image = picture(*CASES[0][1])
+    image = leres_picture(0)
     assert np.array_equal(annotate("depth_leres++", image, resolution=192, models_dir=tmp_path),
                           annotate("depth_leres++", image, resolution=192, model=folder))
 

@@ -5,6 +5,10 @@ published `res101.pth` (its "depth_model" state: `depth_model.encoder_modules.en
 The sizes (blocks per stage, groups, group width, decoder widths) are read from the state, so the same
 code runs the published file (blocks 3/4/23/3, 32 groups of 8 at the first stage, decoder 256/512) and the
 reduced files of the tests; `load_strictly` then checks that every tensor fits.
+
+controlnet_aux's LeresDetector (like sd-webui-controlnet) never puts the network in eval mode, so its batch
+norms normalise each picture by its own statistics; the stored running statistics are loaded but unused.
+Kept (BatchStatNorm), since the maps the depth ControlNets were trained on came from that code.
 """
 
 from __future__ import annotations
@@ -22,21 +26,28 @@ EXPANSION = 4
 PREFIX = "depth_model."
 
 
+class BatchStatNorm(nn.BatchNorm2d):
+    """BatchNorm2d as in training mode: normalised by the batch's own mean and (biased) variance."""
+
+    def forward(self, x):
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
 class Bottleneck(nn.Module):
     """ResNeXt block: 1x1, grouped 3x3 (stride here), 1x1 to 4x planes; projected shortcut where the shape changes."""
 
     def __init__(self, inplanes: int, planes: int, width: int, groups: int, stride: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = BatchStatNorm(width)
         self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = BatchStatNorm(width)
         self.conv3 = nn.Conv2d(width, planes * EXPANSION, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * EXPANSION)
+        self.bn3 = BatchStatNorm(planes * EXPANSION)
         self.downsample = None
         if stride != 1 or inplanes != planes * EXPANSION:
             self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes * EXPANSION, 1, stride, bias=False),
-                                            nn.BatchNorm2d(planes * EXPANSION))
+                                            BatchStatNorm(planes * EXPANSION))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -51,7 +62,7 @@ class ResNeXt(nn.Module):
     def __init__(self, blocks: tuple[int, ...], groups: int, group_width: int):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = BatchStatNorm(64)
         inplanes = 64
         for index, (planes, count) in enumerate(zip(PLANES, blocks)):
             width = planes * group_width // 64 * groups
@@ -76,7 +87,7 @@ class FTB(nn.Module):
     def __init__(self, inchannels: int, mid: int):
         super().__init__()
         self.conv1 = nn.Conv2d(inchannels, mid, 3, padding=1)
-        self.conv_branch = nn.Sequential(nn.ReLU(), nn.Conv2d(mid, mid, 3, padding=1), nn.BatchNorm2d(mid), nn.ReLU(),
+        self.conv_branch = nn.Sequential(nn.ReLU(), nn.Conv2d(mid, mid, 3, padding=1), BatchStatNorm(mid), nn.ReLU(),
                                          nn.Conv2d(mid, mid, 3, padding=1))
 
     def forward(self, x):
@@ -107,7 +118,7 @@ class Decoder(nn.Module):
         self.conv1 = nn.Conv2d(top, mid, 3, padding=1)
         self.ffm2, self.ffm1, self.ffm0 = (FFM(planes * EXPANSION, mid) for planes in PLANES[2::-1])
         self.outconv = nn.Module()
-        self.outconv.adapt_conv = nn.Sequential(nn.Conv2d(mid, mid // 2, 3, padding=1), nn.BatchNorm2d(mid // 2),
+        self.outconv.adapt_conv = nn.Sequential(nn.Conv2d(mid, mid // 2, 3, padding=1), BatchStatNorm(mid // 2),
                                                 nn.ReLU(), nn.Conv2d(mid // 2, 1, 3, padding=1))
 
     def forward(self, features):
