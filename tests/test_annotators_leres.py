@@ -207,3 +207,37 @@ def test_server_offers_each_module_only_with_its_files(folder, tmp_path):
     assert {"depth_leres", "depth_leres++"} <= set(offered(folder))
     assert resolve("controlnet_module", "depth_leres++", folder) == "depth_leres++"
     assert resolve("controlnet_module", "depth_leres", folder) == "depth_leres"  # no longer the transformers stand-in
+
+
+def test_cli_writes_the_map(folder, tmp_path, capsys):
+    from PIL import Image
+
+    from bad_input_tools import assert_user_error, run_cli
+
+    image = leres_picture(0)
+    Image.fromarray(image).save(tmp_path / "in.png")
+    argv = ["annotate", "depth_leres", str(tmp_path / "in.png"), "-o", str(tmp_path / "depth.png"), "--resolution", "192",
+            "--param", f"model={folder}", "--param", "remove_near=20"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    expected = annotate("depth_leres", image, resolution=192, model=folder, remove_near=20)
+    assert np.array_equal(np.array(Image.open(tmp_path / "depth.png").convert("RGB")), expected)
+    assert_user_error([*argv[:-1], "remove_near=120"], capsys, "remove_near", "100")
+
+
+def test_detect_maps_a1111_thresholds_onto_the_module(folder):
+    """/controlnet/detect: threshold_a / threshold_b are remove near / remove background %, weights from --annotator-dir."""
+    from types import SimpleNamespace
+
+    from controlnet.web.engine import Engine
+    from controlnet.web.modules import bind_sliders
+    from controlnet.web.schema import DetectRequest
+
+    warnings = []
+    resolution, params = bind_sliders("controlnet_module", "depth_leres++", 192, 20, 30, warnings)
+    assert (resolution, params, warnings) == (192, {"remove_near": 20.0, "remove_background": 30.0}, [])
+    server = SimpleNamespace(annotator_dir=folder)
+    server.annotator_weights = lambda module: Engine.annotator_weights(server, module)
+    image = leres_picture(0)
+    maps = Engine.detect(server, DetectRequest("depth_leres++", [image], resolution, params))
+    assert np.array_equal(maps[0], annotate("depth_leres++", image, 192, model=folder, **params))
