@@ -13,6 +13,7 @@ instead: the same wherever the size is one), the map cropped back.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -88,7 +89,7 @@ def leres_map(image: np.ndarray, model, remove_near: float, remove_background: f
     if boost:
         from .leres_boost import boosted_depth
 
-        depth = boosted_depth(padded, net, load_merge(model))
+        depth = boosted_depth(padded, functools.partial(leres_depth, net), load_merge(model))
     else:
         depth = leres_depth(net, padded, padded.shape[1], padded.shape[0])
     return gray3(depth_to_gray(depth, remove_near, remove_background)[:h, :w])

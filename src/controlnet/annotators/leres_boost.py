@@ -17,8 +17,6 @@ import functools
 import cv2
 import numpy as np
 
-from .leres import leres_depth
-
 FIELD = 448  # LeReS's receptive field: the low-resolution estimate, and half of a patch's high one
 MERGE_SIZE = 1024
 MAX_SIZE = 1600  # R_max
@@ -84,9 +82,9 @@ def _to_merge_size(depth: np.ndarray) -> np.ndarray:
     return cv2.resize(depth, (MERGE_SIZE, MERGE_SIZE), interpolation=cv2.INTER_CUBIC)
 
 
-def double_estimate(image: np.ndarray, high: int, net, merge_net) -> np.ndarray:
+def double_estimate(image: np.ndarray, high: int, estimate, merge_net) -> np.ndarray:
     """LeReS at FIELD² and at high², merged: MERGE_SIZE² float32 in [0, 1]."""
-    estimates = [_to_merge_size(leres_depth(net, image, size, size)) for size in (FIELD, high)]
+    estimates = [_to_merge_size(estimate(image, size, size)) for size in (FIELD, high)]
     return _unit(merge(merge_net, *estimates))[0, 0].float().cpu().numpy()
 
 
@@ -106,18 +104,19 @@ def blend_mask() -> np.ndarray:
     return ((mask - mask.min()) / (mask.max() - mask.min())).astype(np.float32)
 
 
-def boosted_depth(image: np.ndarray, net, merge_net) -> np.ndarray:
-    """LeReS++ depth (float, the image's size, larger = farther) of an RGB uint8 image."""
+def boosted_depth(image: np.ndarray, estimate, merge_net) -> np.ndarray:
+    """LeReS++ depth (float, the image's size, larger = farther) of an RGB uint8 image. `estimate(image, width,
+    height)`: LeReS's depth of the image resized to width x height, at the image's size (leres.leres_depth)."""
     h, w = image.shape[:2]
     whole_size, density = processing_resolution(image)
-    whole = double_estimate(image, whole_size, net, merge_net)
+    whole = double_estimate(image, whole_size, estimate, merge_net)
     if max(h, w) < whole_size:  # no local refinement
         return cv2.resize(whole, (w, h), interpolation=cv2.INTER_CUBIC)
     factor = max(min(1.0, 4 * density * whole_size / MAX_SIZE), 0.2)
     long, short = 2 * whole_size, round(2 * whole_size * min(h, w) / max(h, w))
     rows, cols = (long, short) if h > w else (short, long)
     target = cv2.resize(image, (int(round(cols / factor)), int(round(rows / factor))), interpolation=cv2.INTER_CUBIC)
-    return _refine(image.shape, target, whole, _patches(target, factor), net, merge_net)
+    return _refine(image.shape, target, whole, _patches(target, factor), estimate, merge_net)
 
 
 def _grid(height: int, width: int, half: int, stride: int) -> list[list[int]]:
@@ -156,7 +155,7 @@ def _patches(image: np.ndarray, factor: float) -> list[list[int]]:
     return sorted(chosen, key=lambda r: r[2], reverse=True)
 
 
-def _refine(shape, target: np.ndarray, whole: np.ndarray, patches, net, merge_net) -> np.ndarray:
+def _refine(shape, target: np.ndarray, whole: np.ndarray, patches, estimate, merge_net) -> np.ndarray:
     """Each patch double-estimated at FIELD / 2·FIELD, merged with the base under the mask, at the input's scale."""
     scale = shape[0] / target.shape[0]
     size = (round(target.shape[1] * scale), round(target.shape[0] * scale))
@@ -167,9 +166,9 @@ def _refine(shape, target: np.ndarray, whole: np.ndarray, patches, net, merge_ne
     for rect in patches:
         x, y, w, h = np.round(np.array(rect) * scale).astype(int)
         patch_base = base[y:y + h, x:x + w]
-        estimate = double_estimate(rgb[y:y + h, x:x + w], 2 * FIELD, net, merge_net)
+        refined = double_estimate(rgb[y:y + h, x:x + w], 2 * FIELD, estimate, merge_net)
         patch_base_big = _to_merge_size(patch_base)
-        mapped = merge(merge_net, patch_base_big, estimate)[0, 0].float().cpu().numpy()
+        mapped = merge(merge_net, patch_base_big, refined)[0, 0].float().cpu().numpy()
         fitted = np.polyval(np.polyfit(mapped.reshape(-1), patch_base_big.reshape(-1), deg=1), mapped.reshape(-1))
         merged = cv2.resize(fitted.reshape(mapped.shape), patch_base.shape[::-1], interpolation=cv2.INTER_CUBIC)
         if mask is None or mask.shape != patch_base.shape:
