@@ -15,7 +15,7 @@ Their seeded random tensors are saved as the published files are laid out (res10
 by `LeresDetector.from_pretrained(folder)` (its own strict loading). Stored: the names and shapes of
 both states (the test makes the same files from them), the seeds, the raw depth (`estimateleres` at the
 picture's size, and `estimateboost`, both as the detector calls them) and the maps of `depth_leres`
-(boost=False) and `depth_leres++` (boost=True) with the thresholds of leres_inputs.THRESHOLDS, on three
+(boost=False) and `depth_leres++` (boost=True; one channel of each grey map) with the thresholds of leres_inputs.THRESHOLDS, on three
 seeded pictures (leres_inputs.leres_picture) at detect resolution = the shorter side.
 """
 
@@ -113,8 +113,10 @@ def main():
         res = min(size)
         near, background = THRESHOLDS[i]
         for name, boost in (("leres", False), ("leres_boost", True)):
-            out[f"{name}_{i}"] = detector(image, thr_a=near, thr_b=background, boost=boost, detect_resolution=res,
-                                          image_resolution=res, output_type="np")
+            grey3 = detector(image, thr_a=near, thr_b=background, boost=boost, detect_resolution=res,
+                             image_resolution=res, output_type="np")
+            assert (grey3 == grey3[:, :, :1]).all()
+            out[f"{name}_{i}"] = grey3[:, :, 0]  # one channel of the grey map
             out[f"raw_{name}_{i}"] = RAW.pop()  # the depth the detector computed, before its map
     out["torch_version"] = np.array(torch.__version__)
     np.savez_compressed(HERE / "leres_reference.npz", **out)
