@@ -105,6 +105,17 @@ def zoe_weights(folder):
     torch.save({"model": model.state_dict()}, folder / "ZoeD_M12_N.pt")
 
 
+def leres_weights(folder):
+    """Our LeReS and merge networks, freshly initialised, in the published layouts (res101.pth under "depth_model")."""
+    import torch
+
+    from controlnet.annotators.leres_merge_network import MergeNet
+    from controlnet.annotators.leres_network import LeresDepth
+
+    torch.save({"depth_model": LeresDepth().state_dict()}, folder / "res101.pth")
+    torch.save(MergeNet().state_dict(), folder / "latest_net_G.pth")
+
+
 def depth_anything_weights(folder):
     import torch
     from depth_anything_inputs import original_shapes, random_depth_anything_state
@@ -297,6 +308,11 @@ DETECTORS = {
                                       "original res_skip with A1111's steps",
                                       save_state("manga_line_network", "MangaLineNetwork", "erika.pth"),
                                       ref_src="a MangaLineExtraction_PyTorch checkout"),
+    "depth_leres": Detector(annotate_call("depth_leres"), aux_call("leres", "LeresDetector", image_resolution=512),
+                            "controlnet_aux LeresDetector", leres_weights),
+    "depth_leres++": Detector(annotate_call("depth_leres++"),
+                              aux_call("leres", "LeresDetector", image_resolution=512, boost=True),
+                              "controlnet_aux LeresDetector (boost)", leres_weights),
     "depth_anything_v2": Detector(annotate_call("depth_anything_v2"), depth_anything_reference,
                                   "the authors' DepthAnythingV2 (comfyui_controlnet_aux)", depth_anything_weights,
                                   ref_src="comfyui_controlnet_aux's src folder"),

@@ -215,7 +215,7 @@ def test_existing_output_is_replaced_whole(place, capsys):
 
 LEARNED = ["depth", "depth_midas", "normal_midas", "seg_ade20k", "softedge_hed", "scribble_hed", "lineart_realistic",
            "lineart_coarse", "softedge_teed", "seg_ofade20k", "seg_ofcoco", "seg_ufade20k", "lineart_anime",
-           "lineart_anime_denoise", "anyline"]
+           "lineart_anime_denoise", "anyline", "depth_leres", "depth_leres++"]
 
 
 @pytest.mark.parametrize("name", LEARNED)

@@ -243,7 +243,7 @@ def test_module_list_offers_only_what_runs_here(server):
 
 
 def test_annotator_dir_offers_depth(server, tmp_path):
-    """The depth annotator (A1111's depth_leres etc. map to it): without weights a 422 says where to put them; with them in
+    """The depth annotator (A1111's depth_anything maps to it): without weights a 422 says where to put them; with them in
     the server's --annotator-dir it is listed and runs, its map exactly the annotator's."""
     from PIL import Image
 

@@ -17,6 +17,7 @@ from . import (  # noqa: F401
     hed,
     image_hints,
     inpaint,
+    leres,
     lineart,
     lineart_anime,
     lines,

@@ -152,7 +152,9 @@ def load_state_dict_file(file) -> dict:
         ) from exc
     except Exception as exc:  # corrupt or truncated files come in many exception types
         raise InputError(f"cannot read weights from {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-    for wrapper in ("state_dict", "model"):  # PiDiNet nests its tensors under "state_dict", NormalBAE and ZoeDepth under "model"
+    # PiDiNet nests its tensors under "state_dict", NormalBAE and ZoeDepth under "model", LeReS's res101.pth under
+    # "depth_model" (whatever else that checkpoint holds beside it is not read)
+    for wrapper in ("state_dict", "model", "depth_model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

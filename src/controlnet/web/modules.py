@@ -18,8 +18,8 @@ NONE = "none"
 # A1111 / sd-webui-controlnet names -> ours (its "(from white bg & black line)" style labels are cut at " ("); the
 # depth names map to our annotator of the same maps (MiDaS depth), which needs local weights
 A1111_NAMES = {"t2ia_color_grid": "color", "blur": "blur_gaussian", "tile": "tile_resample",
-               "depth_leres": "depth", "depth_anything": "depth",
-               }  # depth_midas, depth_zoe, seg_ofade20k, seg_ofcoco, seg_ufade20k are annotators of their own
+               "depth_anything": "depth",
+               }  # depth_midas, depth_zoe, depth_leres(++), seg_ofade20k, seg_ofcoco, seg_ufade20k are annotators of their own
 # sd-webui-controlnet's inpaint modules -> ours; `inpaint` is its old name of inpaint_global_harmonious
 INPAINT_MODULES = {"inpaint_only": "inpaint_only", "inpaint_global_harmonious": "inpaint_global_harmonious",
                    "inpaint": "inpaint_global_harmonious"}
