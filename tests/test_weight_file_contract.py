@@ -54,6 +54,8 @@ CONTRACTS = [
     Contract("scannet.pt", "NormalBAE", r"normal_bae/.*lllyasviel/Annotators", network("normal_bae"), "model"),
     Contract("dpt_hybrid-midas-501f0c75.pt", "MiDaS", r"midas/.*lllyasviel/Annotators"),
     Contract("ZoeD_M12_N.pt", "ZoeDepth", r"zoedepth/.*lllyasviel/Annotators", wrap="model"),
+    Contract("res101.pth", "LeReS depth", r"leres/.*lllyasviel/Annotators", wrap="depth_model"),
+    Contract("upernet_global_small.pth", "UniFormer UperNet", r"uniformer/.*lllyasviel/Annotators", wrap="state_dict"),
     Contract("depth_anything_v2_vits.pth", "Depth Anything V2", r"depth_anything_v2/.*Apache-2\.0.*CC-BY-NC-4\.0"),
 ]
 # (module, contract) for every registered module whose first published file is the contract's

@@ -149,8 +149,10 @@ def leres_sizes(state: dict, what: str, path: str) -> dict:
                        for i in range(1, 5))
         width, per_group = state[encoder + "layer1.0.conv2.weight"].shape[:2]
         top, mid = state[decoder + "conv.conv1.weight"].shape[0], state[decoder + "conv1.weight"].shape[0]
-    except (KeyError, ValueError) as exc:  # ValueError: max() of no block, a stage missing
-        raise InputError(f"{path} is not a {what} weight file: no LeReS encoder and decoder ({exc})") from None
+    except KeyError as exc:
+        raise InputError(f"{path} is not a {what} weight file: no LeReS encoder and decoder (no {exc})") from None
+    except ValueError:  # max() of no block: a stage missing
+        raise InputError(f"{path} is not a {what} weight file: no LeReS encoder stages ({encoder}layer1-4)") from None
     groups = width // per_group
     return {"blocks": blocks, "groups": groups, "group_width": width // groups, "mid": mid, "top": top}
 
