@@ -19,12 +19,11 @@ import numpy as np
 import torch
 
 from controlnet import checks
-from controlnet.errors import InputError
-from controlnet.files import writable_folder, write_json
+from controlnet.files import write_json
 from controlnet.metrics.adherence import adherence
 from controlnet.mini import pipeline as mini_pipeline
 from controlnet.mini.base_stage import base_stage, encode_latents
-from controlnet.mini.config import MiniConfig
+from controlnet.mini.config import MiniConfig, start_build
 from controlnet.mini.controlnet_stage import train_controlnet
 from controlnet.mini.loop import load_final, run_stage
 from controlnet.mini.models import build_text_encoder, build_unet, build_vae
@@ -38,7 +37,7 @@ def build_mini(out: str | Path, config: MiniConfig | None = None, threads: int |
     """Run (or resume) stage 1 (autoencoder), stage 2 (text encoder + UNet), save OUT/model, then stage 3:
     one ControlNet per condition into OUT/model/controlnet-<condition>. Every input is checked first."""
     out = checks.path("build folder", out)
-    config = _settings(out, config, threads)
+    config = start_build(out, config, MiniConfig, threads)
     budget_s = config.budget_minutes * 60
     report: dict = {"budget_minutes": config.budget_minutes, "threads": torch.get_num_threads(), "stages": {}}
 
@@ -63,28 +62,6 @@ def build_mini(out: str | Path, config: MiniConfig | None = None, threads: int |
     report["model"]["megabytes"] = round(_megabytes(model), 2)
     write_json(out / "report.json", report)
     return report
-
-
-def _settings(out: Path, config: MiniConfig | None, threads: int | None) -> MiniConfig:
-    """Check the inputs and the build folder before any stage runs; a resumed build keeps its recipe."""
-    if threads is not None:
-        threads = checks.positive_int("threads", threads)
-    if config is not None:
-        config.check()
-    writable_folder(out, "build folder")
-    recipe = out / "recipe.json"
-    if recipe.exists():
-        stored = MiniConfig.load(recipe)
-        if config is not None and config != stored:
-            raise InputError(f"{out} holds a build with other settings ({recipe}); resume it with the same "
-                             f"options or start in an empty folder")
-        config = stored
-    config = config or MiniConfig()
-    config.save(recipe)
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(config.world_seed)
-    return config
 
 
 def _run(report: dict, name: str, stage, progress: bool, log, **extra) -> None:

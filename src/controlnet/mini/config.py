@@ -8,12 +8,13 @@ sample, and everything, three ControlNets included, has to fit in 25 MB as fp16.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from controlnet import checks
 from controlnet.errors import InputError
-from controlnet.files import write_json
+from controlnet.files import writable_folder, write_json
 
 
 @dataclass
@@ -84,15 +85,48 @@ class MiniConfig:
     @classmethod
     def load(cls, path: str | Path) -> MiniConfig:
         """Read a recipe.json; a damaged one is an InputError naming the file."""
-        try:
-            d = json.loads(Path(path).read_text())
+
+        def build(d: dict) -> MiniConfig:
             for key in ("vae_channels", "unet_channels"):
                 d[key] = tuple(d[key])
             d["vae"], d["base"] = StageConfig(**d["vae"]), StageConfig(**d["base"])
             if "controlnet" in d:  # recipes written before the ControlNet stage keep its defaults
                 d["controlnet"] = StageConfig(**d["controlnet"])
                 d["controlnet_conditions"] = tuple(d["controlnet_conditions"])
-            return cls(**d).check()
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, InputError) as exc:
-            raise InputError(f"{path} is not a readable build recipe ({exc}); delete it to start the build "
-                             f"afresh, or build in another folder") from None
+            return cls(**d)
+
+        return read_recipe(path, build)
+
+
+def read_recipe(path: str | Path, build: Callable[[dict], object]):
+    """A recipe.json made into its checked config by `build`; a damaged one is an InputError naming the file."""
+    try:
+        return build(json.loads(Path(path).read_text())).check()
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, InputError) as exc:
+        raise InputError(f"{path} is not a readable build recipe ({exc}); delete it to start the build "
+                         f"afresh, or build in another folder") from None
+
+
+def start_build(out: Path, config, recipe_class, threads: int | None):
+    """Check the inputs and the build folder before any stage runs, then fix the recipe in OUT/recipe.json
+    (a resumed build keeps its own; other settings are refused), the thread count and the seed."""
+    import torch
+
+    if threads is not None:
+        threads = checks.positive_int("threads", threads)
+    if config is not None:
+        config.check()
+    writable_folder(out, "build folder")
+    recipe = out / "recipe.json"
+    if recipe.exists():
+        stored = recipe_class.load(recipe)
+        if config is not None and config != stored:
+            raise InputError(f"{out} holds a build with other settings ({recipe}); resume it with the same "
+                             f"options or start in an empty folder")
+        config = stored
+    config = config or recipe_class()
+    config.save(recipe)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(config.world_seed)
+    return config

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from controlnet import checks
-from controlnet.errors import InputError
-from controlnet.files import writable_folder, write_json
+from controlnet.files import write_json
 from controlnet.mini import dit_pipeline
+from controlnet.mini.config import start_build
 from controlnet.mini.dit_base_stage import base_stage, caches, held_out_rows, to_uint8
 from controlnet.mini.dit_config import MiniDiTConfig
 from controlnet.mini.dit_controlnet_stage import CONDITION, controlnet_stage, edge_maps, held_out
@@ -38,7 +38,7 @@ def build_mini_dit(out: str | Path, config: MiniDiTConfig | None = None, threads
     from controlnet.assets import mini_model_dir
 
     out = checks.path("build folder", out)
-    config = settings(out, config, threads)
+    config = start_build(out, config, MiniDiTConfig, threads)
     mini = mini_model_dir(mini)
     report: dict = {"budget_minutes": config.budget_minutes, "threads": torch.get_num_threads(), "stages": {}}
     transformer, scheduler, parts = train_base(out, config, mini, report, progress, log)
@@ -48,26 +48,6 @@ def build_mini_dit(out: str | Path, config: MiniDiTConfig | None = None, threads
                        "controlnet_megabytes": round(megabytes(model / f"controlnet-{CONDITION}"), 2)}
     write_json(out / "report.json", report)
     return report
-
-
-def settings(out: Path, config: MiniDiTConfig | None, threads: int | None) -> MiniDiTConfig:
-    """Check the inputs and the build folder before any stage runs; a resumed build keeps its recipe."""
-    if threads is not None:
-        torch.set_num_threads(checks.positive_int("threads", threads))
-    if config is not None:
-        config.check()
-    writable_folder(out, "build folder")
-    recipe = out / "recipe.json"
-    if recipe.exists():
-        stored = MiniDiTConfig.load(recipe)
-        if config is not None and config != stored:
-            raise InputError(f"{out} holds a build with other settings ({recipe}); resume it with the same "
-                             f"options or start in an empty folder")
-        config = stored
-    config = config or MiniDiTConfig()
-    config.save(recipe)
-    torch.manual_seed(config.world_seed)
-    return config
 
 
 def train_base(out: Path, config: MiniDiTConfig, mini: Path, report: dict, progress: bool = True, log=print):

@@ -9,14 +9,12 @@ vector where Flux has CLIP's. Flux packs 2×2 latent cells into one token, so a 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from controlnet import checks
-from controlnet.errors import InputError
 from controlnet.files import write_json
-from controlnet.mini.config import StageConfig
+from controlnet.mini.config import StageConfig, read_recipe
 
 
 @dataclass
@@ -68,12 +66,11 @@ class MiniDiTConfig:
     @classmethod
     def load(cls, path: str | Path) -> MiniDiTConfig:
         """Read a recipe.json; a damaged one is an InputError naming the file."""
-        try:
-            d = json.loads(Path(path).read_text())
+
+        def build(d: dict) -> MiniDiTConfig:
             d["base"], d["controlnet"] = StageConfig(**d["base"]), StageConfig(**d["controlnet"])
             if "controlnet_hint_widths" in d:
                 d["controlnet_hint_widths"] = tuple(d["controlnet_hint_widths"])
-            return cls(**d).check()
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, InputError) as exc:
-            raise InputError(f"{path} is not a readable build recipe ({exc}); delete it to start the build "
-                             f"afresh, or build in another folder") from None
+            return cls(**d)
+
+        return read_recipe(path, build)
