@@ -87,3 +87,25 @@ def save_sd3_base(folder: Path, *, t5: bool = True, clips: int = 2, seed: int = 
         tokenizer_3=t5_tok,
     ).save_pretrained(folder)
     return folder
+
+
+def assert_control_generate_equals_base_and_replays(argv: list, base, hint, size: int, capsys) -> None:
+    """`controlnet generate ARGV` (prompt "a red cube", 2 steps, seed 3, a FLUX.1 Control hint) draws what `base`
+    draws with the same hint and seed, and `--from` its PNG draws it again."""
+    import numpy as np
+    import PIL.Image
+
+    from bad_input_tools import run_cli
+
+    def picture(path) -> np.ndarray:
+        return np.asarray(PIL.Image.open(path).convert("RGB"))
+
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    path = out.strip().splitlines()[-1]
+    want = base("a red cube", control_image=PIL.Image.open(hint), width=size, height=size, steps=2,
+                generator=torch.Generator().manual_seed(3), output_type="pil")[0]
+    assert np.array_equal(picture(path), np.asarray(want))
+    code, out, err = run_cli(["generate", "--from", path, "-o", Path(path).parent, "--no-grid"], capsys)
+    assert code == 0, err
+    assert np.array_equal(picture(out.strip().splitlines()[-1]), picture(path))

@@ -10,11 +10,11 @@ import PIL.Image
 import pytest
 import torch
 
-from bad_input_tools import assert_user_error, run_cli
+from bad_input_tools import assert_user_error
 from controlnet.checkpoints.dit import save_dit_controlnet
 from controlnet.nn.dit_controlnet import FluxControlNet
 from controlnet.pipeline.flux import FluxBase
-from dit_bases import FLUX, save_flux_base, save_sd3_base
+from dit_bases import FLUX, assert_control_generate_equals_base_and_replays, save_flux_base, save_sd3_base
 from tiny_models import randomized
 
 SIZE = 64  # the tiny Flux VAE scales by 8, then 2×2 packing: 4×4 tokens
@@ -53,23 +53,11 @@ def test_a_control_folder_from_a_prompt_equals_flux_control_pipeline(store):
     assert float((moved - got).abs().max()) > 1e-2  # the hint acts
 
 
-def _picture(path) -> np.ndarray:
-    return np.asarray(PIL.Image.open(path).convert("RGB"))
-
-
 def test_generate_with_a_control_base_equals_flux_base_and_replays(store, capsys):
     argv = ["generate", "--model", store / "control", "--prompt", "a red cube", "--control-image", store / "hint.png",
             "--steps", "2", "--seed", "3", "-o", store / "out", "--no-grid"]
-    code, out, err = run_cli(argv, capsys)
-    assert code == 0, err
-    path = out.strip().splitlines()[-1]
-    base = FluxBase.from_pretrained(store / "control")
-    want = base("a red cube", control_image=PIL.Image.open(store / "hint.png"), width=SIZE, height=SIZE, steps=2,
-                generator=torch.Generator().manual_seed(3), output_type="pil")[0]
-    assert np.array_equal(_picture(path), np.asarray(want))
-    code, out, err = run_cli(["generate", "--from", path, "-o", store / "out", "--no-grid"], capsys)
-    assert code == 0, err
-    assert np.array_equal(_picture(out.strip().splitlines()[-1]), _picture(path))
+    assert_control_generate_equals_base_and_replays(argv, FluxBase.from_pretrained(store / "control"),
+                                                    store / "hint.png", SIZE, capsys)
 
 
 @pytest.mark.parametrize("model, extra, fragments", [

@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bad_input_tools import assert_user_error, run_cli
+from bad_input_tools import assert_user_error
 from controlnet.checkpoints.flux_control_lora import apply_flux_control_lora, bfl_to_diffusers
 from controlnet.pipeline.flux import FluxBase, is_control_base
-from dit_bases import save_flux_base, save_sd3_base
+from dit_bases import assert_control_generate_equals_base_and_replays, save_flux_base, save_sd3_base
 
 SIZE, RANK = 64, 2
 
@@ -200,23 +200,11 @@ def test_a_tiny_bfl_file_converts_back_and_applies_as_its_diffusers_twin(store, 
     assert base.transformer.x_embedder.in_features == 32 and is_control_base(base.transformer)
 
 
-def _picture(path) -> np.ndarray:
-    return np.asarray(PIL.Image.open(path).convert("RGB"))
-
-
 def test_generate_with_a_control_lora_equals_the_api_and_replays(store, capsys):
     argv = ["generate", "--model", store / "flux", "--control-lora", store / "lora.safetensors", "--prompt", "a red cube",
             "--control-image", store / "hint.png", "--steps", "2", "--seed", "3", "-o", store / "out", "--no-grid"]
-    code, out, err = run_cli(argv, capsys)
-    assert code == 0, err
-    path = out.strip().splitlines()[-1]
     base = FluxBase.from_pretrained(store / "flux", control_lora=store / "lora.safetensors")
-    want = base("a red cube", control_image=PIL.Image.open(store / "hint.png"), width=SIZE, height=SIZE, steps=2,
-                generator=torch.Generator().manual_seed(3), output_type="pil")[0]
-    assert np.array_equal(_picture(path), np.asarray(want))
-    code, out, err = run_cli(["generate", "--from", path, "-o", store / "out", "--no-grid"], capsys)
-    assert code == 0, err
-    assert np.array_equal(_picture(out.strip().splitlines()[-1]), _picture(path))
+    assert_control_generate_equals_base_and_replays(argv, base, store / "hint.png", SIZE, capsys)
 
 
 def _bad_files(store) -> None:
