@@ -18,6 +18,7 @@ import torch
 
 from controlnet.annotators import annotate
 from controlnet.errors import InputError, MissingFileError
+from detector_device import assert_runs_on_the_network_device
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -110,3 +111,7 @@ def test_server_offers_anyline_only_with_the_file(weights, tmp_path):
 
     assert "anyline" not in offered(tmp_path)
     assert "anyline" in offered(weights.parent)
+
+
+def test_runs_on_its_networks_device(weights):
+    assert_runs_on_the_network_device("anyline", model=weights)

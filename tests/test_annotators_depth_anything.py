@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from controlnet.annotators import annotate
+from detector_device import assert_runs_on_the_network_device
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -189,3 +190,11 @@ def test_a_folder_of_another_model_or_with_missing_tensors_is_refused(folder, tm
     save_file({k: v for k, v in tensors.items() if not k.startswith("head.")}, partial / "model.safetensors")
     with pytest.raises(InputError, match="lacks 6 of the model's tensors"):
         annotate("depth_anything_v2", picture(1, (64, 64)), model=partial)
+
+
+def test_runs_on_its_networks_device(weights):
+    assert_runs_on_the_network_device("depth_anything_v2", model=weights)
+
+
+def test_runs_on_its_networks_device_from_a_transformers_folder(folder):
+    assert_runs_on_the_network_device("depth_anything_v2", model=folder)

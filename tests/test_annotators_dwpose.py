@@ -107,6 +107,20 @@ def test_onnxruntime_backend_equals_opencv(folder, nets):
     np.testing.assert_allclose(ort.detector.run(x)[0], nets.detector.run(x)[0], rtol=0, atol=1e-5)
     drawn = annotate("dw_openpose_full", image, resolution=min(image.shape[:2]), model=folder, backend="onnxruntime")
     assert np.array_equal(drawn, REFERENCE["map_2"])
+    dwpose._LAST.clear()  # the pose JSON runs the backend it is given too (it re-detected with OpenCV before)
+    got = openpose_modules.detect_json("dw_openpose_full", image, min(image.shape[:2]), str(folder / "openpose"),
+                                       backend="onnxruntime")
+    assert len(got["people"]) == 3 and dwpose._LAST[0][1].detector.backend == "onnxruntime"
+
+
+def test_onnxruntime_runs_on_the_detectors_device():
+    from controlnet.annotators.onnx_net import _providers
+
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert _providers("cpu", both) == ["CPUExecutionProvider"]  # the CPU when asked, even with a GPU build
+    assert _providers("cuda:1", both) == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    with pytest.raises(InputError, match="cuda: this onnxruntime has no CUDA provider .*onnxruntime-gpu"):
+        _providers("cuda", ["CPUExecutionProvider"])
 
 
 def test_topk_export_is_named_when_opencv_cannot_run_it(monkeypatch, tmp_path):
@@ -204,7 +218,13 @@ def test_detect_answers_poses_for_dwpose(folder):
     from controlnet.web.engine import Engine
     from controlnet.web.schema import DetectRequest
 
-    server = SimpleNamespace(annotator_weights=lambda module: {"model": str(folder / "openpose" / dwpose.DETECTOR)})
+    server = SimpleNamespace(annotator_weights=lambda module: {"model": str(folder / "openpose" / dwpose.DETECTOR)},
+                             device="cpu")
     image = photo("rocket")
-    poses = Engine.detect_poses(server, DetectRequest("dw_openpose_full", [image], min(image.shape[:2]), {}, []))
+    request = DetectRequest("dw_openpose_full", [image], min(image.shape[:2]), {}, [])
+    poses = Engine.detect_poses(server, request)
     assert len(poses) == 1 and len(poses[0]["people"]) == 3
+    server.device = "cuda:99"  # the server's device reaches the detectors (here: one this machine lacks)
+    for answer in (Engine.detect_poses, Engine.detect):
+        with pytest.raises(InputError, match="device cuda:99 is not available"):
+            answer(server, request)

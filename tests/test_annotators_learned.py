@@ -10,6 +10,7 @@ from skimage import data
 from controlnet.annotators import annotate
 from controlnet.annotators.ade20k import ADE20K_PALETTE
 from controlnet.errors import InputError, MissingFileError
+from detector_device import assert_runs_on_the_network_device
 
 COFFEE = data.coffee()  # 400×600
 
@@ -177,3 +178,12 @@ def test_lineart_is_inverted_network_output(tmp_path):
         line = net(torch.from_numpy(image).float().permute(2, 0, 1)[None] / 255.0)[0, 0].numpy()
     expected = 255 - (line * 255).clip(0, 255).astype(np.uint8)
     assert np.abs(out[:, :, 0].astype(int) - expected).max() <= 1
+
+
+def test_transformers_and_hed_detectors_run_on_their_networks_device(dpt_folder, upernet_folder, hed_file, tmp_path):
+    from controlnet.annotators.lineart_network import LineartGenerator
+
+    torch.save(LineartGenerator().state_dict(), tmp_path / "sk_model.pth")
+    for module, model in (("depth", dpt_folder), ("seg_ade20k", upernet_folder), ("softedge_hed", hed_file),
+                          ("lineart", tmp_path)):
+        assert_runs_on_the_network_device(module, model=model)

@@ -25,6 +25,7 @@ import torch
 from bad_weight_files import IMAGE, refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
 from controlnet.errors import InputError, MissingFileError
+from detector_device import assert_runs_on_the_network_device, networks_on_meta
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -242,3 +243,21 @@ def test_detect_maps_a1111_thresholds_onto_the_module(folder):
     image = leres_picture(0)
     maps = Engine.detect(server, DetectRequest("depth_leres++", [image], resolution, params))
     assert np.array_equal(maps[0], annotate("depth_leres++", image, 192, model=folder, **params))
+
+
+def test_runs_on_its_networks_device(folder):
+    assert_runs_on_the_network_device("depth_leres", model=folder)
+
+
+def test_runs_on_its_networks_device_boosted(folder):
+    assert_runs_on_the_network_device("depth_leres++", model=folder)
+
+
+def test_merge_network_runs_on_its_device(folder):
+    from controlnet.annotators.leres import load_merge
+    from controlnet.annotators.leres_boost import MERGE_SIZE, merge
+
+    with networks_on_meta():
+        net = load_merge(folder)
+        low, high = (np.random.default_rng(i).random((MERGE_SIZE, MERGE_SIZE), np.float32) for i in (1, 2))
+        assert merge(net, low, high).device.type == "meta"

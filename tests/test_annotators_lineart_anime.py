@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from controlnet.annotators import annotate
+from detector_device import assert_runs_on_the_network_device
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -114,3 +115,7 @@ def test_server_offers_lineart_anime_only_with_the_file(weights, tmp_path):
 
     assert "lineart_anime" not in offered(tmp_path)
     assert "lineart_anime" in offered(weights.parent)
+
+
+def test_runs_on_its_networks_device(weights):
+    assert_runs_on_the_network_device("lineart_anime", model=weights)

@@ -21,6 +21,7 @@ import torch
 
 from controlnet.annotators import annotate
 from controlnet.errors import InputError
+from detector_device import assert_runs_on_the_network_device
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -147,3 +148,7 @@ def test_server_offers_midas_only_with_the_file(weights, tmp_path):
 
     assert not {"depth_midas", "normal_midas"} & set(offered(tmp_path))
     assert {"depth_midas", "normal_midas"} <= set(offered(weights.parent))
+
+
+def test_runs_on_its_networks_device(weights):
+    assert_runs_on_the_network_device("depth_midas", model=weights)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from controlnet.annotators import annotate
+from detector_device import assert_runs_on_the_network_device
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -97,3 +98,11 @@ def test_server_passes_the_file_in_its_annotator_dir(weights, tmp_path):
 
     assert weights_path("mlsd", tmp_path) is None
     assert weights_path("mlsd", weights.parent) == weights
+
+
+def test_runs_on_its_networks_device(weights):
+    assert_runs_on_the_network_device("mlsd", model=weights)
+
+
+def test_runs_on_its_networks_device_tiny(tiny_weights):
+    assert_runs_on_the_network_device("mlsd", model=tiny_weights)

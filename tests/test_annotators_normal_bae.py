@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from controlnet.annotators import annotate
+from detector_device import assert_runs_on_the_network_device
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -103,3 +104,7 @@ def test_server_offers_normal_bae_only_with_the_file(weights, tmp_path):
 
     assert "normal_bae" not in offered(tmp_path)
     assert "normal_bae" in offered(weights.parent)
+
+
+def test_runs_on_its_networks_device(weights):
+    assert_runs_on_the_network_device("normal_bae", model=weights)

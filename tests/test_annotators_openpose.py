@@ -10,6 +10,7 @@ Sizes are multiples of 64 and detect = image resolution: neither side resizes.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from controlnet.annotators import annotate, openpose_modules
 from controlnet.annotators.openpose import body_maps, body_peaks, detect_people, draw, poses_json
 from controlnet.errors import InputError, MissingFileError
+from detector_device import assert_reaches_read_back, assert_runs_on_the_network_device, networks_on_meta
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -213,3 +215,18 @@ def test_cli_writes_the_map_and_the_pose_json(weights, tmp_path, capsys):
     assert json.loads((tmp_path / "pose.json").read_text()) == {"people": [], "canvas_height": 64, "canvas_width": 96}
     canny = ["annotate", "canny", str(tmp_path / "in.png"), "-o", str(tmp_path / "c.png"), "--pose-json", "x.json"]
     assert_user_error(canny, capsys, "OpenPose JSON comes from the openpose modules")
+
+
+def test_runs_on_its_networks_device(weights):
+    assert_runs_on_the_network_device("openpose_full", model=weights)
+
+
+def test_hand_and_face_networks_run_on_their_device(weights):
+    from controlnet.annotators.openpose import face_heatmaps, hand_heatmaps
+    from controlnet.annotators.openpose_modules import load_openpose
+
+    crop = picture(3, (64, 64))
+    for name, heatmaps in (("hand_pose_model.pth", hand_heatmaps), ("facenet.pth", face_heatmaps)):
+        with networks_on_meta():
+            net = load_openpose(weights, name)
+        assert_reaches_read_back(functools.partial(heatmaps, net, crop))

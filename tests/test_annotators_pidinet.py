@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from controlnet.annotators import annotate
+from detector_device import assert_runs_on_the_network_device
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -82,3 +83,7 @@ def test_server_offers_pidinet_modules_only_with_the_file(weights, tmp_path):
     names = {"softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"}
     assert not names & set(offered(tmp_path))
     assert names <= set(offered(weights.parent))
+
+
+def test_runs_on_its_networks_device(weights):
+    assert_runs_on_the_network_device("softedge_pidinet", model=weights)

@@ -19,6 +19,7 @@ from controlnet.annotators.ade20k import ADE20K_PALETTE
 from controlnet.annotators.coco_panoptic import COCO_PANOPTIC_PALETTE
 from controlnet.annotators.segmentation import network_outputs, network_size
 from controlnet.errors import InputError, MissingFileError
+from detector_device import assert_runs_on_the_network_device
 from test_annotators_learned import save_upernet
 
 # three photos of different shapes, cut small so the tiny networks run fast
@@ -206,3 +207,11 @@ def test_found_in_the_models_folder_and_offered_by_the_server(ade_folder):
     image = PHOTOS[1]
     assert np.array_equal(annotate("seg_ofade20k", image, resolution=48, models_dir=models),
                           annotate("seg_ofade20k", image, resolution=48, model=ade_folder))
+
+
+def test_runs_on_its_networks_device_oneformer(ade_folder):
+    assert_runs_on_the_network_device("seg_ofade20k", model=ade_folder)
+
+
+def test_runs_on_its_networks_device_upernet(upernet_folder):
+    assert_runs_on_the_network_device("seg_ufade20k", model=upernet_folder)

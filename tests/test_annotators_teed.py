@@ -18,6 +18,7 @@ import torch
 
 from controlnet.annotators import annotate
 from controlnet.errors import InputError
+from detector_device import assert_runs_on_the_network_device
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -98,3 +99,7 @@ def test_server_offers_teed_only_with_the_file(weights, tmp_path):
 
     assert "softedge_teed" not in offered(tmp_path)
     assert "softedge_teed" in offered(weights.parent)
+
+
+def test_runs_on_its_networks_device(weights):
+    assert_runs_on_the_network_device("softedge_teed", model=weights)

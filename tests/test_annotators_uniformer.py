@@ -24,6 +24,7 @@ from bad_weight_files import refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
 from controlnet.annotators.ade20k import ADE20K_PALETTE
 from controlnet.errors import MissingFileError
+from detector_device import assert_runs_on_the_network_device
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -195,3 +196,7 @@ def test_evaluate_scores_ade20k_miou_with_the_file(weights):
 
     other = [ADE20K_PALETTE[(uniformer_labels(p, weights) + 1) % 150] for p in pictures]
     assert protocol.estimate(protocol.ADE20K, pictures, other, weights.parent, 0.95).value == 0.0
+
+
+def test_runs_on_its_networks_device(weights):
+    assert_runs_on_the_network_device("seg_ufade20k", model=weights)

@@ -21,6 +21,7 @@ import torch
 
 from controlnet.annotators import annotate
 from controlnet.errors import InputError
+from detector_device import assert_runs_on_the_network_device
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -144,3 +145,7 @@ def test_server_offers_zoe_only_with_the_file_and_a1111_name_is_no_longer_an_ali
         resolve("module", "depth_zoe", tmp_path)
     assert "depth_zoe" in set(offered(weights.parent))
     assert resolve("module", "depth_zoe", weights.parent) == "depth_zoe", "A1111's name, no longer the `depth` folder"
+
+
+def test_runs_on_its_networks_device(weights):
+    assert_runs_on_the_network_device("depth_zoe", model=weights)

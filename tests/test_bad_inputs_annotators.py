@@ -87,6 +87,9 @@ PARAMS = [
     ("canny", ["--width", "100000"], ["width", "100000"]),
     ("canny", ["--resize-mode", "squash"], ["unknown resize mode 'squash'", "crop_and_resize"]),
     ("canny", ["--resize-mode", "none"], ["resize mode 'none'", "always fitted"]),
+    ("canny", ["--device", "cuda:99"], ["device cuda:99 is not available"]),
+    ("canny", ["--device", "gpu0"], ["unknown device 'gpu0'", "use cpu, cuda"]),
+    ("canny", ["--device", "meta"], ["device meta holds no data", "use cpu"]),
 ]
 
 
@@ -244,6 +247,8 @@ API = [
     (lambda: PHOTO, {"low_threshold": float("nan")}, "low_threshold"),
     (lambda: PHOTO, {"resize_mode": None}, "always fitted"),
     (lambda: PHOTO, {"resolution": float("inf")}, "resolution"),
+    (lambda: PHOTO, {"device": "cuda:99"}, "device cuda:99 is not available"),
+    (lambda: PHOTO, {"device": "meta"}, "device meta holds no data"),
 ]
 
 

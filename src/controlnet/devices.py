@@ -24,4 +24,6 @@ def check_device(device) -> torch.device:
             raise InputError(f"device {device} is not available: this machine has {count} CUDA device(s)")
     elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise InputError(f"device {device} is not available on this machine; use device cpu")
+    elif device.type == "meta":
+        raise InputError("device meta holds no data, so nothing can be computed on it; use cpu, cuda, cuda:N or mps")
     return device

@@ -14,7 +14,7 @@ from .image import (
     resize_short_side,
     to_rgb,
 )
-from .local_models import find_weight, missing_weight, models_dir
+from .local_models import find_weight, missing_weight, models_dir, on_device
 from .registry import get_annotator
 
 
@@ -28,6 +28,7 @@ def annotate(
     pixel_perfect: bool = False,
     resize_mode: str = "just_resize",
     models_dir=None,
+    device=None,
     **params,
 ) -> np.ndarray:
     """Run annotator `name` on `image` and return an H×W×3 uint8 RGB map (H×W×4 for `inpaint`).
@@ -41,6 +42,8 @@ def annotate(
     pixel_perfect: choose `resolution` so the detector runs at the output size (A1111 "Pixel Perfect").
     models_dir: the folder of the detectors' weights (else $CONTROLNET_ANNOTATOR_DIR); a learned
         annotator not given `model` reads its published file there (flat or sd-webui-controlnet's layout).
+    device: where the learned networks run ("cpu", "cuda", "cuda:1", "mps"; default the CPU, or the device
+        of an enclosing `local_models.on_device`); the map is the same, up to the device's float rounding.
     params: the annotator's own parameters; `controlnet annotators` lists them with defaults.
     """
     spec = get_annotator(name)
@@ -53,7 +56,8 @@ def annotate(
         resolution = pixel_perfect_resolution((h0, w0), (out_h, out_w), resize_mode)
     resolution = _check_resolution(resolution)
     detect_input = resize_short_side(rgb, resolution) if spec.uses_resolution else rgb
-    detected = spec.fn(detect_input, **values)
+    with on_device(device):
+        detected = spec.fn(detect_input, **values)
     detected = _check_map(detected, spec.name)
     return fit_map(detected, (out_w, out_h), spec.kind, resize_mode)
 

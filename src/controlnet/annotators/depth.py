@@ -30,7 +30,7 @@ def _raw_prediction(image: np.ndarray, folder) -> tuple[np.ndarray, bool]:
     import torch
 
     model, processor = load_transformers_model(folder, "AutoModelForDepthEstimation", "depth-estimation", EXAMPLE)
-    inputs = processor(images=image, return_tensors="pt")
+    inputs = processor(images=image, return_tensors="pt").to(model.device)
     with torch.inference_mode():
         outputs = model(**inputs)
     h, w = image.shape[:2]

@@ -28,6 +28,8 @@ from .depth import relative_depth_to_gray
 from .image import gray3
 from .local_models import (
     check_model_folder,
+    detector_device,
+    device_of,
     find_weight,
     load_state_dict_file,
     load_strictly,
@@ -72,7 +74,7 @@ def depth_anything_raw(image: np.ndarray, model) -> np.ndarray:
 
     net = load_depth_anything(model)
     with torch.inference_mode():
-        depth = net(pixel_values=network_input(image).to(next(net.parameters()).device)).predicted_depth  # a moved net: its device
+        depth = net(pixel_values=network_input(image).to(device_of(net))).predicted_depth
         depth = torch.nn.functional.interpolate(depth[:, None], image.shape[:2], mode="bilinear", align_corners=True)
     return depth[0, 0].float().cpu().numpy()
 
@@ -82,15 +84,15 @@ def load_depth_anything(model):
     path = Path(model).expanduser() if model is not None else None
     if path is not None and path.is_dir() and (path / "config.json").exists():
         path = check_model_folder(path, WHAT, "depth-anything/Depth-Anything-V2-Small-hf")
-        return _load(str(path), (path / "config.json").stat().st_mtime, folder=True)
+        return _load(str(path), (path / "config.json").stat().st_mtime, True, detector_device())
     if path is not None and path.is_dir():  # the first published file found there
         model = next((found for name in FILES if (found := find_weight(name, path)) is not None), model)
     path = resolve_weight_file(model, WEIGHTS, f"{WHAT} ({WEIGHTS}; {LICENCE})")
-    return _load(str(path), path.stat().st_mtime, folder=False)
+    return _load(str(path), path.stat().st_mtime, False, detector_device())
 
 
 @functools.lru_cache(maxsize=2)
-def _load(path: str, _mtime: float, folder: bool):
+def _load(path: str, _mtime: float, folder: bool, device: str):
     from transformers import DepthAnythingForDepthEstimation
 
     if folder:
@@ -103,7 +105,7 @@ def _load(path: str, _mtime: float, folder: bool):
                                   to_transformers(state), path, f"{WHAT} ({WEIGHTS})")
     embeddings = net.backbone.embeddings
     embeddings.interpolate_pos_encoding = functools.partial(_original_position_embeddings, embeddings)
-    return net.float().eval()
+    return net.float().to(device).eval()
 
 
 def _load_folder(path: str):

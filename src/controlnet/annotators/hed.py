@@ -12,7 +12,7 @@ import numpy as np
 
 from .edges import safe_step, soft_edge_to_scribble, to_uint8
 from .image import gray3, pad_to_multiple
-from .local_models import load_network
+from .local_models import device_of, load_network
 from .registry import Param, register
 
 WEIGHTS = "ControlNetHED.pth"
@@ -32,7 +32,7 @@ def hed_edges(image: np.ndarray, weights) -> np.ndarray:
     net = load_network(weights, WEIGHTS, "HED (ControlNetHED.pth)", _build)
     padded, (h, w) = pad_to_multiple(image, 64)
     with torch.inference_mode():
-        x = torch.from_numpy(padded.copy()).float().permute(2, 0, 1)[None]
+        x = torch.from_numpy(padded.copy()).float().permute(2, 0, 1)[None].to(device_of(net))
         sides = [s[0, 0].float().cpu().numpy() for s in net(x)]
     ph, pw = padded.shape[:2]
     sides = np.stack([cv2.resize(s, (pw, ph), interpolation=cv2.INTER_LINEAR) for s in sides], axis=2)

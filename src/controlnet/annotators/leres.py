@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .image import gray3, pad_to_multiple
-from .local_models import load_converted_network
+from .local_models import device_of, load_converted_network
 from .registry import Param, register
 
 WEIGHTS, MERGE = "res101.pth", "latest_net_G.pth"
@@ -58,10 +58,10 @@ def leres_depth(net, image: np.ndarray, width: int, height: int) -> np.ndarray:
     import torch
 
     bgr = cv2.resize(np.ascontiguousarray(image[:, :, ::-1]), (width, height))
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device_of(net)).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device_of(net)).view(3, 1, 1)
     with torch.inference_mode():
-        x = (torch.from_numpy(bgr.astype(np.float32)).permute(2, 0, 1) - mean) / std
+        x = (torch.from_numpy(bgr.astype(np.float32)).to(mean.device).permute(2, 0, 1) - mean) / std
         depth = net(x[None])[0, 0].float().cpu().numpy()
     return cv2.resize(depth, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_CUBIC)
 

@@ -17,6 +17,8 @@ import functools
 import cv2
 import numpy as np
 
+from .local_models import device_of
+
 FIELD = 448  # LeReS's receptive field: the low-resolution estimate, and half of a patch's high one
 MERGE_SIZE = 1024
 MAX_SIZE = 1600  # R_max
@@ -74,7 +76,7 @@ def merge(merge_net, low: np.ndarray, high: np.ndarray):
     import torch
 
     with torch.inference_mode():
-        pair = [_unit(torch.from_numpy(d)[None, None]) * 2 - 1 for d in (low, high)]
+        pair = [_unit(torch.from_numpy(d)[None, None].to(device_of(merge_net))) * 2 - 1 for d in (low, high)]
         return (merge_net(torch.cat(pair, 1)) + 1) / 2
 
 

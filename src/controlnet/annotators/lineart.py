@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .image import gray3, pad_to_multiple
-from .local_models import load_network
+from .local_models import device_of, load_network
 from .registry import Param, register
 
 
@@ -25,7 +25,7 @@ def _lineart(image: np.ndarray, weights, default_name: str) -> np.ndarray:
     net = load_network(weights, default_name, f"lineart ({default_name})", _build)
     padded, (h, w) = pad_to_multiple(image, 64)  # as A1111: edge-pad to 64, crop back
     with torch.inference_mode():
-        x = torch.from_numpy(padded.copy()).float().permute(2, 0, 1)[None] / 255.0
+        x = torch.from_numpy(padded.copy()).to(device_of(net)).float().permute(2, 0, 1)[None] / 255.0
         line = net(x)[0, 0].float().cpu().numpy()[:h, :w]
     return gray3(255 - (line * 255.0).clip(0, 255).astype(np.uint8))
 

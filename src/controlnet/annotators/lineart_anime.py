@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .image import gray3, pad_to_multiple
-from .local_models import build_uninitialised, load_network
+from .local_models import build_uninitialised, device_of, load_network
 from .registry import Param, register
 
 WEIGHTS = "netG.pth"
@@ -38,7 +38,7 @@ def lineart_anime_raw(image: np.ndarray, weights) -> np.ndarray:
     h, w = network_size(*image.shape[:2])
     stretched = cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC)
     with torch.inference_mode():
-        x = torch.from_numpy(stretched).float().div_(127.5).sub_(1.0).permute(2, 0, 1)[None]
+        x = torch.from_numpy(stretched).to(device_of(net)).float().div_(127.5).sub_(1.0).permute(2, 0, 1)[None]
         return net(x)[0, 0].float().cpu().numpy()
 
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .image import gray3
-from .local_models import load_network
+from .local_models import device_of, load_network
 from .registry import Param, register
 
 WEIGHTS = "mlsd_large_512_fp32.pth"
@@ -44,7 +44,7 @@ def mlsd_raw(image: np.ndarray, weights) -> np.ndarray:
         net = load_network(weights, WEIGHTS, f"M-LSD large ({WEIGHTS})", _build_large)
     x = np.concatenate([image.astype(np.float32), np.ones((*image.shape[:2], 1), np.float32)], axis=2)
     with torch.inference_mode():
-        return net(torch.from_numpy(x / 127.5 - 1.0).permute(2, 0, 1)[None])[0].float().cpu().numpy()
+        return net(torch.from_numpy(x / 127.5 - 1.0).permute(2, 0, 1)[None].to(device_of(net)))[0].float().cpu().numpy()
 
 
 def network_segments(maps: np.ndarray, value_threshold: float, distance_threshold: float) -> np.ndarray:

@@ -9,10 +9,17 @@ The models folder: one folder holds every detector's weights, given by a flag (`
 (`DIR/ControlNetHED.pth`) or in sd-webui-controlnet's layout (`DIR/hed/ControlNetHED.pth` when DIR is
 its `annotator/downloads`, or DIR its extension folder or A1111's root); a missing one is named in one
 line with where to put it and where it is published.
+
+The device: `on_device(device)` puts every network loaded inside it on that device (cached per device);
+each detector moves its input to its network's device (`device_of`) and brings the output back as numpy.
+A context rather than a parameter, so the device reaches the loaders without passing through every
+detector's signature.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 from pathlib import Path
@@ -71,7 +78,33 @@ PUBLISHED = {
 # a published file -> models-folder entries that serve instead when it is absent
 INSTEAD = {"upernet_global_small.pth": ("seg_ufade20k",)}
 
+_DEVICE = contextvars.ContextVar("controlnet_annotator_device", default="cpu")
+
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+@contextlib.contextmanager
+def on_device(device):
+    """Run the learned detectors called inside on `device` ("cpu", "cuda:1", ...; one this machine has, else an
+    InputError); None keeps the current one (the CPU unless an outer `on_device` says otherwise)."""
+    from controlnet.devices import check_device
+
+    token = _DEVICE.set(str(check_device(device))) if device is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _DEVICE.reset(token)
+
+
+def detector_device() -> str:
+    """The device networks are loaded onto now (see `on_device`)."""
+    return _DEVICE.get()
+
+
+def device_of(net):
+    """Where `net`'s parameters are: its input goes there."""
+    return next(net.parameters()).device
 
 
 def check_model_folder(folder, what: str, example: str) -> Path:
@@ -100,11 +133,12 @@ def load_transformers_model(folder, auto_class: str, what: str, example: str, pr
     """(model, processor) from a local folder, in eval mode, cached; OneFormer's processor also holds
     the tokenizer that encodes its task ("the task is semantic")."""
     path = check_model_folder(folder, what, example)
-    return _load_transformers(str(path), _stamp(path), auto_class, what, example, processor_class)
+    return _load_transformers(str(path), _stamp(path), auto_class, what, example, processor_class, detector_device())
 
 
 @functools.lru_cache(maxsize=2)
-def _load_transformers(path: str, _mtime: float, auto_class: str, what: str, example: str, processor_class: str):
+def _load_transformers(path: str, _mtime: float, auto_class: str, what: str, example: str, processor_class: str,
+                       device: str):
     import transformers
 
     loader = getattr(transformers, auto_class)
@@ -126,7 +160,7 @@ def _load_transformers(path: str, _mtime: float, auto_class: str, what: str, exa
         processor = getattr(transformers, processor_class).from_pretrained(path, local_files_only=True, **kwargs)
     except (OSError, ValueError) as exc:
         raise MissingFileError(f"{path} has no usable {files} ({str(exc).splitlines()[0]}); copy them from {example}") from exc
-    return model.eval(), processor
+    return model.to(device).eval(), processor
 
 
 def load_state_dict_file(file) -> dict:
@@ -235,27 +269,27 @@ def build_uninitialised(make):
 
 
 def load_network(given, default_name: str, what: str, build):
-    """Build a torch module and load a published weight file into it strictly; cached."""
+    """Build a torch module and load a published weight file into it strictly, on the detectors' device; cached."""
     path = resolve_weight_file(given, default_name, what)
-    return _load_network(str(path), path.stat().st_mtime, what, build)
+    return _load_network(str(path), path.stat().st_mtime, what, build, detector_device())
 
 
 @functools.lru_cache(maxsize=4)
-def _load_network(path: str, _mtime: float, what: str, build):
-    return load_strictly(build(), load_state_dict_file(path), path, what)
+def _load_network(path: str, _mtime: float, what: str, build, device: str):
+    return load_strictly(build(), load_state_dict_file(path), path, what).to(device)
 
 
 def load_converted_network(given, default_name: str, what: str, convert):
     """As load_network, for files in another layout than the module's: `convert(state, what, path)` gives
     (a module built for those tensors, possibly on the meta device; the state renamed for it); cached."""
     path = resolve_weight_file(given, default_name, what)
-    return _load_converted(str(path), path.stat().st_mtime, what, convert)
+    return _load_converted(str(path), path.stat().st_mtime, what, convert, detector_device())
 
 
 @functools.lru_cache(maxsize=2)
-def _load_converted(path: str, _mtime: float, what: str, convert):
+def _load_converted(path: str, _mtime: float, what: str, convert, device: str):
     net, state = convert(load_state_dict_file(path), what, path)
-    return load_strictly(net, state, path, what, assign=True)
+    return load_strictly(net, state, path, what, assign=True).to(device)
 
 
 def load_strictly(net, state: dict, path: str, what: str, assign: bool = False):

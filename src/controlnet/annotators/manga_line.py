@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from .image import gray3, pad_to_multiple
-from .local_models import build_uninitialised, load_network
+from .local_models import build_uninitialised, device_of, load_network
 from .registry import Param, register
 
 WEIGHTS = "erika.pth"
@@ -32,7 +32,7 @@ def manga_line_raw(image: np.ndarray, weights) -> np.ndarray:
     net = load_network(weights, WEIGHTS, "manga line (erika.pth)", _build)
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     with torch.inference_mode():
-        return net(torch.from_numpy(grey).float()[None, None])[0, 0].float().cpu().numpy()
+        return net(torch.from_numpy(grey).to(device_of(net)).float()[None, None])[0, 0].float().cpu().numpy()
 
 
 @register(

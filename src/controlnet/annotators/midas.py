@@ -18,7 +18,7 @@ import numpy as np
 
 from .depth import predict_depth, relative_depth_to_gray
 from .image import gray3, pad_to_multiple
-from .local_models import load_converted_network
+from .local_models import device_of, load_converted_network
 from .normal import normal_from_depth_values
 from .registry import Param, register
 
@@ -44,7 +44,7 @@ def midas_padded(image: np.ndarray, weights) -> tuple[np.ndarray, tuple[int, int
 
     net = load_converted_network(weights, WEIGHTS, WHAT, _convert)
     padded, size = pad_to_multiple(image, 64)
-    x = torch.from_numpy(padded.copy()).float() / 127.5 - 1.0
+    x = torch.from_numpy(padded.copy()).to(device_of(net)).float() / 127.5 - 1.0
     with torch.inference_mode():
         depth = hybrid_depth(net, x.permute(2, 0, 1)[None])[0]
     return depth.float().cpu().numpy(), size

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .image import pad_to_multiple
-from .local_models import build_uninitialised, load_network
+from .local_models import build_uninitialised, device_of, load_network
 from .registry import Param, register
 
 WEIGHTS = "scannet.pt"
@@ -34,10 +34,10 @@ def normal_bae_raw(image: np.ndarray, weights) -> np.ndarray:
 
     net = load_network(weights, WEIGHTS, WHAT, _build)
     padded, (h, w) = pad_to_multiple(image, 64)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device_of(net)).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device_of(net)).view(3, 1, 1)
     with torch.inference_mode():
-        x = torch.from_numpy(padded.copy()).float().div(255.0).permute(2, 0, 1)
+        x = torch.from_numpy(padded.copy()).to(mean.device).float().div(255.0).permute(2, 0, 1)
         normals = net(((x - mean) / std)[None])[0, :3]
     return normals.float().cpu().numpy()[:, :h, :w]
 

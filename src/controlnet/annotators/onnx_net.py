@@ -18,6 +18,8 @@ import numpy as np
 
 from controlnet.errors import InputError
 
+from .local_models import detector_device
+
 BACKENDS = ("opencv", "onnxruntime")
 INSTALL_ORT = "pip install onnxruntime (the dwpose extra)"
 
@@ -54,19 +56,20 @@ def load_onnx(path, what: str, outputs: int, backend: str = "opencv") -> OnnxNet
     if backend not in BACKENDS:
         raise InputError(f"ONNX backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     path = Path(path)
-    return _load(str(path), path.stat().st_mtime, what, outputs, backend)
+    return _load(str(path), path.stat().st_mtime, what, outputs, backend, detector_device())
 
 
 @functools.lru_cache(maxsize=4)
-def _load(path: str, _mtime: float, what: str, outputs: int, backend: str) -> OnnxNet:
-    net = _open_onnxruntime(path, what) if backend == "onnxruntime" else _open_opencv(path, what)
+def _load(path: str, _mtime: float, what: str, outputs: int, backend: str, device: str) -> OnnxNet:
+    net = _open_onnxruntime(path, what, device) if backend == "onnxruntime" else _open_opencv(path, what, device)
     if len(net.output_names) != outputs:
         raise InputError(f"{path} is not a {what} file: it has {len(net.output_names)} outputs "
                          f"({', '.join(net.output_names)}) where {outputs} are expected")
     return net
 
 
-def _open_opencv(path: str, what: str) -> OnnxNet:
+def _open_opencv(path: str, what: str, device: str) -> OnnxNet:
+    """OpenCV's DNN module on the CPU whatever the device, as A1111 runs DWPose (pip's OpenCV has no CUDA)."""
     import cv2
 
     try:
@@ -75,7 +78,7 @@ def _open_opencv(path: str, what: str) -> OnnxNet:
     except cv2.error as exc:
         if has_topk(path):
             if onnxruntime_installed():
-                return _open_onnxruntime(path, what)
+                return _open_onnxruntime(path, what, device)
             raise InputError(f"OpenCV {cv2.__version__} cannot run {path}: this {what} export has a TopK layer "
                              f"(newer exports do); {INSTALL_ORT}, or use the file published by the original project") from exc
         raise InputError(f"cannot read the {what} from {path}: not an ONNX file, or cut short "
@@ -83,19 +86,31 @@ def _open_opencv(path: str, what: str) -> OnnxNet:
     return OnnxNet(path, "opencv", net, names)
 
 
-def _open_onnxruntime(path: str, what: str) -> OnnxNet:
+def _open_onnxruntime(path: str, what: str, device: str) -> OnnxNet:
     if not onnxruntime_installed():
         raise InputError(f"the onnxruntime backend needs onnxruntime: {INSTALL_ORT}")
     import onnxruntime as ort
 
-    # the GPU when an onnxruntime build with CUDA is installed (onnxruntime-gpu), else the CPU
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    providers = _providers(device, ort.get_available_providers())
     try:
         session = ort.InferenceSession(path, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
         raise InputError(f"cannot read the {what} from {path}: not an ONNX file, or cut short "
                          f"({_first_line(exc)})") from exc
     return OnnxNet(path, "onnxruntime", session, tuple(o.name for o in session.get_outputs()))
+
+
+def _providers(device: str, available) -> list:
+    """onnxruntime's execution providers for a torch device name: CUDA's on cuda[:N] (onnxruntime-gpu), else the CPU's."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise InputError(f"device {device}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu), "
+                         "or run DWPose with device cpu or backend opencv")
+    return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
 
 
 def _first_line(exc: Exception) -> str:

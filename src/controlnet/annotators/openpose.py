@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .local_models import device_of
 from .openpose_draw import BODY_LIMBS
 from .openpose_draw import draw_people as _draw_people
 
@@ -85,14 +86,10 @@ def body_maps(net, image_bgr: np.ndarray):
     scale = 0.5 * BOX / h
     small = resize(image_bgr, h * scale, w * scale)
     with torch.inference_mode():
-        pafs, heat = net(network_input(small).to(_device(net)))
+        pafs, heat = net(network_input(small).to(device_of(net)))
     size = small.shape[:2]
     maps = [_to_image_grid(m, size, (h, w)).astype(np.float64) for m in (heat, pafs)]
     return maps[0], maps[1], (pafs, heat)
-
-
-def _device(net):
-    return next(net.parameters()).device
 
 
 def body_peaks(heatmaps: np.ndarray) -> list[np.ndarray]:
@@ -221,7 +218,7 @@ def hand_heatmaps(net, crop_bgr: np.ndarray) -> np.ndarray:
     for side in (s * BOX for s in scales):
         seen = resize(blurred, side, side)
         with torch.inference_mode():
-            out = net(network_input(seen).to(_device(net)))
+            out = net(network_input(seen).to(device_of(net)))
         total += _to_image_grid(out, seen.shape[:2], (HAND_GRID, HAND_GRID)) / len(scales)
     return total
 
@@ -265,7 +262,7 @@ def face_heatmaps(net, crop_bgr: np.ndarray) -> np.ndarray:
     h, w = crop_bgr.shape[:2]
     x = torch.from_numpy(resize(crop_bgr, FACE_INPUT, FACE_INPUT)).permute(2, 0, 1) / 256.0 - 0.5
     with torch.inference_mode():
-        maps = net(x[None].to(_device(net)))
+        maps = net(x[None].to(device_of(net)))
         return F.interpolate(maps, (h, w), mode="bilinear", align_corners=True).float().cpu().numpy()[0]
 
 

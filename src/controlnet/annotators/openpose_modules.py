@@ -13,7 +13,7 @@ import numpy as np
 
 from controlnet.errors import InputError
 
-from .local_models import load_network
+from .local_models import load_network, on_device
 from .openpose import detect_people, draw, poses_json, weight_folder
 from .registry import Param, register
 
@@ -74,17 +74,19 @@ def check_json_module(module: str) -> None:
         raise InputError(f"the OpenPose JSON comes from the openpose modules ({', '.join(JSON_MODULES)}), not {module!r}")
 
 
-def detect_json(module: str, image, resolution: int, model) -> dict:
-    """The JSON of what `annotate(module, image, resolution, model=model)` draws: same detect size, same run."""
+def detect_json(module: str, image, resolution: int, model, device=None, **options) -> dict:
+    """The JSON of what `annotate(module, image, resolution, model=model, device=device, **options)` draws:
+    same detect size, same run (`options`: DWPose's backend)."""
     from .image import resize_short_side, to_rgb
 
     check_json_module(module)
     image = resize_short_side(to_rgb(image), resolution)
-    if module == "dw_openpose_full":
-        from .dwpose import dwpose_json
+    with on_device(device):
+        if module == "dw_openpose_full":
+            from .dwpose import dwpose_json
 
-        return dwpose_json(image, model)
-    return openpose_json(image, model, module)
+            return dwpose_json(image, model, **options)
+        return openpose_json(image, model, module)
 
 
 def _register(module: str, summary: str):

@@ -11,7 +11,7 @@ import numpy as np
 
 from .edges import safe_step, soft_edge_to_scribble, to_uint8
 from .image import gray3, pad_to_multiple
-from .local_models import load_network
+from .local_models import device_of, load_network
 from .registry import Param, register
 
 WEIGHTS = "table5_pidinet.pth"
@@ -31,7 +31,7 @@ def pidinet_raw(image: np.ndarray, weights) -> np.ndarray:
     net = load_network(weights, WEIGHTS, "PiDiNet (table5_pidinet.pth)", _build)
     padded, (h, w) = pad_to_multiple(image, 64)
     with torch.inference_mode():
-        x = torch.from_numpy(padded[:, :, ::-1].copy()).float().permute(2, 0, 1)[None] / 255.0
+        x = torch.from_numpy(padded[:, :, ::-1].copy()).to(device_of(net)).float().permute(2, 0, 1)[None] / 255.0
         edge = net(x)[-1][0, 0].float().cpu().numpy()
     return edge[:h, :w]
 

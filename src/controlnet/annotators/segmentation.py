@@ -76,7 +76,7 @@ def network_outputs(image: np.ndarray, folder, size=None, **load):
     if size is not None:
         height, width = network_size(*image.shape[:2], *size)
         kwargs["size"] = {"height": height, "width": width}
-    inputs = processor(images=image, return_tensors="pt", **kwargs)
+    inputs = processor(images=image, return_tensors="pt", **kwargs).to(model.device)
     with torch.inference_mode():
         return model(**inputs), processor
 

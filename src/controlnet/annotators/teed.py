@@ -12,7 +12,7 @@ import numpy as np
 
 from .edges import safe_step, to_uint8
 from .image import gray3, pad_to_multiple
-from .local_models import load_network
+from .local_models import device_of, load_network
 from .registry import Param, register
 
 WEIGHTS = "7_model.pth"
@@ -32,7 +32,7 @@ def teed_raw(image: np.ndarray, weights, default_name: str = WEIGHTS) -> np.ndar
     net = load_network(weights, default_name, f"TEED ({default_name})", _build)
     padded, (h, w) = pad_to_multiple(image, 64)
     with torch.inference_mode():
-        x = torch.from_numpy(padded.copy()).float().permute(2, 0, 1)[None]
+        x = torch.from_numpy(padded.copy()).to(device_of(net)).float().permute(2, 0, 1)[None]
         logits = torch.cat(net(x), dim=1)[0].float().cpu().numpy()
     return np.mean(np.moveaxis(logits, 0, 2), axis=2)[:h, :w]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .image import network_size, pad_to_multiple
-from .local_models import load_converted_network
+from .local_models import device_of, load_converted_network
 
 WEIGHTS = "upernet_global_small.pth"
 WHAT = f"UniFormer UperNet ({WEIGHTS})"
@@ -53,7 +53,7 @@ def uniformer_logits(image: np.ndarray, weights):
     net = load_converted_network(weights, WEIGHTS, WHAT, _convert)
     x, padded_size = network_input(image)
     with torch.inference_mode():
-        return net(x), tuple(x.shape[-2:]), padded_size
+        return net(x.to(device_of(net))), tuple(x.shape[-2:]), padded_size
 
 
 def uniformer_labels(image: np.ndarray, weights) -> np.ndarray:
@@ -69,4 +69,4 @@ def uniformer_labels(image: np.ndarray, weights) -> np.ndarray:
             logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
         labels = logits.softmax(dim=1).argmax(dim=1)[0]
     h, w = image.shape[:2]
-    return labels[:h, :w].numpy()
+    return labels[:h, :w].cpu().numpy()

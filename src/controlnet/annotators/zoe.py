@@ -16,7 +16,7 @@ import numpy as np
 
 from .depth import metric_depth_to_gray
 from .image import gray3
-from .local_models import load_converted_network
+from .local_models import device_of, load_converted_network
 from .registry import Param, register
 
 WEIGHTS = "ZoeD_M12_N.pt"
@@ -58,7 +58,7 @@ def zoe_distance(image: np.ndarray, weights) -> np.ndarray:
     import torch
 
     net = load_converted_network(weights, WEIGHTS, WHAT, _convert)
-    x = torch.from_numpy(image.copy()).float().permute(2, 0, 1)[None] / 255.0
+    x = torch.from_numpy(image.copy()).to(device_of(net)).float().permute(2, 0, 1)[None] / 255.0
     with torch.inference_mode():
         depth = _padded_prediction(net, x)
         mirrored = _padded_prediction(net, x.flip(3)).flip(3)

@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                      "$CONTROLNET_ANNOTATOR_DIR; --param model=FILE overrides it")
     run.add_argument("--resize-mode", default="just_resize",
                      help="fit to the output size: just_resize (default), crop_and_resize, resize_and_fill")
+    run.add_argument("--device", help="where the learned detectors run: cpu (default), cuda, cuda:N or mps; "
+                     "DWPose's OpenCV backend and the classical annotators always use the CPU")
     run.add_argument("--pose-json", metavar="FILE", help="openpose modules: also write the people found as the OpenPose "
                      "JSON that A1111's pose editor reads (coordinates normalised to the detect size)")
     run.set_defaults(func=annotate_command)
@@ -84,6 +86,7 @@ def annotate_command(args: argparse.Namespace) -> int:
         pixel_perfect=args.pixel_perfect,
         resize_mode=args.resize_mode,
         models_dir=args.models_dir,
+        device=args.device,
         **parse_params(args.param),
     )
     save_image(detected, out)  # atomic: a failed write leaves the old file and no partial one
@@ -102,7 +105,8 @@ def write_pose_json(args: argparse.Namespace) -> None:
 
     spec = get_annotator(args.name)
     params = spec.bind(with_weights(spec, parse_params(args.param), args.models_dir))  # model from --models-dir too
-    write_json(args.pose_json, detect_json(get_annotator(args.name).name, args.image, args.resolution, params.get("model")))
+    json_of = detect_json(spec.name, args.image, args.resolution, params.pop("model"), device=args.device, **params)
+    write_json(args.pose_json, json_of)
     print(f"wrote {args.pose_json} (OpenPose JSON)")
 
 

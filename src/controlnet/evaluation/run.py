@@ -26,6 +26,7 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
     $CONTROLNET_ANNOTATOR_DIR): the detectors' weights for the ControlNet++ protocol figures. `compile`:
     torch.compile the sampling (`controlnet.pipeline.compiled`)."""
     from controlnet.annotators.local_models import models_dir as find_models_dir
+    from controlnet.annotators.local_models import on_device
     from controlnet.evaluation import prompts as P
     from controlnet.evaluation.data import open_data
     from controlnet.evaluation.folder_row import parse_images, read_folder_row
@@ -62,15 +63,16 @@ def evaluate(model: str | os.PathLike, controlnets, data: str, out: str | os.Pat
         pipe.enable_compile()
     size = getattr(pipe, "picture_size", None) or pipe.vae_scale_factor * pipe.unet.config.sample_size
     kinds = tuple(dict.fromkeys(r.kind for r in rows if not r.images)) or ((data_kind,) if data_kind else ("edges",))
-    source = open_data(str(data), size, kinds, annotator, annotator_params)
-    if not source.is_world and len(source) < s.n:
-        raise InputError(f"--n {s.n}: the dataset {data} has only {len(source)} samples")
-    folders = {r.label: read_folder_row(r, s.n, size) for r in rows if r.images}
-    ctx = Context(pipe, source, [source.item(i) for i in range(s.n)], s, out / "cache", mid, progress, folders, head,
-                  detectors)
     from controlnet.evaluation.score import score_all
 
-    result = score_all(ctx, rows, kinds, annotator, annotator_params or {}, inception if s.fid else None, clip_model)
+    with on_device(device):  # the dataset's --annotator and the protocol's detectors run where the model does
+        source = open_data(str(data), size, kinds, annotator, annotator_params)
+        if not source.is_world and len(source) < s.n:
+            raise InputError(f"--n {s.n}: the dataset {data} has only {len(source)} samples")
+        folders = {r.label: read_folder_row(r, s.n, size) for r in rows if r.images}
+        ctx = Context(pipe, source, [source.item(i) for i in range(s.n)], s, out / "cache", mid, progress, folders, head,
+                      detectors)
+        result = score_all(ctx, rows, kinds, annotator, annotator_params or {}, inception if s.fid else None, clip_model)
     result["settings"] = {**s.sampling(), "n": s.n, "seed": s.seed, "prompts": list(s.prompts), "level": s.level,
                           "fid_resize": s.fid_resize,
                           "model": mid, "data": source.spec, "device": device, "recommended": recommended}

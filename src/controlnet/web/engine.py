@@ -117,6 +117,7 @@ class Engine:
         self.model_path = resolve_model(model)
         self.dtype = dtype
         self.pipe = self._load_base(device)
+        self.device = str(device)  # the detectors run there too
         if compile:  # each new size and batch compiles on its first request (docs/performance.md)
             self.pipe.enable_compile()
         self.controlnets = self._usable(find_controlnets(model, controlnet_dir))
@@ -198,7 +199,7 @@ class Engine:
             return inpaint_map(u.image, u.mask)  # the control_v11p_sd15_inpaint hint: -1 where repainted
         try:
             return annotate(u.module, u.image, u.resolution, width=width, height=height, pixel_perfect=u.pixel_perfect,
-                            resize_mode=u.resize, **u.params, **self.annotator_weights(u.module))
+                            resize_mode=u.resize, device=self.device, **u.params, **self.annotator_weights(u.module))
         except InputError as exc:
             raise FieldError(u.field, str(exc)) from None
 
@@ -350,7 +351,7 @@ class Engine:
         from controlnet.annotators import annotate
 
         weights = self.annotator_weights(req.module)
-        return [annotate(req.module, image, req.resolution, **req.params, **weights) for image in req.images]
+        return [annotate(req.module, image, req.resolution, device=self.device, **req.params, **weights) for image in req.images]
 
     def detect_poses(self, req: DetectRequest) -> list[dict] | None:
         """A1111's `poses` of /controlnet/detect: the OpenPose JSON of each image, for the openpose modules."""
@@ -359,7 +360,7 @@ class Engine:
         if req.module not in JSON_MODULES:
             return None
         model = self.annotator_weights(req.module)["model"]
-        return [detect_json(req.module, image, req.resolution, model) for image in req.images]
+        return [detect_json(req.module, image, req.resolution, model, self.device, **req.params) for image in req.images]
 
     def annotator_weights(self, module: str) -> dict:
         """The `model` parameter of a learned annotator: its weights in --annotator-dir (none for the others)."""
