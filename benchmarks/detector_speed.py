@@ -11,6 +11,12 @@ machine do not count) of `--repeats` calls after one warm-up. The reference runs
 environment (`--aux-python`: it is not a dependency) as this same file with `--side aux`; the two
 sides alternate for `--rounds` rounds and the medians over rounds are compared. Prints both times and
 the ratio (ours / reference; ≤ 1.0 is the goal). Adding a detector is one `Detector` entry.
+
+    python benchmarks/detector_speed.py normal_bae depth_leres --device cuda   # ours on a GPU against ours on the CPU
+
+`--device DEV` times ours on DEV against ours on the CPU (all its threads) by the wall clock, the same
+weights and photo, and prints the speed-up and a `RESULT {json}` line per detector (benchmarks/gpu_perf.py
+reads them); detectors whose real-size file only the reference's classes make need `--weights` there.
 """
 
 from __future__ import annotations
@@ -346,13 +352,14 @@ def one_thread() -> None:
     cv2.setNumThreads(1)
 
 
-def median_time(call, repeats: int) -> float:
-    """Median process time of `repeats` calls (one thread: unaffected by other jobs on a shared machine)."""
+def median_time(call, repeats: int, clock=time.process_time) -> float:
+    """Median time of `repeats` calls; process time by default (one thread: unaffected by other jobs on a shared
+    machine), the wall clock where the work runs on a GPU."""
     times = []
     for _ in range(repeats):
-        start = time.process_time()
+        start = clock()
         call()
-        times.append(time.process_time() - start)
+        times.append(clock() - start)
     return median(times)
 
 
@@ -394,6 +401,31 @@ def compare(args, name: str) -> None:
     print(line, flush=True)
 
 
+def device_compare(args, name: str) -> None:
+    """Ours on `args.device` against ours on the CPU (all threads), wall clock; each maps back to numpy, so a
+    call's time includes the copy from the device."""
+    import torch
+
+    from controlnet.annotators.local_models import on_device
+
+    detector = DETECTORS[name]
+    seconds = {}
+    with tempfile.TemporaryDirectory() as folder:
+        if not args.weights:
+            detector.make_weights(Path(folder))
+        image = photo(detector.photo)
+        for device in (args.device, "cpu"):
+            with on_device(device):
+                call = detector.ours(args.weights or Path(folder), image)
+                call()  # warm-up: loading onto the device, first-call caches and kernels
+                seconds[device] = median_time(call, args.repeats, clock=time.perf_counter)
+    gpu, cpu = seconds[args.device], seconds["cpu"]
+    print(f"{name}: {args.device} {gpu:.3f} s, cpu ({torch.get_num_threads()} threads) {cpu:.3f} s, "
+          f"speed-up {cpu / gpu:.1f}x", flush=True)
+    print("RESULT " + json.dumps({"detector": name, "device": args.device, "device_s": round(gpu, 4),
+                                  "cpu_s": round(cpu, 4), "cpu_threads": torch.get_num_threads()}), flush=True)
+
+
 def reference_side(args) -> None:
     """Runs in the reference's environment (controlnet_aux 0.0.10 and torch there; our package is not imported)."""
     detector, folder = DETECTORS[args.detectors[0]], Path(args.folder)
@@ -412,6 +444,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="a published file or folder to time ours on (one detector)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per round, after one warm-up")
     parser.add_argument("--rounds", type=int, default=1, help="ours and the reference alternate this many times")
+    parser.add_argument("--device", help="time ours on this device (cuda, cuda:N, mps) against ours on the CPU")
     parser.add_argument("--list", action="store_true", help="the detectors, their references and what --ref-src is")
     parser.add_argument("--side", choices=("ours", "aux"), default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -426,6 +459,14 @@ def main() -> None:
         parser.error(f"name detectors among: {', '.join(DETECTORS)} (not {', '.join(unknown) or 'none'})")
     if args.weights and len(args.detectors) > 1:
         parser.error("--weights times one detector: name only that one")
+    if args.device:
+        made_by_reference = [n for n in args.detectors if DETECTORS[n].weights_side == "aux"]
+        if made_by_reference and not args.weights:
+            parser.error(f"--device: {', '.join(made_by_reference)} need --weights FILE (their real-size file is made "
+                         "by the reference's classes)")
+        for name in args.detectors:
+            device_compare(args, name)
+        return
     one_thread()
     if args.side == "aux":
         reference_side(args)

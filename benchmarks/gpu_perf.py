@@ -19,6 +19,10 @@ Transformer bases (`bench_dit`, last): Flux-dev- and SD3-medium-shaped random we
 tables of `benchmarks/dit_speed.py`), one ControlNet, bf16, 1024², ours vs diffusers it/s and peak
 memory (~2-3 min on an H100; `--skip-dit` leaves it out, `--dit-families flux` keeps one).
 
+Learned detectors (`bench_detectors`, after the bases): `benchmarks/detector_speed.py NAMES --device cuda`,
+ours on the GPU against ours on the CPU (all threads), real-size networks with random weights in the
+published layouts, 512-px photo, wall clock (~1-2 min; `--skip-detectors`, `--detectors NAME ...`).
+
     python benchmarks/gpu_perf.py --out /tmp/perf              # on a CUDA machine (~5 min on an H200)
     python benchmarks/gpu_perf.py --tiny --out /tmp/perf       # CPU smoke test of the same code paths
     python benchmarks/gpu_perf.py --tiny --skip-sampling --skip-training --out /tmp/perf   # the DiT path alone
@@ -64,7 +68,8 @@ def log(*a) -> None:
 class Results:
     def __init__(self, path: Path):
         self.path = path
-        self.data = {"env": {}, "sampling": [], "dit": [], "training": [], "skipped": [], "errors": []}
+        self.data = {"env": {}, "sampling": [], "dit": [], "training": [], "detectors": [], "skipped": [],
+                     "errors": []}
 
     def save(self) -> None:
         self.data["wall_s"] = round(elapsed(), 1)
@@ -298,6 +303,30 @@ def compiled_sides(ours, impls) -> dict:
     return sides
 
 
+# ------------------------------------------------------------------ learned detectors
+
+
+def bench_detectors(args, res: Results) -> None:
+    """detector_speed.py's device comparison in a child process; its RESULT lines are kept as they come."""
+    command = [sys.executable, str(HERE / "detector_speed.py"), *args.detectors, "--device", args.device,
+               "--repeats", str(args.detector_repeats)]
+    log("detectors:", " ".join(command[2:]))
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.detector_timeout_s)
+        output, problem = done.stdout, done.stderr.splitlines()[-15:] if done.returncode else None
+    except subprocess.TimeoutExpired as exc:  # what finished before the limit is kept
+        output, problem = exc.stdout or "", [f"timed out after {args.detector_timeout_s} s"]
+    output = output.decode() if isinstance(output, bytes) else output
+    for line in output.splitlines():
+        if line.startswith("RESULT "):
+            res.data["detectors"].append(json.loads(line[7:]))
+        elif line.strip():
+            log(line)
+    if problem:
+        res.data["errors"].append({"what": "detectors", "error": problem})
+    res.save()
+
+
 # ------------------------------------------------------------------ training
 
 
@@ -369,6 +398,11 @@ def main(argv=None) -> int:
     p.add_argument("--dit-steps", type=int, default=8)
     p.add_argument("--dit-repeats", type=int, default=3)
     p.add_argument("--dit-budget-s", type=float, default=180, help="seconds the transformer bases may add to the budget")
+    p.add_argument("--skip-detectors", action="store_true", help="leave out the learned detectors")
+    p.add_argument("--detectors", nargs="+", default=["softedge_teed", "lineart_anime", "normal_bae", "depth_leres",
+                                                       "depth_anything_v2", "seg_ufade20k", "openpose_full"])
+    p.add_argument("--detector-repeats", type=int, default=3)
+    p.add_argument("--detector-timeout-s", type=float, default=240)
     args = p.parse_args(argv)
     if args.tiny:
         args.device = args.device or "cpu"
@@ -378,6 +412,7 @@ def main(argv=None) -> int:
         args.train_plan = ["ours:2", "ours+ckpt:2", "diffusers:2"]
         args.init_on_device, args.threads = True, 1
         args.dit_size, args.dit_steps, args.dit_repeats = 64, 2, min(args.dit_repeats, 2)
+        args.detectors, args.detector_repeats = ["softedge_teed"], 1
     else:
         args.device = args.device or "cuda"
         args.shape, args.train_shape, args.train_resolution = "sd15", "sd15", args.size
@@ -417,6 +452,8 @@ def main(argv=None) -> int:
 
             traceback.print_exc()
             res.data["errors"].append({"what": "dit", "error": traceback.format_exc().splitlines()[-15:]})
+    if not args.skip_detectors:
+        bench_detectors(args, res)
     res.save()
     summary(res.data)
     return 0 if not res.data["errors"] else 1
@@ -439,6 +476,10 @@ def summary(d: dict) -> None:
             print(f"{r['family']} {r['size']}px 1 ControlNet: ours {r['it_per_s']:6.2f} it/s peak {r['peak_mb']} MB"
                   + (f"  diffusers {ref['it_per_s']:6.2f} it/s peak {ref['peak_mb']} MB  speed ours/diffusers "
                      f"{ref['median_s'] / r['median_s']:.3f}" if ref else ""))
+    print("== learned detectors (ours on the device vs ours on the CPU, wall clock) ==") if d.get("detectors") else None
+    for r in d.get("detectors", []):
+        print(f"{r['detector']:<20} {r['device']} {r['device_s']:.3f} s  cpu ({r['cpu_threads']} threads) "
+              f"{r['cpu_s']:.3f} s  speed-up {r['cpu_s'] / r['device_s']:.1f}x")
     print("== training ==")
     for r in d["training"]:
         print(f"{r['variant']:<10} b{r['batch']}: {r['samples_per_s']:.2f} samples/s  peak {r['peak_mb']:.0f} MB")
