@@ -13,6 +13,7 @@ full-size key set is checked separately against the published config.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from bad_weight_files import refuses_hed_file, refuses_pickle, refuses_truncated
 from controlnet.annotators import annotate
 from controlnet.annotators.ade20k import ADE20K_PALETTE
-from controlnet.errors import MissingFileError
+from controlnet.errors import InputError, MissingFileError
 from detector_device import assert_runs_on_the_network_device
 
 DATA = Path(__file__).parent / "data"
@@ -146,6 +147,28 @@ def test_another_detectors_file_is_refused(tmp_path):
 
 def test_pickle_that_would_run_code_is_not_unpickled(tmp_path):
     refuses_pickle("seg_ufade20k", tmp_path / "upernet_global_small.pth", wrap="state_dict")
+
+
+@pytest.mark.parametrize("numpy_names", ["numpy 2", "numpy 1"])
+def test_numpy_values_in_the_checkpoints_meta_are_read_safely(weights, tmp_path, numpy_names):
+    """mmcv keeps training metadata beside the tensors, which may hold numpy scalars and arrays (a best score); the
+    safe load rebuilds those (plain data), under numpy 1's module names too, and still refuses code."""
+    checkpoint = torch.load(weights, weights_only=True)
+    checkpoint["meta"]["hook_msgs"] = {"best_score": np.float64(0.4711), "best_iter": np.int64(160000)}
+    checkpoint["meta"]["class_weight"] = np.ones(3, np.float32)
+    path = tmp_path / "upernet_global_small.pth"
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)  # the pickle stream as one block of bytes
+    if numpy_names == "numpy 1":
+        raw = path.read_bytes()
+        assert b"numpy._core.multiarray" in raw
+        path.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    image = picture(3, (64, 96))
+    assert np.array_equal(annotate("seg_ufade20k", image, resolution=64, model=path),
+                          annotate("seg_ufade20k", image, resolution=64, model=weights))
+    checkpoint["meta"]["hook"] = argparse.Namespace(code="would run on load")
+    torch.save(checkpoint, path)
+    with pytest.raises(InputError, match="not unpickled"):
+        annotate("seg_ufade20k", image, resolution=64, model=path)
 
 
 def test_server_offers_seg_ufade20k_only_with_weights(weights, tmp_path):

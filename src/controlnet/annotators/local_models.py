@@ -163,6 +163,19 @@ def _load_transformers(path: str, _mtime: float, auto_class: str, what: str, exa
     return model.to(device).eval(), processor
 
 
+def numpy_values() -> list:
+    """What `torch.load(weights_only=True)` may also rebuild: numpy scalars, arrays and dtypes, which training
+    checkpoints keep beside their tensors (mmcv's `meta` of upernet_global_small.pth: a best score, the config's
+    values). They are rebuilt from plain data, no code runs; numpy 1's names too, for files saved before numpy 2."""
+    import numpy as np
+
+    core = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    dtypes = getattr(np, "dtypes", None)  # each dtype's own class, which a rebuilt dtype is checked against
+    classes = [getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType")] if dtypes else []
+    return [np.dtype, np.ndarray, core.scalar, core._reconstruct, *classes,
+            (core.scalar, "numpy.core.multiarray.scalar"), (core._reconstruct, "numpy.core.multiarray._reconstruct")]
+
+
 def load_state_dict_file(file) -> dict:
     """Tensors from a .pth/.pt/.bin (weights_only) or .safetensors file; DataParallel prefixes removed."""
     import pickle
@@ -178,7 +191,8 @@ def load_state_dict_file(file) -> dict:
 
             state = load_file(str(path))
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(numpy_values()):
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise InputError(
             f"{path} holds more than plain tensors, and is not unpickled for safety "
