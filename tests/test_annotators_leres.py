@@ -238,7 +238,7 @@ def test_detect_maps_a1111_thresholds_onto_the_module(folder):
     warnings = []
     resolution, params = bind_sliders("controlnet_module", "depth_leres++", 192, 20, 30, warnings)
     assert (resolution, params, warnings) == (192, {"remove_near": 20.0, "remove_background": 30.0}, [])
-    server = SimpleNamespace(annotator_dir=folder)
+    server = SimpleNamespace(annotator_dir=folder, device="cpu")
     server.annotator_weights = lambda module: Engine.annotator_weights(server, module)
     image = leres_picture(0)
     maps = Engine.detect(server, DetectRequest("depth_leres++", [image], resolution, params))

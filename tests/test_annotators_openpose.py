@@ -193,7 +193,8 @@ def test_detect_answers_poses_for_openpose_modules_only(weights):
     from controlnet.web.results import detect_response
     from controlnet.web.schema import DetectRequest
 
-    server = SimpleNamespace(annotator_weights=lambda module: {"model": str(weights / "body_pose_model.pth")})
+    server = SimpleNamespace(annotator_weights=lambda module: {"model": str(weights / "body_pose_model.pth")},
+                             device="cpu")
     image = picture(7, (96, 128))
     poses = Engine.detect_poses(server, DetectRequest("openpose_hand", [image, image], 64, {}, []))
     assert poses == [{"people": [], "canvas_height": 64, "canvas_width": 85}] * 2  # random weights find nobody

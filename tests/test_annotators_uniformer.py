@@ -200,7 +200,8 @@ def test_cli_and_detect_endpoint_find_the_file_in_the_models_folder(weights, tmp
     assert code == 0, err
     assert np.array_equal(np.array(Image.open(tmp_path / "seg.png")), expected)
     module = resolve("controlnet_module", "uniformer", weights.parent)
-    server = SimpleNamespace(annotator_weights=partial(Engine.annotator_weights, SimpleNamespace(annotator_dir=weights.parent)))
+    server = SimpleNamespace(annotator_weights=partial(Engine.annotator_weights, SimpleNamespace(annotator_dir=weights.parent)),
+                             device="cpu")
     detected = Engine.detect(server, DetectRequest(module, [image], 128, {}, []))
     assert module == "seg_ufade20k" and np.array_equal(detected[0], expected)
 
