@@ -61,6 +61,18 @@ def test_preprocess_runs_the_annotator_first(files, tmp_path):
     assert set(np.unique(edges)) <= {0, 255}  # the hint shown is the canny map, not the photo
 
 
+def test_preprocess_runs_on_generates_device(files, monkeypatch):
+    """--device reaches the preprocessor: a learned one runs its networks there (docs/annotators.md, Device)."""
+    from controlnet import generation
+
+    seen = []
+    monkeypatch.setattr("controlnet.annotators.annotate", lambda *a, **k: seen.append(k["device"]) or np.zeros((H, W, 3), np.uint8))
+    unit = {"controlnet": "cn", "image": str(files / "a.png"), "mask": None, "preprocess": "canny", "processor_res": None,
+            "pixel_perfect": None, "preprocess_params": None}
+    generation._unit_images(unit, W, H, "just_resize", device="cuda:1")
+    assert seen == ["cuda:1"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

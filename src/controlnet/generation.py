@@ -126,9 +126,10 @@ def apply_recommended(args) -> None:
     args.scheduler = recommended.choose("scheduler", args.scheduler, nets, "ddim")[0]
 
 
-def _unit_images(unit: dict, width, height, resize: str | None, inpaint_mask=None):
+def _unit_images(unit: dict, width, height, resize: str | None, inpaint_mask=None, device=None):
     """(condition image, mask) of one unit, read before any model is loaded so a bad file fails fast.
-    `--preprocess inpaint` takes the inpainting mask (as A1111's inpaint preprocessors do)."""
+    `--preprocess inpaint` takes the inpainting mask (as A1111's inpaint preprocessors do); a learned preprocessor
+    runs on `device` (generate's --device)."""
     from controlnet.pipeline.images import load_image
 
     if not unit["image"]:
@@ -151,7 +152,7 @@ def _unit_images(unit: dict, width, height, resize: str | None, inpaint_mask=Non
     unit["preprocess_params"] = get_annotator(unit["preprocess"]).bind(unit["preprocess_params"] or {})
     size = {"width": width, "height": height, "resize_mode": resize or "crop_and_resize"} if width and height else {}
     return annotate(unit["preprocess"], image, unit["processor_res"], pixel_perfect=unit["pixel_perfect"], **size,
-                    **unit["preprocess_params"]), mask
+                    device=device, **unit["preprocess_params"]), mask
 
 
 def _units(specs: list[dict], images: list[tuple], resize: str | None, pipe, nets: dict | None = None) -> list:
@@ -246,7 +247,7 @@ def sample(args, models: Models):
         return sample_dit(args, models)
     resize = resize_mode(args.resize)
     inpaint_mask = load_image(args.inpaint_mask) if args.inpaint_mask else None
-    images = [_unit_images(u, args.width, args.height, resize, inpaint_mask) for u in args.units]
+    images = [_unit_images(u, args.width, args.height, resize, inpaint_mask, args.device) for u in args.units]
     init = load_image(args.init_image) if args.init_image else None
     pipe = models.load(args)
     units = _units(args.units, images, resize, pipe, models.nets)
@@ -489,7 +490,7 @@ def sample_dit(args, models: Models):
     from controlnet.pipeline.images import hint_tensor, load_image, resize_mode, to_pil
     from controlnet.pipeline.sampling import ControlPipelineOutput, _check_finite, _seeds
 
-    images = [_unit_images(u, args.width, args.height, resize_mode(args.resize)) for u in args.units]
+    images = [_unit_images(u, args.width, args.height, resize_mode(args.resize), device=args.device) for u in args.units]
     control_image = load_image(args.control_image) if args.control_image else None
     seeds = _seeds(args.seed, args.num_images)
     base = models.load(args)
