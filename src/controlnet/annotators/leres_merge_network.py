@@ -36,15 +36,15 @@ class UnetBlock(nn.Module):
             layers = [nn.Identity(), down, nn.Identity(), sub, nn.Identity(), up]
         self.model = nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x):  # in place on tensors no one else reads (the parent's fresh output), as published
         if self.outermost:
             down, sub, _, up = self.model
-            return torch.tanh(up(F.relu(sub(down(x)))))
-        x = F.leaky_relu(x, 0.2)
+            return up(sub(down(x)).relu_()).tanh_()
+        x = F.leaky_relu_(x, 0.2)
         y = self.model[1](x)
         if not self.innermost:
             y = self.model[3](y)
-        return torch.cat([x, self.model[-1](F.relu(y))], 1)
+        return torch.cat([x, self.model[-1](y.relu_())], 1)
 
 
 class MergeNet(nn.Module):

@@ -49,11 +49,12 @@ class Bottleneck(nn.Module):
             self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes * EXPANSION, 1, stride, bias=False),
                                             BatchStatNorm(planes * EXPANSION))
 
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+    def forward(self, x):  # in place on fresh tensors, as the published code: the same values, fewer large copies
+        out = self.bn1(self.conv1(x)).relu_()
+        out = self.bn2(self.conv2(out)).relu_()
         out = self.bn3(self.conv3(out))
-        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+        out += x if self.downsample is None else self.downsample(x)
+        return out.relu_()
 
 
 class ResNeXt(nn.Module):
@@ -72,7 +73,7 @@ class ResNeXt(nn.Module):
             inplanes = planes * EXPANSION
 
     def forward(self, x):
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        x = F.max_pool2d(self.bn1(self.conv1(x)).relu_(), 3, 2, 1)
         features = []
         for index in range(1, 5):
             x = getattr(self, f"layer{index}")(x)
@@ -87,12 +88,14 @@ class FTB(nn.Module):
     def __init__(self, inchannels: int, mid: int):
         super().__init__()
         self.conv1 = nn.Conv2d(inchannels, mid, 3, padding=1)
-        self.conv_branch = nn.Sequential(nn.ReLU(), nn.Conv2d(mid, mid, 3, padding=1), BatchStatNorm(mid), nn.ReLU(),
-                                         nn.Conv2d(mid, mid, 3, padding=1))
+        self.conv_branch = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(mid, mid, 3, padding=1), BatchStatNorm(mid),
+                                         nn.ReLU(inplace=True), nn.Conv2d(mid, mid, 3, padding=1))
 
     def forward(self, x):
-        y = F.relu(self.conv1(x))
-        return F.relu(y + self.conv_branch(y))
+        y = self.conv1(x).relu_()
+        out = self.conv_branch(y)
+        out += y
+        return out.relu_()
 
 
 def upsample2(x):
@@ -108,7 +111,9 @@ class FFM(nn.Module):
         self.ftb2 = FTB(mid, mid)
 
     def forward(self, low, high):
-        return upsample2(self.ftb2(self.ftb1(low) + high))
+        fused = self.ftb1(low)
+        fused += high
+        return upsample2(self.ftb2(fused))
 
 
 class Decoder(nn.Module):
@@ -119,7 +124,7 @@ class Decoder(nn.Module):
         self.ffm2, self.ffm1, self.ffm0 = (FFM(planes * EXPANSION, mid) for planes in PLANES[2::-1])
         self.outconv = nn.Module()
         self.outconv.adapt_conv = nn.Sequential(nn.Conv2d(mid, mid // 2, 3, padding=1), BatchStatNorm(mid // 2),
-                                                nn.ReLU(), nn.Conv2d(mid // 2, 1, 3, padding=1))
+                                                nn.ReLU(inplace=True), nn.Conv2d(mid // 2, 1, 3, padding=1))
 
     def forward(self, features):
         x = upsample2(self.conv1(self.conv(features[3])))
