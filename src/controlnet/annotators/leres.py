@@ -62,7 +62,7 @@ def leres_depth(net, image: np.ndarray, width: int, height: int) -> np.ndarray:
     std = torch.tensor(IMAGENET_STD, device=device_of(net)).view(3, 1, 1)
     with torch.inference_mode():
         x = (torch.from_numpy(bgr.astype(np.float32)).to(mean.device).permute(2, 0, 1) - mean) / std
-        depth = net(x[None])[0, 0].float().cpu().numpy()
+        depth = net(x[None].contiguous())[0, 0].float().cpu().numpy()  # CHW as the reference's ToTensor: not channels-last
     return cv2.resize(depth, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_CUBIC)
 
 
