@@ -94,6 +94,21 @@ def save_state(module: str, cls: str, filename: str, wrap: bool = False) -> Call
     return make
 
 
+def lineart_weights(folder):
+    """Both lineart generators (controlnet_aux's LineartDetector loads sk_model.pth and sk_model2.pth together)."""
+    for name in ("sk_model.pth", "sk_model2.pth"):
+        save_state("lineart", "_build", name)(folder)
+
+
+def pidinet_weights(folder):
+    """Our PiDiNet's fresh state as published: under "state_dict", names prefixed by DataParallel's "module."."""
+    import torch
+
+    from controlnet.annotators.pidinet_network import PiDiNet
+
+    torch.save({"state_dict": {f"module.{k}": v for k, v in PiDiNet().state_dict().items()}}, folder / "table5_pidinet.pth")
+
+
 def midas_weights(folder):
     import torch
     from controlnet_aux.midas.midas.dpt_depth import DPTDepthModel
@@ -294,6 +309,16 @@ def openpose_reference(full: bool) -> Calls:
 
 
 DETECTORS = {
+    "softedge_hed": Detector(annotate_call("softedge_hed"), aux_call("hed", "HEDdetector"), "controlnet_aux HEDdetector",
+                             save_state("hed_network", "ControlNetHED", "ControlNetHED.pth")),
+    "softedge_pidinet": Detector(annotate_call("softedge_pidinet"), aux_call("pidi", "PidiNetDetector"),
+                                 "controlnet_aux PidiNetDetector", pidinet_weights),
+    "mlsd": Detector(annotate_call("mlsd"), aux_call("mlsd", "MLSDdetector"), "controlnet_aux MLSDdetector",
+                     save_state("lines", "_build_large", "mlsd_large_512_fp32.pth")),
+    "lineart_realistic": Detector(annotate_call("lineart_realistic"), aux_call("lineart", "LineartDetector"),
+                                  "controlnet_aux LineartDetector", lineart_weights),
+    "lineart_coarse": Detector(annotate_call("lineart_coarse"), aux_call("lineart", "LineartDetector", coarse=True),
+                               "controlnet_aux LineartDetector (coarse)", lineart_weights),
     "depth_midas": Detector(annotate_call("depth_midas"), aux_call("midas", "MidasDetector", image_resolution=512),
                             "controlnet_aux MidasDetector", midas_weights, weights_side="aux"),
     "depth_zoe": Detector(annotate_call("depth_zoe"), aux_call("zoe", "ZoeDetector", image_resolution=512),

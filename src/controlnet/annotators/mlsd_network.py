@@ -18,7 +18,7 @@ class _TfConv(nn.Sequential):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1):
         padding = 0 if stride == 2 else (kernel - 1) // 2
         super().__init__(nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU6())
+                         nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))  # in place on fresh tensors, as published
         self.stride = stride
 
     def forward(self, x):
@@ -36,7 +36,10 @@ class _Inverted(nn.Module):
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x):
-        return x + self.conv(x) if self.residual else self.conv(x)
+        out = self.conv(x)
+        if self.residual:
+            out += x
+        return out
 
 
 class _Backbone(nn.Module):
@@ -63,7 +66,7 @@ class _Backbone(nn.Module):
 
 def _cbr(cin, cout, kernel, dilation=1):
     pad = dilation * (kernel - 1) // 2
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation), nn.BatchNorm2d(cout), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class _Merge(nn.Module):
@@ -88,7 +91,9 @@ class _Refine(nn.Module):
         self.conv1, self.conv2 = _cbr(channels, channels, 3), _cbr(channels, 64, 3)
 
     def forward(self, x):
-        return self.conv2(self.conv1(x) + x)
+        y = self.conv1(x)
+        y += x
+        return self.conv2(y)
 
 
 class _Head(nn.Module):
