@@ -434,7 +434,7 @@ def device_compare(args, name: str) -> None:
     from controlnet.annotators.local_models import on_device
 
     detector = DETECTORS[name]
-    seconds = {}
+    seconds = []  # on args.device, then on the CPU (a list: --device cpu times the CPU twice, not once)
     with tempfile.TemporaryDirectory() as folder:
         if not args.weights:
             detector.make_weights(Path(folder))
@@ -443,8 +443,8 @@ def device_compare(args, name: str) -> None:
             with on_device(device):
                 call = detector.ours(args.weights or Path(folder), image)
                 call()  # warm-up: loading onto the device, first-call caches and kernels
-                seconds[device] = median_time(call, args.repeats, clock=time.perf_counter)
-    gpu, cpu = seconds[args.device], seconds["cpu"]
+                seconds.append(median_time(call, args.repeats, clock=time.perf_counter))
+    gpu, cpu = seconds
     print(f"{name}: {args.device} {gpu:.3f} s, cpu ({torch.get_num_threads()} threads) {cpu:.3f} s, "
           f"speed-up {cpu / gpu:.1f}x", flush=True)
     print("RESULT " + json.dumps({"detector": name, "device": args.device, "device_s": round(gpu, 4),
