@@ -106,3 +106,31 @@ def test_runs_on_its_networks_device(weights):
 
 def test_runs_on_its_networks_device_tiny(tiny_weights):
     assert_runs_on_the_network_device("mlsd", model=tiny_weights)
+
+
+def test_batch_norms_are_folded_into_the_convolutions_with_the_same_function():
+    from torch import nn
+
+    from controlnet.annotators.leres_network import BatchStatNorm
+    from controlnet.annotators.local_models import folded_batch_norms
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()),
+                        nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), BatchStatNorm(8)))
+    for norm in (net[0][1], net[1][1]):
+        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2), norm.weight.data.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = net.eval()(x)
+        folded = folded_batch_norms(net)
+        assert isinstance(folded[0][1], nn.Identity) and isinstance(folded[1][1], BatchStatNorm)
+        torch.testing.assert_close(folded(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_loaded_networks_have_their_batch_norms_folded(weights, tiny_weights):
+    from controlnet.annotators.lines import _build_large, _build_tiny
+    from controlnet.annotators.local_models import load_network
+
+    for path, build in ((weights, _build_large), (tiny_weights, _build_tiny)):
+        net = load_network(path, path.name, "M-LSD", build, fold_batch_norms=True)
+        assert not any(type(m) is torch.nn.BatchNorm2d for m in net.modules())

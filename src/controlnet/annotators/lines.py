@@ -39,12 +39,15 @@ def mlsd_raw(image: np.ndarray, weights) -> np.ndarray:
     import torch
 
     if Path(weights).name.startswith("mlsd_tiny"):  # the tiny file is chosen by its published name
-        net = load_network(weights, TINY, f"M-LSD tiny ({TINY})", _build_tiny)
+        net = load_network(weights, TINY, f"M-LSD tiny ({TINY})", _build_tiny, fold_batch_norms=True)
     else:
-        net = load_network(weights, WEIGHTS, f"M-LSD large ({WEIGHTS})", _build_large)
+        net = load_network(weights, WEIGHTS, f"M-LSD large ({WEIGHTS})", _build_large, fold_batch_norms=True)
     x = np.concatenate([image.astype(np.float32), np.ones((*image.shape[:2], 1), np.float32)], axis=2)
+    # NHWC memory seen as NCHW, batch stride included: PyTorch then keeps the whole network channels-last,
+    # as the reference's input does, which is ~20% faster for this depthwise trunk on a CPU.
+    x = torch.from_numpy(x / 127.5 - 1.0)[None].permute(0, 3, 1, 2)
     with torch.inference_mode():
-        return net(torch.from_numpy(x / 127.5 - 1.0).permute(2, 0, 1)[None].to(device_of(net)))[0].float().cpu().numpy()
+        return net(x.to(device_of(net)))[0].float().cpu().numpy()
 
 
 def network_segments(maps: np.ndarray, value_threshold: float, distance_threshold: float) -> np.ndarray:

@@ -36,10 +36,7 @@ class _Inverted(nn.Module):
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x):
-        out = self.conv(x)
-        if self.residual:
-            out += x
-        return out
+        return x + self.conv(x) if self.residual else self.conv(x)
 
 
 class _Backbone(nn.Module):
@@ -64,9 +61,10 @@ class _Backbone(nn.Module):
         return taps
 
 
-def _cbr(cin, cout, kernel, dilation=1):
+def _cbr(cin, cout, kernel, dilation=1, inplace=False):
     pad = dilation * (kernel - 1) // 2
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    conv = nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation)
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=inplace))
 
 
 class _Merge(nn.Module):
@@ -74,7 +72,7 @@ class _Merge(nn.Module):
 
     def __init__(self, c_skip: int, c_deep: int, upscale: bool = True, out: int = 64):
         super().__init__()
-        self.conv1, self.conv2, self.upscale = _cbr(c_deep, out, 1), _cbr(c_skip, out, 1), upscale
+        self.conv1, self.conv2, self.upscale = _cbr(c_deep, out, 1, inplace=True), _cbr(c_skip, out, 1, inplace=True), upscale
 
     def forward(self, skip, deep):
         deep = self.conv1(deep)
@@ -91,9 +89,7 @@ class _Refine(nn.Module):
         self.conv1, self.conv2 = _cbr(channels, channels, 3), _cbr(channels, 64, 3)
 
     def forward(self, x):
-        y = self.conv1(x)
-        y += x
-        return self.conv2(y)
+        return self.conv2(self.conv1(x) + x)
 
 
 class _Head(nn.Module):
