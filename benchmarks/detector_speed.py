@@ -14,6 +14,10 @@ the ratio (ours / reference; ≤ 1.0 is the goal). Adding a detector is one `Det
 
     python benchmarks/detector_speed.py normal_bae depth_leres --device cuda   # ours on a GPU against ours on the CPU
 
+`--keep-freed-memory ours` times ours as the `controlnet` command runs (glibc keeps freed memory for the
+next call: no page faults for big activations, see controlnet.memory) against the reference as its host
+runs it; `both` gives the reference's process the same settings; the default leaves both as glibc sets them.
+
 `--device DEV` times ours on DEV against ours on the CPU (all its threads) by the wall clock, the same
 weights and photo, and prints the speed-up and a `RESULT {json}` line per detector (benchmarks/gpu_perf.py
 reads them); detectors whose real-size file only the reference's classes make need `--weights` there.
@@ -398,6 +402,10 @@ def time_reference(args, name: str, folder: str, make_weights: bool) -> float:
     command += ["--ref-src", args.ref_src] * bool(args.ref_src) + ["--make-weights"] * make_weights
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
+    if args.keep_freed_memory == "both":
+        from controlnet.memory import GLIBC_ENV
+
+        env.update(GLIBC_ENV)  # the reference's process with the allocator settings ours has
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         sys.exit(f"{name}: the reference side failed:\n" + "\n".join(done.stderr.strip().splitlines()[-5:]))
@@ -470,6 +478,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per round, after one warm-up")
     parser.add_argument("--rounds", type=int, default=1, help="ours and the reference alternate this many times")
     parser.add_argument("--device", help="time ours on this device (cuda, cuda:N, mps) against ours on the CPU")
+    parser.add_argument("--keep-freed-memory", choices=("none", "ours", "both"), default="none",
+                        help="glibc keeps freed memory for reuse (controlnet.memory) in our process, as the "
+                        "`controlnet` command does, or in both sides' processes; none: both as glibc sets them")
     parser.add_argument("--list", action="store_true", help="the detectors, their references and what --ref-src is")
     parser.add_argument("--side", choices=("ours", "aux"), default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -502,6 +513,11 @@ def main() -> None:
             parser.error(f"{name}'s reference needs --ref-src: {detector.ref_src}")
         if detector.weights_side == "aux" and not (args.aux_python or args.weights):
             parser.error(f"{name}: give --aux-python (it makes the random real-size file) or --weights FILE")
+    if args.keep_freed_memory != "none":
+        from controlnet.memory import keep_freed_memory
+
+        if not keep_freed_memory():
+            parser.error("--keep-freed-memory: not applied (glibc only; unset MALLOC_* and CONTROLNET_KEEP_FREED_MEMORY)")
     for name in args.detectors:
         compare(args, name)
 

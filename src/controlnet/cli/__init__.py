@@ -17,6 +17,7 @@ import traceback
 
 from controlnet.errors import ControlNetError
 from controlnet.files import NO_SPACE, atomic_file
+from controlnet.memory import keep_freed_memory
 
 DEBUG_ENV = "CONTROLNET_DEBUG"
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    keep_freed_memory()  # this process only: big activations reuse freed pages instead of faulting in new ones
     if debug:
         return int(args.func(args) or 0)
     try:
