@@ -3,8 +3,8 @@
 glibc gives every block over 32 MiB fresh pages from the kernel (mmap) and returns them when freed,
 so each big activation (a 64-channel map of a 512×768 photo is 100 MB) costs one page fault per
 4 KiB, again at every call. Measured on a 2-core VM: the lineart network touched 1.8 GB of fresh
-pages (463k faults) per photo, 28% of its CPU time (7.2 → 5.2 s with the memory kept); M-LSD,
-LeReS and the U-Net steps gain alike. Keeping freed blocks in the heap for reuse makes the
+pages (463k faults) per photo, 28% of its CPU time (7.2 → 5.2 s with the memory kept); LeReS 18%
+(docs/performance.md). Keeping freed blocks in the heap for reuse makes the
 process hold its peak memory instead of handing it back between calls, as PyTorch's CUDA caching
 allocator does. The command line does it for its own process; a program importing the library
 may call `keep_freed_memory()` itself.
