@@ -18,9 +18,9 @@ import os
 import platform
 
 ENV = "CONTROLNET_KEEP_FREED_MEMORY"  # "0": leave the allocator as it is
-# glibc's own variables for the same settings (what another process, e.g. a benchmark's reference, is given)
-GLIBC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1), "MALLOC_ARENA_MAX": "1"}
-_MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_ARENA_MAX": -8}  # <malloc.h>
+# glibc's variable for each setting: (its mallopt parameter in <malloc.h>, the value)
+_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": (-3, 1 << 30), "MALLOC_TRIM_THRESHOLD_": (-1, 2**31 - 1), "MALLOC_ARENA_MAX": (-8, 1)}
+GLIBC_ENV = {name: str(value) for name, (_, value) in _SETTINGS.items()}  # the same for another process's environment
 
 
 def keep_freed_memory() -> bool:
@@ -32,4 +32,4 @@ def keep_freed_memory() -> bool:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    return all(libc.mallopt(_MALLOPT[name], int(value)) == 1 for name, value in GLIBC_ENV.items())
+    return all(libc.mallopt(parameter, value) == 1 for parameter, value in _SETTINGS.values())
